@@ -1,0 +1,102 @@
+"""The Dagster resource: configuration only, it hands out a configured client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pydantic import Field, field_validator
+
+from .client import DEFAULT_BASE_URL, MAX_PAGE_SIZE, CloudglueClient, validate_base_url
+
+__all__ = ["CloudglueResource"]
+
+
+class CloudglueResource(dg.ConfigurableResource):
+    """Connection settings for the Cloudglue API.
+
+    Invalid values are refused when the definitions load, with a message that
+    names the field. The API key is never shown: not in the resource's
+    ``repr``, not in logs or errors. Give it as an environment variable so the
+    Dagster UI shows the variable's name, not the secret.
+
+    Examples:
+        .. code-block:: python
+
+            import dagster as dg
+            from cloudglue_dagster import CloudglueResource
+
+            cloudglue = CloudglueResource(api_key=dg.EnvVar("CLOUDGLUE_API_KEY"))
+    """
+
+    api_key: str = Field(
+        repr=False,
+        description=(
+            "Cloudglue API key, sent as a bearer token. Set it with"
+            " dg.EnvVar('CLOUDGLUE_API_KEY') so the secret stays out of code and out of the UI."
+        ),
+    )
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL,
+        description=(
+            "API root, including the version. https:// required; http:// is accepted only for"
+            " loopback hosts (the local emulator)."
+        ),
+    )
+    timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Read timeout: seconds to wait for the server between bytes of a response.",
+    )
+    connect_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds to wait for a TCP/TLS connection to the API.",
+    )
+    max_retries: int = Field(
+        default=5,
+        ge=0,
+        le=20,
+        description=(
+            "Retries of one request after 429, 500, 502, 503, 504, dropped connections, timeouts"
+            " and malformed bodies (exponential backoff with jitter; Retry-After honoured)."
+            " 400, 401, 403 and 404 are never retried."
+        ),
+    )
+    page_size: int = Field(
+        default=MAX_PAGE_SIZE,
+        ge=1,
+        le=MAX_PAGE_SIZE,
+        description="Completions requested per page, 1..100. 100 means fewest requests.",
+    )
+    max_concurrent_requests: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description=(
+            "Pages fetched at once after the first page of a window (which tells how many there"
+            " are). Ingestion is bound by request latency, so this is the main speed knob; lower it"
+            " if the API rate-limits you."
+        ),
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return validate_base_url(value)
+
+    def get_client(self, logger: Any | None = None) -> CloudglueClient:
+        """A client configured from this resource's fields.
+
+        Args:
+            logger: where retries are reported, e.g. ``context.log``.
+        """
+        return CloudglueClient(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            connect_timeout=self.connect_timeout_seconds,
+            read_timeout=self.timeout_seconds,
+            max_retries=self.max_retries,
+            max_concurrent_requests=self.max_concurrent_requests,
+            logger=logger,
+        )
