@@ -1,0 +1,260 @@
+"""The asset factory: daily UTC partitions of chat completions and token usage."""
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+import pandas as pd
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from .checks import build_cloudglue_checks
+from .errors import (
+    AuthenticationError,
+    BadRequestError,
+    CloudglueConfigError,
+    InvalidResponseError,
+    NotFoundError,
+)
+from .frames import (
+    CHAT_COMPLETIONS_COLUMNS,
+    TOKEN_USAGE_COLUMNS,
+    chat_completions_frame,
+    conform,
+    token_usage_frame,
+)
+from .metadata import column_schema, frame_metadata
+from .resource import CloudglueResource
+from .window import fetch_window
+
+__all__ = ["CloudglueAssets", "build_cloudglue_assets", "partition_slices"]
+
+DEFAULT_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+"""Step retries for what outlasted the client's own retries (an API outage): 30 s, 60 s, 120 s, with jitter."""
+
+# Errors a retry cannot fix: fail at once, without Dagster step retries.
+_PERMANENT_ERRORS = (AuthenticationError, BadRequestError, NotFoundError, InvalidResponseError, CloudglueConfigError)
+
+_CHAT_PREVIEW = ("created_at", "model", "total_tokens", "prompt", "response")
+_USAGE_PREVIEW = ("date", "model", "completions", "prompt_tokens", "completion_tokens", "total_tokens")
+
+
+@dataclass(frozen=True)
+class CloudglueAssets:
+    """What :func:`build_cloudglue_assets` returns.
+
+    Attributes:
+        chat_completions, token_usage: the two assets.
+        asset_checks: their partition-aware data-quality checks.
+        partitions_def: the daily UTC partitions both share.
+        job: a job materializing both (one partition or a range per run).
+        schedule: runs ``job`` daily for the day that just ended (stopped by default).
+    """
+
+    chat_completions: dg.AssetsDefinition
+    token_usage: dg.AssetsDefinition
+    asset_checks: tuple[dg.AssetChecksDefinition, ...]
+    partitions_def: dg.DailyPartitionsDefinition
+    job: UnresolvedAssetJobDefinition
+    schedule: dg.ScheduleDefinition
+
+    @property
+    def assets(self) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
+        return (self.chat_completions, self.token_usage)
+
+    def definitions(self) -> dg.Definitions:
+        """Assets, checks, job and schedule (no resources) as ``dg.Definitions``, to merge into yours."""
+        return dg.Definitions(
+            assets=list(self.assets), asset_checks=list(self.asset_checks), jobs=[self.job], schedules=[self.schedule]
+        )
+
+
+def partition_slices(
+    frame: pd.DataFrame, column: str, partitions_def: dg.TimeWindowPartitionsDefinition, keys: Sequence[str]
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each partition key with the rows of ``frame`` whose ``column`` falls in its time window.
+
+    ``frame`` must be sorted by ``column``. A tz-aware column is compared in
+    UTC; a naive one is taken to be UTC already.
+    """
+    values = frame[column]
+    naive = getattr(values.dtype, "tz", None) is None
+    for key in keys:
+        window = partitions_def.time_window_for_partition_key(key)
+        bounds = [pd.Timestamp(t).tz_convert("UTC") for t in (window.start, window.end)]
+        if naive:
+            bounds = [b.tz_localize(None) for b in bounds]
+        lo, hi = values.searchsorted(bounds[0], side="left"), values.searchsorted(bounds[1], side="left")
+        yield key, frame.iloc[lo:hi]
+
+
+def _parse_start_date(start_date: str | dt.date) -> dt.date:
+    if isinstance(start_date, dt.datetime):
+        start_date = start_date.date()
+    if isinstance(start_date, str):
+        try:
+            start_date = dt.date.fromisoformat(start_date)
+        except ValueError:
+            raise CloudglueConfigError(f"start_date must be 'YYYY-MM-DD', got {start_date!r}") from None
+    today = dt.datetime.now(dt.timezone.utc).date()
+    if start_date >= today:
+        raise CloudglueConfigError(
+            f"start_date {start_date.isoformat()} is not in the past: the first daily partition must be a"
+            f" UTC day that has ended (today is {today.isoformat()} UTC)."
+        )
+    return start_date
+
+
+def build_cloudglue_assets(
+    *,
+    start_date: str | dt.date,
+    key_prefix: str | Sequence[str] = ("cloudglue",),
+    group_name: str = "cloudglue",
+    resource_key: str = "cloudglue",
+    io_manager_key: str = "io_manager",
+    max_partitions_per_run: int | None = None,
+    retry_policy: dg.RetryPolicy | None = DEFAULT_RETRY_POLICY,
+    storage_kind: str = "duckdb",
+    schedule_hour: int = 1,
+) -> CloudglueAssets:
+    """Build the Cloudglue assets, their checks, a job and a daily schedule.
+
+    Args:
+        start_date: first partition, a UTC date in the past (``YYYY-MM-DD``).
+        key_prefix: asset key prefix; the keys are ``<prefix>/chat_completions``
+            and ``<prefix>/token_usage``. Also the job's name prefix.
+        group_name: asset group shown in the UI.
+        resource_key: key of the :class:`CloudglueResource` in your definitions.
+        io_manager_key: key of the pandas I/O manager storing both tables.
+            It must honour the ``partition_expr`` metadata (DuckDB, Snowflake
+            and BigQuery pandas I/O managers do).
+        max_partitions_per_run: None (default) backfills any range in one run
+            with one paged sweep; a number caps the days per run, bounding a
+            run's memory.
+        retry_policy: step retries for transient failures that outlast the
+            client's own retries; None disables them.
+        storage_kind: the storage kind shown in the UI next to ``cloudglue``
+            and ``pandas``.
+        schedule_hour: UTC hour at which the daily schedule materializes the
+            day that just ended.
+
+    Partitions are UTC days from ``start_date`` to yesterday: today is still
+    receiving completions, so it is never a partition.
+    """
+    first_day = _parse_start_date(start_date)
+    prefix = [key_prefix] if isinstance(key_prefix, str) else list(key_prefix)
+    if max_partitions_per_run is not None and max_partitions_per_run < 1:
+        raise CloudglueConfigError(f"max_partitions_per_run must be >= 1 or None, got {max_partitions_per_run}")
+    if not 0 <= schedule_hour <= 23:
+        raise CloudglueConfigError(f"schedule_hour must be 0..23, got {schedule_hour}")
+    partitions = dg.DailyPartitionsDefinition(start_date=first_day.isoformat(), timezone="UTC")
+    backfill_policy = (
+        dg.BackfillPolicy.single_run()
+        if max_partitions_per_run is None
+        else dg.BackfillPolicy.multi_run(max_partitions_per_run)
+    )
+    kinds = {"cloudglue", "pandas", storage_kind}
+    chat_key = dg.AssetKey([*prefix, "chat_completions"])
+    usage_key = dg.AssetKey([*prefix, "token_usage"])
+
+    @dg.asset(
+        key=chat_key,
+        partitions_def=partitions,
+        backfill_policy=backfill_policy,
+        group_name=group_name,
+        kinds=kinds,
+        io_manager_key=io_manager_key,
+        required_resource_keys={resource_key},
+        retry_policy=retry_policy,
+        description=(
+            "Every Cloudglue chat completion created in the partition's UTC day, one row per"
+            " completion (GET /v1/chat/completions). A range of days is fetched in one paged sweep."
+        ),
+        metadata={
+            "partition_expr": "created_at",
+            "dagster/column_schema": column_schema(CHAT_COMPLETIONS_COLUMNS),
+        },
+    )
+    def chat_completions(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        resource: CloudglueResource = getattr(context.resources, resource_key)
+        window = context.partition_time_window
+        with resource.get_client(logger=context.log) as client:
+            try:
+                fetched = fetch_window(client, window.start, window.end, page_size=resource.page_size)
+            except _PERMANENT_ERRORS as exc:
+                raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        frame = chat_completions_frame(fetched.completions)
+        keys = context.partition_keys
+        context.log.info(
+            f"Fetched {fetched.received} completions for {fetched.created_after}..{fetched.created_before}"
+            f" in {fetched.requests} requests; kept {len(frame)} in {len(keys)} day(s),"
+            f" dropped {fetched.dropped} outside the window"
+        )
+        sweep = {
+            "api_requests": dg.MetadataValue.int(fetched.requests),
+            "run_partitions": dg.MetadataValue.int(len(keys)),
+            "window_asked": dg.MetadataValue.text(
+                f"created_after={fetched.created_after} created_before={fetched.created_before}"
+            ),
+            "window_received": dg.MetadataValue.int(fetched.received),
+            "window_kept": dg.MetadataValue.int(len(frame)),
+            "window_dropped": dg.MetadataValue.int(fetched.dropped),
+        }
+        for key, day in partition_slices(frame, "created_at", partitions, keys):
+            day_metadata = frame_metadata(
+                day, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=_CHAT_PREVIEW, time_column="created_at"
+            )
+            context.add_asset_metadata({**day_metadata, **sweep}, partition_key=key)
+        return frame
+
+    @dg.asset(
+        key=usage_key,
+        ins={"chat_completions": dg.AssetIn(key=chat_key)},
+        partitions_def=partitions,
+        backfill_policy=backfill_policy,
+        group_name=group_name,
+        kinds=kinds,
+        io_manager_key=io_manager_key,
+        retry_policy=retry_policy,
+        description=(
+            "Token usage per UTC day and model, summed from chat_completions over the completions"
+            " that report each count (unreported counts stay null, never zero)."
+        ),
+        metadata={
+            "partition_expr": "date",
+            "dagster/column_schema": column_schema(TOKEN_USAGE_COLUMNS),
+        },
+    )
+    def token_usage(context: dg.AssetExecutionContext, chat_completions: pd.DataFrame) -> pd.DataFrame:
+        usage = token_usage_frame(conform(chat_completions, CHAT_COMPLETIONS_COLUMNS))
+        for key, day in partition_slices(usage, "date", partitions, context.partition_keys):
+            context.add_asset_metadata(
+                frame_metadata(day, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW),
+                partition_key=key,
+            )
+        return usage
+
+    checks = build_cloudglue_checks(
+        chat_key=chat_key, usage_key=usage_key, partitions_def=partitions, slices=partition_slices
+    )
+    job = dg.define_asset_job(
+        name=f"{'_'.join(prefix)}_daily",
+        selection=dg.AssetSelection.assets(chat_key, usage_key),
+        partitions_def=partitions,
+        description="Materializes Cloudglue chat completions and token usage for a day (or a range).",
+    )
+    schedule = dg.build_schedule_from_partitioned_job(
+        job,
+        hour_of_day=schedule_hour,
+        description=f"Each day at {schedule_hour:02d}:00 UTC, loads the UTC day that just ended.",
+    )
+    return CloudglueAssets(
+        chat_completions=chat_completions,
+        token_usage=token_usage,
+        asset_checks=checks,
+        partitions_def=partitions,
+        job=job,
+        schedule=schedule,
+    )

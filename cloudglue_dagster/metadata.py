@@ -1,0 +1,79 @@
+"""Materialization metadata: what the Dagster UI shows for each partition."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from .frames import Column
+
+__all__ = ["column_schema", "frame_metadata", "markdown_preview"]
+
+_TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def column_schema(columns: Sequence[Column]) -> dg.TableSchema:
+    """The contract as a ``dg.TableSchema`` (shown as ``dagster/column_schema``)."""
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=c.name, type=c.dtype, description=c.description) for c in columns]
+    )
+
+
+def markdown_preview(frame: pd.DataFrame, columns: Sequence[str], rows: int = 5, width: int = 40) -> str:
+    """A small markdown table of the first ``rows`` rows, cells cut to ``width`` characters."""
+    if frame.empty:
+        return "_no rows_"
+
+    def cell(value: Any) -> str:
+        text = "" if value is None or value is pd.NA or (isinstance(value, float) and value != value) else str(value)
+        text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+    head = frame.head(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for record in head[list(columns)].itertuples(index=False, name=None):
+        lines.append("| " + " | ".join(cell(v) for v in record) + " |")
+    if len(frame) > rows:
+        lines.append(f"\n_{rows} of {len(frame)} rows_")
+    return "\n".join(lines)
+
+
+def frame_metadata(
+    frame: pd.DataFrame,
+    *,
+    columns: Sequence[Column],
+    preview_columns: Sequence[str],
+    time_column: str | None = None,
+) -> dict[str, Any]:
+    """Metadata of one partition's slice: row count, schema, token totals, models, time span, preview.
+
+    Token totals are plain numbers so the UI plots them over partitions; they
+    sum the completions that reported each field (unreported ones are counted
+    by ``completions_without_usage`` where the table has it).
+    """
+    metadata: dict[str, Any] = {
+        "dagster/partition_row_count": dg.MetadataValue.int(len(frame)),
+        "dagster/column_schema": column_schema(columns),
+    }
+    for field in _TOKEN_FIELDS:
+        metadata[field] = dg.MetadataValue.int(int(frame[field].sum()) if len(frame) else 0)
+    if "completions_without_usage" in frame.columns:
+        metadata["completions_without_usage"] = dg.MetadataValue.int(
+            int(frame["completions_without_usage"].sum()) if len(frame) else 0
+        )
+    else:
+        metadata["completions_without_usage"] = dg.MetadataValue.int(
+            int(frame[list(_TOKEN_FIELDS)].isna().all(axis=1).sum())
+        )
+    models = sorted(frame["model"].dropna().unique().tolist())
+    metadata["models"] = dg.MetadataValue.text(", ".join(models) if models else "(none)")
+    metadata["model_count"] = dg.MetadataValue.int(len(models))
+    if time_column is not None and len(frame):
+        metadata[f"first_{time_column}"] = dg.MetadataValue.timestamp(frame[time_column].min().to_pydatetime())
+        metadata[f"last_{time_column}"] = dg.MetadataValue.timestamp(frame[time_column].max().to_pydatetime())
+    metadata["preview"] = dg.MetadataValue.md(markdown_preview(frame, preview_columns))
+    return metadata
+
