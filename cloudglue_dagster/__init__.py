@@ -1,5 +1,6 @@
 """Dagster integration for the Cloudglue API."""
 
+from .assets import CloudglueAssets, build_cloudglue_assets
 from .client import DEFAULT_BASE_URL, CloudglueClient, RetryPolicy
 from .errors import (
     AuthenticationError,
@@ -11,6 +12,7 @@ from .errors import (
     NotFoundError,
     RetriesExhaustedError,
 )
+from .io_manager import CloudglueDuckDBIOManager
 from .models import ChatCompletion, ChatCompletionPage, ChatMessage, Choice, Usage
 from .resource import CloudglueResource
 
@@ -21,9 +23,11 @@ __all__ = [
     "ChatCompletion",
     "ChatCompletionPage",
     "ChatMessage",
+    "CloudglueAssets",
     "Choice",
     "CloudglueClient",
     "CloudglueConfigError",
+    "CloudglueDuckDBIOManager",
     "CloudglueError",
     "CloudglueHTTPError",
     "CloudglueResource",
@@ -32,4 +36,5 @@ __all__ = [
     "RetriesExhaustedError",
     "RetryPolicy",
     "Usage",
+    "build_cloudglue_assets",
 ]

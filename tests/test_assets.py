@@ -1,0 +1,291 @@
+"""The assets end to end: real materializations, the emulator over HTTP, a real DuckDB file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from conftest import TEST_KEY, Pipeline, day_range, read_table
+
+from cloudglue_dagster import CloudglueConfigError, CloudglueResource, build_cloudglue_assets
+from cloudglue_dagster.emulator import BOUNDARY_READINGS, Dataset, Emulator
+from cloudglue_dagster.frames import CHAT_COMPLETIONS_COLUMNS, TOKEN_USAGE_COLUMNS
+
+FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 7)
+UTC = dt.timezone.utc
+
+
+@pytest.fixture
+def emu():
+    dataset = Dataset(FIRST, LAST, per_day=40, seed=7, empty_days=[dt.date(2026, 3, 6)])
+    with Emulator(dataset, api_key=TEST_KEY, retry_after_seconds=0) as server:
+        yield server
+
+
+def ids_by_day(frame: pd.DataFrame) -> dict[dt.date, set[str]]:
+    out: dict[dt.date, set[str]] = {}
+    for created, id_ in zip(frame["created_at"], frame["id"]):
+        out.setdefault(created.tz_convert("UTC").date(), set()).add(id_)
+    return out
+
+
+def assert_equals_truth(pipeline: Pipeline, days: list[dt.date]) -> None:
+    chat = pipeline.table("chat_completions")
+    assert chat["id"].is_unique
+    got = ids_by_day(chat)
+    usage = pipeline.table("token_usage")
+    for day in days:
+        truth = pipeline.emu.ground_truth(day)
+        assert got.get(day, set()) == set(truth.ids), day
+        rows = usage[usage["date"] == pd.Timestamp(day)]
+        assert int(rows["completions"].sum()) == truth.count
+        assert int(rows["total_tokens"].sum()) == truth.total_tokens
+        assert int(rows["prompt_tokens"].sum()) == truth.prompt_tokens
+        assert int(rows["completion_tokens"].sum()) == truth.completion_tokens
+        assert int(rows["completions_without_usage"].sum()) == truth.no_usage
+        assert dict(zip(rows["model"], rows["completions"])) == truth.by_model
+
+
+def materializations(result: dg.ExecuteInProcessResult, name: str) -> dict[str, dict]:
+    return {
+        e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == name
+    }
+
+
+def test_one_day(emu: Emulator, pipeline_factory) -> None:
+    pipeline = pipeline_factory(emu, "2026-03-01")
+    day = dt.date(2026, 3, 2)
+    result = pipeline.materialize("2026-03-02")
+    assert result.success
+    assert_equals_truth(pipeline, [day])
+    truth = emu.ground_truth(day)
+    md = materializations(result, "chat_completions")["2026-03-02"]
+    assert md["dagster/partition_row_count"] == truth.count
+    assert md["total_tokens"] == truth.total_tokens
+    assert md["window_asked"] == "created_after=2026-03-01 created_before=2026-03-03"
+    assert md["window_kept"] == truth.count
+    assert md["window_dropped"] == md["window_received"] - truth.count > 0  # the padding days
+    assert md["api_requests"] >= 1
+    assert md["first_created_at"] == dt.datetime(2026, 3, 2, tzinfo=UTC).timestamp()  # the 00:00:00.000 record
+    assert md["last_created_at"] == pytest.approx(dt.datetime(2026, 3, 3, tzinfo=UTC).timestamp() - 0.001)
+    assert "| created_at |" in md["preview"]
+    assert isinstance(md["dagster/column_schema"], dg.TableSchema)
+    usage_md = materializations(result, "token_usage")["2026-03-02"]
+    assert usage_md["total_tokens"] == truth.total_tokens
+    assert usage_md["completions_without_usage"] == truth.no_usage
+
+
+def test_range_is_one_sweep_with_per_partition_metadata(emu: Emulator, pipeline_factory) -> None:
+    pipeline = pipeline_factory(emu, "2026-03-01")
+    result = pipeline.materialize("2026-03-02", "2026-03-06")
+    assert result.success
+    days = day_range(dt.date(2026, 3, 2), dt.date(2026, 3, 6))
+    assert_equals_truth(pipeline, days)
+    # One sweep: every request asked for the same padded window.
+    windows = {(r.query["created_after"], r.query["created_before"]) for r in emu.request_log}
+    assert windows == {("2026-03-01", "2026-03-07")}
+    padded = sum(emu.ground_truth(d).count for d in day_range(dt.date(2026, 3, 1), dt.date(2026, 3, 7)))
+    assert emu.requests_served == -(-padded // 100)
+    chat_md = materializations(result, "chat_completions")
+    assert sorted(chat_md) == [d.isoformat() for d in days]
+    for day in days:
+        truth = emu.ground_truth(day)
+        assert chat_md[day.isoformat()]["dagster/partition_row_count"] == truth.count  # the day's, not the range's
+        assert chat_md[day.isoformat()]["total_tokens"] == truth.total_tokens
+    checks = result.get_asset_check_evaluations()
+    assert {(c.check_name, c.partition) for c in checks} == {
+        (name, d.isoformat())
+        for name in ["ids_unique", "created_at_in_partition", "tokens_non_negative", "total_tokens_consistent",
+                     "sums_match_chat_completions"]
+        for d in days
+    }
+    assert all(c.passed for c in checks)
+
+
+@pytest.mark.parametrize("unit", ["ms", "s"])
+@pytest.mark.parametrize("boundary", BOUNDARY_READINGS)
+def test_exact_days_under_every_boundary_reading(emu: Emulator, pipeline_factory, boundary: str, unit: str) -> None:
+    emu.boundary = boundary
+    emu.timestamp_unit = unit
+    pipeline = pipeline_factory(emu, "2026-03-01")
+    assert pipeline.materialize("2026-03-03", "2026-03-04", checks=False).success
+    chat = pipeline.table("chat_completions")
+    for day in (dt.date(2026, 3, 3), dt.date(2026, 3, 4)):
+        truth = emu.ground_truth(day)
+        assert ids_by_day(chat).get(day, set()) == set(truth.ids)
+        times = chat[chat["created_at"].dt.date == day]["created_at"]
+        if truth.count >= 2:  # the generator puts records on both edges of every such day
+            assert times.min() == pd.Timestamp(day, tz="UTC")
+            assert times.max() == pd.Timestamp(day, tz="UTC") + pd.Timedelta(days=1) - pd.Timedelta(milliseconds=1)
+    assert len(chat) == sum(emu.ground_truth(d).count for d in (dt.date(2026, 3, 3), dt.date(2026, 3, 4)))
+
+
+def test_rerun_replaces_without_duplicates_and_keeps_neighbours(emu: Emulator, pipeline_factory) -> None:
+    pipeline = pipeline_factory(emu, "2026-03-01")
+    assert pipeline.materialize("2026-03-02", "2026-03-06").success
+    before = pipeline.table("chat_completions")
+    assert pipeline.materialize("2026-03-04").success
+    assert pipeline.materialize("2026-03-04").success
+    after = pipeline.table("chat_completions")
+    pd.testing.assert_frame_equal(
+        before.sort_values("id").reset_index(drop=True), after.sort_values("id").reset_index(drop=True)
+    )
+
+
+def test_empty_day_creates_table_and_removes_stale_rows(tmp_path: Path) -> None:
+    busy, empty = dt.date(2026, 4, 1), dt.date(2026, 4, 2)
+    counts = {busy: 30, empty: 0}
+    with Emulator(Dataset(busy, empty, counts=counts), api_key=TEST_KEY) as emu:
+        pipeline = Pipeline(emu, tmp_path / "w.duckdb", "2026-04-01")
+        # First thing ever written: an empty day. The tables must exist with the contract's columns.
+        result = pipeline.materialize("2026-04-02")
+        assert result.success
+        chat, usage = pipeline.table("chat_completions"), pipeline.table("token_usage")
+        assert chat.empty and usage.empty
+        assert list(chat.columns) == [c.name for c in CHAT_COMPLETIONS_COLUMNS]
+        assert list(usage.columns) == [c.name for c in TOKEN_USAGE_COLUMNS]
+        assert materializations(result, "chat_completions")["2026-04-02"]["dagster/partition_row_count"] == 0
+        assert pipeline.materialize("2026-04-01").success
+        assert len(pipeline.table("chat_completions")) == 30
+    # The API now has nothing for 04-01 (say, deleted upstream): a re-run leaves no stale rows.
+    with Emulator(Dataset(busy, empty, counts={busy: 0, empty: 0}), api_key=TEST_KEY) as emu2:
+        pipeline2 = Pipeline(emu2, tmp_path / "w.duckdb", "2026-04-01")
+        assert pipeline2.materialize("2026-04-01").success
+        assert pipeline2.table("chat_completions").empty
+        assert pipeline2.table("token_usage").empty
+
+
+def test_same_types_in_every_partition(emu: Emulator, pipeline_factory) -> None:
+    """An all-null optional column or an empty day never changes the stored types."""
+    day = dt.datetime(2026, 3, 5, 12, tzinfo=UTC)
+    pipeline = pipeline_factory(emu, "2026-03-01")
+    emu.dataset._base_counts[dt.date(2026, 3, 5)] = 0  # noqa: SLF001 - only the records below that day
+    emu.add_record(
+        {"id": "sparse-1", "object": "chat.completion", "model": "m", "usage": {}, "choices": [], "payload": {}},
+        at_ms=int(day.timestamp() * 1000),
+    )
+    assert pipeline.materialize("2026-03-05").success  # first write: every optional column null
+    assert pipeline.materialize("2026-03-02", "2026-03-04").success
+    chat = pipeline.table("chat_completions")
+    sparse = chat[chat["id"] == "sparse-1"].iloc[0]
+    assert pd.isna(sparse["total_tokens"]) and pd.isna(sparse["temperature"]) and pd.isna(sparse["prompt"])
+    conn_types = read_table(pipeline.database, "chat_completions").dtypes
+    assert str(conn_types["total_tokens"]).lower() in ("int64", "float64")  # numeric, never text
+    full = chat[chat["id"] != "sparse-1"]
+    assert full["total_tokens"].notna().any() and full["temperature"].notna().any()
+
+
+def test_checks_fail_on_the_offending_partition_only(emu: Emulator, pipeline_factory) -> None:
+    at = int(dt.datetime(2026, 3, 3, 8, tzinfo=UTC).timestamp() * 1000)
+    base = {"object": "chat.completion", "model": "nimbus-001", "choices": [], "payload": {}}
+    emu.add_record({**base, "id": "neg", "usage": {"prompt_tokens": -5}}, at_ms=at)
+    emu.add_record({**base, "id": "odd", "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 5}}, at_ms=at + 1)
+    pipeline = pipeline_factory(emu, "2026-03-01")
+    result = pipeline.materialize("2026-03-02", "2026-03-04")
+    assert result.success  # checks are not blocking: the data is loaded and flagged
+    outcomes = {(c.check_name, c.partition): c for c in result.get_asset_check_evaluations()}
+    assert not outcomes[("tokens_non_negative", "2026-03-03")].passed
+    assert outcomes[("tokens_non_negative", "2026-03-02")].passed
+    warn = outcomes[("total_tokens_consistent", "2026-03-03")]
+    assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
+    assert outcomes[("sums_match_chat_completions", "2026-03-03")].passed
+
+
+def test_wrong_key_fails_fast_without_retries_and_keeps_data(emu: Emulator, tmp_path: Path) -> None:
+    pipeline = Pipeline(emu, tmp_path / "w.duckdb", "2026-03-01", retry_policy=dg.RetryPolicy(max_retries=3, delay=60))
+    assert pipeline.materialize("2026-03-02").success
+    before = pipeline.table("chat_completions")
+    emu.api_key = "rotated-key"
+    emu.reset_stats()
+    result = pipeline.materialize("2026-03-02", raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert "CLOUDGLUE_API_KEY" in failure.message
+    assert TEST_KEY not in str(failure.to_string())
+    assert emu.requests_served == 1  # no client retry, no step retry
+    pd.testing.assert_frame_equal(before, pipeline.table("chat_completions"))
+
+
+@pytest.mark.parametrize(
+    ("record", "field"),
+    [
+        ({"created_at": "last tuesday"}, "created_at"),
+        ({"usage": {"total_tokens": "many"}}, "usage.total_tokens"),
+        ({"id": None}, "id"),
+    ],
+)
+def test_malformed_record_fails_naming_it_and_keeps_data(emu: Emulator, pipeline_factory, record: dict, field: str) -> None:
+    pipeline = pipeline_factory(emu, "2026-03-01")
+    assert pipeline.materialize("2026-03-02").success
+    before = pipeline.table("chat_completions")
+    raw = {"id": "bad-record-1", "object": "chat.completion", "model": "m", "usage": {}, "choices": [], "payload": {},
+           "created_at": int(dt.datetime(2026, 3, 2, 9, tzinfo=UTC).timestamp() * 1000)}
+    raw.update(record)
+    emu.add_record(raw, at_ms=int(dt.datetime(2026, 3, 2, 9, tzinfo=UTC).timestamp() * 1000))
+    result = pipeline.materialize("2026-03-02", raise_on_error=False)
+    assert not result.success
+    message = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert field in message
+    if record.get("id", "") is not None:
+        assert "bad-record-1" in message
+    pd.testing.assert_frame_equal(before, pipeline.table("chat_completions"))
+
+
+def test_results_do_not_depend_on_local_time_zone(emu: Emulator, tmp_path: Path) -> None:
+    """The real CLI under two far-apart TZ settings writes and rewrites exactly the UTC days."""
+    database = tmp_path / "tz.duckdb"
+    env = {
+        **os.environ,
+        "CLOUDGLUE_API_KEY": TEST_KEY,
+        "CLOUDGLUE_BASE_URL": emu.base_url,
+        "CLOUDGLUE_START_DATE": "2026-03-01",
+        "CLOUDGLUE_DUCKDB_PATH": str(database),
+        "DAGSTER_HOME": str(tmp_path),
+    }
+    dagster = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cloudglue_dagster.definitions",
+               "--select", 'key:"cloudglue/*"']
+    for tz, partition in [("America/Los_Angeles", ["--partition-range", "2026-03-02...2026-03-05"]),
+                          ("Asia/Tokyo", ["--partition", "2026-03-03"]),
+                          ("Pacific/Kiritimati", ["--partition", "2026-03-04"])]:
+        done = subprocess.run([*dagster, *partition], env={**env, "TZ": tz}, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+    chat = read_table(database, "chat_completions")
+    assert chat["id"].is_unique
+    got = ids_by_day(chat)
+    for day in day_range(dt.date(2026, 3, 2), dt.date(2026, 3, 5)):
+        assert got.get(day, set()) == set(emu.ground_truth(day).ids), day
+    assert set(got) <= set(day_range(dt.date(2026, 3, 2), dt.date(2026, 3, 5)))
+
+
+def test_factory_options() -> None:
+    capped = build_cloudglue_assets(start_date="2026-01-01", max_partitions_per_run=31, key_prefix=["acme", "cg"],
+                                    group_name="acme")
+    assert capped.chat_completions.backfill_policy == dg.BackfillPolicy.multi_run(31)
+    assert capped.chat_completions.key == dg.AssetKey(["acme", "cg", "chat_completions"])
+    assert capped.token_usage.key == dg.AssetKey(["acme", "cg", "token_usage"])
+    spec = capped.token_usage.specs_by_key[capped.token_usage.key]
+    assert {d.asset_key for d in spec.deps} == {capped.chat_completions.key}
+    assert spec.group_name == "acme" and spec.kinds == {"cloudglue", "pandas", "duckdb"}
+    assert spec.metadata["partition_expr"] == "date"
+    single = build_cloudglue_assets(start_date="2026-01-01")
+    assert single.chat_completions.backfill_policy == dg.BackfillPolicy.single_run()
+    assert single.partitions_def.timezone == "UTC"
+    defs = dg.Definitions.merge(
+        single.definitions(), dg.Definitions(resources={"cloudglue": CloudglueResource(api_key="k")})
+    )
+    dg.Definitions.validate_loadable(defs)
+    assert defs.resolve_schedule_def("cloudglue_daily_schedule").cron_schedule == "0 1 * * *"
+
+
+@pytest.mark.parametrize("start", ["2999-01-01", "yesterday", dt.datetime.now(UTC).date().isoformat()])
+def test_start_date_must_be_a_past_day(start: str) -> None:
+    with pytest.raises(CloudglueConfigError, match="start_date"):
+        build_cloudglue_assets(start_date=start)

@@ -1,0 +1,180 @@
+"""The column contract and the pure shaping functions (no Dagster, no HTTP)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cloudglue_dagster.checks import (
+    duplicate_ids,
+    inconsistent_totals,
+    negative_token_rows,
+    rows_outside,
+    usage_mismatches,
+)
+from cloudglue_dagster.frames import (
+    CHAT_COMPLETIONS_COLUMNS,
+    TOKEN_USAGE_COLUMNS,
+    chat_completions_frame,
+    conform,
+    empty_frame,
+    token_usage_frame,
+)
+from cloudglue_dagster.models import parse_completion
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def completion(id: str, at_ms: int, model: str = "m1", usage: dict | None = None, **payload: object):
+    raw = {
+        "id": id,
+        "created_at": at_ms,
+        "object": "chat.completion",
+        "model": model,
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15} if usage is None else usage,
+        "choices": [
+            {"index": 1, "message": {"role": "assistant", "content": "second"}},
+            {"index": 0, "message": {"role": "assistant", "content": "first ✓", "name": "bot"}},
+        ],
+        "payload": {
+            "messages": [
+                {"role": "user", "content": "earlier question"},
+                {"role": "assistant", "content": "earlier answer"},
+                {"role": "user", "content": 'last "question"\n?'},
+            ],
+            "collections": ["c1", "c2"],
+            **payload,
+        },
+    }
+    return parse_completion(raw)
+
+
+DAY = 1767225600000  # 2026-01-01T00:00:00Z in ms
+
+
+def dtypes(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    return [(name, str(dtype)) for name, dtype in frame.dtypes.items()]
+
+
+def test_empty_and_full_frames_have_identical_columns_and_dtypes() -> None:
+    full = chat_completions_frame([completion("a", DAY), completion("b", DAY + 1, usage={}, temperature=0.3)])
+    empty = chat_completions_frame([])
+    assert dtypes(full) == dtypes(empty) == [(c.name, c.dtype) for c in CHAT_COMPLETIONS_COLUMNS]
+    assert dtypes(token_usage_frame(full)) == dtypes(token_usage_frame(empty)) == dtypes(empty_frame(TOKEN_USAGE_COLUMNS))
+
+
+def test_all_null_optional_columns_keep_their_dtypes() -> None:
+    frame = chat_completions_frame([completion("a", DAY, usage={})])
+    assert frame["prompt_tokens"].isna().all() and str(frame["prompt_tokens"].dtype) == "Int64"
+    assert frame["temperature"].isna().all() and str(frame["temperature"].dtype) == "Float64"
+    assert frame["filter"].isna().all() and str(frame["filter"].dtype) == "string"
+
+
+def test_chat_row_content() -> None:
+    flt = {"metadata": [{"path": "speaker", "operator": "Equal", "valueText": "Zoë"}]}
+    row = chat_completions_frame([completion("a", DAY + 5, temperature=0.7, filter=flt)]).iloc[0]
+    assert row["id"] == "a"
+    assert row["created_at"] == pd.Timestamp("2026-01-01T00:00:00.005Z")
+    assert row["prompt"] == 'last "question"\n?'  # last user message
+    assert row["response"] == "first ✓"  # choice with the lowest index
+    assert (row["message_count"], row["choice_count"]) == (3, 2)
+    assert row["temperature"] == 0.7
+    assert json.loads(row["collections"]) == ["c1", "c2"]
+    assert json.loads(row["filter"]) == flt
+    assert json.loads(row["payload_messages"])[2] == {"role": "user", "content": 'last "question"\n?'}
+    assert json.loads(row["choices"])[1] == {"index": 0, "message": {"role": "assistant", "content": "first ✓", "name": "bot"}}
+    assert "Zoë" in row["filter"]  # unicode kept readable, not \\u-escaped
+
+
+def test_rows_sorted_by_time_then_id() -> None:
+    frame = chat_completions_frame([completion("b", DAY + 2), completion("c", DAY + 1), completion("a", DAY + 2)])
+    assert frame["id"].tolist() == ["c", "a", "b"]
+
+
+def test_token_usage_never_invents_values() -> None:
+    chat = chat_completions_frame(
+        [
+            completion("a", DAY, "m1", {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}),
+            completion("b", DAY + 1, "m1", {"total_tokens": 7}),
+            completion("c", DAY + 2, "m1", {}),
+            completion("d", DAY + 3, "m2", {}),
+            completion("e", DAY + 86_400_000, "m1", {"prompt_tokens": 1}),  # next day
+        ]
+    )
+    usage = token_usage_frame(chat)
+    rows = {(r.date.date().isoformat(), r.model): r for r in usage.itertuples()}
+    m1 = rows[("2026-01-01", "m1")]
+    assert (m1.completions, m1.prompt_tokens, m1.completion_tokens, m1.total_tokens, m1.completions_without_usage) == (
+        3, 10, 5, 22, 1)
+    m2 = rows[("2026-01-01", "m2")]
+    assert m2.completions == 1 and m2.completions_without_usage == 1
+    assert pd.isna(m2.prompt_tokens) and pd.isna(m2.total_tokens)  # nobody reported: null, not 0
+    nxt = rows[("2026-01-02", "m1")]
+    assert nxt.prompt_tokens == 1 and pd.isna(nxt.completion_tokens)
+    assert usage["date"].tolist() == sorted(usage["date"].tolist())
+
+
+def test_utc_days_do_not_follow_local_offsets() -> None:
+    """23:59:59.999 and 00:00:00.000 fall on their own UTC days."""
+    chat = chat_completions_frame([completion("a", DAY - 1), completion("b", DAY)])
+    assert [d.date().isoformat() for d in token_usage_frame(chat)["date"]] == ["2025-12-31", "2026-01-01"]
+
+
+def test_conform_restores_contract_from_storage_types() -> None:
+    chat = chat_completions_frame([completion("a", DAY, usage={})])
+    stored = chat.copy()
+    stored["created_at"] = stored["created_at"].dt.tz_localize(None)  # naive UTC, as some stores return
+    stored["prompt_tokens"] = stored["prompt_tokens"].astype("float64")  # NaN floats
+    stored = stored[list(reversed(stored.columns))].assign(extra=1)
+    restored = conform(stored, CHAT_COMPLETIONS_COLUMNS)
+    pd.testing.assert_frame_equal(restored, chat)
+    with pytest.raises(ValueError, match="lacks contract column"):
+        conform(stored.drop(columns=["model"]), CHAT_COMPLETIONS_COLUMNS)
+
+
+# -- check rules ----------------------------------------------------------------
+
+
+def test_check_rules() -> None:
+    chat = chat_completions_frame(
+        [
+            completion("a", DAY),
+            completion("a", DAY + 1),
+            completion("n", DAY + 2, usage={"prompt_tokens": -1}),
+            completion("t", DAY + 3, usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 4}),
+            completion("p", DAY + 4, usage={"prompt_tokens": 1, "total_tokens": 4}),  # incomplete: not judged
+        ]
+    )
+    assert duplicate_ids(chat) == ["a"]
+    assert negative_token_rows(chat)["id"].tolist() == ["n"]
+    assert inconsistent_totals(chat)["id"].tolist() == ["t"]
+    start = pd.Timestamp("2026-01-01T00:00:00.001Z")
+    assert rows_outside(chat, start, start + pd.Timedelta(days=1)) == 1
+
+
+def test_usage_mismatches() -> None:
+    chat = chat_completions_frame([completion("a", DAY), completion("b", DAY + 1, usage={})])
+    usage = token_usage_frame(chat)
+    assert usage_mismatches(usage, chat) == []
+    broken = usage.copy()
+    broken.loc[0, "total_tokens"] = 99
+    broken.loc[0, "prompt_tokens"] = pd.NA
+    found = {(m["column"], m["expected"], m["stored"]) for m in usage_mismatches(broken, chat)}
+    assert found == {("total_tokens", 15, 99), ("prompt_tokens", 10, None)}
+    assert usage_mismatches(usage.iloc[0:0], chat)  # a missing row is a mismatch
+
+
+# -- the README documents the contract ------------------------------------------
+
+
+@pytest.mark.parametrize(("table", "columns"), [("chat_completions", CHAT_COMPLETIONS_COLUMNS),
+                                                ("token_usage", TOKEN_USAGE_COLUMNS)])
+def test_readme_documents_the_contract(table: str, columns) -> None:
+    text = README.read_text()
+    section = text.split(f"<!-- contract:{table} -->", 1)[1].split("<!-- /contract -->", 1)[0]
+    documented = re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \|", section, flags=re.M)
+    assert documented == [(c.name, c.dtype) for c in columns]
