@@ -119,6 +119,7 @@ def build_cloudglue_assets(
     retry_policy: dg.RetryPolicy | None = DEFAULT_RETRY_POLICY,
     storage_kind: str = "duckdb",
     schedule_hour: int = 1,
+    pool: str | None = "cloudglue",
 ) -> CloudglueAssets:
     """Build the Cloudglue assets, their checks, a job and a daily schedule.
 
@@ -140,6 +141,9 @@ def build_cloudglue_assets(
             and ``pandas``.
         schedule_hour: UTC hour at which the daily schedule materializes the
             day that just ended.
+        pool: Dagster concurrency pool of the step that calls the API, so
+            runs materializing in parallel (a multi-run backfill) share a
+            limit: ``dagster instance concurrency set cloudglue 2``. None: no pool.
 
     Partitions are UTC days from ``start_date`` to yesterday: today is still
     receiving completions, so it is never a partition.
@@ -160,6 +164,7 @@ def build_cloudglue_assets(
             retry_policy=retry_policy,
             storage_kind=storage_kind,
             schedule_hour=schedule_hour,
+            pool=pool,
         )
 
 
@@ -174,6 +179,7 @@ def _build(
     retry_policy: dg.RetryPolicy | None,
     storage_kind: str,
     schedule_hour: int,
+    pool: str | None,
 ) -> CloudglueAssets:
     prefix = [key_prefix] if isinstance(key_prefix, str) else list(key_prefix)
     if max_partitions_per_run is not None and max_partitions_per_run < 1:
@@ -199,6 +205,7 @@ def _build(
         io_manager_key=io_manager_key,
         required_resource_keys={resource_key},
         retry_policy=retry_policy,
+        pool=pool,
         description=(
             "Every Cloudglue chat completion created in the partition's UTC day, one row per"
             " completion (GET /v1/chat/completions). A range of days is fetched in one paged sweep."
@@ -232,6 +239,10 @@ def _build(
             "window_received": dg.MetadataValue.int(fetched.received),
             "window_kept": dg.MetadataValue.int(len(frame)),
             "window_dropped": dg.MetadataValue.int(fetched.dropped),
+            "api_duplicates_dropped": dg.MetadataValue.int(fetched.sweep.duplicates),
+            "window_rereads": dg.MetadataValue.int(fetched.sweep.rereads),
+            "api_rate_limited": dg.MetadataValue.int(fetched.rate_limited),
+            "lowest_concurrency": dg.MetadataValue.int(fetched.lowest_concurrency),
         }
         for key, day in partition_slices(frame, "created_at", partitions, keys):
             day_metadata = frame_metadata(

@@ -46,12 +46,14 @@ from .errors import (
     RetriesExhaustedError,
 )
 from .models import ChatCompletion, ChatCompletionPage, parse_page
+from .throttle import Throttle
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "MAX_PAGE_SIZE",
     "CloudglueClient",
     "RetryPolicy",
+    "SweepStats",
     "validate_base_url",
 ]
 
@@ -127,6 +129,27 @@ class RetryPolicy:
         if seconds != seconds:  # NaN
             return None
         return min(self.max_retry_after, max(self.initial_backoff, seconds))
+
+
+@dataclass
+class SweepStats:
+    """What one :meth:`CloudglueClient.iter_chat_completions` sweep saw; filled in as it goes.
+
+    Attributes:
+        pages: pages received (re-reads included).
+        records: records received, duplicates included.
+        duplicates: records dropped because their id was already seen.
+        first_total: ``total`` on the first page.
+        last_total: ``total`` on the last page read.
+        rereads: times the window was read again because it changed mid-sweep.
+    """
+
+    pages: int = 0
+    records: int = 0
+    duplicates: int = 0
+    first_total: int | None = None
+    last_total: int | None = None
+    rereads: int = 0
 
 
 def validate_base_url(base_url: str) -> str:
@@ -246,6 +269,7 @@ class CloudglueClient:
         self.retry = retry or (RetryPolicy(max_retries=max_retries) if max_retries is not None else RetryPolicy())
         self.log: _Logger = logger or logging.getLogger(__name__)
         self.max_concurrent_requests = max_concurrent_requests
+        self.throttle = Throttle(max_concurrent_requests)
         self._session = session or requests.Session()
         # One pooled connection per concurrent request, so fan-out reuses sockets.
         adapter = requests.adapters.HTTPAdapter(pool_maxsize=max(10, max_concurrent_requests))
@@ -313,6 +337,8 @@ class CloudglueClient:
         created_after: dt.date | str | None = None,
         created_before: dt.date | str | None = None,
         page_size: int = MAX_PAGE_SIZE,
+        *,
+        stats: SweepStats | None = None,
     ) -> Iterator[ChatCompletion]:
         """Yield every completion in the window exactly once.
 
@@ -326,12 +352,21 @@ class CloudglueClient:
         page comes back short, the window is read again one page at a time, so
         nothing that shifted between pages is missed. Order is the server's
         (not documented; newest first is likely).
+
+        Args:
+            stats: a :class:`SweepStats` to fill in (pages, duplicates, re-reads).
         """
+        stats = stats if stats is not None else SweepStats()
         seen: set[str] = set()
 
         def fresh(page: ChatCompletionPage) -> Iterator[ChatCompletion]:
+            stats.pages += 1
+            stats.records += len(page.data)
+            stats.last_total = page.total
             for completion in page.data:
-                if completion.id not in seen:
+                if completion.id in seen:
+                    stats.duplicates += 1
+                else:
                     seen.add(completion.id)
                     yield completion
 
@@ -341,6 +376,7 @@ class CloudglueClient:
             )
 
         first = fetch(0)
+        stats.first_total = first.total
         yield from fresh(first)
         step = len(first.data)
         if step == 0 or step >= first.total:
@@ -354,9 +390,10 @@ class CloudglueClient:
                     consistent = False
             if consistent:
                 return
+            stats.rereads += 1
             self.log.warning(
-                f"Cloudglue API: the window changed while it was paged (total was {first.total});"
-                " reading it again page by page so no completion is missed"
+                f"Cloudglue API: the window changed while it was paged (total {first.total} ->"
+                f" {stats.last_total}); reading it again page by page so no completion is missed"
             )
             offset = 0
         while True:
@@ -391,26 +428,43 @@ class CloudglueClient:
     # -- transport ---------------------------------------------------------
 
     def _get_json(self, path: str, params: Mapping[str, Any]) -> Any:
-        """GET a JSON body, retrying transient failures per ``self.retry``."""
+        """GET a JSON body, retrying transient failures per ``self.retry``.
+
+        Every attempt holds a slot of the client's :class:`Throttle`: a 429
+        pauses all of the client's requests and lowers its concurrency; other
+        failures back off this request alone.
+        """
         url = self.base_url + path
         attempts = 0
         while True:
             attempts += 1
-            try:
-                return self._attempt(url, params)
-            except _Retryable as failure:
-                if attempts > self.retry.max_retries:
-                    raise RetriesExhaustedError(
-                        f"GET {path} failed after {attempts} attempts; last error: {failure.description}."
-                        " The Cloudglue API or the network is unavailable; try again later"
-                        " or raise max_retries.",
-                        attempts=attempts,
-                        last_status=failure.status,
-                        last_error=failure.description,
-                    ) from None
-                wait = self.retry.retry_after(failure.retry_after)
-                if wait is None:
-                    wait = self.retry.backoff(attempts)
+            with self.throttle.slot():
+                try:
+                    body = self._attempt(url, params)
+                except _Retryable as exc:
+                    failure = exc
+                else:
+                    self.throttle.succeeded()
+                    return body
+            if attempts > self.retry.max_retries:
+                raise RetriesExhaustedError(
+                    f"GET {path} failed after {attempts} attempts; last error: {failure.description}."
+                    " The Cloudglue API or the network is unavailable; try again later"
+                    " or raise max_retries.",
+                    attempts=attempts,
+                    last_status=failure.status,
+                    last_error=failure.description,
+                )
+            wait = self.retry.retry_after(failure.retry_after)
+            if wait is None:
+                wait = self.retry.backoff(attempts)
+            if failure.status == 429:
+                limit = self.throttle.throttled(wait)
+                self.log.warning(
+                    f"Cloudglue API: rate limited (HTTP 429) on GET {path}; all requests pause"
+                    f" {wait:.2f}s, concurrency now {limit}; retry {attempts} of {self.retry.max_retries}"
+                )
+            else:
                 self.log.warning(
                     f"Cloudglue API: {failure.description} on GET {path}; retry {attempts}"
                     f" of {self.retry.max_retries} in {wait:.2f}s"

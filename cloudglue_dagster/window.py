@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from .client import MAX_PAGE_SIZE, CloudglueClient
+from .client import MAX_PAGE_SIZE, CloudglueClient, SweepStats
 from .errors import CloudglueConfigError
 from .models import ChatCompletion
 
@@ -55,6 +55,9 @@ class WindowFetch:
         dropped: of those, how many fell outside the window (expected: the
             padding days, or whatever the server's boundary reading adds).
         requests: HTTP requests sent, retries included.
+        sweep: pages, duplicates and re-reads of the sweep.
+        rate_limited: 429 answers received during the sweep.
+        lowest_concurrency: the lowest concurrency the client fell to.
     """
 
     start: dt.datetime
@@ -65,6 +68,9 @@ class WindowFetch:
     received: int
     dropped: int
     requests: int
+    sweep: SweepStats
+    rate_limited: int
+    lowest_concurrency: int
 
 
 def fetch_window(
@@ -79,10 +85,12 @@ def fetch_window(
     end = _require_utc("end", end)
     created_after, created_before = padded_dates(start, end)
     requests_before = client.requests_sent
+    rate_limited_before = client.throttle.rate_limited
+    sweep = SweepStats()
     kept: list[ChatCompletion] = []
     received = 0
     for completion in client.iter_chat_completions(
-        created_after=created_after, created_before=created_before, page_size=page_size
+        created_after=created_after, created_before=created_before, page_size=page_size, stats=sweep
     ):
         received += 1
         if start <= completion.created_at < end:
@@ -96,4 +104,7 @@ def fetch_window(
         received=received,
         dropped=received - len(kept),
         requests=client.requests_sent - requests_before,
+        sweep=sweep,
+        rate_limited=client.throttle.rate_limited - rate_limited_before,
+        lowest_concurrency=client.throttle.lowest_limit,
     )

@@ -278,6 +278,8 @@ def test_factory_options() -> None:
     single = build_cloudglue_assets(start_date="2026-01-01")
     assert single.chat_completions.backfill_policy == dg.BackfillPolicy.single_run()
     assert single.partitions_def.timezone == "UTC"
+    assert single.chat_completions.op.pool == "cloudglue"  # the step that calls the API shares a pool
+    assert build_cloudglue_assets(start_date="2026-01-01", pool=None).chat_completions.op.pool is None
     defs = dg.Definitions.merge(
         single.definitions(), dg.Definitions(resources={"cloudglue": CloudglueResource(api_key="k")})
     )

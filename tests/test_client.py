@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -19,6 +20,8 @@ from cloudglue_dagster import (
     RetriesExhaustedError,
     RetryPolicy,
 )
+from cloudglue_dagster.client import SweepStats
+from cloudglue_dagster.throttle import Throttle
 from cloudglue_dagster.emulator import FAULT_KINDS, Dataset, Emulator
 
 KEY = "sk-test-7f3a9c-SECRET"
@@ -157,7 +160,60 @@ def test_retry_after_is_honoured(emu: Emulator, caplog: pytest.LogCaptureFixture
         with pytest.raises(RetriesExhaustedError) as info:
             client.list_chat_completions()
     assert info.value.last_status == 429
-    assert "in 1.00s" in caplog.text  # the server's Retry-After, not the 0.01 s backoff
+    assert "pause 1.00s" in caplog.text  # the server's Retry-After, not the 0.01 s backoff
+
+
+def test_rate_limit_slows_the_whole_client_and_recovers(emu: Emulator) -> None:
+    emu.fault_kinds = ("429",)
+    emu.fault_rate = 0.25
+    emu.fault_seed = 4
+    with client_for(emu, max_concurrent_requests=8) as client:
+        stats = SweepStats()
+        got = [c.id for c in client.iter_chat_completions(page_size=5, stats=stats)]
+        throttle = client.throttle
+    expected = truth_ids(emu, D0, D0 + dt.timedelta(days=2))
+    assert len(got) == len(expected) and set(got) == expected
+    assert throttle.rate_limited == emu.faults_injected["429"] > 0
+    assert throttle.lowest_limit < 8
+    assert stats.pages == -(-len(expected) // 5) and stats.duplicates == 0
+
+
+def test_throttle_pauses_everyone_halves_once_and_recovers() -> None:
+    throttle = Throttle(8, recover_after=3)
+    assert throttle.throttled(0.3) == 4
+    assert throttle.throttled(0.3) == 4  # answers already in flight do not halve it again
+    started = time.monotonic()
+    with throttle.slot():
+        waited = time.monotonic() - started
+    assert waited >= 0.25  # nobody starts a request during the pause
+    for _ in range(3):
+        throttle.succeeded()
+    assert throttle.limit == 5
+    for _ in range(30):
+        throttle.succeeded()
+    assert throttle.limit == 8  # never above the configured maximum
+
+
+def test_throttle_limits_requests_in_flight() -> None:
+    throttle = Throttle(2)
+    peak, current, lock = 0, 0, threading.Lock()
+
+    def work() -> None:
+        nonlocal peak, current
+        with throttle.slot():
+            with lock:
+                current += 1
+                peak = max(peak, current)
+            time.sleep(0.02)
+            with lock:
+                current -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak == 2
 
 
 def test_retry_after_parsing() -> None:
