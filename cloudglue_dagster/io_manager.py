@@ -1,0 +1,627 @@
+"""A pandas DuckDB I/O manager that is safe to re-run, back-fill and run in parallel.
+
+:class:`CloudglueDuckDBIOManager` stores each asset as a DuckDB table, exactly like
+``dagster_duckdb_pandas.DuckDBPandasIOManager`` does (same table/schema naming, same
+``partition_expr`` asset metadata, same ``columns`` input metadata), so an asset can move to the
+Snowflake or BigQuery pandas I/O managers without changes. It reuses Dagster's
+``DbIOManager`` for all of that and replaces the DuckDB client and pandas type handler to fix
+what bites a daily pipeline:
+
+* **Atomic replace.** Deleting the partition's (or range's) time window and inserting the new
+  rows commit in one transaction: a failed insert, or a process killed mid-write, leaves the
+  previous rows in place. An unpartitioned asset's table is replaced in one transaction too.
+* **Empty frames are written.** The slice delete is committed, and a missing table is created
+  with the frame's columns, so downstream loads of an empty day return an empty frame.
+* **UTC everywhere.** Every connection runs with ``TimeZone = 'UTC'`` and partition bounds are
+  converted to UTC, so what a run deletes or reads never depends on the machine's ``TZ``.
+* **Columns by name.** Rows are inserted ``BY NAME``: column order does not matter, a new
+  column is added to the table, a missing one is stored as NULL, and a column that is entirely
+  null in one partition never changes the table's column types.
+* **Lock waits.** DuckDB lets one process write a file at a time. Connections are opened per
+  read or write and closed at once; when another process holds the file, connecting is retried
+  with exponential backoff and jitter for ``lock_timeout_seconds``.
+* **Range runs.** A single-run backfill replaces the whole window in one transaction and does
+  not stamp the range's row count on every partition.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, cast
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from dagster._core.definitions.partitions.utils import TimeWindow
+from dagster._core.storage.db_io_manager import (
+    DbClient,
+    DbIOManager,
+    DbTypeHandler,
+    TablePartitionDimension,
+    TableSlice,
+    static_where_clause,
+)
+from pydantic import Field
+
+from cloudglue_dagster.errors import CloudglueError
+
+__all__ = [
+    "CloudglueDuckDBIOManager",
+    "DuckDBLockTimeoutError",
+    "DuckDBPandasReplaceTypeHandler",
+    "UTCDuckDbClient",
+]
+
+# Plain literals (no offset) compare correctly with TIMESTAMPTZ, TIMESTAMP, TIMESTAMP_NS, DATE
+# and ISO-string VARCHAR columns alike; they are read in the session time zone, which every
+# connection sets to UTC, and the bounds are converted to UTC before formatting.
+_DUCKDB_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+# Name the frame is registered under while it is written; unlikely to clash with a table.
+_FRAME_VIEW = "__cloudglue_dagster_frame"
+
+# DuckDB's type for an object column holding only None/NaN.
+_UNKNOWN_TYPE = '"NULL"'
+
+# Exponential backoff for lock waits: first wait, growth factor and longest single wait.
+_LOCK_BACKOFF_START_SECONDS = 0.05
+_LOCK_BACKOFF_FACTOR = 2.0
+_LOCK_BACKOFF_MAX_SECONDS = 1.0
+
+# What a reader gets back for each DuckDB column type (see CloudglueDuckDBIOManager).
+_PANDAS_DTYPE_BY_DUCKDB_TYPE: Mapping[str, str] = {
+    "TINYINT": "Int8",
+    "SMALLINT": "Int16",
+    "INTEGER": "Int32",
+    "BIGINT": "Int64",
+    "UTINYINT": "UInt8",
+    "USMALLINT": "UInt16",
+    "UINTEGER": "UInt32",
+    "UBIGINT": "UInt64",
+    "FLOAT": "Float32",
+    "DOUBLE": "Float64",
+    "BOOLEAN": "boolean",
+    "VARCHAR": "string",
+    "TIMESTAMP WITH TIME ZONE": "datetime64[ns, UTC]",
+    "TIMESTAMP": "datetime64[ns]",
+    "TIMESTAMP_NS": "datetime64[ns]",
+    "TIMESTAMP_MS": "datetime64[ns]",
+    "TIMESTAMP_S": "datetime64[ns]",
+}
+
+
+class DuckDBLockTimeoutError(CloudglueError, dg.Failure):
+    """Another process kept the DuckDB file locked for longer than ``lock_timeout_seconds``.
+
+    Attributes:
+        database: absolute path of the DuckDB file.
+    """
+
+    def __init__(self, description: str, *, database: str):
+        super().__init__(description=description, metadata={"database": database})
+        self.database = database
+
+
+class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
+    """Stores pandas DataFrames in a DuckDB file; loads them back as DataFrames.
+
+    Each asset is a table named after the last component of its asset key, in the schema given
+    by (first match) the asset's ``schema`` metadata, this manager's ``schema``, the asset key's
+    prefix, or ``public``. Partitioned assets must say which column holds the partition time
+    with ``metadata={"partition_expr": "created_at"}`` (any SQL expression works).
+
+    Writing an output replaces the rows of the partition's time window (the whole window of a
+    range run) in a single transaction, or the whole table for an unpartitioned asset. Nothing
+    is half-written: a failure or a killed process leaves the previous rows. Partition bounds
+    are compared in UTC; a naive ``TIMESTAMP`` partition column is taken to hold UTC times.
+
+    The table's columns are fixed by the first frame written and grow when a frame brings a new
+    column (``ALTER TABLE ... ADD COLUMN``); values are inserted by column name and cast to the
+    table's types, a column the frame lacks gets NULL, and a column entirely null in the frame
+    keeps the table's type. An unpartitioned table is re-created from each frame, with the frame's
+    types. An object column holding only None/NaN, which has no type of its own, keeps the
+    table's type or becomes VARCHAR.
+
+    Loading returns pandas nullable dtypes, chosen by the column's DuckDB type whatever the
+    values: ``BIGINT`` -> ``Int64`` (other integer widths likewise), ``DOUBLE`` -> ``Float64``,
+    ``BOOLEAN`` -> ``boolean``, ``VARCHAR`` -> ``string``, ``TIMESTAMPTZ`` ->
+    ``datetime64[ns, UTC]``, ``TIMESTAMP`` -> naive ``datetime64[ns]``; other types are left as
+    DuckDB returns them. NULL comes back as ``pd.NA``/``NaT``. A tz-aware column is stored as
+    ``TIMESTAMPTZ``, to the microsecond; NaN and NULL are both stored as NULL.
+
+    Each write or load opens its own connection and closes it at once (loads open the file
+    read-only, so runs can read it together). While another process holds the file, opening
+    is retried for ``lock_timeout_seconds``, then the step fails with
+    :class:`DuckDBLockTimeoutError`.
+
+    Metadata on each materialization: ``dagster/table_name`` (``<file stem>.<schema>.<table>``,
+    the name DuckDB itself resolves), ``dagster/storage_kind``, ``dagster/column_schema`` (the
+    table after the write), ``rows_written`` (rows in this output, i.e. the whole range in a
+    range run) and ``dagster/partition_row_count`` only when the output is one partition
+    (``dagster/row_count`` for an unpartitioned asset). A range run does not report per-partition
+    counts: the asset should add them with ``context.add_asset_metadata(..., partition_key=k)``.
+
+    Example:
+        .. code-block:: python
+
+            @dg.asset(
+                partitions_def=dg.DailyPartitionsDefinition("2026-01-01", timezone="UTC"),
+                metadata={"partition_expr": "created_at"},
+            )
+            def completions(context) -> pd.DataFrame: ...
+
+            dg.Definitions(
+                assets=[completions],
+                resources={
+                    "io_manager": CloudglueDuckDBIOManager(
+                        database="data/cloudglue.duckdb", schema="cloudglue"
+                    )
+                },
+            )
+    """
+
+    database: str = Field(
+        description=(
+            "Path of the DuckDB database file. Missing parent directories are created on the"
+            " first write."
+        )
+    )
+    connection_config: dict[str, Any] = Field(
+        default={},
+        description=(
+            "DuckDB configuration options for every connection, e.g. {'threads': 4}. See"
+            " https://duckdb.org/docs/sql/configuration.html. The session time zone is always"
+            " UTC."
+        ),
+    )
+    schema_: str | None = Field(
+        default=None,
+        alias="schema",
+        description=(
+            "Schema for assets that set no 'schema' metadata. If unset, the asset key prefix is"
+            " used, else 'public'."
+        ),
+    )  # schema is a reserved word for pydantic
+    lock_timeout_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description=(
+            "How long to keep retrying, with exponential backoff and jitter, when another"
+            " process (another run, `dagster dev`, a DuckDB shell) holds the database file's"
+            " lock. After that the step fails with an error naming the file."
+        ),
+    )
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> DbIOManager:
+        return DbIOManager(
+            db_client=UTCDuckDbClient(
+                database=self.database,
+                connection_config=self.connection_config,
+                lock_timeout_seconds=self.lock_timeout_seconds,
+            ),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=[DuckDBPandasReplaceTypeHandler()],
+            default_load_type=pd.DataFrame,
+            io_manager_name="CloudglueDuckDBIOManager",
+        )
+
+
+class UTCDuckDbClient(DbClient):
+    """DuckDB client for ``DbIOManager`` with transactional writes, UTC sessions and lock waits.
+
+    ``DbIOManager.handle_output`` runs ``ensure_schema_exists``, ``delete_table_slice`` and the
+    type handler on the connection yielded by :meth:`connect`; for an output that connection is
+    inside one transaction, committed only when all three succeed.
+    """
+
+    def __init__(
+        self,
+        *,
+        database: str,
+        connection_config: Mapping[str, Any],
+        lock_timeout_seconds: float,
+    ):
+        self.database = database
+        self.connection_config = dict(connection_config)
+        self.lock_timeout_seconds = lock_timeout_seconds
+
+    @contextmanager
+    def connect(  # pyright: ignore[reportIncompatibleMethodOverride]
+        self, context: dg.OutputContext | dg.InputContext, table_slice: TableSlice
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        if isinstance(context, dg.OutputContext):
+            with self._write_transaction(context) as conn:
+                yield conn
+        else:
+            with self._read_connection(context) as conn:
+                yield conn
+
+    @contextmanager
+    def _write_transaction(self, context: dg.OutputContext) -> Iterator[duckdb.DuckDBPyConnection]:
+        if _is_file_database(self.database):
+            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+        conn = open_connection(
+            self.database,
+            read_only=False,
+            config=self.connection_config,
+            lock_timeout_seconds=self.lock_timeout_seconds,
+            log=context.log,
+        )
+        try:
+            conn.begin()
+            try:
+                yield conn
+                conn.commit()
+            except BaseException:
+                # Covers KeyboardInterrupt too. A hard kill never gets here and need not:
+                # DuckDB makes a transaction durable only at COMMIT.
+                _rollback_quietly(conn)
+                raise
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _read_connection(self, context: dg.InputContext) -> Iterator[duckdb.DuckDBPyConnection]:
+        if _is_file_database(self.database) and not Path(self.database).exists():
+            upstream = context.asset_key.to_user_string() if context.has_asset_key else "upstream"
+            raise CloudglueError(
+                f"DuckDB database {_display_path(self.database)} does not exist yet: materialize"
+                f" {upstream} first."
+            )
+        conn = open_connection(
+            self.database,
+            # Read-only connections share the file with other readers (other runs loading
+            # inputs at the same time); only a writer excludes them.
+            read_only=True,
+            config=self.connection_config,
+            lock_timeout_seconds=self.lock_timeout_seconds,
+            log=context.log,
+        )
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @staticmethod
+    def ensure_schema_exists(
+        context: dg.OutputContext, table_slice: TableSlice, connection: duckdb.DuckDBPyConnection
+    ) -> None:
+        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(table_slice.schema)}")
+
+    @staticmethod
+    def delete_table_slice(
+        context: dg.OutputContext, table_slice: TableSlice, connection: duckdb.DuckDBPyConnection
+    ) -> None:
+        # An unpartitioned table is re-created by the type handler, so there is nothing to
+        # delete. The existence check replaces the stock "catch CatalogException": inside a
+        # transaction any error aborts the transaction.
+        if not table_slice.partition_dimensions:
+            return
+        if table_columns(connection, table_slice.schema, table_slice.table) is None:
+            return
+        connection.execute(
+            f"DELETE FROM {qualified_table(table_slice)} WHERE "
+            + partition_where_clause(table_slice.partition_dimensions)
+        )
+
+    @staticmethod
+    def get_select_statement(table_slice: TableSlice) -> str:
+        columns = (
+            ", ".join(quote_identifier(c) for c in table_slice.columns)
+            if table_slice.columns
+            else "*"
+        )
+        query = f"SELECT {columns} FROM {qualified_table(table_slice)}"
+        if table_slice.partition_dimensions:
+            query += " WHERE " + partition_where_clause(table_slice.partition_dimensions)
+        return query
+
+    @staticmethod
+    def get_table_name(table_slice: TableSlice) -> str:
+        # DuckDB names a file's catalog after the file stem: this is the name a query uses.
+        catalog = Path(table_slice.database).stem if table_slice.database else None
+        parts = [p for p in (catalog, table_slice.schema, table_slice.table) if p]
+        return ".".join(parts)
+
+
+class DuckDBPandasReplaceTypeHandler(DbTypeHandler[pd.DataFrame]):
+    """Writes pandas DataFrames by column name into DuckDB and loads them with nullable dtypes.
+
+    Relies on :class:`UTCDuckDbClient` having deleted the slice on the same transaction.
+    """
+
+    def handle_output(
+        self,
+        context: dg.OutputContext,
+        table_slice: TableSlice,
+        obj: pd.DataFrame,
+        connection: duckdb.DuckDBPyConnection,
+    ) -> Mapping[str, Any]:
+        """Inserts ``obj`` into the table, creating or widening the table as needed."""
+        write_frame(
+            connection,
+            obj,
+            schema=table_slice.schema,
+            table=table_slice.table,
+            replace_table=not table_slice.partition_dimensions,
+        )
+        columns = table_columns(connection, table_slice.schema, table_slice.table) or {}
+        metadata: dict[str, Any] = {
+            "dagster/storage_kind": "duckdb",
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(name=name, type=typ) for name, typ in columns.values()]
+            ),
+            "rows_written": len(obj),
+        }
+        if not context.has_asset_partitions:
+            metadata["dagster/row_count"] = len(obj)
+        elif len(context.asset_partition_keys) == 1:
+            metadata["dagster/partition_row_count"] = len(obj)
+        # else: a range. The range total on every partition would be wrong, so say nothing.
+        return metadata
+
+    def load_input(
+        self, context: dg.InputContext, table_slice: TableSlice, connection: duckdb.DuckDBPyConnection
+    ) -> pd.DataFrame:
+        """Loads the table slice as a DataFrame with pandas nullable dtypes."""
+        if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
+            return pd.DataFrame()
+        if table_columns(connection, table_slice.schema, table_slice.table) is None:
+            raise CloudglueError(
+                f"Table {qualified_table(table_slice)} does not exist in DuckDB database"
+                f" {_display_path(table_slice.database or '')}: materialize the upstream asset"
+                " first."
+            )
+        relation = connection.sql(UTCDuckDbClient.get_select_statement(table_slice))
+        return to_nullable_dtypes(relation.df(), [str(t) for t in relation.types])
+
+    @property
+    def supported_types(self) -> Sequence[type[object]]:
+        return [pd.DataFrame]
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain functions doing the work. Each takes an open connection and leaves transactions to the
+# caller.
+
+
+def open_connection(
+    database: str,
+    *,
+    read_only: bool,
+    config: Mapping[str, Any],
+    lock_timeout_seconds: float,
+    log: Any = None,
+) -> duckdb.DuckDBPyConnection:
+    """Opens a UTC DuckDB connection, waiting for another process's file lock if needed.
+
+    Retries with exponential backoff and jitter (jitter keeps several waiting runs from
+    retrying in lockstep) until ``lock_timeout_seconds`` have passed, then raises
+    :class:`DuckDBLockTimeoutError`.
+    """
+    # No custom_user_agent (the stock manager sets one): DuckDB refuses a second connection
+    # in one process whose configuration differs from the first, so the default
+    # configuration lets runs share the file with a plain duckdb.connect(path) held open in
+    # the same process (a notebook, a test).
+    full_config = dict(config)
+    deadline = time.monotonic() + lock_timeout_seconds
+    backoff = _LOCK_BACKOFF_START_SECONDS
+    waited = False
+    while True:
+        try:
+            conn = _connect_once(database, read_only=read_only, config=full_config)
+            break
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc):
+                raise
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DuckDBLockTimeoutError(
+                    f"Could not open DuckDB database {_display_path(database)}: another process"
+                    " holds its lock (another Dagster run writing to it, or `dagster dev`, a"
+                    " notebook or a DuckDB shell with the file open) and did not release it"
+                    f" within lock_timeout_seconds={lock_timeout_seconds:g}. Close that process"
+                    f" or raise lock_timeout_seconds. DuckDB said: {exc}",
+                    database=_display_path(database),
+                ) from exc
+            if not waited and log is not None:
+                log.info(
+                    f"DuckDB database {_display_path(database)} is locked by another process;"
+                    f" retrying for up to {lock_timeout_seconds:g}s. DuckDB said: {exc}"
+                )
+            waited = True
+            time.sleep(min(remaining, random.uniform(backoff / 2, backoff)))
+            backoff = min(backoff * _LOCK_BACKOFF_FACTOR, _LOCK_BACKOFF_MAX_SECONDS)
+    try:
+        # The stock manager leaves the session in the machine's local zone, which is how its
+        # zone-less WHERE literals come to delete the wrong rows of a TIMESTAMPTZ column.
+        # The Python wheel links ICU statically, so this works without any download.
+        conn.execute("SET TimeZone = 'UTC'")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _connect_once(
+    database: str, *, read_only: bool, config: Mapping[str, Any]
+) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(database, read_only=read_only, config=dict(config))
+    except duckdb.ConnectionException as exc:
+        # Within one process DuckDB shares one database instance per file and refuses a
+        # second connection with another configuration: here a read-only open while this
+        # process already holds a read-write connection. Reading through that is fine.
+        if read_only and "different configuration" in str(exc):
+            return duckdb.connect(database, read_only=False, config=dict(config))
+        raise
+
+
+def write_frame(
+    conn: duckdb.DuckDBPyConnection,
+    frame: pd.DataFrame,
+    *,
+    schema: str,
+    table: str,
+    replace_table: bool,
+) -> None:
+    """Writes ``frame`` into ``schema.table`` by column name.
+
+    With ``replace_table`` the table is re-created from the frame's types. Otherwise the rows
+    are appended by name and cast to the table's types (so a column that is entirely null in
+    this frame, whatever its dtype, leaves the table's type alone), the table is created if
+    missing, and the frame's new columns are added to it. An object column holding only
+    None/NaN keeps the table's type, or becomes VARCHAR if the table lacks it.
+    """
+    existing = table_columns(conn, schema, table)
+    target = f"{quote_identifier(schema)}.{quote_identifier(table)}"
+    if frame.shape[1] == 0:
+        # pd.DataFrame() has no columns to create a table from; the slice delete still holds.
+        if replace_table and existing is not None:
+            conn.execute(f"DELETE FROM {target}")
+        return
+    conn.register(_FRAME_VIEW, frame)
+    try:
+        # DESCRIBE lists the frame's columns in order, as DuckDB will read them.
+        frame_types = [
+            (str(name), str(frame_type))
+            for name, frame_type, *_ in conn.execute(
+                f"DESCRIBE SELECT * FROM {_FRAME_VIEW}"
+            ).fetchall()
+        ]
+        select_items = []
+        for name, frame_type in frame_types:
+            column = quote_identifier(name)
+            if frame_type == _UNKNOWN_TYPE:
+                # DuckDB types an object column holding only None/NaN as "NULL"; a table
+                # column of that type can never hold a value. Use the table's type, or VARCHAR.
+                known = (existing or {}).get(name.lower())
+                column_type = known[1] if known else "VARCHAR"
+                select_items.append(f"CAST({column} AS {column_type}) AS {column}")
+            else:
+                select_items.append(column)
+        select = f"SELECT {', '.join(select_items)} FROM {_FRAME_VIEW}"
+
+        if replace_table:
+            conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
+        elif existing is None:
+            conn.execute(f"CREATE TABLE {target} AS {select}")
+        else:
+            for name, frame_type in frame_types:
+                if name.lower() not in existing:
+                    column_type = "VARCHAR" if frame_type == _UNKNOWN_TYPE else frame_type
+                    conn.execute(
+                        f"ALTER TABLE {target} ADD COLUMN {quote_identifier(name)} {column_type}"
+                    )
+            conn.execute(f"INSERT INTO {target} BY NAME {select}")
+    finally:
+        conn.unregister(_FRAME_VIEW)
+
+
+def table_columns(
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str
+) -> dict[str, tuple[str, str]] | None:
+    """Returns ``{lower-case name: (name, DuckDB type)}`` of a table's columns, or None if the
+    table does not exist. Names compare case-insensitively, as DuckDB resolves them.
+    """
+    rows = conn.execute(
+        """
+        SELECT column_name, data_type FROM duckdb_columns()
+        WHERE database_name = current_database()
+          AND lower(schema_name) = lower(?) AND lower(table_name) = lower(?)
+        ORDER BY column_index
+        """,
+        [schema, table],
+    ).fetchall()
+    if not rows:
+        return None
+    return {name.lower(): (name, data_type) for name, data_type in rows}
+
+
+def to_nullable_dtypes(frame: pd.DataFrame, duckdb_types: Sequence[str]) -> pd.DataFrame:
+    """Converts each column to the pandas nullable dtype for its DuckDB type (see
+    :class:`CloudglueDuckDBIOManager`), so a column's dtype does not depend on whether this
+    particular slice happens to contain NULLs.
+    """
+    converted = {}
+    for position, duckdb_type in enumerate(duckdb_types):
+        dtype = _PANDAS_DTYPE_BY_DUCKDB_TYPE.get(duckdb_type)
+        if dtype is None:
+            continue
+        column = frame.iloc[:, position]
+        try:
+            converted[position] = column.astype(dtype)
+        except (TypeError, ValueError, OverflowError):
+            # e.g. a timestamp beyond 2262 does not fit datetime64[ns]: keep DuckDB's dtype.
+            continue
+    if not converted:
+        return frame
+    frame = frame.copy(deep=False)
+    for position, column in converted.items():
+        frame.isetitem(position, column)
+    return frame
+
+
+def partition_where_clause(partition_dimensions: Sequence[TablePartitionDimension]) -> str:
+    """SQL condition selecting the rows of the given partitions (time windows in UTC)."""
+    return " AND ".join(
+        (
+            time_window_where_clause(dimension)
+            if isinstance(dimension.partitions, TimeWindow)
+            else static_where_clause(dimension)
+        )
+        for dimension in partition_dimensions
+    )
+
+
+def time_window_where_clause(dimension: TablePartitionDimension) -> str:
+    """``expr >= start AND expr < end`` with the window's bounds written in UTC."""
+    start, end = cast("TimeWindow", dimension.partitions)
+    return (
+        f"{dimension.partition_expr} >= '{_utc_literal(start)}'"
+        f" AND {dimension.partition_expr} < '{_utc_literal(end)}'"
+    )
+
+
+def quote_identifier(name: str) -> str:
+    """Double-quotes a SQL identifier (DuckDB still matches it case-insensitively)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified_table(table_slice: TableSlice) -> str:
+    return f"{quote_identifier(table_slice.schema)}.{quote_identifier(table_slice.table)}"
+
+
+def _utc_literal(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime(_DUCKDB_DATETIME_FORMAT)
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    # "IO Error: Could not set lock on file ...: Conflicting lock is held in ... (PID n)"
+    return "lock" in str(exc).lower()
+
+
+def _is_file_database(database: str) -> bool:
+    # ":memory:" and MotherDuck ("md:db") are not files.
+    return not database.startswith((":", "md:", "motherduck:"))
+
+
+def _display_path(database: str) -> str:
+    return str(Path(database).resolve()) if _is_file_database(database) else database
+
+
+def _rollback_quietly(conn: duckdb.DuckDBPyConnection) -> None:
+    try:
+        conn.rollback()
+    except duckdb.Error:
+        # The transaction may already be gone (e.g. the failed statement aborted it); the
+        # original exception is the one worth raising.
+        pass

@@ -1,0 +1,594 @@
+"""Tests of ``cloudglue_dagster.io_manager`` against real DuckDB files and real Dagster runs.
+
+Subprocesses are used wherever only a real process shows the behaviour: another time zone
+(``TZ`` is process-wide), a SIGKILL mid-write, another process holding the file lock, and
+parallel writers. The assets and the subprocess entry point live in ``tests/iom_assets.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+
+# iom_assets is also run as a script by the subprocesses: import it the same way here.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import iom_assets as ia  # noqa: E402
+from cloudglue_dagster.io_manager import CloudglueDuckDBIOManager, DuckDBLockTimeoutError
+
+TESTS_DIR = Path(__file__).resolve().parent
+HELPER = TESTS_DIR / "iom_assets.py"
+TABLE = f"{ia.SCHEMA}.{ia.TABLE}"
+
+EXPECTED_DTYPES = {
+    "id": "string",
+    "created_at": "datetime64[ns, UTC]",
+    "version": "Int64",
+    "tokens": "Int64",
+    "cost": "Float64",
+    "model": "string",
+    "cached": "boolean",
+    "finished_at": "datetime64[ns, UTC]",
+}
+EXPECTED_SQL_TYPES = {
+    "id": "VARCHAR",
+    "created_at": "TIMESTAMP WITH TIME ZONE",
+    "version": "BIGINT",
+    "tokens": "BIGINT",
+    "cost": "DOUBLE",
+    "model": "VARCHAR",
+    "cached": "BOOLEAN",
+    "finished_at": "TIMESTAMP WITH TIME ZONE",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def materialize_events(
+    db: Path,
+    *,
+    partition: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    lock_timeout_seconds: float = 120.0,
+    raise_on_error: bool = True,
+    **config,
+) -> dg.ExecuteInProcessResult:
+    """Materializes ``iom_events`` for one partition, or for the range ``start``..``end`` in a
+    single run (what ``--partition-range`` and single-run backfills launch)."""
+    kwargs: dict = {}
+    if partition is not None:
+        kwargs["partition_key"] = partition
+    else:
+        kwargs["tags"] = {
+            "dagster/asset_partition_range_start": start,
+            "dagster/asset_partition_range_end": end,
+        }
+    return dg.materialize(
+        [ia.iom_events],
+        resources={"io_manager": ia.io_manager(str(db), lock_timeout_seconds)},
+        run_config={"ops": {"cloudglue__iom_events": {"config": config}}},
+        raise_on_error=raise_on_error,
+        **kwargs,
+    )
+
+
+def load_through(db: Path, reader: dg.AssetsDefinition, **kwargs) -> pd.DataFrame:
+    """Runs a downstream asset and returns the frame the I/O manager loaded for it."""
+    ia.LOADED.clear()
+    dg.materialize(
+        [ia.iom_events, ia.iom_snapshot, reader],
+        selection=[reader],
+        resources={"io_manager": ia.io_manager(str(db))},
+        **kwargs,
+    )
+    assert len(ia.LOADED) == 1
+    return ia.LOADED[0]
+
+
+def query(db: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        return conn.execute(sql).fetchall()
+
+
+def versions_by_id(db: Path) -> dict[str, int]:
+    """``{id: version}`` of every row; fails on duplicate ids."""
+    rows = query(db, f"SELECT id, version FROM {TABLE}")
+    ids = [r[0] for r in rows]
+    assert len(ids) == len(set(ids)), f"duplicate rows: {sorted(ids)}"
+    return {i: v for i, v in rows}
+
+
+def expected(days: dict[str, int]) -> dict[str, int]:
+    """``{id: version}`` for three rows on each day, as ``iom_events`` writes them."""
+    return {f"{day}-{slot}": version for day, version in days.items() for slot in ia.SLOTS}
+
+
+def sql_types(db: Path, table: str = ia.TABLE) -> dict[str, str]:
+    return dict(
+        query(
+            db,
+            "SELECT column_name, data_type FROM duckdb_columns()"
+            f" WHERE schema_name = '{ia.SCHEMA}' AND table_name = '{table}' ORDER BY column_index",
+        )
+    )
+
+
+def materialization_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    return {
+        e.materialization.partition: dict(e.materialization.metadata)
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def run_helper(db: Path, *args: str, tz: str = "UTC", **popen) -> subprocess.Popen:
+    """Starts ``tests/iom_assets.py`` (one materialization) in a fresh process."""
+    env = {**os.environ, "TZ": tz, "PYTHONPATH": str(TESTS_DIR)}
+    return subprocess.Popen(
+        [sys.executable, str(HELPER), "--db", str(db), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **popen,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 60) -> str:
+    output, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"subprocess failed ({proc.returncode}):\n{output[-4000:]}"
+    return output
+
+
+def hold_lock(db: Path, seconds: float, read_only: bool = False) -> subprocess.Popen:
+    """Another process opening the file, as a run or a DuckDB shell would."""
+    code = (
+        "import duckdb, sys, time\n"
+        f"conn = duckdb.connect({str(db)!r}, read_only={read_only})\n"
+        "print('locked', flush=True)\n"
+        f"time.sleep({seconds})\n"
+        "conn.close()\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    # In a directory that does not exist yet: the I/O manager creates it.
+    return tmp_path / "data" / "iom.duckdb"
+
+
+# --------------------------------------------------------------------------------------------
+# Partition replacement
+
+
+def test_rematerializing_a_day_replaces_exactly_that_day(db: Path) -> None:
+    materialize_events(db, start="2026-01-01", end="2026-01-03", version=1)
+    assert versions_by_id(db) == expected({"2026-01-01": 1, "2026-01-02": 1, "2026-01-03": 1})
+
+    result = materialize_events(db, partition="2026-01-02", version=2)
+    result = materialize_events(db, partition="2026-01-02", version=3)
+
+    # Rows at 00:00:00.000 and 23:59:59.999 of the day were replaced; those of the
+    # neighbours, a millisecond and a second away, were not; nothing is duplicated.
+    assert versions_by_id(db) == expected({"2026-01-01": 1, "2026-01-02": 3, "2026-01-03": 1})
+    assert query(db, f"SELECT min(created_at), max(created_at) FROM {TABLE} WHERE version = 3") == [
+        (pd.Timestamp("2026-01-02", tz="UTC"), pd.Timestamp("2026-01-02 23:59:59.999", tz="UTC"))
+    ]
+    assert sql_types(db) == EXPECTED_SQL_TYPES
+
+    metadata = materialization_metadata(result)["2026-01-02"]
+    assert metadata["dagster/partition_row_count"].value == 3
+    assert metadata["dagster/table_name"].value == f"iom.{TABLE}"
+    assert "dagster/row_count" not in metadata
+    assert [c.name for c in metadata["dagster/column_schema"].value.columns] == ia.COLUMNS
+
+
+def test_range_run_replaces_and_loads_the_whole_window(db: Path) -> None:
+    materialize_events(db, start="2026-01-01", end="2026-01-05", version=1)
+
+    # The range's first day now has no rows at all: the delete must still cover it.
+    result = materialize_events(
+        db, start="2026-01-02", end="2026-01-04", version=2, empty_days=["2026-01-02"]
+    )
+    assert versions_by_id(db) == expected({"2026-01-01": 1, "2026-01-03": 2, "2026-01-04": 2, "2026-01-05": 1})
+
+    # No partition of a range run claims the range's row count as its own.
+    metadata = materialization_metadata(result)
+    assert sorted(metadata) == ["2026-01-02", "2026-01-03", "2026-01-04"]
+    for partition_metadata in metadata.values():
+        assert "dagster/row_count" not in partition_metadata
+        assert "dagster/partition_row_count" not in partition_metadata
+        assert partition_metadata["rows_written"].value == 6
+        assert partition_metadata["dagster/table_name"].value == f"iom.{TABLE}"
+
+    # A partition mapping loading 2026-01-03..05 reads the whole window, in the stored dtypes.
+    frame = load_through(db, ia.iom_window_reader, partition_key="2026-01-05")
+    assert sorted(frame["id"]) == sorted(expected({"2026-01-03": 2, "2026-01-04": 2, "2026-01-05": 1}))
+    assert {c: str(t) for c, t in frame.dtypes.items()} == EXPECTED_DTYPES
+
+    # A range run of the reader loads the same range of its upstream.
+    frame = load_through(
+        db,
+        ia.iom_day_reader,
+        tags={
+            "dagster/asset_partition_range_start": "2026-01-01",
+            "dagster/asset_partition_range_end": "2026-01-03",
+        },
+    )
+    assert sorted(frame["id"]) == sorted(expected({"2026-01-01": 1, "2026-01-03": 2}))
+
+
+def test_partition_range_from_the_dagster_cli(db: Path, tmp_path: Path) -> None:
+    materialize_events(db, start="2026-01-01", end="2026-01-04", version=1)
+    env = {
+        **os.environ,
+        "DAGSTER_IOM_DB": str(db),
+        "DAGSTER_HOME": str(tmp_path),
+        "PYTHONPATH": str(TESTS_DIR),
+    }
+    (tmp_path / "dagster.yaml").write_text("")
+    completed = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "asset",
+            "materialize",
+            "-f",
+            str(HELPER),
+            "--select",
+            'key:"cloudglue/iom_events"',
+            "--partition-range",
+            "2026-01-02...2026-01-03",
+            "--config-json",
+            json.dumps({"ops": {"cloudglue__iom_events": {"config": {"version": 2}}}}),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert versions_by_id(db) == expected(
+        {"2026-01-01": 1, "2026-01-02": 2, "2026-01-03": 2, "2026-01-04": 1}
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Empty frames
+
+
+def test_empty_day_creates_the_table_with_its_columns(db: Path) -> None:
+    materialize_events(db, partition="2026-01-02", empty_days=["2026-01-02"])
+
+    assert sql_types(db) == EXPECTED_SQL_TYPES
+    assert query(db, f"SELECT count(*) FROM {TABLE}") == [(0,)]
+    frame = load_through(db, ia.iom_day_reader, partition_key="2026-01-02")
+    assert frame.empty
+    assert {c: str(t) for c, t in frame.dtypes.items()} == EXPECTED_DTYPES
+
+
+def test_empty_day_removes_stale_rows(db: Path) -> None:
+    materialize_events(db, start="2026-01-01", end="2026-01-04", version=1)
+
+    result = materialize_events(db, partition="2026-01-02", empty_days=["2026-01-02"])
+    assert materialization_metadata(result)["2026-01-02"]["dagster/partition_row_count"].value == 0
+    # A frame without even columns (pd.DataFrame()) still clears its day.
+    materialize_events(db, partition="2026-01-03", mode="no_columns")
+
+    assert versions_by_id(db) == expected({"2026-01-01": 1, "2026-01-04": 1})
+    frame = load_through(db, ia.iom_day_reader, partition_key="2026-01-02")
+    assert frame.empty and list(frame.columns) == ia.COLUMNS
+
+
+# --------------------------------------------------------------------------------------------
+# Atomicity
+
+
+def test_failed_insert_leaves_the_previous_rows(db: Path) -> None:
+    materialize_events(db, start="2026-01-01", end="2026-01-03", version=1)
+    before = query(db, f"SELECT * FROM {TABLE} ORDER BY id")
+
+    # tokens holds strings DuckDB cannot cast to the table's BIGINT: the INSERT fails after
+    # the day's DELETE and after the new column's ALTER TABLE ran in the same transaction.
+    result = materialize_events(
+        db, partition="2026-01-02", version=2, mode="bad_type", raise_on_error=False
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error
+    assert "not-a-number" in failure.to_string()
+
+    assert query(db, f"SELECT * FROM {TABLE} ORDER BY id") == before
+    assert sql_types(db) == EXPECTED_SQL_TYPES  # no brand_new column either
+
+
+def test_failed_replace_of_an_unpartitioned_table_leaves_it(db: Path) -> None:
+    def snapshot(mode: str, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [ia.iom_snapshot],
+            resources={"io_manager": ia.io_manager(str(db))},
+            run_config={"ops": {"cloudglue__iom_snapshot": {"config": {"mode": mode}}}},
+            raise_on_error=raise_on_error,
+        )
+
+    result = snapshot("v1")
+    assert materialization_metadata(result)[None]["dagster/row_count"].value == 3
+    assert not snapshot("bad_type", raise_on_error=False).success
+    assert query(db, f"SELECT name, n FROM {ia.SCHEMA}.iom_snapshot ORDER BY name") == [
+        ("a", 1), ("b", 2), ("c", 3)
+    ]
+
+    # A column without a type of its own keeps the table's.
+    snapshot("unknown_n")
+    assert sql_types(db, "iom_snapshot") == {"name": "VARCHAR", "n": "BIGINT"}
+
+    # A successful run replaces the whole table, columns and types included.
+    snapshot("v2")
+    frame = load_through(db, ia.iom_snapshot_reader)
+    pd.testing.assert_frame_equal(
+        frame,
+        pd.DataFrame(
+            {
+                "n": pd.array(["one", "two"], dtype="string"),
+                "name": pd.array(["x", "y"], dtype="string"),
+                "extra": pd.array([1.5, None], dtype="Float64"),
+            }
+        ),
+    )
+
+    snapshot("empty")
+    frame = load_through(db, ia.iom_snapshot_reader)
+    assert frame.empty and {c: str(t) for c, t in frame.dtypes.items()} == {"name": "string", "n": "Int64"}
+
+
+def _locked_by(db: Path, pid: int) -> bool:
+    """Whether ``pid`` holds a POSIX lock on ``db`` (read from /proc/locks; no lock taken)."""
+    inode = f":{os.stat(db).st_ino} "
+    return any(
+        line.split()[4] == str(pid) and inode in line
+        for line in Path("/proc/locks").read_text().splitlines()
+        if len(line.split()) > 5
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="needs Linux /proc/locks")
+def test_killed_mid_write_keeps_previous_rows(db: Path, tmp_path: Path) -> None:
+    rows = 4_000_000  # inserting takes ~1 s: long enough to be killed in the middle
+    materialize_events(db, start="2026-01-04", end="2026-01-06", version=1)
+    before = versions_by_id(db)
+    marker = tmp_path / "returning"
+
+    proc = run_helper(
+        db,
+        "--partition", "2026-01-05",
+        "--config", json.dumps({"mode": "big", "rows": rows, "version": 2, "marker": str(marker)}),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, f"run ended before its asset returned:\n{proc.communicate()[0]}"
+            assert time.monotonic() < deadline, "asset never returned"
+            time.sleep(0.02)
+        # The run takes the file lock only inside the I/O manager's write: once it holds it,
+        # the transaction is open. Let the DELETE and part of the INSERT run, then kill.
+        while not _locked_by(db, proc.pid):
+            assert proc.poll() is None, "run ended before the I/O manager was seen writing"
+            assert time.monotonic() < deadline, "the I/O manager never opened the database"
+            time.sleep(0.005)
+        time.sleep(0.15)
+        assert proc.poll() is None, "run finished before the kill: make the frame bigger"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.communicate()
+
+    # DuckDB replays its WAL on open: only committed transactions come back.
+    after = versions_by_id(db)
+    new_rows = len(after) - len(before)
+    assert new_rows <= 0, "the write committed before the kill: make the frame bigger"
+    assert after == before
+
+    materialize_events(db, partition="2026-01-05", mode="big", rows=rows, version=2)
+    assert query(db, f"SELECT count(*), min(version), max(version) FROM {TABLE} WHERE id LIKE '2026-01-05-%'") == [
+        (rows, 2, 2)
+    ]
+    assert versions_by_id(db).keys() >= expected({"2026-01-04": 1, "2026-01-06": 1}).keys()
+
+
+# --------------------------------------------------------------------------------------------
+# Time zones
+
+
+def test_results_do_not_depend_on_the_local_time_zone(tmp_path: Path) -> None:
+    zones = ["America/Los_Angeles", "Asia/Tokyo"]
+    runs = {}
+    for zone in zones:
+        db = tmp_path / zone.replace("/", "_") / "iom.duckdb"
+        runs[zone] = (db, tmp_path / f"{zone.replace('/', '_')}.json")
+    # First write three days in each zone (in parallel: the zones use separate files).
+    procs = [
+        run_helper(db, "--partition", "2026-01-01", "--range-end", "2026-01-03", tz=zone)
+        for zone, (db, _) in runs.items()
+    ]
+    for proc in procs:
+        finish(proc)
+    # Then re-write the middle day and load it back, still in that zone.
+    procs = [
+        run_helper(
+            db,
+            "--partition", "2026-01-02",
+            "--config", json.dumps({"version": 2}),
+            "--read-dump", str(dump),
+            tz=zone,
+        )  # fmt: skip
+        for zone, (db, dump) in runs.items()
+    ]
+    for proc in procs:
+        finish(proc)
+
+    for zone, (db, dump) in runs.items():
+        assert versions_by_id(db) == expected(
+            {"2026-01-01": 1, "2026-01-02": 2, "2026-01-03": 1}
+        ), zone
+        loaded = json.loads(dump.read_text())
+        assert loaded["versions"] == expected({"2026-01-02": 2}), zone
+        assert loaded["created_at"] == [
+            "2026-01-02 00:00:00+00:00",
+            "2026-01-02 12:00:00+00:00",
+            "2026-01-02 23:59:59.999000+00:00",
+        ], zone
+        assert loaded["dtypes"]["created_at"] == "datetime64[ns, UTC]", zone
+
+
+# --------------------------------------------------------------------------------------------
+# Columns and dtypes
+
+
+def test_columns_are_matched_by_name_and_types_stay_stable(db: Path) -> None:
+    materialize_events(db, partition="2026-01-01", version=1)
+    # Columns in reverse order: a positional insert would put ids into finished_at.
+    materialize_events(db, partition="2026-01-02", version=2, mode="swapped")
+    # A new column is added to the table; earlier rows read NULL there.
+    materialize_events(db, partition="2026-01-03", version=3, mode="new_column")
+    # Optional columns entirely null, in nullable dtypes and in the object/NaN dtypes pandas
+    # often produces for "no values": the table keeps its types.
+    materialize_events(db, partition="2026-01-04", version=4, mode="all_null")
+    materialize_events(db, partition="2026-01-05", version=5, mode="all_null_object")
+    # Columns missing from the frame are stored as NULL.
+    materialize_events(db, partition="2026-01-06", version=6, mode="missing_column")
+
+    assert sql_types(db) == {**EXPECTED_SQL_TYPES, "latency_ms": "DOUBLE", "note": "VARCHAR"}
+    frame = load_through(
+        db,
+        ia.iom_day_reader,
+        tags={
+            "dagster/asset_partition_range_start": "2026-01-01",
+            "dagster/asset_partition_range_end": "2026-01-06",
+        },
+    )
+    assert {c: str(t) for c, t in frame.dtypes.items()} == {
+        **EXPECTED_DTYPES,
+        "latency_ms": "Float64",
+        "note": "string",
+    }
+    by_day = {day: group.sort_values("created_at") for day, group in frame.groupby(frame["id"].str[:10])}
+    assert sorted(by_day) == [f"2026-01-0{d}" for d in range(1, 7)]
+
+    for day, version in [("2026-01-01", 1), ("2026-01-02", 2)]:
+        written = ia.day_rows(pd.Timestamp(day, tz="UTC"), version)
+        got = by_day[day][ia.COLUMNS].reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, written, check_dtype=True)
+        assert by_day[day]["latency_ms"].isna().all()
+    assert by_day["2026-01-03"]["latency_ms"].tolist() == [12.5] * 3
+    for day in ["2026-01-04", "2026-01-05"]:
+        nulls = by_day[day][["tokens", "cost", "model", "cached", "finished_at"]]
+        assert nulls.isna().all().all(), day
+    assert by_day["2026-01-05"]["model"].isna().all()  # not the string 'nan'
+    assert by_day["2026-01-06"][["model", "cost"]].isna().all().all()
+    assert by_day["2026-01-06"]["tokens"].tolist() == [60, 61, pd.NA]
+
+
+# --------------------------------------------------------------------------------------------
+# Locks and concurrency
+
+
+def test_waits_while_another_process_holds_the_lock(db: Path) -> None:
+    materialize_events(db, partition="2026-01-01")
+    holder = hold_lock(db, seconds=2)
+    try:
+        started = time.monotonic()
+        materialize_events(db, partition="2026-01-02")
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert waited > 1.0, "the run did not wait for the lock (did the holder really hold it?)"
+    assert versions_by_id(db) == expected({"2026-01-01": 1, "2026-01-02": 1})
+
+
+def test_reads_wait_for_writers_and_share_with_readers(db: Path) -> None:
+    materialize_events(db, partition="2026-01-01")
+
+    holder = hold_lock(db, seconds=1.5)
+    try:
+        started = time.monotonic()
+        frame = load_through(db, ia.iom_day_reader, partition_key="2026-01-01")
+        waited = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert waited > 0.7 and len(frame) == 3
+
+    # Loads open the file read-only: another reader does not hold them up...
+    holder = hold_lock(db, seconds=30, read_only=True)
+    try:
+        started = time.monotonic()
+        assert len(load_through(db, ia.iom_day_reader, partition_key="2026-01-01")) == 3
+        assert time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.communicate()
+
+    # ...and a plain connection already open in this process (a notebook's) is shared.
+    with duckdb.connect(str(db)):
+        assert len(load_through(db, ia.iom_day_reader, partition_key="2026-01-01")) == 3
+        materialize_events(db, partition="2026-01-02")
+    assert versions_by_id(db) == expected({"2026-01-01": 1, "2026-01-02": 1})
+
+
+def test_lock_timeout_fails_with_an_error_naming_the_file(db: Path) -> None:
+    materialize_events(db, partition="2026-01-01")
+    holder = hold_lock(db, seconds=60)
+    try:
+        started = time.monotonic()
+        result = materialize_events(
+            db, partition="2026-01-02", lock_timeout_seconds=0.5, raise_on_error=False
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert not result.success
+    assert elapsed < 15
+    error = result.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert str(db.resolve()) in error
+    assert "another process" in error and "lock_timeout_seconds" in error
+    assert DuckDBLockTimeoutError.__name__ in error
+
+
+def test_parallel_processes_write_one_partition_each(db: Path) -> None:
+    days = [f"2026-01-0{d}" for d in range(1, 9)]
+    procs = [run_helper(db, "--partition", day) for day in days]
+    for proc in procs:
+        finish(proc, timeout=120)
+    assert versions_by_id(db) == expected({day: 1 for day in days})
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+def test_config_fields_and_defaults() -> None:
+    manager = CloudglueDuckDBIOManager(database="x.duckdb", schema="s")
+    assert manager.schema_ == "s"
+    assert manager.lock_timeout_seconds == 120.0
+    assert manager.connection_config == {}
+    assert CloudglueDuckDBIOManager(database="x.duckdb").schema_ is None
+    with pytest.raises(Exception):
+        CloudglueDuckDBIOManager(database="x.duckdb", lock_timeout_seconds=-1)
