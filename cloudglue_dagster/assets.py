@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from .checks import build_cloudglue_checks
+from .checks import build_usage_check, chat_check_outcomes, chat_check_specs, report_checks
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -18,6 +18,7 @@ from .errors import (
     NotFoundError,
 )
 from .frames import (
+    ACCOUNTING_COLUMNS,
     CHAT_COMPLETIONS_COLUMNS,
     TOKEN_USAGE_COLUMNS,
     chat_completions_frame,
@@ -26,7 +27,7 @@ from .frames import (
 )
 from .metadata import column_schema, frame_metadata
 from .resource import CloudglueResource
-from .window import fetch_window
+from .window import WindowSweep
 
 __all__ = ["CloudglueAssets", "build_cloudglue_assets", "partition_slices"]
 
@@ -38,6 +39,7 @@ DEFAULT_RETRY_POLICY = dg.RetryPolicy(
 # Errors a retry cannot fix: fail at once, without Dagster step retries.
 _PERMANENT_ERRORS = (AuthenticationError, BadRequestError, NotFoundError, InvalidResponseError, CloudglueConfigError)
 
+ACCOUNTING_COLUMN_NAMES = [c.name for c in ACCOUNTING_COLUMNS]
 _CHAT_PREVIEW = ("created_at", "model", "total_tokens", "prompt", "response")
 _USAGE_PREVIEW = ("date", "model", "completions", "prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -48,7 +50,8 @@ class CloudglueAssets:
 
     Attributes:
         chat_completions, token_usage: the two assets.
-        asset_checks: their partition-aware data-quality checks.
+        asset_checks: the token_usage check, to list in your definitions (the
+            chat_completions checks are part of that asset and run with it).
         partitions_def: the daily UTC partitions both share.
         job: a job materializing both (one partition or a range per run).
         schedule: runs ``job`` daily for the day that just ended (stopped by default).
@@ -206,6 +209,7 @@ def _build(
         required_resource_keys={resource_key},
         retry_policy=retry_policy,
         pool=pool,
+        check_specs=chat_check_specs(chat_key, partitions),
         description=(
             "Every Cloudglue chat completion created in the partition's UTC day, one row per"
             " completion (GET /v1/chat/completions). A range of days is fetched in one paged sweep."
@@ -215,45 +219,50 @@ def _build(
             "dagster/column_schema": column_schema(CHAT_COMPLETIONS_COLUMNS),
         },
     )
-    def chat_completions(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    def chat_completions(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
         resource: CloudglueResource = getattr(context.resources, resource_key)
         window = context.partition_time_window
+        fetched = WindowSweep(window.start, window.end)
         with resource.get_client(logger=context.log) as client:
             try:
-                fetched = fetch_window(client, window.start, window.end, page_size=resource.page_size)
+                frame = chat_completions_frame(fetched.completions(client, resource.page_size))
             except _PERMANENT_ERRORS as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        frame = chat_completions_frame(fetched.completions)
         keys = context.partition_keys
         context.log.info(
             f"Fetched {fetched.received} completions for {fetched.created_after}..{fetched.created_before}"
-            f" in {fetched.requests} requests; kept {len(frame)} in {len(keys)} day(s),"
-            f" dropped {fetched.dropped} outside the window"
+            f" in {fetched.requests} requests and {fetched.seconds:.2f}s; kept {fetched.kept} in {len(keys)}"
+            f" day(s), dropped {fetched.dropped} outside the window"
         )
         sweep = {
             "api_requests": dg.MetadataValue.int(fetched.requests),
+            "fetch_seconds": dg.MetadataValue.float(round(fetched.seconds, 3)),
             "run_partitions": dg.MetadataValue.int(len(keys)),
             "window_asked": dg.MetadataValue.text(
                 f"created_after={fetched.created_after} created_before={fetched.created_before}"
             ),
             "window_received": dg.MetadataValue.int(fetched.received),
-            "window_kept": dg.MetadataValue.int(len(frame)),
+            "window_kept": dg.MetadataValue.int(fetched.kept),
             "window_dropped": dg.MetadataValue.int(fetched.dropped),
-            "api_duplicates_dropped": dg.MetadataValue.int(fetched.sweep.duplicates),
-            "window_rereads": dg.MetadataValue.int(fetched.sweep.rereads),
+            "api_duplicates_dropped": dg.MetadataValue.int(fetched.pages.duplicates),
+            "window_rereads": dg.MetadataValue.int(fetched.pages.rereads),
             "api_rate_limited": dg.MetadataValue.int(fetched.rate_limited),
             "lowest_concurrency": dg.MetadataValue.int(fetched.lowest_concurrency),
         }
-        for key, day in partition_slices(frame, "created_at", partitions, keys):
+        days = list(partition_slices(frame, "created_at", partitions, keys))
+        for key, day in days:
             day_metadata = frame_metadata(
                 day, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=_CHAT_PREVIEW, time_column="created_at"
             )
             context.add_asset_metadata({**day_metadata, **sweep}, partition_key=key)
-        return frame
+        outcomes = chat_check_outcomes(frame, pd.Timestamp(window.start), pd.Timestamp(window.end), days)
+        yield dg.Output(frame)  # stored (atomically) before the checks report on it
+        del frame, days
+        yield from report_checks(context, chat_key, outcomes)
 
     @dg.asset(
         key=usage_key,
-        ins={"chat_completions": dg.AssetIn(key=chat_key)},
+        ins={"chat_completions": dg.AssetIn(key=chat_key, metadata={"columns": ACCOUNTING_COLUMN_NAMES})},
         partitions_def=partitions,
         backfill_policy=backfill_policy,
         group_name=group_name,
@@ -270,7 +279,7 @@ def _build(
         },
     )
     def token_usage(context: dg.AssetExecutionContext, chat_completions: pd.DataFrame) -> pd.DataFrame:
-        usage = token_usage_frame(conform(chat_completions, CHAT_COMPLETIONS_COLUMNS))
+        usage = token_usage_frame(conform(chat_completions, ACCOUNTING_COLUMNS))
         for key, day in partition_slices(usage, "date", partitions, context.partition_keys):
             context.add_asset_metadata(
                 frame_metadata(day, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW),
@@ -278,7 +287,7 @@ def _build(
             )
         return usage
 
-    checks = build_cloudglue_checks(
+    usage_check = build_usage_check(
         chat_key=chat_key, usage_key=usage_key, partitions_def=partitions, slices=partition_slices
     )
     job = dg.define_asset_job(
@@ -294,7 +303,7 @@ def _build(
     return CloudglueAssets(
         chat_completions=chat_completions,
         token_usage=token_usage,
-        asset_checks=checks,
+        asset_checks=(usage_check,),
         partitions_def=partitions,
         job=job,
         schedule=schedule,

@@ -1,32 +1,34 @@
-"""Partition-aware data-quality checks on the stored tables.
+"""Partition-aware data-quality checks.
 
-The rules are plain functions of DataFrames (tested without Dagster); the
-Dagster wiring below loads the stored partitions through the I/O manager and
-reports one evaluation per partition, in single-day runs and in range runs
-alike (Dagster's ``AssetCheckResult`` would report a whole range as one).
+The rules are plain functions of DataFrames (tested without Dagster). The
+chat_completions checks run inside that asset, on the frame it writes (which
+the atomic I/O manager stores as is), so a year-long backfill does not load
+its text back. The token_usage check loads the stored usage and compares it
+with the totals chat_completions recorded for each day. Both report one
+evaluation per partition, in single-day runs and range runs alike.
 """
 
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from .frames import CHAT_COMPLETIONS_COLUMNS, TOKEN_USAGE_COLUMNS, conform, token_usage_frame
+from .frames import TOKEN_USAGE_COLUMNS, conform
 
 __all__ = [
-    "build_cloudglue_checks",
+    "build_usage_check",
+    "chat_check_outcomes",
+    "chat_check_specs",
     "duplicate_ids",
     "inconsistent_totals",
     "negative_token_rows",
     "rows_outside",
-    "usage_mismatches",
 ]
 
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
-_USAGE_VALUES = ("completions", *_TOKEN_FIELDS, "completions_without_usage")
 
 Slices = Callable[[pd.DataFrame, str, dg.TimeWindowPartitionsDefinition, Sequence[str]], Iterator[tuple[str, pd.DataFrame]]]
 
@@ -61,30 +63,6 @@ def inconsistent_totals(chat: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["total_tokens"] != rows["prompt_tokens"] + rows["completion_tokens"]]
 
 
-def usage_mismatches(usage: pd.DataFrame, chat: pd.DataFrame) -> list[dict[str, Any]]:
-    """Differences between stored ``token_usage`` and the usage recomputed from
-    stored ``chat_completions`` for the same days: one entry per (date, model,
-    column) that differs, with both values (null equals null)."""
-    expected = token_usage_frame(chat).set_index(["date", "model"])
-    actual = usage.set_index(["date", "model"])
-    out: list[dict[str, Any]] = []
-    for key in expected.index.union(actual.index):
-        for column in _USAGE_VALUES:
-            want = expected[column].get(key, pd.NA) if key in expected.index else pd.NA
-            got = actual[column].get(key, pd.NA) if key in actual.index else pd.NA
-            if (want is pd.NA) != (got is pd.NA) or (want is not pd.NA and int(want) != int(got)):
-                out.append(
-                    {
-                        "date": key[0].date().isoformat(),
-                        "model": key[1],
-                        "column": column,
-                        "expected": None if want is pd.NA else int(want),
-                        "stored": None if got is pd.NA else int(got),
-                    }
-                )
-    return out
-
-
 # -- Dagster wiring ----------------------------------------------------------
 
 
@@ -100,129 +78,166 @@ def _examples(values: Sequence[Any], limit: int = 10) -> str:
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
 
 
-def _latest_materializations(
-    context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey, keys: Sequence[str]
-) -> dict[str, Any]:
-    """The latest materialization of each partition, so the UI ties each evaluation to it."""
+def _latest_materializations(instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]) -> dict[str, Any]:
+    """The latest materialization record of each partition (None when it has none)."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[key]), limit=1
+        ).records
+        out[key] = records[0] if records else None
+    return out
+
+
+def _evaluations(
+    instance: dg.DagsterInstance,
+    asset_key: dg.AssetKey,
+    outcomes: Mapping[str, Mapping[str, _Outcome]],
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """One evaluation per (check, partition), tied to the partition's latest materialization."""
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
         AssetCheckEvaluationTargetMaterializationData,
     )
 
-    out: dict[str, Any] = {}
-    for key in keys:
-        records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[key]), limit=1
-        ).records
-        if records:
-            record = records[0]
-            out[key] = AssetCheckEvaluationTargetMaterializationData(
-                storage_id=record.storage_id, run_id=record.event_log_entry.run_id, timestamp=record.timestamp
-            )
-    return out
-
-
-def _report(
-    context: dg.AssetCheckExecutionContext,
-    asset_key: dg.AssetKey,
-    outcomes: Mapping[str, Mapping[str, _Outcome]],
-) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
-    """One evaluation per (check, partition), then the check outputs Dagster expects."""
-    op_context = context.op_execution_context
-    targets = _latest_materializations(context, asset_key, op_context.partition_keys)
+    partitions = sorted({p for by_partition in outcomes.values() for p in by_partition})
+    latest = _latest_materializations(instance, asset_key, partitions)
     for check_name, by_partition in outcomes.items():
         for partition, outcome in by_partition.items():
+            record = latest.get(partition)
             yield dg.AssetCheckEvaluation(
                 asset_key=asset_key,
                 check_name=check_name,
                 passed=outcome.passed,
                 metadata=dict(outcome.metadata),
                 severity=outcome.severity,
-                target_materialization_data=targets.get(partition),
+                target_materialization_data=None
+                if record is None
+                else AssetCheckEvaluationTargetMaterializationData(
+                    storage_id=record.storage_id, run_id=record.event_log_entry.run_id, timestamp=record.timestamp
+                ),
                 blocking=False,
                 partition=partition,
             )
-    for output in op_context.op_def.output_defs:
-        yield dg.Output(None, output_name=output.name)
 
 
-def build_cloudglue_checks(
+def report_checks(
+    context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
+    asset_key: dg.AssetKey,
+    outcomes: Mapping[str, Mapping[str, _Outcome]],
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+    """Per-partition evaluations, then the (empty) check outputs Dagster expects of the op.
+
+    Dagster's ``AssetCheckResult`` would report a range run as one unpartitioned
+    result; yielding evaluations ourselves keeps one result per day.
+    """
+    op_context = context.op_execution_context
+    yield from _evaluations(op_context.instance, asset_key, outcomes)
+    for output_name in op_context.assets_def.check_specs_by_output_name:
+        yield dg.Output(None, output_name=output_name)
+
+
+def chat_check_specs(chat_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    """The checks on ``chat_completions``: evaluated by the asset on the frame it writes."""
+    return [
+        dg.AssetCheckSpec(name=name, asset=chat_key, partitions_def=partitions_def, description=description)
+        for name, description in (
+            ("ids_unique", "Every completion id appears once."),
+            ("created_at_in_partition", "Every created_at falls inside its partition's UTC day."),
+            ("tokens_non_negative", "No token count is negative."),
+            (
+                "total_tokens_consistent",
+                "total_tokens == prompt_tokens + completion_tokens where all three are reported (warns).",
+            ),
+        )
+    ]
+
+
+def chat_check_outcomes(
+    frame: pd.DataFrame, window_start: pd.Timestamp, window_end: pd.Timestamp, days: Iterable[tuple[str, pd.DataFrame]]
+) -> dict[str, dict[str, _Outcome]]:
+    """The chat_completions checks for each ``(partition key, rows of that day)``.
+
+    ``frame`` is the run's whole frame and ``[window_start, window_end)`` the
+    run's window: a row outside it belongs to no partition, so it fails
+    ``created_at_in_partition`` for every partition of the run.
+    """
+    outside = rows_outside(frame, window_start, window_end)
+    outcomes: dict[str, dict[str, _Outcome]] = {
+        "ids_unique": {}, "created_at_in_partition": {}, "tokens_non_negative": {}, "total_tokens_consistent": {},
+    }
+    for key, day in days:
+        dupes = duplicate_ids(day)
+        outcomes["ids_unique"][key] = _Outcome(
+            not dupes, {"rows": len(day), "duplicate_ids": len(dupes), "examples": _examples(dupes)}
+        )
+        outcomes["created_at_in_partition"][key] = _Outcome(outside == 0, {"rows_outside_window": outside})
+        negative = negative_token_rows(day)
+        outcomes["tokens_non_negative"][key] = _Outcome(
+            negative.empty, {"rows": len(negative), "examples": _examples(negative["id"].tolist())}
+        )
+        bad = inconsistent_totals(day)
+        outcomes["total_tokens_consistent"][key] = _Outcome(
+            bad.empty, {"rows": len(bad), "examples": _examples(bad["id"].tolist())}, severity=dg.AssetCheckSeverity.WARN
+        )
+    return outcomes
+
+
+def usage_against_recorded(usage_day: pd.DataFrame, recorded: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Differences between one day of stored ``token_usage`` and the totals that
+    ``chat_completions`` recorded for that day when it was written."""
+    if recorded is None:
+        return [{"column": "chat_completions", "expected": "a materialization", "stored": None}]
+    stored = {
+        "completions": int(usage_day["completions"].sum()),
+        **{f: int(usage_day[f].sum()) for f in (*_TOKEN_FIELDS, "completions_without_usage")},
+    }
+    expected = {"completions": recorded.get("dagster/partition_row_count"), **{f: recorded.get(f) for f in stored if f != "completions"}}
+    by_model = recorded.get("completions_by_model")
+    out = [{"column": k, "expected": expected[k], "stored": v} for k, v in stored.items() if expected[k] != v]
+    if by_model is not None:
+        stored_by_model = {str(m): int(n) for m, n in zip(usage_day["model"], usage_day["completions"])}
+        if stored_by_model != by_model:
+            out.append({"column": "completions_by_model", "expected": by_model, "stored": stored_by_model})
+    return out
+
+
+def build_usage_check(
     *,
     chat_key: dg.AssetKey,
     usage_key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     slices: Slices,
-) -> tuple[dg.AssetChecksDefinition, ...]:
-    """The checks on ``chat_completions`` and ``token_usage``, evaluated per partition."""
-
-    def spec(asset: dg.AssetKey, name: str, description: str, **kwargs: Any) -> dg.AssetCheckSpec:
-        return dg.AssetCheckSpec(
-            name=name, asset=asset, partitions_def=partitions_def, description=description, **kwargs
-        )
-
-    chat_specs = [
-        spec(chat_key, "ids_unique", "Every completion id appears once."),
-        spec(chat_key, "created_at_in_partition", "Every created_at falls inside its partition's UTC day."),
-        spec(chat_key, "tokens_non_negative", "No token count is negative."),
-        spec(
-            chat_key,
-            "total_tokens_consistent",
-            "total_tokens == prompt_tokens + completion_tokens where all three are reported (warns).",
-        ),
-    ]
-    prefix = "__".join(chat_key.path[:-1]) or "cloudglue"
-
-    @dg.multi_asset_check(
-        specs=chat_specs,
-        name=f"{prefix}__chat_completions_checks",
-        ins={"chat_completions": dg.AssetIn(key=chat_key)},
-    )
-    def chat_checks(context: dg.AssetCheckExecutionContext, chat_completions: pd.DataFrame):
-        frame = conform(chat_completions, CHAT_COMPLETIONS_COLUMNS).sort_values("created_at", kind="stable")
-        window = context.op_execution_context.partition_time_window
-        outside = rows_outside(frame, pd.Timestamp(window.start), pd.Timestamp(window.end))
-        outcomes: dict[str, dict[str, _Outcome]] = {s.name: {} for s in chat_specs}
-        for key, day in slices(frame, "created_at", partitions_def, context.op_execution_context.partition_keys):
-            dupes = duplicate_ids(day)
-            outcomes["ids_unique"][key] = _Outcome(
-                not dupes, {"rows": len(day), "duplicate_ids": len(dupes), "examples": _examples(dupes)}
-            )
-            outcomes["created_at_in_partition"][key] = _Outcome(outside == 0, {"rows_outside_window": outside})
-            negative = negative_token_rows(day)
-            outcomes["tokens_non_negative"][key] = _Outcome(
-                negative.empty, {"rows": len(negative), "examples": _examples(negative["id"].tolist())}
-            )
-            bad = inconsistent_totals(day)
-            outcomes["total_tokens_consistent"][key] = _Outcome(
-                bad.empty,
-                {"rows": len(bad), "examples": _examples(bad["id"].tolist())},
-                severity=dg.AssetCheckSeverity.WARN,
-            )
-        yield from _report(context, chat_key, outcomes)
-
-    usage_spec = spec(
-        usage_key,
-        "sums_match_chat_completions",
-        "Stored token_usage equals usage recomputed from stored chat_completions.",
+) -> dg.AssetChecksDefinition:
+    """Stored ``token_usage`` equals, per day, the totals ``chat_completions`` recorded
+    when it was written: catches a day re-loaded in one table and not the other."""
+    spec = dg.AssetCheckSpec(
+        name="sums_match_chat_completions",
+        asset=usage_key,
+        partitions_def=partitions_def,
         additional_deps=[chat_key],
+        description=(
+            "Stored token_usage equals the per-day totals (completions, tokens, per model) that"
+            " chat_completions recorded when it was written."
+        ),
     )
+    prefix = "__".join(usage_key.path[:-1]) or "cloudglue"
 
-    @dg.multi_asset_check(
-        specs=[usage_spec],
-        name=f"{prefix}__token_usage_checks",
-        ins={"token_usage": dg.AssetIn(key=usage_key), "chat_completions": dg.AssetIn(key=chat_key)},
-    )
-    def usage_checks(context: dg.AssetCheckExecutionContext, token_usage: pd.DataFrame, chat_completions: pd.DataFrame):
+    @dg.multi_asset_check(specs=[spec], name=f"{prefix}__token_usage_checks", ins={"token_usage": dg.AssetIn(key=usage_key)})
+    def usage_check(context: dg.AssetCheckExecutionContext, token_usage: pd.DataFrame):
         usage = conform(token_usage, TOKEN_USAGE_COLUMNS).sort_values("date", kind="stable")
-        chat = conform(chat_completions, CHAT_COMPLETIONS_COLUMNS).sort_values("created_at", kind="stable")
         keys = context.op_execution_context.partition_keys
-        chat_days = dict(slices(chat, "created_at", partitions_def, keys))
+        latest = _latest_materializations(context.instance, chat_key, keys)
         outcomes: dict[str, _Outcome] = {}
         for key, usage_day in slices(usage, "date", partitions_def, keys):
-            mismatches = usage_mismatches(usage_day, chat_days[key])
+            record = latest[key]
+            recorded = None
+            if record is not None:
+                materialization = record.asset_materialization
+                recorded = {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}
+            mismatches = usage_against_recorded(usage_day, recorded)
             outcomes[key] = _Outcome(
-                not mismatches,
-                {"mismatches": len(mismatches), "examples": dg.MetadataValue.json(mismatches[:10])},
+                not mismatches, {"mismatches": len(mismatches), "details": dg.MetadataValue.json(mismatches[:10])}
             )
-        yield from _report(context, usage_key, {usage_spec.name: outcomes})
+        yield from report_checks(context, usage_key, {spec.name: outcomes})
 
-    return (chat_checks, usage_checks)
+    return usage_check

@@ -11,6 +11,8 @@ variable                    meaning                                      default
 ``CLOUDGLUE_START_DATE``    first daily partition (UTC date)             ``2026-01-01``
 ``CLOUDGLUE_DUCKDB_PATH``   DuckDB warehouse file                        ``cloudglue.duckdb`` (in the
                                                                          working directory)
+``CLOUDGLUE_MAX_CONCURRENT_REQUESTS``  pages fetched at once            ``8``
+``CLOUDGLUE_MAX_PARTITIONS_PER_RUN``   days per backfill run            unset: any range in one run
 ==========================  ===========================================  ==============================
 """
 
@@ -22,6 +24,7 @@ import dagster as dg
 
 from .assets import build_cloudglue_assets
 from .client import DEFAULT_BASE_URL
+from .errors import CloudglueConfigError
 from .io_manager import CloudglueDuckDBIOManager
 from .resource import CloudglueResource
 
@@ -42,18 +45,38 @@ def build_definitions(
 
     Arguments left None come from the environment (see the module docstring).
     """
-    assets = build_cloudglue_assets(start_date=start_date or os.environ.get("CLOUDGLUE_START_DATE", DEFAULT_START_DATE))
+    assets = build_cloudglue_assets(
+        start_date=start_date or os.environ.get("CLOUDGLUE_START_DATE", DEFAULT_START_DATE),
+        max_partitions_per_run=_env_int("CLOUDGLUE_MAX_PARTITIONS_PER_RUN"),
+    )
+    concurrency = _env_int("CLOUDGLUE_MAX_CONCURRENT_REQUESTS")
     resources = {
         "cloudglue": CloudglueResource(
             api_key=dg.EnvVar("CLOUDGLUE_API_KEY"),
             base_url=base_url or os.environ.get("CLOUDGLUE_BASE_URL", DEFAULT_BASE_URL),
+            **({} if concurrency is None else {"max_concurrent_requests": concurrency}),
         ),
         "io_manager": CloudglueDuckDBIOManager(
             database=duckdb_path or os.environ.get("CLOUDGLUE_DUCKDB_PATH", DEFAULT_DUCKDB_PATH),
             schema=DUCKDB_SCHEMA,
         ),
     }
-    return dg.Definitions.merge(assets.definitions(), dg.Definitions(resources=resources))
+    # In-process: a run is one sweep followed by steps that each need the
+    # previous one, so a process per step (the default) buys no parallelism
+    # and costs seconds of imports per step.
+    return dg.Definitions.merge(
+        assets.definitions(), dg.Definitions(resources=resources, executor=dg.in_process_executor)
+    )
+
+
+def _env_int(name: str) -> int | None:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise CloudglueConfigError(f"environment variable {name} must be an integer, got {text!r}") from None
 
 
 defs = build_definitions()

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .models import ChatCompletion, ChatMessage
+from .models import ChatCompletion, Choice
 
 __all__ = [
+    "ACCOUNTING_COLUMNS",
     "CHAT_COMPLETIONS_COLUMNS",
     "TOKEN_USAGE_COLUMNS",
     "Column",
@@ -54,8 +55,8 @@ CHAT_COMPLETIONS_COLUMNS: tuple[Column, ...] = (
     Column("response", "string", "Content of the first choice; null if there are no choices."),
     Column("collections", "string", "payload.collections as a JSON array of collection ids."),
     Column("filter", "string", "payload.filter as JSON; null when absent."),
-    Column("payload_messages", "string", "payload.messages as a JSON array of {role, content[, name]}."),
-    Column("choices", "string", "choices as a JSON array of {index, message: {role, content[, name]}}."),
+    Column("payload_messages", "string", "payload.messages as the API's JSON array."),
+    Column("choices", "string", "choices as the API's JSON array ({index, message: {role, content[, name]}})."),
 )
 
 TOKEN_USAGE_COLUMNS: tuple[Column, ...] = (
@@ -74,6 +75,12 @@ TOKEN_USAGE_COLUMNS: tuple[Column, ...] = (
 
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
+ACCOUNTING_COLUMNS: tuple[Column, ...] = tuple(
+    c for c in CHAT_COMPLETIONS_COLUMNS if c.name in ("id", "created_at", "model", *_TOKEN_FIELDS)
+)
+"""The chat_completions columns that token usage and the checks read: loading
+only these (the I/O manager's ``columns`` input metadata) skips the text."""
+
 
 def empty_frame(columns: Sequence[Column]) -> pd.DataFrame:
     """A frame with no rows and the contract's columns and dtypes."""
@@ -84,42 +91,50 @@ def _typed(data: dict[str, list], columns: Sequence[Column]) -> pd.DataFrame:
     return pd.DataFrame({c.name: pd.Series(data[c.name], dtype=c.dtype) for c in columns})
 
 
-def _message_json(message: ChatMessage) -> dict[str, str]:
-    out = {"role": message.role, "content": message.content}
-    if message.name is not None:
-        out["name"] = message.name
-    return out
-
-
-def _dumps(value: object) -> str:
-    # ensure_ascii=False keeps unicode readable in the warehouse; compact separators keep it small.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+# One encoder for every row: json.dumps with options builds a new one per call.
+# ensure_ascii=False keeps unicode readable in the warehouse; compact separators keep it small.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def chat_completions_frame(completions: Iterable[ChatCompletion]) -> pd.DataFrame:
-    """One row per completion, sorted by ``created_at`` then ``id``, in the contract's shape."""
+    """One row per completion, sorted by ``created_at`` then ``id``, in the contract's shape.
+
+    Consumes ``completions`` once, keeping no record: a backfill's memory holds
+    the frame's columns, not the parsed records too. The JSON columns are the
+    API's own JSON (unknown fields included), so nothing the API sent is lost.
+    """
+    frame = _typed(_chat_columns(completions), CHAT_COMPLETIONS_COLUMNS)
+    return frame.sort_values(["created_at", "id"], kind="stable", ignore_index=True)
+
+
+def _chat_columns(completions: Iterable[ChatCompletion]) -> dict[str, list]:
     data: dict[str, list] = {c.name: [] for c in CHAT_COMPLETIONS_COLUMNS}
-    for c in sorted(completions, key=lambda c: (c.created_at, c.id)):
-        user_messages = [m for m in c.messages if m.role == "user"]
-        first_choice = min(c.choices, key=lambda ch: ch.index, default=None)
-        data["id"].append(c.id)
-        data["created_at"].append(c.created_at)
-        data["model"].append(c.model)
-        data["prompt_tokens"].append(c.usage.prompt_tokens)
-        data["completion_tokens"].append(c.usage.completion_tokens)
-        data["total_tokens"].append(c.usage.total_tokens)
-        data["temperature"].append(c.temperature)
-        data["message_count"].append(len(c.messages))
-        data["choice_count"].append(len(c.choices))
-        data["prompt"].append(user_messages[-1].content if user_messages else None)
-        data["response"].append(first_choice.message.content if first_choice else None)
-        data["collections"].append(_dumps(list(c.collections)))
-        data["filter"].append(None if c.filter is None else _dumps(c.filter))
-        data["payload_messages"].append(_dumps([_message_json(m) for m in c.messages]))
-        data["choices"].append(
-            _dumps([{"index": ch.index, "message": _message_json(ch.message)} for ch in c.choices])
-        )
-    return _typed(data, CHAT_COMPLETIONS_COLUMNS)
+    (ids, created, models, prompt_tokens, completion_tokens, total_tokens, temperatures, message_counts,
+     choice_counts, prompts, responses, collections, filters, payload_messages, choices) = data.values()
+    for c in completions:
+        raw_payload = c.raw["payload"]
+        usage = c.usage
+        ids.append(c.id)
+        created.append(c.created_at)
+        models.append(c.model)
+        prompt_tokens.append(usage.prompt_tokens)
+        completion_tokens.append(usage.completion_tokens)
+        total_tokens.append(usage.total_tokens)
+        temperatures.append(c.temperature)
+        message_counts.append(len(c.messages))
+        choice_counts.append(len(c.choices))
+        prompts.append(next((m.content for m in reversed(c.messages) if m.role == "user"), None))
+        first_choice = min(c.choices, key=_choice_index) if c.choices else None
+        responses.append(first_choice.message.content if first_choice else None)
+        collections.append(_encode(raw_payload.get("collections") or []))
+        filters.append(None if c.filter is None else _encode(c.filter))
+        payload_messages.append(_encode(raw_payload.get("messages") or []))
+        choices.append(_encode(c.raw["choices"]))
+    return data
+
+
+def _choice_index(choice: Choice) -> int:
+    return choice.index
 
 
 def utc_day(created_at: pd.Series) -> pd.Series:

@@ -68,6 +68,11 @@ def frame_metadata(
         metadata["completions_without_usage"] = dg.MetadataValue.int(
             int(frame[list(_TOKEN_FIELDS)].isna().all(axis=1).sum())
         )
+    if "completions" in frame.columns:
+        by_model = frame.groupby("model")["completions"].sum()
+    else:
+        by_model = frame["model"].value_counts()
+    metadata["completions_by_model"] = dg.MetadataValue.json({str(m): int(n) for m, n in sorted(by_model.items())})
     models = sorted(frame["model"].dropna().unique().tolist())
     metadata["models"] = dg.MetadataValue.text(", ".join(models) if models else "(none)")
     metadata["model_count"] = dg.MetadataValue.int(len(models))

@@ -10,8 +10,8 @@ completion id and the field's path.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -84,6 +84,7 @@ class ChatCompletion:
         temperature: ``payload.temperature``, or None when absent.
         filter: ``payload.filter`` as raw JSON, or None when absent.
         collections: ``payload.collections`` (collection ids).
+        raw: the completion's JSON as the API sent it, unknown fields included.
     """
 
     id: str
@@ -95,6 +96,7 @@ class ChatCompletion:
     temperature: float | None
     filter: Mapping[str, Any] | None
     collections: tuple[str, ...]
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,79 +150,6 @@ def parse_created_at(value: Any) -> datetime:
     raise ValueError(f"expected a number or ISO-8601 string, got {type(value).__name__}")
 
 
-class _Reader:
-    """Type-checked field access that names the completion and the path on error."""
-
-    __slots__ = ("completion_id",)
-
-    def __init__(self, completion_id: str | None) -> None:
-        self.completion_id = completion_id
-
-    def fail(self, path: str, reason: str) -> InvalidResponseError:
-        return InvalidResponseError(reason, completion_id=self.completion_id, field=path)
-
-    def obj(self, parent: Mapping[str, Any], key: str, path: str, *, required: bool) -> Mapping[str, Any] | None:
-        value = parent.get(key)
-        if value is None:
-            if required:
-                raise self.fail(path, "required object is missing")
-            return None
-        if not isinstance(value, Mapping):
-            raise self.fail(path, f"expected an object, got {_type_name(value)}")
-        return value
-
-    def array(self, parent: Mapping[str, Any], key: str, path: str, *, required: bool) -> Sequence[Any]:
-        value = parent.get(key)
-        if value is None:
-            if required:
-                raise self.fail(path, "required array is missing")
-            return ()
-        if not isinstance(value, list):
-            raise self.fail(path, f"expected an array, got {_type_name(value)}")
-        return value
-
-    def string(self, parent: Mapping[str, Any], key: str, path: str, *, required: bool) -> str | None:
-        value = parent.get(key)
-        if value is None:
-            if required:
-                raise self.fail(path, "required string is missing")
-            return None
-        if not isinstance(value, str):
-            raise self.fail(path, f"expected a string, got {_type_name(value)}")
-        return value
-
-    def integer(self, parent: Mapping[str, Any], key: str, path: str, *, required: bool) -> int | None:
-        value = parent.get(key)
-        if value is None:
-            if required:
-                raise self.fail(path, "required integer is missing")
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(path, f"expected an integer, got {_type_name(value)}")
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise self.fail(path, f"expected an integer, got {value!r}")
-            return int(value)
-        return value
-
-    def number(self, parent: Mapping[str, Any], key: str, path: str) -> float | None:
-        value = parent.get(key)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise self.fail(path, f"expected a finite number, got {_type_name(value)}")
-        return float(value)
-
-    def message(self, raw: Any, path: str) -> ChatMessage:
-        if not isinstance(raw, Mapping):
-            raise self.fail(path, f"expected an object, got {_type_name(raw)}")
-        role = self.string(raw, "role", f"{path}.role", required=True)
-        content = self.string(raw, "content", f"{path}.content", required=True)
-        name = self.string(raw, "name", f"{path}.name", required=False)
-        assert role is not None and content is not None
-        return ChatMessage(role=role, content=content, name=name)
-
-
 def _type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
@@ -235,6 +164,39 @@ def _type_name(value: Any) -> str:
     return type(value).__name__
 
 
+# The parser below is on the hot path (hundreds of thousands of records per
+# backfill): each check is an inline ``type(x) is ...`` test, and a field's
+# path is spelled out only when it is wrong.
+
+
+def _wrong(completion_id: str | None, path: str, expected: str, value: Any) -> InvalidResponseError:
+    if value is None:
+        return InvalidResponseError(f"required {expected} is missing", completion_id=completion_id, field=path)
+    return InvalidResponseError(f"expected {expected}, got {_type_name(value)}", completion_id=completion_id, field=path)
+
+
+def _token(value: Any, completion_id: str, key: str) -> int | None:
+    """An optional token count: None, an int, or an integral float."""
+    if value is None or type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    raise _wrong(completion_id, f"usage.{key}", "an integer", value)
+
+
+def _message(raw: Any, completion_id: str, path: Callable[[], str]) -> ChatMessage:
+    if type(raw) is not dict:
+        raise _wrong(completion_id, path(), "an object", raw)
+    role, content, name = raw.get("role"), raw.get("content"), raw.get("name")
+    if type(role) is not str:
+        raise _wrong(completion_id, f"{path()}.role", "a string", role)
+    if type(content) is not str:
+        raise _wrong(completion_id, f"{path()}.content", "a string", content)
+    if name is not None and type(name) is not str:
+        raise _wrong(completion_id, f"{path()}.name", "a string", name)
+    return ChatMessage(role, content, name)
+
+
 def parse_completion(raw: Any, *, position: str = "data[]") -> ChatCompletion:
     """Parse one completion object of a list page.
 
@@ -246,63 +208,102 @@ def parse_completion(raw: Any, *, position: str = "data[]") -> ChatCompletion:
         InvalidResponseError: a required field is missing or a field has the
             wrong type; the error names the completion id and the field path.
     """
-    if not isinstance(raw, Mapping):
+    if type(raw) is not dict:
         raise InvalidResponseError(f"expected a completion object, got {_type_name(raw)}", field=position)
-    raw_id = raw.get("id")
-    if not isinstance(raw_id, str) or not raw_id:
+    cid = raw.get("id")
+    if type(cid) is not str or not cid:
         raise InvalidResponseError(
-            "completion has no id" if raw_id is None else f"expected a non-empty string id, got {_type_name(raw_id)}",
+            "completion has no id" if cid is None else f"expected a non-empty string id, got {_type_name(cid)}",
             field=f"{position}.id",
         )
-    read = _Reader(raw_id)
 
-    if "created_at" not in raw or raw["created_at"] is None:
-        raise read.fail("created_at", "required timestamp is missing")
+    created_raw = raw.get("created_at")
+    if created_raw is None:
+        raise _wrong(cid, "created_at", "timestamp", None)
     try:
-        created_at = parse_created_at(raw["created_at"])
+        created_at = parse_created_at(created_raw)
     except (ValueError, OverflowError) as exc:
-        raise read.fail("created_at", f"unreadable timestamp {raw['created_at']!r}: {exc}") from None
+        raise InvalidResponseError(
+            f"unreadable timestamp {created_raw!r}: {exc}", completion_id=cid, field="created_at"
+        ) from None
 
-    model = read.string(raw, "model", "model", required=True)
-    usage_raw = read.obj(raw, "usage", "usage", required=True)
-    assert usage_raw is not None and model is not None
-    usage = Usage(
-        prompt_tokens=read.integer(usage_raw, "prompt_tokens", "usage.prompt_tokens", required=False),
-        completion_tokens=read.integer(usage_raw, "completion_tokens", "usage.completion_tokens", required=False),
-        total_tokens=read.integer(usage_raw, "total_tokens", "usage.total_tokens", required=False),
+    model = raw.get("model")
+    if type(model) is not str:
+        raise _wrong(cid, "model", "a string", model)
+
+    usage = raw.get("usage")
+    if type(usage) is not dict:
+        raise _wrong(cid, "usage", "an object", usage)
+    usage_record = Usage(
+        _token(usage.get("prompt_tokens"), cid, "prompt_tokens"),
+        _token(usage.get("completion_tokens"), cid, "completion_tokens"),
+        _token(usage.get("total_tokens"), cid, "total_tokens"),
     )
 
+    raw_choices = raw.get("choices")
+    if type(raw_choices) is not list:
+        raise _wrong(cid, "choices", "an array", raw_choices)
     choices = []
-    for i, choice in enumerate(read.array(raw, "choices", "choices", required=True)):
-        path = f"choices[{i}]"
-        if not isinstance(choice, Mapping):
-            raise read.fail(path, f"expected an object, got {_type_name(choice)}")
-        index = read.integer(choice, "index", f"{path}.index", required=True)
-        assert index is not None
-        choices.append(Choice(index=index, message=read.message(choice.get("message"), f"{path}.message")))
+    for i, choice in enumerate(raw_choices):
+        if type(choice) is not dict:
+            raise _wrong(cid, f"choices[{i}]", "an object", choice)
+        index = choice.get("index")
+        if type(index) is not int:
+            if type(index) is not float or not index.is_integer():
+                raise _wrong(cid, f"choices[{i}].index", "an integer", index)
+            index = int(index)
+        choices.append(Choice(index, _message(choice.get("message"), cid, lambda i=i: f"choices[{i}].message")))
 
-    payload = read.obj(raw, "payload", "payload", required=True)
-    assert payload is not None
+    payload = raw.get("payload")
+    if type(payload) is not dict:
+        raise _wrong(cid, "payload", "an object", payload)
+    raw_messages = payload.get("messages")
+    if raw_messages is None:
+        raw_messages = []
+    elif type(raw_messages) is not list:
+        raise _wrong(cid, "payload.messages", "an array", raw_messages)
     messages = tuple(
-        read.message(m, f"payload.messages[{i}]")
-        for i, m in enumerate(read.array(payload, "messages", "payload.messages", required=False))
+        _message(m, cid, lambda i=i: f"payload.messages[{i}]") for i, m in enumerate(raw_messages)
     )
-    collections = read.array(payload, "collections", "payload.collections", required=False)
-    for i, collection in enumerate(collections):
-        if not isinstance(collection, str):
-            raise read.fail(f"payload.collections[{i}]", f"expected a string, got {_type_name(collection)}")
+    collections = payload.get("collections")
+    if collections is None:
+        collections = ()
+    elif type(collections) is not list:
+        raise _wrong(cid, "payload.collections", "an array", collections)
+    else:
+        for i, collection in enumerate(collections):
+            if type(collection) is not str:
+                raise _wrong(cid, f"payload.collections[{i}]", "a string", collection)
+    temperature = payload.get("temperature")
+    if temperature is not None:
+        if type(temperature) not in (int, float) or not math.isfinite(temperature):
+            raise InvalidResponseError(
+                f"expected a finite number, got {_type_name(temperature)}", completion_id=cid, field="payload.temperature"
+            )
+        temperature = float(temperature)
+    filter_ = payload.get("filter")
+    if filter_ is not None and type(filter_) is not dict:
+        raise _wrong(cid, "payload.filter", "an object", filter_)
 
     return ChatCompletion(
-        id=raw_id,
+        id=cid,
         created_at=created_at,
         model=model,
-        usage=usage,
+        usage=usage_record,
         choices=tuple(choices),
         messages=messages,
-        temperature=read.number(payload, "temperature", "payload.temperature"),
-        filter=read.obj(payload, "filter", "payload.filter", required=False),
+        temperature=temperature,
+        filter=filter_,
         collections=tuple(collections),
+        raw=raw,
     )
+
+
+def _envelope_int(body: Mapping[str, Any], key: str) -> int:
+    value = body.get(key)
+    if type(value) is not int:
+        raise _wrong(None, key, "an integer", value)
+    return value
 
 
 def parse_page(body: Any) -> ChatCompletionPage:
@@ -312,14 +313,12 @@ def parse_page(body: Any) -> ChatCompletionPage:
         InvalidResponseError: the envelope or any completion in it has the
             wrong shape.
     """
-    if not isinstance(body, Mapping):
+    if type(body) is not dict:
         raise InvalidResponseError(f"expected a list object, got {_type_name(body)}")
-    read = _Reader(None)
-    data = read.array(body, "data", "data", required=True)
-    total = read.integer(body, "total", "total", required=True)
-    limit = read.integer(body, "limit", "limit", required=True)
-    offset = read.integer(body, "offset", "offset", required=True)
-    assert total is not None and limit is not None and offset is not None
+    data = body.get("data")
+    if type(data) is not list:
+        raise _wrong(None, "data", "an array", data)
+    total, limit, offset = _envelope_int(body, "total"), _envelope_int(body, "limit"), _envelope_int(body, "offset")
     if total < 0 or offset < 0:
         raise InvalidResponseError(f"negative total ({total}) or offset ({offset})")
     return ChatCompletionPage(

@@ -12,13 +12,14 @@ whatever the server does at its boundaries.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
 
 from .client import MAX_PAGE_SIZE, CloudglueClient, SweepStats
 from .errors import CloudglueConfigError
 from .models import ChatCompletion
 
-__all__ = ["WindowFetch", "fetch_window", "padded_dates"]
+__all__ = ["WindowSweep", "padded_dates"]
 
 _ONE_DAY = dt.timedelta(days=1)
 _TICK = dt.timedelta(microseconds=1)
@@ -43,68 +44,63 @@ def padded_dates(start: dt.datetime, end: dt.datetime) -> tuple[dt.date, dt.date
     return start.date() - _ONE_DAY, (end - _TICK).date() + _ONE_DAY
 
 
-@dataclass(frozen=True)
-class WindowFetch:
-    """What one sweep over a window fetched.
-
-    Attributes:
-        start, end: the window, UTC, ``start <= created_at < end``.
-        created_after, created_before: the dates sent to the API.
-        completions: the completions inside the window, each once.
-        received: distinct completions the API returned for the padded dates.
-        dropped: of those, how many fell outside the window (expected: the
-            padding days, or whatever the server's boundary reading adds).
-        requests: HTTP requests sent, retries included.
-        sweep: pages, duplicates and re-reads of the sweep.
-        rate_limited: 429 answers received during the sweep.
-        lowest_concurrency: the lowest concurrency the client fell to.
-    """
-
-    start: dt.datetime
-    end: dt.datetime
-    created_after: dt.date
-    created_before: dt.date
-    completions: list[ChatCompletion]
-    received: int
-    dropped: int
-    requests: int
-    sweep: SweepStats
-    rate_limited: int
-    lowest_concurrency: int
-
-
-def fetch_window(
-    client: CloudglueClient, start: dt.datetime, end: dt.datetime, page_size: int = MAX_PAGE_SIZE
-) -> WindowFetch:
-    """Fetch every completion with ``start <= created_at < end`` in one paged sweep.
+class WindowSweep:
+    """One paged sweep over the completions created in ``[start, end)``, with what it saw.
 
     ``start`` and ``end`` must be timezone-aware; they are compared in UTC, so
-    the result never depends on the machine's time zone.
+    the result never depends on the machine's time zone::
+
+        sweep = WindowSweep(start, end)
+        for completion in sweep.completions(client):
+            ...
+        print(sweep.kept, sweep.dropped, sweep.requests)
+
+    Attributes (complete once :meth:`completions` is exhausted):
+        start, end: the window, UTC.
+        created_after, created_before: the dates sent to the API.
+        received: distinct completions the API returned for the padded dates.
+        kept: of those, the completions inside the window.
+        requests: HTTP requests sent, retries included.
+        pages: the client's :class:`SweepStats` (pages, duplicates, re-reads).
+        rate_limited: 429 answers received during the sweep.
+        lowest_concurrency: the lowest concurrency the client fell to.
+        seconds: wall time of the sweep.
     """
-    start = _require_utc("start", start)
-    end = _require_utc("end", end)
-    created_after, created_before = padded_dates(start, end)
-    requests_before = client.requests_sent
-    rate_limited_before = client.throttle.rate_limited
-    sweep = SweepStats()
-    kept: list[ChatCompletion] = []
-    received = 0
-    for completion in client.iter_chat_completions(
-        created_after=created_after, created_before=created_before, page_size=page_size, stats=sweep
-    ):
-        received += 1
-        if start <= completion.created_at < end:
-            kept.append(completion)
-    return WindowFetch(
-        start=start,
-        end=end,
-        created_after=created_after,
-        created_before=created_before,
-        completions=kept,
-        received=received,
-        dropped=received - len(kept),
-        requests=client.requests_sent - requests_before,
-        sweep=sweep,
-        rate_limited=client.throttle.rate_limited - rate_limited_before,
-        lowest_concurrency=client.throttle.lowest_limit,
-    )
+
+    def __init__(self, start: dt.datetime, end: dt.datetime) -> None:
+        self.start = _require_utc("start", start)
+        self.end = _require_utc("end", end)
+        self.created_after, self.created_before = padded_dates(self.start, self.end)
+        self.received = 0
+        self.kept = 0
+        self.requests = 0
+        self.pages = SweepStats()
+        self.rate_limited = 0
+        self.lowest_concurrency = 0
+        self.seconds = 0.0
+
+    @property
+    def dropped(self) -> int:
+        """Completions received but outside the window (the padding days, or
+        whatever the server's boundary reading adds)."""
+        return self.received - self.kept
+
+    def completions(self, client: CloudglueClient, page_size: int = MAX_PAGE_SIZE) -> Iterator[ChatCompletion]:
+        """Yield every completion with ``start <= created_at < end``, each once."""
+        requests_before = client.requests_sent
+        rate_limited_before = client.throttle.rate_limited
+        started = time.monotonic()
+        try:
+            for completion in client.iter_chat_completions(
+                created_after=self.created_after, created_before=self.created_before, page_size=page_size,
+                stats=self.pages,
+            ):
+                self.received += 1
+                if self.start <= completion.created_at < self.end:
+                    self.kept += 1
+                    yield completion
+        finally:
+            self.requests += client.requests_sent - requests_before
+            self.rate_limited += client.throttle.rate_limited - rate_limited_before
+            self.lowest_concurrency = client.throttle.lowest_limit
+            self.seconds += time.monotonic() - started

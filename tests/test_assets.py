@@ -199,6 +199,27 @@ def test_checks_fail_on_the_offending_partition_only(emu: Emulator, pipeline_fac
     assert outcomes[("sums_match_chat_completions", "2026-03-03")].passed
 
 
+def test_usage_check_catches_a_day_reloaded_in_one_table_only(emu: Emulator, pipeline_factory) -> None:
+    pipeline = pipeline_factory(emu, "2026-03-01")
+    assert pipeline.materialize("2026-03-03").success
+    at = int(dt.datetime(2026, 3, 3, 9, tzinfo=UTC).timestamp() * 1000)
+    emu.add_record({"id": "late", "object": "chat.completion", "model": "nimbus-001", "usage": {"total_tokens": 9},
+                    "choices": [], "payload": {}}, at_ms=at)
+    chat_only = dg.materialize([pipeline.built.chat_completions], resources=pipeline.resources,
+                               instance=pipeline.instance, partition_key="2026-03-03")
+    assert chat_only.success
+    job = dg.define_asset_job("usage_check", selection=dg.AssetSelection.checks(*pipeline.built.asset_checks))
+    defs = dg.Definitions.merge(pipeline.built.definitions(), dg.Definitions(jobs=[job], resources=pipeline.resources))
+    check_only = defs.resolve_job_def("usage_check").execute_in_process(
+        instance=pipeline.instance, tags={"dagster/partition": "2026-03-03"}
+    )
+    [evaluation] = check_only.get_asset_check_evaluations()
+    assert evaluation.check_name == "sums_match_chat_completions" and not evaluation.passed
+    assert evaluation.partition == "2026-03-03"
+    assert pipeline.materialize("2026-03-03").success  # re-loading both tables heals it
+    assert all(e.passed for e in pipeline.materialize("2026-03-03").get_asset_check_evaluations())
+
+
 def test_wrong_key_fails_fast_without_retries_and_keeps_data(emu: Emulator, tmp_path: Path) -> None:
     pipeline = Pipeline(emu, tmp_path / "w.duckdb", "2026-03-01", retry_policy=dg.RetryPolicy(max_retries=3, delay=60))
     assert pipeline.materialize("2026-03-02").success

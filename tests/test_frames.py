@@ -13,8 +13,9 @@ from cloudglue_dagster.checks import (
     duplicate_ids,
     inconsistent_totals,
     negative_token_rows,
+    chat_check_outcomes,
     rows_outside,
-    usage_mismatches,
+    usage_against_recorded,
 )
 from cloudglue_dagster.frames import (
     CHAT_COMPLETIONS_COLUMNS,
@@ -156,16 +157,28 @@ def test_check_rules() -> None:
     assert rows_outside(chat, start, start + pd.Timedelta(days=1)) == 1
 
 
-def test_usage_mismatches() -> None:
-    chat = chat_completions_frame([completion("a", DAY), completion("b", DAY + 1, usage={})])
+def test_usage_against_recorded_totals() -> None:
+    chat = chat_completions_frame([completion("a", DAY), completion("b", DAY + 1, usage={}), completion("c", DAY + 2, "m2")])
     usage = token_usage_frame(chat)
-    assert usage_mismatches(usage, chat) == []
-    broken = usage.copy()
-    broken.loc[0, "total_tokens"] = 99
-    broken.loc[0, "prompt_tokens"] = pd.NA
-    found = {(m["column"], m["expected"], m["stored"]) for m in usage_mismatches(broken, chat)}
-    assert found == {("total_tokens", 15, 99), ("prompt_tokens", 10, None)}
-    assert usage_mismatches(usage.iloc[0:0], chat)  # a missing row is a mismatch
+    recorded = {"dagster/partition_row_count": 3, "prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30,
+                "completions_without_usage": 1, "completions_by_model": {"m1": 2, "m2": 1}}
+    assert usage_against_recorded(usage, recorded) == []
+    drifted = dict(recorded, total_tokens=31, completions_by_model={"m1": 3})
+    assert {m["column"] for m in usage_against_recorded(usage, drifted)} == {"total_tokens", "completions_by_model"}
+    assert usage_against_recorded(usage, None)[0]["column"] == "chat_completions"
+
+
+def test_chat_check_outcomes_per_day() -> None:
+    chat = chat_completions_frame([completion("a", DAY), completion("a", DAY + 1),
+                                   completion("n", DAY + 86_400_000, usage={"prompt_tokens": -1})])
+    start = pd.Timestamp("2026-01-01T00:00:00Z")
+    days = [("2026-01-01", chat.iloc[:2]), ("2026-01-02", chat.iloc[2:])]
+    outcomes = chat_check_outcomes(chat, start, start + pd.Timedelta(days=2), days)
+    assert not outcomes["ids_unique"]["2026-01-01"].passed and outcomes["ids_unique"]["2026-01-02"].passed
+    assert outcomes["tokens_non_negative"]["2026-01-01"].passed and not outcomes["tokens_non_negative"]["2026-01-02"].passed
+    assert all(o.passed for o in outcomes["created_at_in_partition"].values())
+    narrow = chat_check_outcomes(chat, start, start + pd.Timedelta(days=1), days[:1])
+    assert not narrow["created_at_in_partition"]["2026-01-01"].passed  # a row outside the run's window
 
 
 # -- the README documents the contract ------------------------------------------
