@@ -69,6 +69,9 @@ _FRAME_VIEW = "__cloudglue_dagster_frame"
 _UNKNOWN_TYPE = '"NULL"'
 
 # Exponential backoff for lock waits: first wait, growth factor and longest single wait.
+DEFAULT_MEMORY_LIMIT = "512MB"
+"""DuckDB's memory_limit unless ``connection_config`` sets one."""
+
 _LOCK_BACKOFF_START_SECONDS = 0.05
 _LOCK_BACKOFF_FACTOR = 2.0
 _LOCK_BACKOFF_MAX_SECONDS = 1.0
@@ -176,7 +179,8 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
         description=(
             "DuckDB configuration options for every connection, e.g. {'threads': 4}. See"
             " https://duckdb.org/docs/sql/configuration.html. The session time zone is always"
-            " UTC."
+            " UTC. memory_limit defaults to 512MB (DuckDB spills beyond it to a temp folder"
+            " beside the file), which bounds a long backfill's memory."
         ),
     )
     schema_: str | None = Field(
@@ -443,6 +447,11 @@ def open_connection(
         # zone-less WHERE literals come to delete the wrong rows of a TIMESTAMPTZ column.
         # The Python wheel links ICU statically, so this works without any download.
         conn.execute("SET TimeZone = 'UTC'")
+        if "memory_limit" not in config:
+            # DuckDB's default (80% of RAM) lets its buffers grow beside the frame being
+            # written; capped, it spills to a temp folder beside the file instead, and a
+            # long backfill's peak memory is about the frame plus this.
+            conn.execute(f"SET memory_limit = '{DEFAULT_MEMORY_LIMIT}'")
     except BaseException:
         conn.close()
         raise
