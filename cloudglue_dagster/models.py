@@ -171,7 +171,9 @@ def _type_name(value: Any) -> str:
 
 def _wrong(completion_id: str | None, path: str, expected: str, value: Any) -> InvalidResponseError:
     if value is None:
-        return InvalidResponseError(f"required {expected} is missing", completion_id=completion_id, field=path)
+        return InvalidResponseError(
+            f"required field is missing (expected {expected})", completion_id=completion_id, field=path
+        )
     return InvalidResponseError(f"expected {expected}, got {_type_name(value)}", completion_id=completion_id, field=path)
 
 

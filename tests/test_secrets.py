@@ -1,0 +1,306 @@
+"""The API key never leaves the Authorization header.
+
+After real runs (the ``dagster`` CLI with a real DAGSTER_HOME, retries caused by injected
+faults, and a run failing on a wrong key) the key is searched, as bytes, in everything those
+runs left: the CLI's output, every file under DAGSTER_HOME (SQLite run and event storage,
+compute logs), the warehouse; in what the web UI serves (GraphQL: resource config, run config,
+event logs, captured logs); and in exceptions and ``repr`` inside a run. Each search is shown
+able to find the key where it is planted, so a pass means absent, not unsearched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+from rel_support import (
+    RETRYABLE_FAULTS,
+    Seen,
+    cli_env,
+    faults_before_success,
+    free_port,
+    http_server,
+    materialize_cmd,
+    pages,
+    pick_fault_seed,
+)
+
+from cloudglue_dagster import (
+    AuthenticationError,
+    BadRequestError,
+    CloudglueResource,
+    RetriesExhaustedError,
+    build_cloudglue_assets,
+)
+from cloudglue_dagster.emulator import Dataset, Emulator
+from cloudglue_dagster.io_manager import CloudglueDuckDBIOManager
+
+WEBSERVER = str(Path(sys.executable).parent / "dagster-webserver")
+
+
+@pytest.fixture
+def key() -> str:
+    """A distinctive key, new for every test, so no stale file can match it by chance."""
+    return f"sk-cg-live-{secrets.token_hex(16)}"
+
+
+def needles(key: str) -> list[bytes]:
+    """What counts as a leak: the key, or its random part alone (a key cut or re-prefixed)."""
+    return [key.encode(), key.rsplit("-", 1)[1].encode()]
+
+
+def files_containing(root: Path, key: str) -> dict[str, list[bytes]]:
+    """Every file under ``root`` whose bytes contain the key (or its random part)."""
+    found: dict[str, list[bytes]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            hits = [n for n in needles(key) if n in data]
+            if hits:
+                found[str(path.relative_to(root))] = hits
+    return found
+
+
+def assert_absent(text: str | bytes, key: str, where: str) -> None:
+    data = text if isinstance(text, bytes) else text.encode()
+    assert not [n for n in needles(key) if n in data], f"the API key leaked into {where}"
+
+
+def plant_and_find(root: Path, key: str) -> None:
+    """Sanity of the file search: the key planted in a SQLite database and in a binary file
+    under ``root`` is found there, and only there."""
+    planted_db = root / "planted.db"
+    with sqlite3.connect(planted_db) as conn:
+        conn.execute("CREATE TABLE event_logs (id INTEGER PRIMARY KEY, event TEXT)")
+        conn.execute("INSERT INTO event_logs (event) VALUES (?)", (json.dumps({"headers": f"Bearer {key}"}),))
+    conn.close()
+    planted_log = root / "storage" / "planted" / "compute.err"
+    planted_log.parent.mkdir(parents=True, exist_ok=True)
+    planted_log.write_bytes(os.urandom(4096) + key.rsplit("-", 1)[1].encode() + os.urandom(4096))
+    try:
+        assert set(files_containing(root, key)) == {"planted.db", "storage/planted/compute.err"}
+    finally:
+        planted_db.unlink()
+        planted_log.unlink()
+
+
+# -- the CLI, DAGSTER_HOME and the web UI --------------------------------------------------------
+
+RESOURCES_QUERY = """
+{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message }
+    ... on RepositoryLocation { name repositories { name
+      allTopLevelResourceDetails { name configFields { name defaultValueAsJson } configuredValues { key value type } }
+} } } } } } }
+"""
+ENV_VARS_QUERY = """
+query($selector: RepositorySelector!) { utilizedEnvVarsOrError(repositorySelector: $selector) {
+  __typename ... on EnvVarWithConsumersList { results { envVarName envVarConsumers { name } } } } }
+"""
+RUNS_QUERY = """
+{ runsOrError { __typename ... on Runs { results { runId status runConfigYaml tags { key value } } } } }
+"""
+LOGS_QUERY = """
+query($runId: ID!) { logsForRun(runId: $runId) { __typename ... on EventConnection { events {
+  __typename ... on MessageEvent { message }
+  ... on ErrorEvent { error { message stack cause { message stack } } } } } } }
+"""
+CAPTURED_QUERY = """
+query($logKey: [String!]!) { capturedLogs(logKey: $logKey) { stdout stderr } }
+"""
+
+
+class WebUI:
+    """``dagster-webserver`` on a free loopback port; every GraphQL answer is kept."""
+
+    def __init__(self, workspace: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.answers: list[bytes] = []
+        self.proc = subprocess.Popen(
+            [WEBSERVER, "-w", str(workspace), "-h", "127.0.0.1", "-p", str(self.port)],
+            env=env, cwd=workspace.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            assert self.proc.poll() is None, self.stop()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/server_info", timeout=2).read()
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                assert time.monotonic() < deadline, "dagster-webserver did not start"
+                time.sleep(0.2)
+
+    def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        raw = urllib.request.urlopen(request, timeout=60).read()
+        self.answers.append(raw)
+        answer = json.loads(raw)
+        assert "errors" not in answer, answer["errors"]
+        return answer["data"]
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            output, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            output, _ = self.proc.communicate()
+        return output.decode(errors="replace")
+
+
+def test_key_is_in_no_output_file_or_ui_after_real_runs(tmp_path: Path, key: str) -> None:
+    home = tmp_path / "home"
+    database = home / "warehouse.duckdb"
+    dataset = Dataset(dt.date(2026, 9, 1), dt.date(2026, 9, 7), per_day=40, seed=9)
+    with Emulator(dataset, api_key=key, fault_kinds=RETRYABLE_FAULTS, retry_after_seconds=0) as emu:
+        env = cli_env(key=key, base_url=emu.base_url, start="2026-09-01", database=database, home=home)
+        # A run that succeeds after retrying failures of >= 4 kinds. The seed is chosen so
+        # that the whole run meets at most 5 failures: the default max_retries=5 cannot run out.
+        needed = pages(emu, dt.date(2026, 9, 2), dt.date(2026, 9, 5), 100)
+        emu.fault_rate = 0.6
+        emu.fault_seed = pick_fault_seed(0.6, RETRYABLE_FAULTS, needed, max_faults=5, min_kinds=4)
+        ok = subprocess.run(materialize_cmd("--partition-range", "2026-09-02...2026-09-05"), env=env,
+                            capture_output=True, timeout=180)
+        assert ok.returncode == 0, ok.stderr[-4000:].decode()
+        met = faults_before_success(emu.fault_seed, 0.6, RETRYABLE_FAULTS, needed)
+        assert {k: n for k, n in emu.faults_injected.items() if n} == Counter(met)
+        assert ok.stderr.count(b"Cloudglue API: ") >= len(met)  # every retry was logged
+
+        # A run that fails: the key was rotated on the server.
+        emu.api_key = "sk-cg-rotated-key"
+        failed = subprocess.run(materialize_cmd("--partition", "2026-09-03"), env=env, capture_output=True,
+                                timeout=180)
+        assert failed.returncode != 0
+        assert b"refused the API key" in failed.stderr and b"CLOUDGLUE_API_KEY" in failed.stderr
+
+    for name, stream in [("run stdout", ok.stdout), ("run stderr", ok.stderr), ("failed run stdout", failed.stdout),
+                         ("failed run stderr", failed.stderr)]:
+        assert_absent(stream, key, name)
+
+    # What the web UI shows, from the same DAGSTER_HOME, with the key in its environment.
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text("load_from:\n  - python_module:\n      module_name: cloudglue_dagster.definitions\n")
+    ui = WebUI(workspace, env)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            entries = ui.graphql(RESOURCES_QUERY)["workspaceOrError"]["locationEntries"]
+            if entries and entries[0]["loadStatus"] == "LOADED":
+                break
+            assert time.monotonic() < deadline, entries
+            time.sleep(0.3)
+        location = entries[0]["locationOrLoadError"]
+        assert location["__typename"] == "RepositoryLocation", location
+        repository = location["repositories"][0]
+        resources = {r["name"]: r for r in repository["allTopLevelResourceDetails"]}
+        configured = {v["key"]: (v["value"], v["type"]) for v in resources["cloudglue"]["configuredValues"]}
+        assert configured["api_key"] == ("CLOUDGLUE_API_KEY", "ENV_VAR")  # the name, never the value
+        assert "api_key" in {f["name"] for f in resources["cloudglue"]["configFields"]}
+        env_vars = ui.graphql(ENV_VARS_QUERY, selector={"repositoryLocationName": location["name"],
+                                                        "repositoryName": repository["name"]})
+        assert "CLOUDGLUE_API_KEY" in {v["envVarName"] for v in env_vars["utilizedEnvVarsOrError"]["results"]}
+
+        runs = ui.graphql(RUNS_QUERY)["runsOrError"]["results"]
+        assert sorted(r["status"] for r in runs) == ["FAILURE", "SUCCESS"]
+        shown = []
+        for run in runs:
+            shown.append(json.dumps(ui.graphql(LOGS_QUERY, runId=run["runId"])))
+            for log in (home / "storage" / run["runId"] / "compute_logs").glob("*.complete"):
+                captured = ui.graphql(CAPTURED_QUERY, logKey=[run["runId"], "compute_logs", log.stem])
+                shown.append(json.dumps(captured))
+        # The UI did serve the failure and the retries: had they held the key, we would see it.
+        assert "refused the API key" in "".join(shown) and "retry 1 of 5" in "".join(shown)
+    finally:
+        ui_output = ui.stop()
+    for i, answer in enumerate(ui.answers):
+        assert_absent(answer, key, f"GraphQL answer {i}")
+    assert_absent(ui_output, key, "the webserver's output")
+
+    # Every byte the runs and the UI left on disk.
+    stored = {str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()}
+    assert {"history/runs.db", "history/runs/index.db"} <= stored
+    assert sum(s.startswith("history/runs/") and s.endswith(".db") for s in stored) >= 3  # 2 runs + index
+    assert any(s.endswith(".err") and "compute_logs" in s for s in stored)
+    assert files_containing(tmp_path, key) == {}
+    plant_and_find(home, key)
+
+
+# -- exceptions and reprs inside runs ------------------------------------------------------------
+
+
+def _echo_server(mode: dict[str, int]):
+    """A server that quotes the request's Authorization header in its JSON error, as some
+    APIs and proxies do."""
+
+    def reply(request: Seen) -> tuple[int, dict[str, str], bytes]:
+        said = f"no access for 'Authorization: {request.headers.get('Authorization')}'"
+        return mode["status"], {"Retry-After": "0"}, json.dumps({"error": said}).encode()
+
+    return http_server("127.0.0.1", reply)
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(401, AuthenticationError), (403, AuthenticationError), (400, BadRequestError), (503, RetriesExhaustedError),
+     (500, RetriesExhaustedError)],
+)
+def test_key_is_in_no_exception_log_or_repr_when_the_server_echoes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, status: int, error: type
+) -> None:
+    """The server puts the key in its error text; the exception, the run's failure event, the
+    event log on disk and the reprs of resource and client all stay clean, while still
+    carrying the server's text (with the key masked)."""
+    monkeypatch.setenv("CLOUDGLUE_API_KEY", key)
+    mode = {"status": status}
+    seen_reprs: list[str] = []
+    with _echo_server(mode) as (root, seen):
+        resource = CloudglueResource(api_key=dg.EnvVar("CLOUDGLUE_API_KEY"), base_url=f"{root}/v1", max_retries=1)
+
+        @dg.asset
+        def probe(cloudglue: CloudglueResource) -> None:
+            client = cloudglue.get_client()
+            seen_reprs.extend([repr(cloudglue), str(cloudglue), repr(client), str(client)])
+            try:
+                client.list_chat_completions()
+            except error as exc:
+                seen_reprs.extend([str(exc), repr(exc), repr(vars(exc))])
+                raise
+
+        built = build_cloudglue_assets(start_date="2026-01-01", retry_policy=None)
+        (tmp_path / "instance").mkdir()
+        instance = dg.DagsterInstance.local_temp(str(tmp_path / "instance"))
+        resources = {"cloudglue": resource,
+                     "io_manager": CloudglueDuckDBIOManager(database=str(tmp_path / "w.duckdb"), schema="cloudglue")}
+        probe_run = dg.materialize([probe], resources=resources, instance=instance, raise_on_error=False)
+        asset_run = dg.materialize(list(built.assets), resources=resources, instance=instance,
+                                   partition_key="2026-01-02", raise_on_error=False)
+    assert len(seen) >= 2 and all(s.headers["Authorization"] == f"Bearer {key}" for s in seen)  # the key was sent
+    assert not probe_run.success and not asset_run.success
+    texts = list(seen_reprs)
+    for result in (probe_run, asset_run):
+        failure = result.get_step_failure_events()[0].step_failure_data.error
+        texts.append(failure.to_string())
+        texts.extend(str(record) for record in instance.all_logs(result.run_id))
+    joined = "\n".join(texts)
+    assert error.__name__ in joined and "Bearer ***" in joined  # the server's text, masked
+    assert_absent(joined, key, "exceptions, reprs or events")
+    instance.dispose()
+    assert files_containing(tmp_path, key) == {}
+    plant_and_find(tmp_path / "instance", key)
