@@ -144,10 +144,11 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
 
     Metadata on each materialization: ``dagster/table_name`` (``<file stem>.<schema>.<table>``,
     the name DuckDB itself resolves), ``dagster/storage_kind``, ``dagster/column_schema`` (the
-    table after the write), ``rows_written`` (rows in this output, i.e. the whole range in a
-    range run) and ``dagster/partition_row_count`` only when the output is one partition
-    (``dagster/row_count`` for an unpartitioned asset). A range run does not report per-partition
-    counts: the asset should add them with ``context.add_asset_metadata(..., partition_key=k)``.
+    table after the write), ``Query`` (the load query of this output's slice) and
+    ``dagster/partition_row_count`` only when the output is one partition (``dagster/row_count``
+    for an unpartitioned asset). A range run reports no counts, since Dagster would attach the
+    range's total to every partition: the asset should add them with
+    ``context.add_asset_metadata(..., partition_key=k)``.
 
     Example:
         .. code-block:: python
@@ -262,6 +263,16 @@ class UTCDuckDbClient(DbClient):
             try:
                 yield conn
                 conn.commit()
+            except duckdb.Error as exc:
+                _rollback_quietly(conn)
+                # A statement DuckDB refused (a type conflict, a catalog error, a full disk)
+                # fails the same way on a retry: fail now rather than after the step's
+                # retry policy has waited minutes. Lock waits are handled when connecting.
+                raise dg.Failure(
+                    description=f"Writing to DuckDB database {_display_path(self.database)} failed;"
+                    f" the previous rows are kept. DuckDB said: {exc}",
+                    allow_retries=False,
+                ) from exc
             except BaseException:
                 # Covers KeyboardInterrupt too. A hard kill never gets here and need not:
                 # DuckDB makes a transaction durable only at COMMIT.
@@ -296,7 +307,10 @@ class UTCDuckDbClient(DbClient):
     def ensure_schema_exists(
         context: dg.OutputContext, table_slice: TableSlice, connection: duckdb.DuckDBPyConnection
     ) -> None:
-        connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(table_slice.schema)}")
+        ((catalog,),) = connection.execute("SELECT current_database()").fetchall()
+        connection.execute(
+            f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(catalog)}.{quote_identifier(table_slice.schema)}"
+        )
 
     @staticmethod
     def delete_table_slice(
@@ -310,21 +324,15 @@ class UTCDuckDbClient(DbClient):
         if table_columns(connection, table_slice.schema, table_slice.table) is None:
             return
         connection.execute(
-            f"DELETE FROM {qualified_table(table_slice)} WHERE "
+            f"DELETE FROM {qualified_table(connection, table_slice.schema, table_slice.table)} WHERE "
             + partition_where_clause(table_slice.partition_dimensions)
         )
 
     @staticmethod
     def get_select_statement(table_slice: TableSlice) -> str:
-        columns = (
-            ", ".join(quote_identifier(c) for c in table_slice.columns)
-            if table_slice.columns
-            else "*"
-        )
-        query = f"SELECT {columns} FROM {qualified_table(table_slice)}"
-        if table_slice.partition_dimensions:
-            query += " WHERE " + partition_where_clause(table_slice.partition_dimensions)
-        return query
+        """The load query, as shown in the ``Query`` metadata (the catalog is the file stem)."""
+        catalog = Path(table_slice.database).stem if table_slice.database else "memory"
+        return select_statement(table_slice, f"{quote_identifier(catalog)}.{_schema_table(table_slice)}")
 
     @staticmethod
     def get_table_name(table_slice: TableSlice) -> str:
@@ -361,7 +369,6 @@ class DuckDBPandasReplaceTypeHandler(DbTypeHandler[pd.DataFrame]):
             "dagster/column_schema": dg.TableSchema(
                 columns=[dg.TableColumn(name=name, type=typ) for name, typ in columns.values()]
             ),
-            "rows_written": len(obj),
         }
         if not context.has_asset_partitions:
             metadata["dagster/row_count"] = len(obj)
@@ -378,11 +385,12 @@ class DuckDBPandasReplaceTypeHandler(DbTypeHandler[pd.DataFrame]):
             return pd.DataFrame()
         if table_columns(connection, table_slice.schema, table_slice.table) is None:
             raise CloudglueError(
-                f"Table {qualified_table(table_slice)} does not exist in DuckDB database"
+                f"Table {_schema_table(table_slice)} does not exist in DuckDB database"
                 f" {_display_path(table_slice.database or '')}: materialize the upstream asset"
                 " first."
             )
-        relation = connection.sql(UTCDuckDbClient.get_select_statement(table_slice))
+        table = qualified_table(connection, table_slice.schema, table_slice.table)
+        relation = connection.sql(select_statement(table_slice, table))
         return to_nullable_dtypes(relation.df(), [str(t) for t in relation.types])
 
     @property
@@ -489,7 +497,7 @@ def write_frame(
     None/NaN keeps the table's type, or becomes VARCHAR if the table lacks it.
     """
     existing = table_columns(conn, schema, table)
-    target = f"{quote_identifier(schema)}.{quote_identifier(table)}"
+    target = qualified_table(conn, schema, table)
     if frame.shape[1] == 0:
         # pd.DataFrame() has no columns to create a table from; the slice delete still holds.
         if replace_table and existing is not None:
@@ -603,8 +611,27 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def qualified_table(table_slice: TableSlice) -> str:
+def qualified_table(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> str:
+    """``"catalog"."schema"."table"`` for the connection's database.
+
+    DuckDB names a file's catalog after the file stem, so with ``cloudglue.duckdb`` and
+    schema ``cloudglue`` a two-part name is ambiguous; three parts never are.
+    """
+    ((catalog,),) = conn.execute("SELECT current_database()").fetchall()
+    return f"{quote_identifier(catalog)}.{quote_identifier(schema)}.{quote_identifier(table)}"
+
+
+def _schema_table(table_slice: TableSlice) -> str:
     return f"{quote_identifier(table_slice.schema)}.{quote_identifier(table_slice.table)}"
+
+
+def select_statement(table_slice: TableSlice, table: str) -> str:
+    """``SELECT`` of the slice's columns (all if none are named) and partition window from ``table``."""
+    columns = ", ".join(quote_identifier(c) for c in table_slice.columns) if table_slice.columns else "*"
+    query = f"SELECT {columns} FROM {table}"
+    if table_slice.partition_dimensions:
+        query += " WHERE " + partition_where_clause(table_slice.partition_dimensions)
+    return query
 
 
 def _utc_literal(moment: datetime) -> str:

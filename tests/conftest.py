@@ -57,7 +57,8 @@ def read_table(database: Path, name: str, where: str = "") -> pd.DataFrame:
     conn = duckdb.connect(str(database), read_only=True)
     try:
         conn.execute("SET TimeZone = 'UTC'")
-        return conn.execute(f"SELECT * FROM cloudglue.{name} {where}").df()
+        # Three-part name: with cloudglue.duckdb, "cloudglue" is both the catalog and the schema.
+        return conn.execute(f'SELECT * FROM "{database.stem}".cloudglue.{name} {where}').df()
     finally:
         conn.close()
 

@@ -104,7 +104,7 @@ def test_range_is_one_sweep_with_per_partition_metadata(emu: Emulator, pipeline_
     assert {(c.check_name, c.partition) for c in checks} == {
         (name, d.isoformat())
         for name in ["ids_unique", "created_at_in_partition", "tokens_non_negative", "total_tokens_consistent",
-                     "sums_match_chat_completions"]
+                     "sums_match_chat_completions", "message_keys_unique", "counts_match_chat_completions"]
         for d in days
     }
     assert all(c.passed for c in checks)
@@ -161,6 +161,14 @@ def test_empty_day_creates_table_and_removes_stale_rows(tmp_path: Path) -> None:
         assert pipeline2.materialize("2026-04-01").success
         assert pipeline2.table("chat_completions").empty
         assert pipeline2.table("token_usage").empty
+
+
+def test_database_file_named_like_the_schema(emu: Emulator, tmp_path: Path) -> None:
+    """cloudglue.duckdb holds catalog 'cloudglue' and schema 'cloudglue': names must not be ambiguous."""
+    pipeline = Pipeline(emu, tmp_path / "cloudglue.duckdb", "2026-03-01")
+    assert pipeline.materialize("2026-03-02", "2026-03-03").success
+    assert pipeline.materialize("2026-03-03").success
+    assert_equals_truth(pipeline, [dt.date(2026, 3, 2), dt.date(2026, 3, 3)])
 
 
 def test_same_types_in_every_partition(emu: Emulator, pipeline_factory) -> None:

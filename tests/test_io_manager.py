@@ -216,7 +216,7 @@ def test_range_run_replaces_and_loads_the_whole_window(db: Path) -> None:
     for partition_metadata in metadata.values():
         assert "dagster/row_count" not in partition_metadata
         assert "dagster/partition_row_count" not in partition_metadata
-        assert partition_metadata["rows_written"].value == 6
+        assert "rows_written" not in partition_metadata  # a range total plotted on every day misleads
         assert partition_metadata["dagster/table_name"].value == f"iom.{TABLE}"
 
     # A partition mapping loading 2026-01-03..05 reads the whole window, in the stored dtypes.
