@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo ui bench clean
+.PHONY: install test demo ui screenshots bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,21 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Emulator + a real Dagster backfill of two weeks into .dagster_home/warehouse.duckdb + a summary.
+# Options: `python -m cloudglue_dagster.demo run --help`, e.g. make demo DEMO_ARGS='--days 7'.
+DEMO_ARGS ?=
+demo: $(STAMP)
+	$(BIN)/python -m cloudglue_dagster.demo run $(DEMO_ARGS)
+
+# Emulator + `dagster dev -w workspace.yaml` on the demo's DAGSTER_HOME (.dagster_home), until Ctrl-C.
+UI_PORT ?= 3000
+ui: $(STAMP)
+	$(BIN)/python -m cloudglue_dagster.demo ui --port $(UI_PORT) $(DEMO_ARGS)
+
+# Re-takes the README's screenshots (docs/*.png) with the browser test (needs Chromium).
+screenshots: $(STAMP)
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_ui.py -q
 
 clean:
 	rm -rf $(VENV) .dagster_home build *.egg-info
