@@ -2,6 +2,7 @@
 
 from .assets import CloudglueAssets, build_cloudglue_assets
 from .client import DEFAULT_BASE_URL, CloudglueClient, RetryPolicy
+from .component import CloudglueComponent
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -12,6 +13,7 @@ from .errors import (
     NotFoundError,
     RetriesExhaustedError,
 )
+from .frames import ModelPrice
 from .io_manager import CloudglueDuckDBIOManager
 from .models import ChatCompletion, ChatCompletionPage, ChatMessage, Choice, Usage
 from .resource import CloudglueResource
@@ -26,12 +28,14 @@ __all__ = [
     "CloudglueAssets",
     "Choice",
     "CloudglueClient",
+    "CloudglueComponent",
     "CloudglueConfigError",
     "CloudglueDuckDBIOManager",
     "CloudglueError",
     "CloudglueHTTPError",
     "CloudglueResource",
     "InvalidResponseError",
+    "ModelPrice",
     "NotFoundError",
     "RetriesExhaustedError",
     "RetryPolicy",

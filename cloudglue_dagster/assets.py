@@ -1,15 +1,22 @@
-"""The asset factory: daily UTC partitions of chat completions and token usage."""
+"""The asset factory: daily UTC partitions of chat completions, their messages and token usage."""
 
 import datetime as dt
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from .checks import build_usage_check, chat_check_outcomes, chat_check_specs, report_checks
+from .checks import (
+    build_usage_check,
+    chat_check_outcomes,
+    chat_check_specs,
+    messages_check_outcomes,
+    messages_check_specs,
+    report_checks,
+)
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -20,16 +27,21 @@ from .errors import (
 from .frames import (
     ACCOUNTING_COLUMNS,
     CHAT_COMPLETIONS_COLUMNS,
+    CHAT_MESSAGES_COLUMNS,
+    MESSAGE_SOURCE_COLUMNS,
     TOKEN_USAGE_COLUMNS,
+    ModelPrice,
     chat_completions_frame,
+    chat_messages_frame,
     conform,
     token_usage_frame,
 )
-from .metadata import column_schema, frame_metadata
+from .metadata import column_schema, cost_metadata, frame_metadata, messages_metadata
 from .resource import CloudglueResource
+from .sensors import build_freshness, build_late_data_sensor
 from .window import WindowSweep
 
-__all__ = ["CloudglueAssets", "build_cloudglue_assets", "partition_slices"]
+__all__ = ["DEFAULT_POOL", "CloudglueAssets", "build_cloudglue_assets", "partition_slices"]
 
 DEFAULT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
@@ -39,9 +51,15 @@ DEFAULT_RETRY_POLICY = dg.RetryPolicy(
 # Errors a retry cannot fix: fail at once, without Dagster step retries.
 _PERMANENT_ERRORS = (AuthenticationError, BadRequestError, NotFoundError, InvalidResponseError, CloudglueConfigError)
 
+DEFAULT_POOL = "{key_prefix}"
+"""The default concurrency pool: ``{key_prefix}`` stands for the key prefix
+joined with ``_`` (``cloudglue`` by default), so each account has its own."""
+
 ACCOUNTING_COLUMN_NAMES = [c.name for c in ACCOUNTING_COLUMNS]
+MESSAGE_SOURCE_COLUMN_NAMES = [c.name for c in MESSAGE_SOURCE_COLUMNS]
 _CHAT_PREVIEW = ("created_at", "model", "total_tokens", "prompt", "response")
-_USAGE_PREVIEW = ("date", "model", "completions", "prompt_tokens", "completion_tokens", "total_tokens")
+_USAGE_PREVIEW = ("date", "model", "completions", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost")
+_MESSAGES_PREVIEW = ("completion_id", "source", "position", "role", "content")
 
 
 @dataclass(frozen=True)
@@ -49,29 +67,40 @@ class CloudglueAssets:
     """What :func:`build_cloudglue_assets` returns.
 
     Attributes:
-        chat_completions, token_usage: the two assets.
+        chat_completions, chat_messages, token_usage: the three assets.
         asset_checks: the token_usage check, to list in your definitions (the
-            chat_completions checks are part of that asset and run with it).
-        partitions_def: the daily UTC partitions both share.
-        job: a job materializing both (one partition or a range per run).
+            chat_completions and chat_messages checks are part of those assets
+            and run with them).
+        freshness_checks: one freshness check per asset (empty when disabled).
+        partitions_def: the daily UTC partitions all three share.
+        job: a job materializing all three (one partition or a range per run).
         schedule: runs ``job`` daily for the day that just ended (stopped by default).
+        sensors: the freshness-check sensor and the late-data sensor, those
+            enabled (both stopped by default).
     """
 
     chat_completions: dg.AssetsDefinition
+    chat_messages: dg.AssetsDefinition
     token_usage: dg.AssetsDefinition
     asset_checks: tuple[dg.AssetChecksDefinition, ...]
+    freshness_checks: tuple[dg.AssetChecksDefinition, ...]
     partitions_def: dg.DailyPartitionsDefinition
     job: UnresolvedAssetJobDefinition
     schedule: dg.ScheduleDefinition
+    sensors: tuple[dg.SensorDefinition, ...]
 
     @property
-    def assets(self) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
-        return (self.chat_completions, self.token_usage)
+    def assets(self) -> tuple[dg.AssetsDefinition, ...]:
+        return (self.chat_completions, self.chat_messages, self.token_usage)
 
     def definitions(self) -> dg.Definitions:
-        """Assets, checks, job and schedule (no resources) as ``dg.Definitions``, to merge into yours."""
+        """Assets, checks, job, schedule and sensors (no resources) as ``dg.Definitions``, to merge into yours."""
         return dg.Definitions(
-            assets=list(self.assets), asset_checks=list(self.asset_checks), jobs=[self.job], schedules=[self.schedule]
+            assets=list(self.assets),
+            asset_checks=[*self.asset_checks, *self.freshness_checks],
+            jobs=[self.job],
+            schedules=[self.schedule],
+            sensors=list(self.sensors),
         )
 
 
@@ -122,17 +151,23 @@ def build_cloudglue_assets(
     retry_policy: dg.RetryPolicy | None = DEFAULT_RETRY_POLICY,
     storage_kind: str = "duckdb",
     schedule_hour: int = 1,
-    pool: str | None = "cloudglue",
+    pool: str | None = DEFAULT_POOL,
+    prices: Mapping[str, ModelPrice] | None = None,
+    freshness_deadline_hour: int | None = 6,
+    late_data_lookback_days: int | None = 7,
+    late_data_interval_seconds: int = 3600,
 ) -> CloudglueAssets:
-    """Build the Cloudglue assets, their checks, a job and a daily schedule.
+    """Build the Cloudglue assets, their checks, a job, a daily schedule and sensors.
 
     Args:
         start_date: first partition, a UTC date in the past (``YYYY-MM-DD``).
-        key_prefix: asset key prefix; the keys are ``<prefix>/chat_completions``
-            and ``<prefix>/token_usage``. Also the job's name prefix.
+        key_prefix: asset key prefix; the keys are ``<prefix>/chat_completions``,
+            ``<prefix>/chat_messages`` and ``<prefix>/token_usage``. Joined with
+            ``_``, it also names the job, schedule and sensors, so each account
+            (each prefix) of a code location has its own.
         group_name: asset group shown in the UI.
         resource_key: key of the :class:`CloudglueResource` in your definitions.
-        io_manager_key: key of the pandas I/O manager storing both tables.
+        io_manager_key: key of the pandas I/O manager storing the tables.
             It must honour the ``partition_expr`` metadata (DuckDB, Snowflake
             and BigQuery pandas I/O managers do).
         max_partitions_per_run: None (default) backfills any range in one run
@@ -146,17 +181,35 @@ def build_cloudglue_assets(
             day that just ended.
         pool: Dagster concurrency pool of the step that calls the API, so
             runs materializing in parallel (a multi-run backfill) share a
-            limit: ``dagster instance concurrency set cloudglue 2``. None: no pool.
+            limit: ``dagster instance concurrency set cloudglue 2``. The
+            default, ``{key_prefix}``, is the key prefix joined with ``_``
+            (``cloudglue``): one pool per account. None: no pool.
+        prices: model name -> :class:`ModelPrice` (USD per million input and
+            output tokens). Fills token_usage's cost columns, which are always
+            there and null for a model without a price.
+        freshness_deadline_hour: UTC hour by which the day that just ended must
+            be loaded (a freshness check per asset, severity WARN, plus a
+            stopped sensor evaluating them between runs). After
+            ``schedule_hour``, the same day. None: no freshness checks.
+        late_data_lookback_days: how many recent UTC days the late-data sensor
+            (stopped by default) watches for completions that arrived after
+            the day was loaded. None: no such sensor.
+        late_data_interval_seconds: seconds between two evaluations of that
+            sensor; each costs one API request per watched, loaded day.
 
     Partitions are UTC days from ``start_date`` to yesterday: today is still
     receiving completions, so it is never a partition.
     """
     # Single-run backfills and partitioned checks are what this integration is
-    # built on; Dagster labels them beta/preview. Silence that for our own
-    # definitions only, so every code location load is not a wall of warnings.
+    # built on; Dagster labels them beta/preview. Time-partition freshness
+    # checks are labelled superseded by FreshnessPolicy, which only looks at
+    # the latest materialization: a backfill of old days would pass it while
+    # yesterday is missing. Silence those for our own definitions only, so
+    # every code location load is not a wall of warnings.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
         warnings.simplefilter("ignore", dg.PreviewWarning)
+        warnings.simplefilter("ignore", dg.SupersessionWarning)
         return _build(
             first_day=_parse_start_date(start_date),
             key_prefix=key_prefix,
@@ -168,6 +221,10 @@ def build_cloudglue_assets(
             storage_kind=storage_kind,
             schedule_hour=schedule_hour,
             pool=pool,
+            prices=dict(prices or {}),
+            freshness_deadline_hour=freshness_deadline_hour,
+            late_data_lookback_days=late_data_lookback_days,
+            late_data_interval_seconds=late_data_interval_seconds,
         )
 
 
@@ -183,12 +240,33 @@ def _build(
     storage_kind: str,
     schedule_hour: int,
     pool: str | None,
+    prices: dict[str, ModelPrice],
+    freshness_deadline_hour: int | None,
+    late_data_lookback_days: int | None,
+    late_data_interval_seconds: int,
 ) -> CloudglueAssets:
     prefix = [key_prefix] if isinstance(key_prefix, str) else list(key_prefix)
+    if not prefix or not all(isinstance(p, str) and p for p in prefix):
+        raise CloudglueConfigError(f"key_prefix must be one or more non-empty strings, got {key_prefix!r}")
+    name = "_".join(prefix)
     if max_partitions_per_run is not None and max_partitions_per_run < 1:
         raise CloudglueConfigError(f"max_partitions_per_run must be >= 1 or None, got {max_partitions_per_run}")
     if not 0 <= schedule_hour <= 23:
         raise CloudglueConfigError(f"schedule_hour must be 0..23, got {schedule_hour}")
+    if freshness_deadline_hour is not None and not schedule_hour < freshness_deadline_hour <= 23:
+        raise CloudglueConfigError(
+            f"freshness_deadline_hour must be after schedule_hour ({schedule_hour}) on the same UTC day"
+            f" (..23), got {freshness_deadline_hour}; None disables the freshness checks"
+        )
+    if late_data_lookback_days is not None and late_data_lookback_days < 1:
+        raise CloudglueConfigError(f"late_data_lookback_days must be >= 1 or None, got {late_data_lookback_days}")
+    if late_data_interval_seconds < 30:
+        raise CloudglueConfigError(f"late_data_interval_seconds must be >= 30, got {late_data_interval_seconds}")
+    for model, price in prices.items():
+        if not isinstance(price, ModelPrice):
+            raise CloudglueConfigError(f"prices[{model!r}] must be a ModelPrice, got {type(price).__name__}")
+    if pool is not None:
+        pool = pool.replace(DEFAULT_POOL, name)
     partitions = dg.DailyPartitionsDefinition(start_date=first_day.isoformat(), timezone="UTC")
     backfill_policy = (
         dg.BackfillPolicy.single_run()
@@ -197,6 +275,7 @@ def _build(
     )
     kinds = {"cloudglue", "pandas", storage_kind}
     chat_key = dg.AssetKey([*prefix, "chat_completions"])
+    messages_key = dg.AssetKey([*prefix, "chat_messages"])
     usage_key = dg.AssetKey([*prefix, "token_usage"])
 
     @dg.asset(
@@ -271,7 +350,8 @@ def _build(
         retry_policy=retry_policy,
         description=(
             "Token usage per UTC day and model, summed from chat_completions over the completions"
-            " that report each count (unreported counts stay null, never zero)."
+            " that report each count (unreported counts stay null, never zero), with its cost in USD"
+            " for the models given a price (null for the others)."
         ),
         metadata={
             "partition_expr": "date",
@@ -279,32 +359,98 @@ def _build(
         },
     )
     def token_usage(context: dg.AssetExecutionContext, chat_completions: pd.DataFrame) -> pd.DataFrame:
-        usage = token_usage_frame(conform(chat_completions, ACCOUNTING_COLUMNS))
+        usage = token_usage_frame(conform(chat_completions, ACCOUNTING_COLUMNS), prices)
         for key, day in partition_slices(usage, "date", partitions, context.partition_keys):
-            context.add_asset_metadata(
-                frame_metadata(day, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW),
-                partition_key=key,
-            )
+            metadata = frame_metadata(day, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW)
+            context.add_asset_metadata({**metadata, **(cost_metadata(day) if prices else {})}, partition_key=key)
         return usage
+
+    @dg.asset(
+        key=messages_key,
+        ins={"chat_completions": dg.AssetIn(key=chat_key, metadata={"columns": MESSAGE_SOURCE_COLUMN_NAMES})},
+        partitions_def=partitions,
+        backfill_policy=backfill_policy,
+        group_name=group_name,
+        kinds=kinds,
+        io_manager_key=io_manager_key,
+        retry_policy=retry_policy,
+        check_specs=messages_check_specs(messages_key, partitions),
+        description=(
+            "One row per message of each completion: the prompt's messages, then the answer's choices,"
+            " from chat_completions' stored JSON (payload_messages, choices)."
+        ),
+        metadata={
+            "partition_expr": "date",
+            "dagster/column_schema": column_schema(CHAT_MESSAGES_COLUMNS),
+        },
+    )
+    def chat_messages(
+        context: dg.AssetExecutionContext, chat_completions: pd.DataFrame
+    ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
+        # Storage returns rows in no particular order; sorted, the messages come out sorted by day.
+        chat = conform(chat_completions, MESSAGE_SOURCE_COLUMNS).sort_values(
+            ["created_at", "id"], kind="stable", ignore_index=True
+        )
+        del chat_completions
+        messages = chat_messages_frame(chat)
+        keys = context.partition_keys
+        days = [
+            (key, day, chat_day)
+            for (key, day), (_, chat_day) in zip(
+                partition_slices(messages, "date", partitions, keys),
+                partition_slices(chat, "created_at", partitions, keys),
+            )
+        ]
+        for key, day, _ in days:
+            metadata = frame_metadata(day, columns=CHAT_MESSAGES_COLUMNS, preview_columns=_MESSAGES_PREVIEW)
+            context.add_asset_metadata({**metadata, **messages_metadata(day)}, partition_key=key)
+        outcomes = messages_check_outcomes(days)
+        yield dg.Output(messages)
+        del messages, days, chat
+        yield from report_checks(context, messages_key, outcomes)
 
     usage_check = build_usage_check(
         chat_key=chat_key, usage_key=usage_key, partitions_def=partitions, slices=partition_slices
     )
     job = dg.define_asset_job(
-        name=f"{'_'.join(prefix)}_daily",
-        selection=dg.AssetSelection.assets(chat_key, usage_key),
-        description="Materializes Cloudglue chat completions and token usage for a day (or a range).",
+        name=f"{name}_daily",
+        selection=dg.AssetSelection.assets(chat_key, messages_key, usage_key),
+        description="Materializes Cloudglue chat completions, messages and token usage for a day (or a range).",
     )
     schedule = dg.build_schedule_from_partitioned_job(
         job,
         hour_of_day=schedule_hour,
         description=f"Each day at {schedule_hour:02d}:00 UTC, loads the UTC day that just ended.",
     )
+    freshness_checks: Sequence[dg.AssetChecksDefinition] = ()
+    sensors: list[dg.SensorDefinition] = []
+    if freshness_deadline_hour is not None:
+        freshness_checks, freshness_sensor = build_freshness(
+            assets=[chat_completions, chat_messages, token_usage],
+            deadline_hour=freshness_deadline_hour,
+            sensor_name=f"{name}_freshness_sensor",
+        )
+        sensors.append(freshness_sensor)
+    if late_data_lookback_days is not None:
+        sensors.append(
+            build_late_data_sensor(
+                name=f"{name}_late_data_sensor",
+                job=job,
+                chat_key=chat_key,
+                partitions_def=partitions,
+                resource_key=resource_key,
+                lookback_days=late_data_lookback_days,
+                minimum_interval_seconds=late_data_interval_seconds,
+            )
+        )
     return CloudglueAssets(
         chat_completions=chat_completions,
+        chat_messages=chat_messages,
         token_usage=token_usage,
         asset_checks=(usage_check,),
+        freshness_checks=tuple(freshness_checks),
         partitions_def=partitions,
         job=job,
         schedule=schedule,
+        sensors=tuple(sensors),
     )

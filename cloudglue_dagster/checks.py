@@ -1,9 +1,9 @@
 """Partition-aware data-quality checks.
 
 The rules are plain functions of DataFrames (tested without Dagster). The
-chat_completions checks run inside that asset, on the frame it writes (which
-the atomic I/O manager stores as is), so a year-long backfill does not load
-its text back. The token_usage check loads the stored usage and compares it
+chat_completions and chat_messages checks run inside those assets, on the
+frame each writes (which the atomic I/O manager stores as is), so a year-long
+backfill does not load its text back. The token_usage check loads the stored usage and compares it
 with the totals chat_completions recorded for each day. Both report one
 evaluation per partition, in single-day runs and range runs alike.
 """
@@ -23,7 +23,12 @@ __all__ = [
     "chat_check_outcomes",
     "chat_check_specs",
     "duplicate_ids",
+    "duplicate_message_keys",
     "inconsistent_totals",
+    "latest_materializations",
+    "message_count_mismatches",
+    "messages_check_outcomes",
+    "messages_check_specs",
     "negative_token_rows",
     "rows_outside",
 ]
@@ -63,6 +68,34 @@ def inconsistent_totals(chat: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["total_tokens"] != rows["prompt_tokens"] + rows["completion_tokens"]]
 
 
+_MESSAGE_KEY = ["completion_id", "source", "position"]
+
+
+def duplicate_message_keys(messages: pd.DataFrame) -> list[str]:
+    """``completion_id/source/position`` keys that appear more than once."""
+    keys = messages[_MESSAGE_KEY]
+    dupes = keys[keys.duplicated()].drop_duplicates()
+    return sorted("/".join(str(v) for v in row) for row in dupes.itertuples(index=False, name=None))
+
+
+def message_count_mismatches(messages: pd.DataFrame, chat: pd.DataFrame) -> list[str]:
+    """Completions of ``chat`` whose message rows differ from their ``message_count``
+    (prompt rows) or ``choice_count`` (choice rows), and message rows of
+    completions ``chat`` does not hold."""
+    got = pd.DataFrame(0, index=pd.Index(messages["completion_id"].unique()), columns=["prompt", "choice"])
+    for source in ("prompt", "choice"):
+        got[source] = messages.loc[messages["source"] == source, "completion_id"].value_counts()
+    expected = pd.DataFrame(
+        {"prompt": chat["message_count"].to_numpy(), "choice": chat["choice_count"].to_numpy()},
+        index=pd.Index(chat["id"].to_numpy()),
+    )
+    ids = expected.index.union(got.index)
+    got = got.reindex(ids).fillna(0).astype("Int64")
+    expected = expected.reindex(ids).astype("Int64")  # null: rows of a completion chat does not hold
+    bad = (got != expected).fillna(True).any(axis=1)
+    return sorted(str(i) for i in ids[bad.to_numpy(dtype=bool)])
+
+
 # -- Dagster wiring ----------------------------------------------------------
 
 
@@ -78,7 +111,7 @@ def _examples(values: Sequence[Any], limit: int = 10) -> str:
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
 
 
-def _latest_materializations(instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]) -> dict[str, Any]:
+def latest_materializations(instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]) -> dict[str, Any]:
     """The latest materialization record of each partition (None when it has none)."""
     out: dict[str, Any] = {}
     for key in keys:
@@ -100,7 +133,7 @@ def _evaluations(
     )
 
     partitions = sorted({p for by_partition in outcomes.values() for p in by_partition})
-    latest = _latest_materializations(instance, asset_key, partitions)
+    latest = latest_materializations(instance, asset_key, partitions)
     for check_name, by_partition in outcomes.items():
         for partition, outcome in by_partition.items():
             record = latest.get(partition)
@@ -182,6 +215,39 @@ def chat_check_outcomes(
     return outcomes
 
 
+def messages_check_specs(messages_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+    """The checks on ``chat_messages``: evaluated by the asset on the frame it writes."""
+    return [
+        dg.AssetCheckSpec(name=name, asset=messages_key, partitions_def=partitions_def, description=description)
+        for name, description in (
+            ("message_keys_unique", "(completion_id, source, position) appears once."),
+            (
+                "counts_match_chat_completions",
+                "Each completion has message_count prompt rows and choice_count choice rows, as stored in"
+                " chat_completions.",
+            ),
+        )
+    ]
+
+
+def messages_check_outcomes(
+    days: Iterable[tuple[str, pd.DataFrame, pd.DataFrame]],
+) -> dict[str, dict[str, _Outcome]]:
+    """The chat_messages checks for each ``(partition key, message rows, chat_completions rows)`` of a day."""
+    outcomes: dict[str, dict[str, _Outcome]] = {"message_keys_unique": {}, "counts_match_chat_completions": {}}
+    for key, messages, chat in days:
+        dupes = duplicate_message_keys(messages)
+        outcomes["message_keys_unique"][key] = _Outcome(
+            not dupes, {"rows": len(messages), "duplicate_keys": len(dupes), "examples": _examples(dupes)}
+        )
+        mismatched = message_count_mismatches(messages, chat)
+        outcomes["counts_match_chat_completions"][key] = _Outcome(
+            not mismatched,
+            {"completions": len(chat), "mismatched_completions": len(mismatched), "examples": _examples(mismatched)},
+        )
+    return outcomes
+
+
 def usage_against_recorded(usage_day: pd.DataFrame, recorded: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """Differences between one day of stored ``token_usage`` and the totals that
     ``chat_completions`` recorded for that day when it was written."""
@@ -226,7 +292,7 @@ def build_usage_check(
     def usage_check(context: dg.AssetCheckExecutionContext, token_usage: pd.DataFrame):
         usage = conform(token_usage, TOKEN_USAGE_COLUMNS).sort_values("date", kind="stable")
         keys = context.op_execution_context.partition_keys
-        latest = _latest_materializations(context.instance, chat_key, keys)
+        latest = latest_materializations(context.instance, chat_key, keys)
         outcomes: dict[str, _Outcome] = {}
         for key, usage_day in slices(usage, "date", partitions_def, keys):
             record = latest[key]

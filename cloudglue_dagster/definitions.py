@@ -41,7 +41,7 @@ def build_definitions(
     duckdb_path: str | None = None,
     base_url: str | None = None,
 ) -> dg.Definitions:
-    """The Cloudglue assets, checks, job and schedule with a resource and a DuckDB I/O manager.
+    """The Cloudglue assets, checks, job, schedule and sensors with a resource and a DuckDB I/O manager.
 
     Arguments left None come from the environment (see the module docstring).
     """

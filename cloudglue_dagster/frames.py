@@ -6,25 +6,32 @@ a million rows or none: the warehouse's column types come from the first frame
 written, so an empty or all-null partition must not drift.
 
 Missing values stay missing: a token count the API did not report is ``<NA>``
-and stays out of every sum.
+and stays out of every sum, and a cost without a price is ``<NA>``, never zero.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
+from .errors import CloudglueConfigError
 from .models import ChatCompletion, Choice
 
 __all__ = [
     "ACCOUNTING_COLUMNS",
     "CHAT_COMPLETIONS_COLUMNS",
+    "CHAT_MESSAGES_COLUMNS",
+    "MESSAGE_SOURCE_COLUMNS",
     "TOKEN_USAGE_COLUMNS",
     "Column",
+    "ModelPrice",
     "chat_completions_frame",
+    "chat_messages_frame",
     "conform",
     "empty_frame",
     "token_usage_frame",
@@ -71,6 +78,22 @@ TOKEN_USAGE_COLUMNS: tuple[Column, ...] = (
     ),
     Column("total_tokens", "Int64", "Sum of total_tokens over the completions that report it; null if none do."),
     Column("completions_without_usage", "Int64", "Completions that reported none of the three token counts."),
+    Column("input_cost", "Float64", "prompt_tokens x the model's input price, USD; null without a price or a count."),
+    Column(
+        "output_cost", "Float64", "completion_tokens x the model's output price, USD; null without a price or a count."
+    ),
+    Column("total_cost", "Float64", "input_cost + output_cost, USD; null when either is null."),
+)
+
+CHAT_MESSAGES_COLUMNS: tuple[Column, ...] = (
+    Column("date", "datetime64[us]", "The completion's UTC day (midnight, no time zone attached)."),
+    Column("completion_id", "string", "Id of the completion (chat_completions.id)."),
+    Column("source", "string", "'prompt' (a message of payload.messages) or 'choice' (an answer)."),
+    Column("position", "Int64", "0-based position in the prompt's messages, or in the choices as the API listed them."),
+    Column("choice_index", "Int64", "The choice's index as the API gave it; null for prompt messages."),
+    Column("role", "string", "system, user or assistant."),
+    Column("name", "string", "The message's name; null when absent."),
+    Column("content", "string", "The message's text."),
 )
 
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
@@ -80,6 +103,32 @@ ACCOUNTING_COLUMNS: tuple[Column, ...] = tuple(
 )
 """The chat_completions columns that token usage and the checks read: loading
 only these (the I/O manager's ``columns`` input metadata) skips the text."""
+
+MESSAGE_SOURCE_COLUMNS: tuple[Column, ...] = tuple(
+    c
+    for c in CHAT_COMPLETIONS_COLUMNS
+    if c.name in ("id", "created_at", "message_count", "choice_count", "payload_messages", "choices")
+)
+"""The chat_completions columns that chat_messages is built and checked from."""
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """A model's list price in USD per million tokens: ``input_per_million`` for
+    prompt tokens, ``output_per_million`` for completion tokens.
+
+    Raises:
+        CloudglueConfigError: a price is negative, NaN or infinite.
+    """
+
+    input_per_million: float
+    output_per_million: float
+
+    def __post_init__(self) -> None:
+        for name in ("input_per_million", "output_per_million"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise CloudglueConfigError(f"ModelPrice.{name} must be a finite number >= 0, got {value!r}")
 
 
 def empty_frame(columns: Sequence[Column]) -> pd.DataFrame:
@@ -142,12 +191,17 @@ def utc_day(created_at: pd.Series) -> pd.Series:
     return created_at.dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D").astype("datetime64[us]")
 
 
-def token_usage_frame(chat_completions: pd.DataFrame) -> pd.DataFrame:
+def token_usage_frame(
+    chat_completions: pd.DataFrame, prices: Mapping[str, ModelPrice] | None = None
+) -> pd.DataFrame:
     """Token usage per (UTC day, model) from a ``chat_completions`` frame.
 
     Sums skip unreported counts (a model-day where no completion reported a
     field gets null, never zero); ``completions_without_usage`` counts the
     completions that reported none of them. Sorted by date then model.
+
+    ``prices`` (model name -> :class:`ModelPrice`) fills the cost columns, in
+    USD; a model without a price, or a count nobody reported, gets a null cost.
     """
     if chat_completions.empty:
         return empty_frame(TOKEN_USAGE_COLUMNS)
@@ -167,7 +221,63 @@ def token_usage_frame(chat_completions: pd.DataFrame) -> pd.DataFrame:
             "completions_without_usage": grouped["no_usage"].sum(),
         }
     ).reset_index()
+    usage = usage.assign(**_costs(usage, prices or {}))
     return usage.astype({c.name: c.dtype for c in TOKEN_USAGE_COLUMNS})[[c.name for c in TOKEN_USAGE_COLUMNS]]
+
+
+def _costs(usage: pd.DataFrame, prices: Mapping[str, ModelPrice]) -> dict[str, pd.Series]:
+    """The cost columns of a usage frame: null where the model has no price."""
+    per_token = {
+        side: usage["model"].map({m: getattr(p, f"{side}_per_million") / 1e6 for m, p in prices.items()}).astype("Float64")
+        for side in ("input", "output")
+    }
+    input_cost = usage["prompt_tokens"].astype("Float64") * per_token["input"]
+    output_cost = usage["completion_tokens"].astype("Float64") * per_token["output"]
+    # Sum only when both halves are known: a partial total would pass for a full one.
+    return {"input_cost": input_cost, "output_cost": output_cost, "total_cost": input_cost + output_cost}
+
+
+def chat_messages_frame(chat_completions: pd.DataFrame) -> pd.DataFrame:
+    """One row per message of a ``chat_completions`` frame (its :data:`MESSAGE_SOURCE_COLUMNS`).
+
+    For each completion, in the frame's order: the prompt's messages
+    (``source='prompt'``, from ``payload_messages``), then its choices
+    (``source='choice'``, from ``choices``), each numbered from 0 by
+    ``position``. Give the completions sorted by ``created_at`` and the rows
+    come out sorted by ``date``.
+    """
+    data: dict[str, list] = {c.name: [] for c in CHAT_MESSAGES_COLUMNS}
+    dates, ids, sources, positions, indexes, roles, names, contents = data.values()
+    days = utc_day(chat_completions["created_at"]) if len(chat_completions) else []
+    for completion_id, day, prompt_json, choices_json in zip(
+        chat_completions["id"], days, chat_completions["payload_messages"], chat_completions["choices"]
+    ):
+        rows = [("prompt", None, m) for m in _json_list(prompt_json)]
+        rows += [("choice", c.get("index"), c.get("message") or {}) for c in _json_list(choices_json)]
+        position = {"prompt": 0, "choice": 0}
+        for source, index, message in rows:
+            dates.append(day)
+            ids.append(completion_id)
+            sources.append(source)
+            positions.append(position[source])
+            position[source] += 1
+            indexes.append(index)
+            roles.append(_text(message.get("role")))
+            names.append(_text(message.get("name")))
+            contents.append(_text(message.get("content")))
+    return _typed(data, CHAT_MESSAGES_COLUMNS)
+
+
+def _json_list(text: Any) -> list[dict[str, Any]]:
+    """A stored JSON array of objects; nothing for a null cell."""
+    if not isinstance(text, str):
+        return []
+    return [item for item in json.loads(text) if isinstance(item, dict)]
+
+
+def _text(value: Any) -> str | None:
+    # The API's contents are strings; anything else is kept as its JSON rather than dropped.
+    return value if value is None or isinstance(value, str) else _encode(value)
 
 
 def conform(frame: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFrame:

@@ -10,7 +10,7 @@ import pandas as pd
 
 from .frames import Column
 
-__all__ = ["column_schema", "frame_metadata", "markdown_preview"]
+__all__ = ["column_schema", "cost_metadata", "frame_metadata", "markdown_preview", "messages_metadata"]
 
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -48,7 +48,8 @@ def frame_metadata(
     preview_columns: Sequence[str],
     time_column: str | None = None,
 ) -> dict[str, Any]:
-    """Metadata of one partition's slice: row count, schema, token totals, models, time span, preview.
+    """Metadata of one partition's slice: row count, schema, token totals and
+    models (for frames that have them), time span, preview.
 
     Token totals are plain numbers so the UI plots them over partitions; they
     sum the completions that reported each field (unreported ones are counted
@@ -58,6 +59,17 @@ def frame_metadata(
         "dagster/partition_row_count": dg.MetadataValue.int(len(frame)),
         "dagster/column_schema": column_schema(columns),
     }
+    if set(_TOKEN_FIELDS) <= set(frame.columns):
+        metadata.update(_usage_metadata(frame))
+    if time_column is not None and len(frame):
+        metadata[f"first_{time_column}"] = dg.MetadataValue.timestamp(frame[time_column].min().to_pydatetime())
+        metadata[f"last_{time_column}"] = dg.MetadataValue.timestamp(frame[time_column].max().to_pydatetime())
+    metadata["preview"] = dg.MetadataValue.md(markdown_preview(frame, preview_columns))
+    return metadata
+
+
+def _usage_metadata(frame: pd.DataFrame) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
     for field in _TOKEN_FIELDS:
         metadata[field] = dg.MetadataValue.int(int(frame[field].sum()) if len(frame) else 0)
     if "completions_without_usage" in frame.columns:
@@ -76,9 +88,29 @@ def frame_metadata(
     models = sorted(frame["model"].dropna().unique().tolist())
     metadata["models"] = dg.MetadataValue.text(", ".join(models) if models else "(none)")
     metadata["model_count"] = dg.MetadataValue.int(len(models))
-    if time_column is not None and len(frame):
-        metadata[f"first_{time_column}"] = dg.MetadataValue.timestamp(frame[time_column].min().to_pydatetime())
-        metadata[f"last_{time_column}"] = dg.MetadataValue.timestamp(frame[time_column].max().to_pydatetime())
-    metadata["preview"] = dg.MetadataValue.md(markdown_preview(frame, preview_columns))
     return metadata
 
+
+def cost_metadata(usage: pd.DataFrame) -> dict[str, Any]:
+    """Cost of one day of ``token_usage``: ``total_cost_usd`` sums the known
+    ``total_cost`` values; ``completions_without_cost`` counts the completions
+    of model-days whose cost is null (no price, or tokens not reported), which
+    that total leaves out."""
+    known = usage["total_cost"].notna()
+    return {
+        "total_cost_usd": dg.MetadataValue.float(round(float(usage.loc[known, "total_cost"].sum()), 6)),
+        "completions_without_cost": dg.MetadataValue.int(int(usage.loc[~known, "completions"].sum())),
+    }
+
+
+def messages_metadata(messages: pd.DataFrame) -> dict[str, Any]:
+    """Counts of one day of ``chat_messages``: completions, prompt and choice rows, rows per role."""
+    by_role = messages["role"].value_counts(dropna=False)
+    return {
+        "completions": dg.MetadataValue.int(int(messages["completion_id"].nunique())),
+        "prompt_messages": dg.MetadataValue.int(int((messages["source"] == "prompt").sum())),
+        "choice_messages": dg.MetadataValue.int(int((messages["source"] == "choice").sum())),
+        "messages_by_role": dg.MetadataValue.json(
+            {("(none)" if pd.isna(r) else str(r)): int(n) for r, n in sorted(by_role.items(), key=lambda x: str(x[0]))}
+        ),
+    }

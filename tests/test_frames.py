@@ -19,6 +19,7 @@ from cloudglue_dagster.checks import (
 )
 from cloudglue_dagster.frames import (
     CHAT_COMPLETIONS_COLUMNS,
+    CHAT_MESSAGES_COLUMNS,
     TOKEN_USAGE_COLUMNS,
     chat_completions_frame,
     conform,
@@ -185,7 +186,8 @@ def test_chat_check_outcomes_per_day() -> None:
 
 
 @pytest.mark.parametrize(("table", "columns"), [("chat_completions", CHAT_COMPLETIONS_COLUMNS),
-                                                ("token_usage", TOKEN_USAGE_COLUMNS)])
+                                                ("token_usage", TOKEN_USAGE_COLUMNS),
+                                                ("chat_messages", CHAT_MESSAGES_COLUMNS)])
 def test_readme_documents_the_contract(table: str, columns) -> None:
     text = README.read_text()
     section = text.split(f"<!-- contract:{table} -->", 1)[1].split("<!-- /contract -->", 1)[0]

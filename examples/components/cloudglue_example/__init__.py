@@ -1,0 +1,1 @@
+"""Example Dagster project: two Cloudglue accounts configured in YAML (see defs/)."""

@@ -1,0 +1,140 @@
+"""cloudglue/chat_messages: one row per prompt message and per choice, from chat_completions' stored JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import duckdb
+import pandas as pd
+import pytest
+from conftest import TEST_KEY, day_range
+
+from cloudglue_dagster.checks import duplicate_message_keys, message_count_mismatches
+from cloudglue_dagster.emulator import Dataset, Emulator
+from cloudglue_dagster.frames import (
+    CHAT_MESSAGES_COLUMNS,
+    MESSAGE_SOURCE_COLUMNS,
+    chat_completions_frame,
+    chat_messages_frame,
+    empty_frame,
+)
+from cloudglue_dagster.models import parse_completion
+
+DAY = 1767225600000  # 2026-01-01T00:00:00Z in ms
+FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 5)
+
+
+def completion(id: str, at_ms: int, messages: list[dict], choices: list[dict]):
+    return parse_completion({
+        "id": id, "created_at": at_ms, "object": "chat.completion", "model": "m", "usage": {},
+        "choices": choices, "payload": {"messages": messages, "collections": []},
+    })
+
+
+def rows(frame: pd.DataFrame) -> list[tuple]:
+    return [tuple(None if pd.isna(v) else v for v in r) for r in frame.itertuples(index=False, name=None)]
+
+
+def test_one_row_per_prompt_message_then_per_choice() -> None:
+    chat = chat_completions_frame([
+        completion("b", DAY + 86_400_000 - 1, [{"role": "user", "content": "late ✓"}], []),
+        completion("a", DAY, [{"role": "system", "content": "be brief"}, {"role": "user", "content": 'say "hi"\n', "name": "zoë"}],
+                   [{"index": 1, "message": {"role": "assistant", "content": "second"}},
+                    {"index": 0, "message": {"role": "assistant", "content": "first", "name": "bot"}}]),
+        completion("c", DAY + 86_400_000, [], []),  # next day, nothing to list
+    ])
+    messages = chat_messages_frame(chat[[c.name for c in MESSAGE_SOURCE_COLUMNS]])
+    day = pd.Timestamp("2026-01-01")
+    assert rows(messages) == [
+        (day, "a", "prompt", 0, None, "system", None, "be brief"),
+        (day, "a", "prompt", 1, None, "user", "zoë", 'say "hi"\n'),
+        (day, "a", "choice", 0, 1, "assistant", None, "second"),  # positions follow the API's order
+        (day, "a", "choice", 1, 0, "assistant", "bot", "first"),
+        (day, "b", "prompt", 0, None, "user", None, "late ✓"),
+    ]
+    expected = [(c.name, c.dtype) for c in CHAT_MESSAGES_COLUMNS]
+    assert [(n, str(t)) for n, t in messages.dtypes.items()] == expected
+    empty = chat_messages_frame(chat.iloc[:0])
+    assert [(n, str(t)) for n, t in empty.dtypes.items()] == expected == [
+        (n, str(t)) for n, t in empty_frame(CHAT_MESSAGES_COLUMNS).dtypes.items()]
+
+
+def test_message_check_rules() -> None:
+    chat = chat_completions_frame([
+        completion("a", DAY, [{"role": "user", "content": "q"}], [{"index": 0, "message": {"role": "assistant", "content": "r"}}]),
+        completion("b", DAY + 1, [{"role": "user", "content": "q"}], []),
+    ])
+    messages = chat_messages_frame(chat)
+    assert duplicate_message_keys(messages) == [] and message_count_mismatches(messages, chat) == []
+    doubled = pd.concat([messages, messages.iloc[:1]], ignore_index=True)
+    assert duplicate_message_keys(doubled) == ["a/prompt/0"]
+    assert message_count_mismatches(doubled, chat) == ["a"]
+    assert message_count_mismatches(messages[messages["completion_id"] != "b"], chat) == ["b"]  # rows missing
+    assert message_count_mismatches(messages, chat[chat["id"] == "a"]) == ["b"]  # rows of an unknown completion
+    assert message_count_mismatches(messages.iloc[:0], chat.iloc[:0]) == []
+
+
+@pytest.fixture
+def emu():
+    with Emulator(Dataset(FIRST, LAST, per_day=30, seed=11, empty_days=[dt.date(2026, 3, 4)]), api_key=TEST_KEY) as server:
+        yield server
+
+
+def expected_rows(emu: Emulator, day: dt.date) -> set[tuple]:
+    out = set()
+    for raw in emu.records(day):
+        for i, m in enumerate(raw["payload"].get("messages") or []):
+            out.add((raw["id"], "prompt", i, None, m["role"], m.get("name"), m["content"]))
+        for i, c in enumerate(raw["choices"]):
+            m = c["message"]
+            out.add((raw["id"], "choice", i, c["index"], m["role"], m.get("name"), m["content"]))
+    return out
+
+
+def test_messages_equal_the_api_records_per_day(emu: Emulator, pipeline_factory) -> None:
+    pipeline = pipeline_factory(emu, "2026-03-01")
+    result = pipeline.materialize("2026-03-02", "2026-03-05")
+    assert result.success
+    table = pipeline.table("chat_messages")
+    days = day_range(dt.date(2026, 3, 2), dt.date(2026, 3, 5))
+    metadata = {e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
+                for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "chat_messages"}
+    for day in days:
+        got = table[table["date"] == pd.Timestamp(day)].drop(columns="date")
+        assert set(rows(got)) == expected_rows(emu, day), day
+        assert len(got) == len(expected_rows(emu, day))  # no duplicates
+        assert metadata[day.isoformat()]["dagster/partition_row_count"] == len(got)
+        assert metadata[day.isoformat()]["completions"] == got["completion_id"].nunique()
+    assert metadata["2026-03-04"]["dagster/partition_row_count"] == 0  # the empty day
+    checks = {(c.check_name, c.partition): c.passed for c in result.get_asset_check_evaluations()
+              if c.asset_key == pipeline.built.chat_messages.key}
+    assert checks == {(n, d.isoformat()): True for n in ("message_keys_unique", "counts_match_chat_completions") for d in days}
+
+
+def test_loads_only_the_columns_it_needs_and_partitions_on_date(pipeline_factory, emu: Emulator) -> None:
+    built = pipeline_factory(emu, "2026-03-01").built
+    [source] = built.chat_messages.node_def.input_defs
+    assert source.metadata == {"columns": [c.name for c in MESSAGE_SOURCE_COLUMNS]}
+    spec = built.chat_messages.specs_by_key[built.chat_messages.key]
+    assert spec.metadata["partition_expr"] == "date"
+    assert {d.asset_key for d in spec.deps} == {built.chat_completions.key}
+
+
+def test_counts_check_flags_the_day_whose_stored_completions_disagree(emu: Emulator, pipeline_factory) -> None:
+    pipeline = pipeline_factory(emu, "2026-03-01")
+    assert pipeline.materialize("2026-03-02", "2026-03-03").success
+    conn = duckdb.connect(str(pipeline.database))
+    victim = conn.execute("SELECT id FROM cloudglue.chat_completions WHERE created_at >= '2026-03-03' LIMIT 1").fetchone()[0]
+    conn.execute("UPDATE cloudglue.chat_completions SET message_count = message_count + 1 WHERE id = ?", [victim])
+    conn.close()
+    built = pipeline.built
+    result = dg.materialize([built.chat_completions, built.chat_messages], selection=[built.chat_messages.key],
+                            resources=pipeline.resources, instance=pipeline.instance,
+                            tags={"dagster/asset_partition_range_start": "2026-03-02",
+                                  "dagster/asset_partition_range_end": "2026-03-03"})
+    outcomes = {(c.check_name, c.partition): c for c in result.get_asset_check_evaluations()}
+    bad = outcomes[("counts_match_chat_completions", "2026-03-03")]
+    assert not bad.passed and bad.metadata["examples"].value == victim
+    assert outcomes[("counts_match_chat_completions", "2026-03-02")].passed
+    assert outcomes[("message_keys_unique", "2026-03-03")].passed
