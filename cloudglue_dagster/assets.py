@@ -273,20 +273,22 @@ def _build(
         if max_partitions_per_run is None
         else dg.BackfillPolicy.multi_run(max_partitions_per_run)
     )
-    kinds = {"cloudglue", "pandas", storage_kind}
+    shared = {  # what the three assets have in common
+        "partitions_def": partitions,
+        "backfill_policy": backfill_policy,
+        "group_name": group_name,
+        "kinds": {"cloudglue", "pandas", storage_kind},
+        "io_manager_key": io_manager_key,
+        "retry_policy": retry_policy,
+    }
     chat_key = dg.AssetKey([*prefix, "chat_completions"])
     messages_key = dg.AssetKey([*prefix, "chat_messages"])
     usage_key = dg.AssetKey([*prefix, "token_usage"])
 
     @dg.asset(
         key=chat_key,
-        partitions_def=partitions,
-        backfill_policy=backfill_policy,
-        group_name=group_name,
-        kinds=kinds,
-        io_manager_key=io_manager_key,
+        **shared,
         required_resource_keys={resource_key},
-        retry_policy=retry_policy,
         pool=pool,
         check_specs=chat_check_specs(chat_key, partitions),
         description=(
@@ -342,12 +344,7 @@ def _build(
     @dg.asset(
         key=usage_key,
         ins={"chat_completions": dg.AssetIn(key=chat_key, metadata={"columns": ACCOUNTING_COLUMN_NAMES})},
-        partitions_def=partitions,
-        backfill_policy=backfill_policy,
-        group_name=group_name,
-        kinds=kinds,
-        io_manager_key=io_manager_key,
-        retry_policy=retry_policy,
+        **shared,
         description=(
             "Token usage per UTC day and model, summed from chat_completions over the completions"
             " that report each count (unreported counts stay null, never zero), with its cost in USD"
@@ -368,12 +365,7 @@ def _build(
     @dg.asset(
         key=messages_key,
         ins={"chat_completions": dg.AssetIn(key=chat_key, metadata={"columns": MESSAGE_SOURCE_COLUMN_NAMES})},
-        partitions_def=partitions,
-        backfill_policy=backfill_policy,
-        group_name=group_name,
-        kinds=kinds,
-        io_manager_key=io_manager_key,
-        retry_policy=retry_policy,
+        **shared,
         check_specs=messages_check_specs(messages_key, partitions),
         description=(
             "One row per message of each completion: the prompt's messages, then the answer's choices,"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import ipaddress
 import json
 import logging
 import random
@@ -47,6 +46,7 @@ from .errors import (
 )
 from .models import ChatCompletion, ChatCompletionPage, parse_page
 from .throttle import Throttle
+from ._loopback import is_loopback
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -173,21 +173,12 @@ def validate_base_url(base_url: str) -> str:
         parts.port
     except ValueError:
         raise CloudglueConfigError(f"base_url has an invalid port: {base_url!r}") from None
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise CloudglueConfigError(
             f"base_url {base_url!r} uses http:// to a non-loopback host; the API key would travel"
             " unencrypted. Use https:// (http:// is allowed only for localhost, e.g. the emulator)."
         )
     return base_url.strip().rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _date_param(name: str, value: dt.date | str | None) -> str | None:

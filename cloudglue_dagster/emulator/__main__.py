@@ -8,7 +8,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import signal
 import sys
@@ -20,6 +19,7 @@ from .data import Dataset
 from .faults import FAULT_KINDS, validate_kinds
 from .server import Emulator
 from .timeutil import BOUNDARY_READINGS, ORDERS, TIMESTAMP_UNITS
+from .._loopback import is_loopback
 
 DEFAULT_DAYS = 14
 
@@ -87,19 +87,10 @@ def _window(args: argparse.Namespace, today: date) -> tuple[date, date]:
     return start, end
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the emulator until SIGINT or SIGTERM; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if not _is_loopback(args.host) and not args.allow_remote:
+    if not is_loopback(args.host) and not args.allow_remote:
         print(f"refusing to listen on non-loopback host {args.host!r}; pass --allow-remote", file=sys.stderr)
         return 2
     start, end = _window(args, datetime.now(timezone.utc).date())
