@@ -21,8 +21,9 @@ from __future__ import annotations
 import os
 
 import dagster as dg
+import pydantic
 
-from .assets import build_cloudglue_assets
+from .assets import CloudglueAssets, build_cloudglue_assets
 from .client import DEFAULT_BASE_URL
 from .errors import CloudglueConfigError
 from .io_manager import CloudglueDuckDBIOManager
@@ -43,14 +44,45 @@ def build_definitions(
 ) -> dg.Definitions:
     """The Cloudglue assets, checks, job, schedule and sensors with a resource and a DuckDB I/O manager.
 
-    Arguments left None come from the environment (see the module docstring).
+    Arguments left None come from the environment (see the module docstring). An invalid
+    value fails here, when the code location loads, listing the environment variables read.
     """
+    try:
+        assets, resources = _build(start_date, duckdb_path, base_url)
+    except (CloudglueConfigError, pydantic.ValidationError) as exc:
+        # The factory and the resource name their own field (start_date, base_url); a user
+        # of these definitions set an environment variable, so name that too.
+        read = ", ".join(f"{name}={os.environ[name]!r}" for name in _SETTINGS if os.environ.get(name))
+        raise CloudglueConfigError(
+            f"cloudglue_dagster.definitions: {exc}\nSettings read from the environment: {read or '(none)'}"
+        ) from exc
+    # In-process: a run is one sweep followed by steps that each need the
+    # previous one, so a process per step (the default) buys no parallelism
+    # and costs seconds of imports per step.
+    return dg.Definitions.merge(
+        assets.definitions(), dg.Definitions(resources=resources, executor=dg.in_process_executor)
+    )
+
+
+# Every variable the definitions read, except the API key (never echoed).
+_SETTINGS = (
+    "CLOUDGLUE_BASE_URL",
+    "CLOUDGLUE_START_DATE",
+    "CLOUDGLUE_DUCKDB_PATH",
+    "CLOUDGLUE_MAX_CONCURRENT_REQUESTS",
+    "CLOUDGLUE_MAX_PARTITIONS_PER_RUN",
+)
+
+
+def _build(
+    start_date: str | None, duckdb_path: str | None, base_url: str | None
+) -> tuple[CloudglueAssets, dict[str, object]]:
     assets = build_cloudglue_assets(
         start_date=start_date or os.environ.get("CLOUDGLUE_START_DATE", DEFAULT_START_DATE),
         max_partitions_per_run=_env_int("CLOUDGLUE_MAX_PARTITIONS_PER_RUN"),
     )
     concurrency = _env_int("CLOUDGLUE_MAX_CONCURRENT_REQUESTS")
-    resources = {
+    resources: dict[str, object] = {
         "cloudglue": CloudglueResource(
             api_key=dg.EnvVar("CLOUDGLUE_API_KEY"),
             base_url=base_url or os.environ.get("CLOUDGLUE_BASE_URL", DEFAULT_BASE_URL),
@@ -61,12 +93,7 @@ def build_definitions(
             schema=DUCKDB_SCHEMA,
         ),
     }
-    # In-process: a run is one sweep followed by steps that each need the
-    # previous one, so a process per step (the default) buys no parallelism
-    # and costs seconds of imports per step.
-    return dg.Definitions.merge(
-        assets.definitions(), dg.Definitions(resources=resources, executor=dg.in_process_executor)
-    )
+    return assets, resources
 
 
 def _env_int(name: str) -> int | None:

@@ -418,14 +418,17 @@ def test_completions_outside_the_window_are_dropped_and_counted_exactly(pipeline
     ("env", "expected"),
     [
         pytest.param({}, None, id="valid"),
-        pytest.param({"CLOUDGLUE_START_DATE": "2999-01-01"}, ["start_date", "2999-01-01", "not in the past"],
+        pytest.param({"CLOUDGLUE_START_DATE": "2999-01-01"},
+                     ["start_date", "2999-01-01", "not in the past", "CLOUDGLUE_START_DATE='2999-01-01'"],
                      id="start-in-the-future"),
         pytest.param({"CLOUDGLUE_START_DATE": "01/02/2026"}, ["start_date", "01/02/2026", "YYYY-MM-DD"],
                      id="start-not-a-date"),
         pytest.param({"CLOUDGLUE_BASE_URL": "http://example.com/v1"},
-                     ["base_url", "http://example.com/v1", "unencrypted"], id="remote-http"),
+                     ["base_url", "http://example.com/v1", "unencrypted", "CLOUDGLUE_BASE_URL="], id="remote-http"),
         pytest.param({"CLOUDGLUE_BASE_URL": "api.cloudglue.dev/v1"}, ["base_url", "api.cloudglue.dev/v1"],
                      id="no-scheme"),
+        pytest.param({"CLOUDGLUE_MAX_CONCURRENT_REQUESTS": "0"}, ["max_concurrent_requests", "CLOUDGLUE_MAX_CONCURRENT_REQUESTS"],
+                     id="concurrency-zero"),
     ],
 )
 def test_invalid_config_is_rejected_when_the_definitions_load(tmp_path: Path, env: dict, expected: list | None) -> None:
