@@ -109,10 +109,20 @@ def parse_cost(base_url: str, key: str, after: str, before: str, page_size: int,
     bodies = [session.get(f"{base_url}/chat/completions", timeout=60,
                           params={"limit": page_size, "offset": p * page_size, "created_after": after,
                                   "created_before": before}).content for p in sample]
-    started = time.perf_counter()
-    for body in bodies:
-        parse_page(json.loads(body))
-    return (time.perf_counter() - started) / len(bodies) * pages
+    # Best of three passes with the collector paused: the bound is the least the
+    # parsing can cost, whatever else this process holds in memory by now.
+    gc.collect()
+    gc.disable()
+    try:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            for body in bodies:
+                parse_page(json.loads(body))
+            best = min(best, time.perf_counter() - started)
+    finally:
+        gc.enable()
+    return best / len(bodies) * pages
 
 
 def in_process_fetch(base_url: str, key: str, first: dt.date, last: dt.date, concurrency: int) -> Row:

@@ -11,9 +11,11 @@ and stays out of every sum, and a cost without a price is ``<NA>``, never zero.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,8 +154,27 @@ def chat_completions_frame(completions: Iterable[ChatCompletion]) -> pd.DataFram
     the frame's columns, not the parsed records too. The JSON columns are the
     API's own JSON (unknown fields included), so nothing the API sent is lost.
     """
-    frame = _typed(_chat_columns(completions), CHAT_COMPLETIONS_COLUMNS)
+    with _fewer_collections():
+        frame = _typed(_chat_columns(completions), CHAT_COMPLETIONS_COLUMNS)
     return frame.sort_values(["created_at", "id"], kind="stable", ignore_index=True)
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often for the duration.
+
+    Parsing pages allocates millions of short-lived dicts and lists, none in
+    reference cycles; at the default thresholds the collector runs every 700
+    of them and, often, walks every live object of the process. Measured on a
+    50k-completion sweep (emulator, 8 concurrent requests): 2.3-2.9 s of CPU
+    at the default thresholds, 1.6 s at these. Restored afterwards.
+    """
+    previous = gc.get_threshold()
+    gc.set_threshold(50_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
 
 
 def _chat_columns(completions: Iterable[ChatCompletion]) -> dict[str, list]:
