@@ -172,7 +172,7 @@ def dagster_backfill(base_url: str, key: str, first: dt.date, last: dt.date, con
     fetch = [float(s) for s in re.findall(r"requests and ([\d.]+)s; kept", log)]
     requests_made = sum(int(s) for s in re.findall(r"in (\d+) requests and", log))
     kept = sum(int(s) for s in re.findall(r"; kept (\d+) in", log))
-    row = Row("project: `dagster asset materialize --partition-range` (both assets)", wall, requests_made, kept,
+    row = Row("project: `dagster asset materialize --partition-range` (all assets and checks)", wall, requests_made, kept,
               (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), after.ru_maxrss / 1024)
     runs = len(re.findall(r"RUN_SUCCESS", log)) or 1
     row.notes.append(f"{runs} run(s); fetch phase {sum(fetch):.1f}s")
