@@ -40,7 +40,6 @@ from .errors import (
     CloudglueConfigError,
     CloudglueError,
     CloudglueHTTPError,
-    InvalidResponseError,
     NotFoundError,
     RetriesExhaustedError,
 )
