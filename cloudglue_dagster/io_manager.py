@@ -503,7 +503,7 @@ def write_frame(
         if replace_table and existing is not None:
             conn.execute(f"DELETE FROM {target}")
         return
-    conn.register(_FRAME_VIEW, frame)
+    conn.register(_FRAME_VIEW, _strings_as_objects(frame))
     try:
         # DESCRIBE lists the frame's columns in order, as DuckDB will read them.
         frame_types = [
@@ -539,6 +539,22 @@ def write_frame(
             conn.execute(f"INSERT INTO {target} BY NAME {select}")
     finally:
         conn.unregister(_FRAME_VIEW)
+
+
+def _strings_as_objects(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its pandas ``string`` columns as plain object columns of str/None.
+
+    DuckDB reads both as VARCHAR, but scans ``string`` columns through an extra copy:
+    on a 26k-row chat_completions frame the insert peaked at 398 MiB RSS, and at 367 MiB
+    with object columns. The conversion copies pointers, not text.
+    """
+    text = [c for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)]
+    if not text:
+        return frame
+    out = frame.copy(deep=False)
+    for column in text:
+        out[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    return out
 
 
 def table_columns(
