@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from .frames import TOKEN_USAGE_COLUMNS, conform
+from .frames import TOKEN_FIELDS, TOKEN_USAGE_COLUMNS, conform
 
 __all__ = [
     "build_usage_check",
@@ -32,8 +32,6 @@ __all__ = [
     "negative_token_rows",
     "rows_outside",
 ]
-
-_TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 Slices = Callable[[pd.DataFrame, str, dg.TimeWindowPartitionsDefinition, Sequence[str]], Iterator[tuple[str, pd.DataFrame]]]
 
@@ -56,14 +54,14 @@ def rows_outside(chat: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> 
 def negative_token_rows(chat: pd.DataFrame) -> pd.DataFrame:
     """Rows with a negative token count (null counts are fine)."""
     negative = pd.Series(False, index=chat.index)
-    for field in _TOKEN_FIELDS:
+    for field in TOKEN_FIELDS:
         negative |= chat[field].lt(0).fillna(False).astype(bool)
     return chat[negative]
 
 
 def inconsistent_totals(chat: pd.DataFrame) -> pd.DataFrame:
     """Rows reporting all three counts where ``total != prompt + completion``."""
-    complete = chat[list(_TOKEN_FIELDS)].notna().all(axis=1)
+    complete = chat[list(TOKEN_FIELDS)].notna().all(axis=1)
     rows = chat[complete]
     return rows[rows["total_tokens"] != rows["prompt_tokens"] + rows["completion_tokens"]]
 
@@ -255,7 +253,7 @@ def usage_against_recorded(usage_day: pd.DataFrame, recorded: Mapping[str, Any] 
         return [{"column": "chat_completions", "expected": "a materialization", "stored": None}]
     stored = {
         "completions": int(usage_day["completions"].sum()),
-        **{f: int(usage_day[f].sum()) for f in (*_TOKEN_FIELDS, "completions_without_usage")},
+        **{f: int(usage_day[f].sum()) for f in (*TOKEN_FIELDS, "completions_without_usage")},
     }
     expected = {"completions": recorded.get("dagster/partition_row_count"), **{f: recorded.get(f) for f in stored if f != "completions"}}
     by_model = recorded.get("completions_by_model")

@@ -29,6 +29,7 @@ __all__ = [
     "CHAT_COMPLETIONS_COLUMNS",
     "CHAT_MESSAGES_COLUMNS",
     "MESSAGE_SOURCE_COLUMNS",
+    "TOKEN_FIELDS",
     "TOKEN_USAGE_COLUMNS",
     "Column",
     "ModelPrice",
@@ -98,10 +99,11 @@ CHAT_MESSAGES_COLUMNS: tuple[Column, ...] = (
     Column("content", "string", "The message's text."),
 )
 
-_TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+"""The three token counts a completion may report (each optional)."""
 
 ACCOUNTING_COLUMNS: tuple[Column, ...] = tuple(
-    c for c in CHAT_COMPLETIONS_COLUMNS if c.name in ("id", "created_at", "model", *_TOKEN_FIELDS)
+    c for c in CHAT_COMPLETIONS_COLUMNS if c.name in ("id", "created_at", "model", *TOKEN_FIELDS)
 )
 """The chat_completions columns that token usage and the checks read: loading
 only these (the I/O manager's ``columns`` input metadata) skips the text."""
@@ -230,15 +232,15 @@ def token_usage_frame(
         {
             "date": utc_day(chat_completions["created_at"]),
             "model": chat_completions["model"].astype("string"),
-            **{f: chat_completions[f].astype("Int64") for f in _TOKEN_FIELDS},
+            **{f: chat_completions[f].astype("Int64") for f in TOKEN_FIELDS},
         }
     )
-    frame["no_usage"] = frame[list(_TOKEN_FIELDS)].isna().all(axis=1).astype("Int64")
+    frame["no_usage"] = frame[list(TOKEN_FIELDS)].isna().all(axis=1).astype("Int64")
     grouped = frame.groupby(["date", "model"], sort=True, dropna=False)
     usage = pd.DataFrame(
         {
             "completions": grouped.size(),
-            **{f: grouped[f].sum(min_count=1) for f in _TOKEN_FIELDS},
+            **{f: grouped[f].sum(min_count=1) for f in TOKEN_FIELDS},
             "completions_without_usage": grouped["no_usage"].sum(),
         }
     ).reset_index()

@@ -8,11 +8,9 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from .frames import Column
+from .frames import TOKEN_FIELDS, Column
 
 __all__ = ["column_schema", "cost_metadata", "frame_metadata", "markdown_preview", "messages_metadata"]
-
-_TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def column_schema(columns: Sequence[Column]) -> dg.TableSchema:
@@ -59,7 +57,7 @@ def frame_metadata(
         "dagster/partition_row_count": dg.MetadataValue.int(len(frame)),
         "dagster/column_schema": column_schema(columns),
     }
-    if set(_TOKEN_FIELDS) <= set(frame.columns):
+    if set(TOKEN_FIELDS) <= set(frame.columns):
         metadata.update(_usage_metadata(frame))
     if time_column is not None and len(frame):
         metadata[f"first_{time_column}"] = dg.MetadataValue.timestamp(frame[time_column].min().to_pydatetime())
@@ -70,7 +68,7 @@ def frame_metadata(
 
 def _usage_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
-    for field in _TOKEN_FIELDS:
+    for field in TOKEN_FIELDS:
         metadata[field] = dg.MetadataValue.int(int(frame[field].sum()) if len(frame) else 0)
     if "completions_without_usage" in frame.columns:
         metadata["completions_without_usage"] = dg.MetadataValue.int(
@@ -78,7 +76,7 @@ def _usage_metadata(frame: pd.DataFrame) -> dict[str, Any]:
         )
     else:
         metadata["completions_without_usage"] = dg.MetadataValue.int(
-            int(frame[list(_TOKEN_FIELDS)].isna().all(axis=1).sum())
+            int(frame[list(TOKEN_FIELDS)].isna().all(axis=1).sum())
         )
     if "completions" in frame.columns:
         by_model = frame.groupby("model")["completions"].sum()
