@@ -397,8 +397,10 @@ def _build(
             metadata = frame_metadata(day, columns=CHAT_MESSAGES_COLUMNS, preview_columns=_MESSAGES_PREVIEW)
             context.add_asset_metadata({**metadata, **messages_metadata(day)}, partition_key=key)
         outcomes = messages_check_outcomes(days)
+        # Drop our copies of the completions before the write (Dagster holds the input itself until the step ends).
+        del days, chat
         yield dg.Output(messages)
-        del messages, days, chat
+        del messages
         yield from report_checks(context, messages_key, outcomes)
 
     usage_check = build_usage_check(

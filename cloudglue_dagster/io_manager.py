@@ -22,13 +22,16 @@ what bites a daily pipeline:
   with exponential backoff and jitter for ``lock_timeout_seconds``.
 * **Range runs.** A single-run backfill replaces the whole window in one transaction and does
   not stamp the range's row count on every partition.
+* **Lean memory.** DuckDB's buffers are capped at :data:`DEFAULT_MEMORY_LIMIT` and writes run
+  on one thread, so a run's peak memory is mostly its frame; a read or write that needs more
+  is retried once without the cap.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,8 +54,10 @@ from pydantic import Field
 from cloudglue_dagster.errors import CloudglueError
 
 __all__ = [
+    "DEFAULT_MEMORY_LIMIT",
     "CloudglueDuckDBIOManager",
     "DuckDBLockTimeoutError",
+    "DuckDBMemoryLimitError",
     "DuckDBPandasReplaceTypeHandler",
     "UTCDuckDbClient",
 ]
@@ -68,10 +73,22 @@ _FRAME_VIEW = "__cloudglue_dagster_frame"
 # DuckDB's type for an object column holding only None/NaN.
 _UNKNOWN_TYPE = '"NULL"'
 
-# Exponential backoff for lock waits: first wait, growth factor and longest single wait.
-DEFAULT_MEMORY_LIMIT = "512MB"
-"""DuckDB's memory_limit unless ``connection_config`` sets one."""
+DEFAULT_MEMORY_LIMIT = "32MB"
+"""DuckDB's ``memory_limit`` for each read and write, unless ``connection_config`` sets one.
 
+DuckDB's own default (80% of RAM) lets its buffers grow beside the frame being written, and
+at commit it holds the rows twice. Capped, it spills to a temp folder beside the file instead
+(figures in the README's Performance section). Rows of very long texts (over about 10 KB
+each) can need more than the cap for one batch of rows: such a read or write is retried once
+without it.
+"""
+
+_WRITE_THREADS = 1
+# A write scans the frame's Python objects, which holds the GIL: a second DuckDB thread adds
+# its own buffers, not speed. Inserting a year of the benchmark's completions (305,394) took
+# 1.01 s on one thread and 1.13 s on two, and peaked 188 MiB lower.
+
+# Exponential backoff for lock waits: first wait, growth factor and longest single wait.
 _LOCK_BACKOFF_START_SECONDS = 0.05
 _LOCK_BACKOFF_FACTOR = 2.0
 _LOCK_BACKOFF_MAX_SECONDS = 1.0
@@ -110,6 +127,24 @@ class DuckDBLockTimeoutError(CloudglueError, dg.Failure):
         self.database = database
 
 
+class DuckDBMemoryLimitError(CloudglueError, dg.Failure):
+    """DuckDB ran out of memory under its ``memory_limit`` while reading or writing a table.
+
+    Attributes:
+        database: absolute path of the DuckDB file.
+        memory_limit: the limit in force (DuckDB's own wording, e.g. ``30.5 MiB``).
+    """
+
+    def __init__(self, description: str, *, database: str, memory_limit: str):
+        super().__init__(
+            description=description,
+            metadata={"database": database, "memory_limit": memory_limit},
+            allow_retries=False,
+        )
+        self.database = database
+        self.memory_limit = memory_limit
+
+
 class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     """Stores pandas DataFrames in a DuckDB file; loads them back as DataFrames.
 
@@ -141,6 +176,13 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     read-only, so runs can read it together). While another process holds the file, opening
     is retried for ``lock_timeout_seconds``, then the step fails with
     :class:`DuckDBLockTimeoutError`.
+
+    Memory: unless ``connection_config`` says otherwise, DuckDB runs with ``memory_limit`` =
+    :data:`DEFAULT_MEMORY_LIMIT` (32MB; it spills to ``<file>.tmp`` beyond that) and writes
+    with ``threads`` = 1. A read or write that runs out of memory under that cap (rows of very
+    long texts) is rolled back and retried once with DuckDB's own limit (80% of RAM), with a
+    warning in the run's log. Under a ``memory_limit`` you set, it fails with
+    :class:`DuckDBMemoryLimitError` instead.
 
     Metadata on each materialization: ``dagster/table_name`` (``<file stem>.<schema>.<table>``,
     the name DuckDB itself resolves), ``dagster/storage_kind``, ``dagster/column_schema`` (the
@@ -180,8 +222,10 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
         description=(
             "DuckDB configuration options for every connection, e.g. {'threads': 4}. See"
             " https://duckdb.org/docs/sql/configuration.html. The session time zone is always"
-            " UTC. memory_limit defaults to 512MB (DuckDB spills beyond it to a temp folder"
-            " beside the file), which bounds a long backfill's memory."
+            " UTC. memory_limit defaults to 32MB (DuckDB spills beyond it to a temp folder"
+            " beside the file; a read or write that needs more is retried once with DuckDB's"
+            " own limit, 80% of RAM) and writes run with threads=1. Setting either here"
+            " replaces that default; a memory_limit set here is never exceeded."
         ),
     )
     schema_: str | None = Field(
@@ -203,7 +247,7 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     )
 
     def create_io_manager(self, context: dg.InitResourceContext) -> DbIOManager:
-        return DbIOManager(
+        return _MemoryRetryingDbIOManager(
             db_client=UTCDuckDbClient(
                 database=self.database,
                 connection_config=self.connection_config,
@@ -217,12 +261,49 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
         )
 
 
+class _MemoryRetryingDbIOManager(DbIOManager):
+    """``DbIOManager`` that reruns a write or load once without the default memory cap.
+
+    A whole rerun, not a resumed one: the failed write was rolled back with its transaction.
+    """
+
+    def __init__(self, *, db_client: "UTCDuckDbClient", **kwargs: Any):
+        super().__init__(db_client=db_client, **kwargs)
+        self._client = db_client
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        self._retry_uncapped(context, super().handle_output, obj)
+
+    def load_input(self, context: dg.InputContext) -> object:
+        return self._retry_uncapped(context, super().load_input)
+
+    def _retry_uncapped(self, context: Any, action: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return action(context, *args)
+        except DuckDBMemoryLimitError as exc:
+            if self._client.memory_limit is None:
+                raise
+            context.log.warning(
+                f"DuckDB ran out of memory under memory_limit={exc.memory_limit} (this I/O manager's"
+                " default); retrying once with DuckDB's own limit (80% of RAM). Set"
+                " connection_config={'memory_limit': ...} to choose a limit."
+            )
+            self._client.memory_limit = None
+            try:
+                return action(context, *args)
+            finally:
+                self._client.memory_limit = DEFAULT_MEMORY_LIMIT
+
+
 class UTCDuckDbClient(DbClient):
     """DuckDB client for ``DbIOManager`` with transactional writes, UTC sessions and lock waits.
 
     ``DbIOManager.handle_output`` runs ``ensure_schema_exists``, ``delete_table_slice`` and the
     type handler on the connection yielded by :meth:`connect`; for an output that connection is
     inside one transaction, committed only when all three succeed.
+
+    ``memory_limit`` is the cap set on each connection when ``connection_config`` has none:
+    :data:`DEFAULT_MEMORY_LIMIT`, or None for DuckDB's own default.
     """
 
     def __init__(
@@ -235,6 +316,7 @@ class UTCDuckDbClient(DbClient):
         self.database = database
         self.connection_config = dict(connection_config)
         self.lock_timeout_seconds = lock_timeout_seconds
+        self.memory_limit: str | None = None if "memory_limit" in connection_config else DEFAULT_MEMORY_LIMIT
 
     @contextmanager
     def connect(  # pyright: ignore[reportIncompatibleMethodOverride]
@@ -257,6 +339,7 @@ class UTCDuckDbClient(DbClient):
             config=self.connection_config,
             lock_timeout_seconds=self.lock_timeout_seconds,
             log=context.log,
+            memory_limit=self.memory_limit,
         )
         try:
             conn.begin()
@@ -265,6 +348,8 @@ class UTCDuckDbClient(DbClient):
                 conn.commit()
             except duckdb.Error as exc:
                 _rollback_quietly(conn)
+                if _is_out_of_memory(exc):
+                    raise self._memory_error(conn, "Writing to", exc) from exc
                 # A statement DuckDB refused (a type conflict, a catalog error, a full disk)
                 # fails the same way on a retry: fail now rather than after the step's
                 # retry policy has waited minutes. Lock waits are handled when connecting.
@@ -297,11 +382,31 @@ class UTCDuckDbClient(DbClient):
             config=self.connection_config,
             lock_timeout_seconds=self.lock_timeout_seconds,
             log=context.log,
+            memory_limit=self.memory_limit,
         )
         try:
             yield conn
+        except duckdb.Error as exc:
+            if _is_out_of_memory(exc):
+                raise self._memory_error(conn, "Reading from", exc) from exc
+            raise
         finally:
             conn.close()
+
+    def _memory_error(
+        self, conn: duckdb.DuckDBPyConnection, doing: str, exc: duckdb.Error
+    ) -> DuckDBMemoryLimitError:
+        try:
+            ((limit,),) = conn.execute("SELECT current_setting('memory_limit')").fetchall()
+        except duckdb.Error:
+            limit = "unknown"
+        return DuckDBMemoryLimitError(
+            f"{doing} DuckDB database {_display_path(self.database)} ran out of memory under"
+            f" memory_limit={limit}; nothing was written. Raise connection_config['memory_limit'],"
+            f" or load fewer days per run (max_partitions_per_run). DuckDB said: {exc}",
+            database=_display_path(self.database),
+            memory_limit=str(limit),
+        )
 
     @staticmethod
     def ensure_schema_exists(
@@ -410,8 +515,12 @@ def open_connection(
     config: Mapping[str, Any],
     lock_timeout_seconds: float,
     log: Any = None,
+    memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
 ) -> duckdb.DuckDBPyConnection:
     """Opens a UTC DuckDB connection, waiting for another process's file lock if needed.
+
+    Unless ``config`` sets them, ``memory_limit`` is applied (None: DuckDB's own default) and a
+    writable connection runs on one thread.
 
     Retries with exponential backoff and jitter (jitter keeps several waiting runs from
     retrying in lockstep) until ``lock_timeout_seconds`` have passed, then raises
@@ -455,11 +564,13 @@ def open_connection(
         # zone-less WHERE literals come to delete the wrong rows of a TIMESTAMPTZ column.
         # The Python wheel links ICU statically, so this works without any download.
         conn.execute("SET TimeZone = 'UTC'")
+        # Both are instance-wide settings, so set (or reset) on every open: another
+        # connection of this process may have left them otherwise.
         if "memory_limit" not in config:
-            # DuckDB's default (80% of RAM) lets its buffers grow beside the frame being
-            # written; capped, it spills to a temp folder beside the file instead, and a
-            # long backfill's peak memory is about the frame plus this.
-            conn.execute(f"SET memory_limit = '{DEFAULT_MEMORY_LIMIT}'")
+            limit = "RESET memory_limit" if memory_limit is None else f"SET memory_limit = '{memory_limit}'"
+            conn.execute(limit)
+        if not read_only and "threads" not in config:
+            conn.execute(f"SET threads = {_WRITE_THREADS}")
     except BaseException:
         conn.close()
         raise
@@ -654,6 +765,12 @@ def _utc_literal(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).strftime(_DUCKDB_DATETIME_FORMAT)
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # An OutOfMemoryException, or a commit that could not pin a block:
+    # "TransactionContext Error: Failed to commit: failed to pin block of size 256.0 KiB (30.2 MiB/30.5 MiB used)"
+    return isinstance(exc, duckdb.OutOfMemoryException) or "failed to pin block" in str(exc).lower()
 
 
 def _is_lock_error(exc: BaseException) -> bool:

@@ -42,12 +42,14 @@ class EventsConfig(dg.Config):
 
     version: int = 1
     # normal | swapped | new_column | all_null | all_null_object | missing_column | bad_type
-    # | no_columns | big
+    # | no_columns | big | long_text
     mode: str = "normal"
     # Days of the window (YYYY-MM-DD) that get no rows at all.
     empty_days: list[str] = []
-    # Rows of the "big" frame.
+    # Rows of the "big" and "long_text" frames.
     rows: int = 0
+    # Characters of each "long_text" model value.
+    text_chars: int = 0
     # File written just before the asset returns (the kill test waits for it).
     marker: str = ""
 
@@ -92,6 +94,14 @@ def events_frame(start: pd.Timestamp, end: pd.Timestamp, config: EventsConfig) -
     days = [d for d in pd.date_range(start, end, freq="D", inclusive="left")]
     if config.mode == "big":
         return pd.concat([big_frame(d, config.rows, config.version) for d in days])
+    if config.mode == "long_text":
+        # Long non-ASCII texts: a batch of rows then outgrows the I/O manager's default memory_limit.
+        frame = pd.concat([big_frame(d, config.rows, config.version) for d in days], ignore_index=True)
+        unit = "é" + "x" * 9
+        frame["model"] = pd.array(
+            [f"{i}:" + unit * (config.text_chars // len(unit)) for i in range(len(frame))], dtype="string"
+        )
+        return frame
     if config.mode == "no_columns":
         return pd.DataFrame()
     parts = [day_rows(d, config.version) for d in days if f"{d:%Y-%m-%d}" not in config.empty_days]
@@ -220,9 +230,14 @@ def iom_snapshot_reader(iom_snapshot: pd.DataFrame) -> None:
 ALL_ASSETS = [iom_events, iom_day_reader, iom_window_reader, iom_snapshot, iom_snapshot_reader]
 
 
-def io_manager(database: str, lock_timeout_seconds: float = 120.0) -> CloudglueDuckDBIOManager:
+def io_manager(
+    database: str, lock_timeout_seconds: float = 120.0, connection_config: dict | None = None
+) -> CloudglueDuckDBIOManager:
     return CloudglueDuckDBIOManager(
-        database=database, schema=SCHEMA, lock_timeout_seconds=lock_timeout_seconds
+        database=database,
+        schema=SCHEMA,
+        lock_timeout_seconds=lock_timeout_seconds,
+        connection_config=connection_config or {},
     )
 
 

@@ -23,7 +23,13 @@ import pytest
 # iom_assets is also run as a script by the subprocesses: import it the same way here.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import iom_assets as ia  # noqa: E402
-from cloudglue_dagster.io_manager import CloudglueDuckDBIOManager, DuckDBLockTimeoutError
+from cloudglue_dagster.io_manager import (
+    DEFAULT_MEMORY_LIMIT,
+    CloudglueDuckDBIOManager,
+    DuckDBLockTimeoutError,
+    DuckDBMemoryLimitError,
+    open_connection,
+)
 
 TESTS_DIR = Path(__file__).resolve().parent
 HELPER = TESTS_DIR / "iom_assets.py"
@@ -63,6 +69,8 @@ def materialize_events(
     end: str | None = None,
     lock_timeout_seconds: float = 120.0,
     raise_on_error: bool = True,
+    connection_config: dict | None = None,
+    instance: dg.DagsterInstance | None = None,
     **config,
 ) -> dg.ExecuteInProcessResult:
     """Materializes ``iom_events`` for one partition, or for the range ``start``..``end`` in a
@@ -77,9 +85,10 @@ def materialize_events(
         }
     return dg.materialize(
         [ia.iom_events],
-        resources={"io_manager": ia.io_manager(str(db), lock_timeout_seconds)},
+        resources={"io_manager": ia.io_manager(str(db), lock_timeout_seconds, connection_config)},
         run_config={"ops": {"cloudglue__iom_events": {"config": config}}},
         raise_on_error=raise_on_error,
+        instance=instance,
         **kwargs,
     )
 
@@ -592,3 +601,72 @@ def test_config_fields_and_defaults() -> None:
     assert CloudglueDuckDBIOManager(database="x.duckdb").schema_ is None
     with pytest.raises(Exception):
         CloudglueDuckDBIOManager(database="x.duckdb", lock_timeout_seconds=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+
+
+def run_log(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(record.user_message for record in instance.all_logs(result.run_id))
+
+
+def test_rows_too_long_for_the_default_memory_limit_are_retried_uncapped(db: Path) -> None:
+    # 4,096 rows of 20,000-character non-ASCII texts: one batch of rows needs more than the
+    # 32MB cap, for the write and again for the load.
+    materialize_events(db, partition="2026-01-02", version=1)
+    rows, chars = 4096, 20_000
+    with dg.instance_for_test() as instance:
+        result = materialize_events(
+            db, partition="2026-01-02", mode="long_text", rows=rows, text_chars=chars, instance=instance
+        )
+        assert "ran out of memory under memory_limit=" in run_log(instance, result)
+    stored = query(db, f"SELECT count(*), min(length(model)), sum(length(model)) FROM {TABLE}")
+    expected_frame = ia.events_frame(
+        pd.Timestamp("2026-01-02"), pd.Timestamp("2026-01-03"),
+        ia.EventsConfig(mode="long_text", rows=rows, text_chars=chars),
+    )
+    lengths = expected_frame["model"].str.len()
+    assert lengths.min() >= chars
+    assert stored == [(rows, lengths.min(), lengths.sum())]  # the day's 3 earlier rows are gone
+
+    loaded = load_through(db, ia.iom_day_reader, partition_key="2026-01-02")
+    assert sorted(loaded["model"]) == sorted(expected_frame["model"])
+    assert str(loaded["model"].dtype) == "string"
+
+
+def test_a_memory_limit_you_set_fails_clearly_and_keeps_the_rows(db: Path) -> None:
+    materialize_events(db, partition="2026-01-02", version=1)
+    before = query(db, f"SELECT * FROM {TABLE} ORDER BY id")
+    result = materialize_events(
+        db, partition="2026-01-02", mode="long_text", rows=4096, text_chars=20_000,
+        connection_config={"memory_limit": DEFAULT_MEMORY_LIMIT}, raise_on_error=False,
+    )
+    assert not result.success
+    error = result.get_step_failure_events()[0].event_specific_data.error
+    assert error.cls_name == DuckDBMemoryLimitError.__name__
+    message = error.to_string()
+    assert "ran out of memory under memory_limit=30.5 MiB" in message
+    assert "Raise connection_config['memory_limit']" in message
+    assert str(db.resolve()) in message
+    assert query(db, f"SELECT * FROM {TABLE} ORDER BY id") == before
+
+
+def test_connections_are_capped_and_writes_use_one_thread(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+
+    def settings(read_only: bool, **config) -> tuple:
+        conn = open_connection(str(db), read_only=read_only, config=config, lock_timeout_seconds=1)
+        try:
+            return conn.execute(
+                "SELECT current_setting('memory_limit'), current_setting('threads'),"
+                " current_setting('TimeZone')"
+            ).fetchall()[0]
+        finally:
+            conn.close()
+
+    machine_threads = duckdb.connect().execute("SELECT current_setting('threads')").fetchall()[0][0]
+    assert settings(False) == ("30.5 MiB", 1, "UTC")
+    assert settings(True) == ("30.5 MiB", machine_threads, "UTC")
+    # What connection_config sets wins.
+    assert settings(False, memory_limit="1GB", threads=2)[:2] == ("953.6 MiB", 2)
