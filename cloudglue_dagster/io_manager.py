@@ -349,7 +349,7 @@ class UTCDuckDbClient(DbClient):
             except duckdb.Error as exc:
                 _rollback_quietly(conn)
                 if _is_out_of_memory(exc):
-                    raise self._memory_error(conn, "Writing to", exc) from exc
+                    raise self._memory_error(conn, "Writing to", exc, "the previous rows are kept") from exc
                 # A statement DuckDB refused (a type conflict, a catalog error, a full disk)
                 # fails the same way on a retry: fail now rather than after the step's
                 # retry policy has waited minutes. Lock waits are handled when connecting.
@@ -388,13 +388,13 @@ class UTCDuckDbClient(DbClient):
             yield conn
         except duckdb.Error as exc:
             if _is_out_of_memory(exc):
-                raise self._memory_error(conn, "Reading from", exc) from exc
+                raise self._memory_error(conn, "Reading from", exc, "nothing was loaded") from exc
             raise
         finally:
             conn.close()
 
     def _memory_error(
-        self, conn: duckdb.DuckDBPyConnection, doing: str, exc: duckdb.Error
+        self, conn: duckdb.DuckDBPyConnection, doing: str, exc: duckdb.Error, outcome: str
     ) -> DuckDBMemoryLimitError:
         try:
             ((limit,),) = conn.execute("SELECT current_setting('memory_limit')").fetchall()
@@ -402,7 +402,7 @@ class UTCDuckDbClient(DbClient):
             limit = "unknown"
         return DuckDBMemoryLimitError(
             f"{doing} DuckDB database {_display_path(self.database)} ran out of memory under"
-            f" memory_limit={limit}; nothing was written. Raise connection_config['memory_limit'],"
+            f" memory_limit={limit}; {outcome}. Raise connection_config['memory_limit'],"
             f" or load fewer days per run (max_partitions_per_run). DuckDB said: {exc}",
             database=_display_path(self.database),
             memory_limit=str(limit),

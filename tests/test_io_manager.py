@@ -646,7 +646,7 @@ def test_a_memory_limit_you_set_fails_clearly_and_keeps_the_rows(db: Path) -> No
     error = result.get_step_failure_events()[0].event_specific_data.error
     assert error.cls_name == DuckDBMemoryLimitError.__name__
     message = error.to_string()
-    assert "ran out of memory under memory_limit=30.5 MiB" in message
+    assert "ran out of memory under memory_limit=30.5 MiB; the previous rows are kept" in message
     assert "Raise connection_config['memory_limit']" in message
     assert str(db.resolve()) in message
     assert query(db, f"SELECT * FROM {TABLE} ORDER BY id") == before
