@@ -277,11 +277,14 @@ class _MemoryRetryingDbIOManager(DbIOManager):
     def load_input(self, context: dg.InputContext) -> object:
         return self._retry_uncapped(context, super().load_input)
 
-    def _retry_uncapped(self, context: Any, action: Callable[..., Any], *args: Any) -> Any:
+    def _retry_uncapped(
+        self, context: dg.OutputContext | dg.InputContext, action: Callable[..., Any], *args: Any
+    ) -> Any:
         try:
             return action(context, *args)
         except DuckDBMemoryLimitError as exc:
-            if self._client.memory_limit is None:
+            capped = self._client.memory_limit
+            if capped is None:
                 raise
             context.log.warning(
                 f"DuckDB ran out of memory under memory_limit={exc.memory_limit} (this I/O manager's"
@@ -292,7 +295,7 @@ class _MemoryRetryingDbIOManager(DbIOManager):
             try:
                 return action(context, *args)
             finally:
-                self._client.memory_limit = DEFAULT_MEMORY_LIMIT
+                self._client.memory_limit = capped
 
 
 class UTCDuckDbClient(DbClient):
