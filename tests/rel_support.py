@@ -21,6 +21,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+from conftest import read_table  # noqa: F401  (re-exported for the reliability tests)
 
 from cloudglue_dagster.emulator import FAULT_KINDS, Emulator
 from cloudglue_dagster.emulator.faults import FaultPlan
@@ -42,12 +43,6 @@ def ms(moment: dt.datetime) -> int:
 
 
 # -- DuckDB ---------------------------------------------------------------------------------
-
-
-def read_table(database: Path, name: str) -> pd.DataFrame:
-    with duckdb.connect(str(database), read_only=True) as conn:
-        conn.execute("SET TimeZone = 'UTC'")
-        return conn.execute(f"SELECT * FROM cloudglue.{name}").df()
 
 
 def describe(database: Path, name: str) -> list[tuple[str, str]]:

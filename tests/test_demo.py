@@ -14,6 +14,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
+from conftest import read_table
 
 from cloudglue_dagster import demo
 from cloudglue_dagster.emulator import Dataset
@@ -37,12 +38,7 @@ def summary_block(stdout: str) -> str:
 
 
 def table(database: Path, name: str, order: str) -> pd.DataFrame:
-    conn = duckdb.connect(str(database), read_only=True)
-    try:
-        conn.execute("SET TimeZone = 'UTC'")
-        return conn.execute(f"SELECT * FROM cloudglue.{name} ORDER BY {order}").df()
-    finally:
-        conn.close()
+    return read_table(database, name, f"ORDER BY {order}")
 
 
 def window() -> tuple[dt.date, dt.date]:
