@@ -1,21 +1,61 @@
-"""The exceptions this package raises, all under :class:`CloudglueError`.
+"""The exceptions this package raises, all under :class:`CloudglueError`, and the one rule
+that says which of them are worth retrying.
 
-Standard library only, so records, client and assets share them. No message
-built here ever contains the API key: the client redacts server text before
-it reaches an exception (see ``client._redact``).
+Standard library only, so records, client, assets and the I/O manager share them. No message
+built here ever contains the API key: the client redacts server text before it reaches an
+exception (see ``client._Redactor``).
+
+**Transient or permanent.** An error is *transient* when the same operation, unchanged, may
+succeed later: an API outage that outlasted the client's own retries, or a window that kept
+changing while it was read. Everything else is *permanent* (a refused key, a malformed answer,
+an unusable DuckDB path, a setting out of range, an interrupted run): retrying it costs
+minutes and fails the same way. :func:`is_transient` is the only place that decides; the
+client, the assets (which turn transient errors into Dagster step retries and permanent ones
+into an immediate failure) and the I/O manager all ask it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "CloudglueConfigError",
+    "CloudglueError",
+    "CloudglueHTTPError",
+    "CloudglueRequestError",
+    "InconsistentResponseError",
+    "InvalidResponseError",
+    "NotFoundError",
+    "RetriesExhaustedError",
+    "is_transient",
+]
+
 
 class CloudglueError(Exception):
-    """Base class of every error raised by cloudglue-dagster."""
+    """Base class of every error raised by cloudglue-dagster.
+
+    Attributes:
+        transient: True when the same operation may succeed later unchanged; see
+            :func:`is_transient`. False (permanent) unless a subclass says otherwise.
+    """
+
+    transient: bool = False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying later: a :class:`CloudglueError` whose ``transient``
+    is True. Anything else (other exceptions included) is permanent: a retry would fail the
+    same way, so the step fails at once."""
+    return isinstance(exc, CloudglueError) and bool(exc.transient)
 
 
 class CloudglueConfigError(CloudglueError, ValueError):
-    """A configuration value is invalid (bad base URL, page size, date...).
+    """A configuration value is invalid (bad base URL, API key, page size, date...).
 
-    Raised before any request is sent; the message names the offending value.
+    Raised before any request is sent; the message names the offending setting (never the
+    value of the API key).
     """
 
 
@@ -24,7 +64,7 @@ class CloudglueHTTPError(CloudglueError):
 
     Attributes:
         status_code: the HTTP status the API answered.
-        server_message: the ``error`` text of the JSON body, if there was one.
+        server_message: the ``error`` text of the JSON body, if there was one (redacted).
     """
 
     def __init__(self, message: str, *, status_code: int, server_message: str | None = None):
@@ -45,15 +85,23 @@ class NotFoundError(CloudglueHTTPError):
     """404: the endpoint does not exist at this base URL. Never retried."""
 
 
+class CloudglueRequestError(CloudglueError):
+    """A request could not be completed for a reason a retry does not fix: a redirect loop,
+    a URL or header that cannot be sent. The message names the cause, never the key."""
+
+
 class RetriesExhaustedError(CloudglueError):
-    """A request kept failing with retryable errors until ``max_retries`` ran out.
+    """A request kept failing with retryable errors until ``max_retries`` ran out. Transient:
+    the assets retry the step later (``retry_policy``).
 
     Attributes:
         attempts: how many times the request was sent.
         last_status: the HTTP status of the last attempt, or None if it got no
-            response at all (connection dropped, timeout).
+            response at all (connection dropped, timeout, deadline).
         last_error: a one-line description of the last failure.
     """
+
+    transient = True
 
     def __init__(self, message: str, *, attempts: int, last_status: int | None, last_error: str):
         super().__init__(message)
@@ -85,3 +133,44 @@ class InvalidResponseError(CloudglueError):
         self.reason = reason
         self.completion_id = completion_id
         self.field = field
+
+
+class InconsistentResponseError(CloudglueError):
+    """The pages of a window contradicted themselves, and kept doing so when read again.
+
+    Raised before anything is stored, so every stored row stays as it was. Examples: a page
+    with no records while ``total`` says more remain, a page holding more records than
+    ``total`` leaves, pages made only of records already received, or fewer distinct records
+    than ``total`` at the end of a read.
+
+    Permanent, unless every read failed because the window kept changing (``total`` moved
+    while it was paged): then ``transient`` is True and the step is retried later.
+
+    Attributes:
+        created_after, created_before: the dates of the window, as sent.
+        reads: how many times the window was read.
+        problems: what each read found, in order (offsets and counts).
+    """
+
+    def __init__(
+        self,
+        *,
+        created_after: str | None,
+        created_before: str | None,
+        problems: Sequence[str],
+        transient: bool = False,
+    ):
+        window = f"created_after={created_after or '-'} created_before={created_before or '-'}"
+        what = "kept changing while it was read" if transient else "gave a self-contradictory answer"
+        listed = "; ".join(f"read {i}: {p}" for i, p in enumerate(problems, 1))
+        super().__init__(
+            f"The Cloudglue API {what} for the window {window}, {len(problems)} times in a row"
+            f" ({listed}). Nothing was stored: the previous rows are kept."
+            + ("" if transient else " This is a fault of the API's answers, not of the data;"
+                " a retry would meet it again.")
+        )
+        self.created_after = created_after
+        self.created_before = created_before
+        self.reads = len(problems)
+        self.problems = tuple(problems)
+        self.transient = transient

@@ -19,16 +19,27 @@ what bites a daily pipeline:
   null in one partition never changes the table's column types.
 * **Lock waits.** DuckDB lets one process write a file at a time. Connections are opened per
   read or write and closed at once; when another process holds the file, connecting is retried
-  with exponential backoff and jitter for ``lock_timeout_seconds``.
+  with exponential backoff and jitter for ``lock_timeout_seconds``, then the step fails.
 * **Range runs.** A single-run backfill replaces the whole window in one transaction and does
   not stamp the range's row count on every partition.
 * **Lean memory.** DuckDB's buffers are capped at :data:`DEFAULT_MEMORY_LIMIT` and writes run
   on one thread, so a run's peak memory is mostly its frame; a read or write that needs more
   is retried once without the cap.
+* **Unusable paths fail at once.** An empty ``database``, a directory or a file that is not a
+  DuckDB database is refused when the definitions load, naming the setting; a file that cannot
+  be opened or created at run time fails the step with :class:`DuckDBPathError`.
+* **Column types are kept.** An append whose cast would change values (a column whose type was
+  altered outside the pipeline) is refused with :class:`DuckDBSchemaError`; nothing is written.
+* **Terminated runs do not commit.** A run terminated before its write commits rolls it back.
+* **Permanent, explained failures.** Every error is a :class:`DuckDBStorageError`: permanent
+  (``is_transient`` is False, ``allow_retries=False``: the step fails at once under any
+  ``RetryPolicy``), naming the database, the table and partitions, DuckDB's own message (never
+  a cleanup step's) and, for a write, the row and column at fault when one row is.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,9 +60,24 @@ from dagster._core.storage.db_io_manager import (
     TableSlice,
     static_where_clause,
 )
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from cloudglue_dagster.errors import CloudglueError
+from cloudglue_dagster.duckdb_errors import (
+    DuckDBLockTimeoutError,
+    DuckDBMemoryLimitError,
+    DuckDBPathError,
+    DuckDBRunTerminatedError,
+    DuckDBSchemaError,
+    DuckDBStorageError,
+    DuckDBWriteError,
+    check_database_path,
+    describe_cause,
+    display_path,
+    find_row_at_fault,
+    is_file_database,
+    open_error,
+    parent_error,
+)
 
 __all__ = [
     "DEFAULT_MEMORY_LIMIT",
@@ -59,7 +85,13 @@ __all__ = [
     "DuckDBLockTimeoutError",
     "DuckDBMemoryLimitError",
     "DuckDBPandasReplaceTypeHandler",
+    "DuckDBPathError",
+    "DuckDBRunTerminatedError",
+    "DuckDBSchemaError",
+    "DuckDBStorageError",
+    "DuckDBWriteError",
     "UTCDuckDbClient",
+    "check_database_path",
 ]
 
 # Plain literals (no offset) compare correctly with TIMESTAMPTZ, TIMESTAMP, TIMESTAMP_NS, DATE
@@ -114,35 +146,10 @@ _PANDAS_DTYPE_BY_DUCKDB_TYPE: Mapping[str, str] = {
     "TIMESTAMP_S": "datetime64[ns]",
 }
 
+# Lossless widenings an append accepts although the types differ (see CloudglueDuckDBIOManager).
+_INTEGER_RANK: Mapping[str, int] = {"TINYINT": 1, "SMALLINT": 2, "INTEGER": 3, "BIGINT": 4, "HUGEINT": 5}
 
-class DuckDBLockTimeoutError(CloudglueError, dg.Failure):
-    """Another process kept the DuckDB file locked for longer than ``lock_timeout_seconds``.
-
-    Attributes:
-        database: absolute path of the DuckDB file.
-    """
-
-    def __init__(self, description: str, *, database: str):
-        super().__init__(description=description, metadata={"database": database})
-        self.database = database
-
-
-class DuckDBMemoryLimitError(CloudglueError, dg.Failure):
-    """DuckDB ran out of memory under its ``memory_limit`` while reading or writing a table.
-
-    Attributes:
-        database: absolute path of the DuckDB file.
-        memory_limit: the limit in force (DuckDB's own wording, e.g. ``30.5 MiB``).
-    """
-
-    def __init__(self, description: str, *, database: str, memory_limit: str):
-        super().__init__(
-            description=description,
-            metadata={"database": database, "memory_limit": memory_limit},
-            allow_retries=False,
-        )
-        self.database = database
-        self.memory_limit = memory_limit
+_TERMINATED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
 
 
 class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
@@ -159,11 +166,20 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     are compared in UTC; a naive ``TIMESTAMP`` partition column is taken to hold UTC times.
 
     The table's columns are fixed by the first frame written and grow when a frame brings a new
-    column (``ALTER TABLE ... ADD COLUMN``); values are inserted by column name and cast to the
-    table's types, a column the frame lacks gets NULL, and a column entirely null in the frame
-    keeps the table's type. An unpartitioned table is re-created from each frame, with the frame's
-    types. An object column holding only None/NaN, which has no type of its own, keeps the
-    table's type or becomes VARCHAR.
+    column (``ALTER TABLE ... ADD COLUMN``); values are inserted by column name, a column the
+    frame lacks gets NULL, and a column entirely null in the frame keeps the table's type. An
+    unpartitioned table is re-created from each frame, with the frame's types. An object column
+    holding only None/NaN, which has no type of its own, keeps the table's type or becomes
+    VARCHAR.
+
+    Appending never casts a value into something else: each column the frame shares with the
+    table, unless it is entirely null, must have the table's DuckDB type or one that converts
+    without changing any value: a narrower integer into a wider one or into ``DOUBLE``,
+    ``FLOAT`` into ``DOUBLE``, and a float column holding only whole numbers into an integer
+    column (pandas turns an integer column with a missing value into ``float64``). Anything
+    else (``BIGINT`` into a column altered to ``INTEGER`` or ``VARCHAR``, ``10.5`` into
+    ``BIGINT``, text into a number) fails the step with :class:`DuckDBSchemaError`, naming each
+    column, both types and the ``ALTER TABLE`` that restores them; nothing is written.
 
     Loading returns pandas nullable dtypes, chosen by the column's DuckDB type whatever the
     values: ``BIGINT`` -> ``Int64`` (other integer widths likewise), ``DOUBLE`` -> ``Float64``,
@@ -176,6 +192,18 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     read-only, so runs can read it together). While another process holds the file, opening
     is retried for ``lock_timeout_seconds``, then the step fails with
     :class:`DuckDBLockTimeoutError`.
+
+    Failures: every error is a :class:`DuckDBStorageError`, permanent: the step fails at once,
+    whatever its ``RetryPolicy``, and a cleanup step failing after the error never replaces it.
+    ``database`` is checked when the definitions load: an empty path, a directory or a file
+    that is not a DuckDB database raises :class:`~cloudglue_dagster.errors.CloudglueConfigError`
+    (``:memory:`` and MotherDuck are not checked; an empty file is let through, see
+    :func:`check_database_path`). At run time a file that cannot be opened or created raises
+    :class:`DuckDBPathError`; a statement DuckDB refuses raises :class:`DuckDBWriteError` with
+    DuckDB's message and, when one row is at fault (a string that is not valid UTF-8, a value
+    out of range, a NULL or duplicate key refused by a constraint), that row's ``id`` (else
+    ``completion_id``, else its position) and column. A run terminated (CANCELING or CANCELED)
+    before its write commits rolls it back with :class:`DuckDBRunTerminatedError`.
 
     Memory: unless ``connection_config`` says otherwise, DuckDB runs with ``memory_limit`` =
     :data:`DEFAULT_MEMORY_LIMIT` (32MB; it spills to ``<file>.tmp`` beyond that) and writes
@@ -214,7 +242,8 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     database: str = Field(
         description=(
             "Path of the DuckDB database file. Missing parent directories are created on the"
-            " first write."
+            " first write. Refused at load if empty, a directory or a file that is not a DuckDB"
+            " database."
         )
     )
     connection_config: dict[str, Any] = Field(
@@ -242,9 +271,17 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
         description=(
             "How long to keep retrying, with exponential backoff and jitter, when another"
             " process (another run, `dagster dev`, a DuckDB shell) holds the database file's"
-            " lock. After that the step fails with an error naming the file."
+            " lock. After that the step fails, without step retries, with an error naming the file."
         ),
     )
+
+    @field_validator("database", mode="before")
+    @classmethod
+    def _usable_database(cls, value: object) -> object:
+        # "before": an EnvVar arrives as itself and is checked once the run resolves it.
+        if isinstance(value, dg.EnvVar) or not isinstance(value, str):
+            return value
+        return check_database_path(value)
 
     def create_io_manager(self, context: dg.InitResourceContext) -> DbIOManager:
         return _MemoryRetryingDbIOManager(
@@ -265,37 +302,39 @@ class _MemoryRetryingDbIOManager(DbIOManager):
     """``DbIOManager`` that reruns a write or load once without the default memory cap.
 
     A whole rerun, not a resumed one: the failed write was rolled back with its transaction.
+    The rerun goes through a second manager whose client has no cap, so nothing shared is
+    switched back and forth.
     """
 
     def __init__(self, *, db_client: "UTCDuckDbClient", **kwargs: Any):
         super().__init__(db_client=db_client, **kwargs)
-        self._client = db_client
+        self._uncapped = (
+            None if db_client.memory_limit is None else DbIOManager(db_client=db_client.uncapped(), **kwargs)
+        )
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
-        self._retry_uncapped(context, super().handle_output, obj)
+        try:
+            super().handle_output(context, obj)
+        except DuckDBMemoryLimitError as exc:
+            self._uncapped_or_raise(context, exc).handle_output(context, obj)
 
     def load_input(self, context: dg.InputContext) -> object:
-        return self._retry_uncapped(context, super().load_input)
-
-    def _retry_uncapped(
-        self, context: dg.OutputContext | dg.InputContext, action: Callable[..., Any], *args: Any
-    ) -> Any:
         try:
-            return action(context, *args)
+            return super().load_input(context)
         except DuckDBMemoryLimitError as exc:
-            capped = self._client.memory_limit
-            if capped is None:
-                raise
-            context.log.warning(
-                f"DuckDB ran out of memory under memory_limit={exc.memory_limit} (this I/O manager's"
-                " default); retrying once with DuckDB's own limit (80% of RAM). Set"
-                " connection_config={'memory_limit': ...} to choose a limit."
-            )
-            self._client.memory_limit = None
-            try:
-                return action(context, *args)
-            finally:
-                self._client.memory_limit = capped
+            return self._uncapped_or_raise(context, exc).load_input(context)
+
+    def _uncapped_or_raise(
+        self, context: dg.OutputContext | dg.InputContext, exc: DuckDBMemoryLimitError
+    ) -> DbIOManager:
+        if self._uncapped is None:
+            raise exc
+        context.log.warning(
+            f"DuckDB ran out of memory under memory_limit={exc.memory_limit} (this I/O manager's"
+            " default); retrying once with DuckDB's own limit (80% of RAM). Set"
+            " connection_config={'memory_limit': ...} to choose a limit."
+        )
+        return self._uncapped
 
 
 class UTCDuckDbClient(DbClient):
@@ -321,21 +360,28 @@ class UTCDuckDbClient(DbClient):
         self.lock_timeout_seconds = lock_timeout_seconds
         self.memory_limit: str | None = None if "memory_limit" in connection_config else DEFAULT_MEMORY_LIMIT
 
+    def uncapped(self) -> "UTCDuckDbClient":
+        """A copy of this client whose connections run under DuckDB's own memory limit."""
+        clone = copy.copy(self)
+        clone.memory_limit = None
+        return clone
+
     @contextmanager
     def connect(  # pyright: ignore[reportIncompatibleMethodOverride]
         self, context: dg.OutputContext | dg.InputContext, table_slice: TableSlice
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         if isinstance(context, dg.OutputContext):
-            with self._write_transaction(context) as conn:
+            with self._write_transaction(context, table_slice) as conn:
                 yield conn
         else:
-            with self._read_connection(context) as conn:
+            with self._read_connection(context, table_slice) as conn:
                 yield conn
 
     @contextmanager
-    def _write_transaction(self, context: dg.OutputContext) -> Iterator[duckdb.DuckDBPyConnection]:
-        if _is_file_database(self.database):
-            Path(self.database).parent.mkdir(parents=True, exist_ok=True)
+    def _write_transaction(
+        self, context: dg.OutputContext, table_slice: TableSlice
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        _create_parent(self.database)
         conn = open_connection(
             self.database,
             read_only=False,
@@ -346,36 +392,64 @@ class UTCDuckDbClient(DbClient):
         )
         try:
             conn.begin()
-            try:
-                yield conn
-                conn.commit()
-            except duckdb.Error as exc:
-                _rollback_quietly(conn)
-                if _is_out_of_memory(exc):
-                    raise self._memory_error(conn, "Writing to", exc, "the previous rows are kept") from exc
-                # A statement DuckDB refused (a type conflict, a catalog error, a full disk)
-                # fails the same way on a retry: fail now rather than after the step's
-                # retry policy has waited minutes. Lock waits are handled when connecting.
-                raise dg.Failure(
-                    description=f"Writing to DuckDB database {_display_path(self.database)} failed;"
-                    f" the previous rows are kept. DuckDB said: {exc}",
-                    allow_retries=False,
-                ) from exc
-            except BaseException:
-                # Covers KeyboardInterrupt too. A hard kill never gets here and need not:
-                # DuckDB makes a transaction durable only at COMMIT.
-                _rollback_quietly(conn)
+            yield conn
+            self._refuse_if_terminated(context, table_slice)
+            conn.commit()
+        except BaseException as exc:
+            # Covers KeyboardInterrupt too. A hard kill never gets here and need not:
+            # DuckDB makes a transaction durable only at COMMIT.
+            _quietly(conn.rollback)
+            failure = self._write_failure(conn, context, table_slice, exc)
+            if failure is exc:
                 raise
+            raise failure from exc
         finally:
-            conn.close()
+            _quietly(conn.close)
+
+    def _write_failure(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        context: dg.OutputContext,
+        table_slice: TableSlice,
+        exc: BaseException,
+    ) -> BaseException:
+        """``exc`` as a permanent error: itself if it is one already, or an interrupt."""
+        if isinstance(exc, (dg.Failure, dg.DagsterError)) or not isinstance(exc, Exception):
+            return exc
+        if _is_out_of_memory(exc):
+            return self._memory_error(conn, "Writing to", exc, "the previous rows are kept")
+        # A statement DuckDB refused (a catalog error, a full disk, a commit that could not
+        # write its log) fails the same way on a retry: fail now, not after the step's retry
+        # policy has waited minutes. Lock waits are handled when connecting.
+        return DuckDBWriteError(
+            database=display_path(self.database),
+            table=_plain_table(table_slice),
+            partitions=_partitions_label(context),
+            cause=exc,
+        )
+
+    def _refuse_if_terminated(self, context: dg.OutputContext, table_slice: TableSlice) -> None:
+        # A terminated run's step is interrupted by a signal that may come later than this, or
+        # never (an in-process run): committing would store rows for a run the user stopped.
+        status = _run_status(context)
+        if status in _TERMINATED:
+            raise DuckDBRunTerminatedError(
+                database=display_path(self.database),
+                table=_plain_table(table_slice),
+                run_id=context.run_id,
+                status=status.value,
+            )
 
     @contextmanager
-    def _read_connection(self, context: dg.InputContext) -> Iterator[duckdb.DuckDBPyConnection]:
-        if _is_file_database(self.database) and not Path(self.database).exists():
+    def _read_connection(
+        self, context: dg.InputContext, table_slice: TableSlice
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        if is_file_database(self.database) and not Path(self.database).exists():
             upstream = context.asset_key.to_user_string() if context.has_asset_key else "upstream"
-            raise CloudglueError(
-                f"DuckDB database {_display_path(self.database)} does not exist yet: materialize"
-                f" {upstream} first."
+            raise DuckDBPathError(
+                f"DuckDB database {display_path(self.database)} does not exist yet: materialize"
+                f" {upstream} first.",
+                database=display_path(self.database),
             )
         conn = open_connection(
             self.database,
@@ -389,25 +463,32 @@ class UTCDuckDbClient(DbClient):
         )
         try:
             yield conn
-        except duckdb.Error as exc:
+        except Exception as exc:
+            if isinstance(exc, (dg.Failure, dg.DagsterError)):
+                raise
             if _is_out_of_memory(exc):
                 raise self._memory_error(conn, "Reading from", exc, "nothing was loaded") from exc
-            raise
+            raise DuckDBStorageError(
+                f"Reading {_plain_table(table_slice)} from DuckDB database"
+                f" {display_path(self.database)} failed; nothing was loaded. {describe_cause(exc)}",
+                database=display_path(self.database),
+                table=_plain_table(table_slice),
+            ) from exc
         finally:
-            conn.close()
+            _quietly(conn.close)
 
     def _memory_error(
-        self, conn: duckdb.DuckDBPyConnection, doing: str, exc: duckdb.Error, outcome: str
+        self, conn: duckdb.DuckDBPyConnection, doing: str, exc: BaseException, outcome: str
     ) -> DuckDBMemoryLimitError:
         try:
             ((limit,),) = conn.execute("SELECT current_setting('memory_limit')").fetchall()
         except duckdb.Error:
             limit = "unknown"
         return DuckDBMemoryLimitError(
-            f"{doing} DuckDB database {_display_path(self.database)} ran out of memory under"
+            f"{doing} DuckDB database {display_path(self.database)} ran out of memory under"
             f" memory_limit={limit}; {outcome}. Raise connection_config['memory_limit'],"
             f" or load fewer days per run (max_partitions_per_run). DuckDB said: {exc}",
-            database=_display_path(self.database),
+            database=display_path(self.database),
             memory_limit=str(limit),
         )
 
@@ -464,13 +545,24 @@ class DuckDBPandasReplaceTypeHandler(DbTypeHandler[pd.DataFrame]):
         connection: duckdb.DuckDBPyConnection,
     ) -> Mapping[str, Any]:
         """Inserts ``obj`` into the table, creating or widening the table as needed."""
-        write_frame(
-            connection,
-            obj,
-            schema=table_slice.schema,
-            table=table_slice.table,
-            replace_table=not table_slice.partition_dimensions,
-        )
+        try:
+            write_frame(
+                connection,
+                obj,
+                schema=table_slice.schema,
+                table=table_slice.table,
+                replace_table=not table_slice.partition_dimensions,
+            )
+        except duckdb.Error as exc:
+            if _is_out_of_memory(exc):
+                raise  # the client makes it a DuckDBMemoryLimitError, retried once uncapped
+            raise DuckDBWriteError(
+                database=display_path(table_slice.database or ""),
+                table=_plain_table(table_slice),
+                partitions=_partitions_label(context),
+                cause=exc,
+                row=find_row_at_fault(obj, exc),
+            ) from exc
         columns = table_columns(connection, table_slice.schema, table_slice.table) or {}
         metadata: dict[str, Any] = {
             "dagster/storage_kind": "duckdb",
@@ -492,10 +584,12 @@ class DuckDBPandasReplaceTypeHandler(DbTypeHandler[pd.DataFrame]):
         if table_slice.partition_dimensions and len(context.asset_partition_keys) == 0:
             return pd.DataFrame()
         if table_columns(connection, table_slice.schema, table_slice.table) is None:
-            raise CloudglueError(
+            raise DuckDBStorageError(
                 f"Table {_schema_table(table_slice)} does not exist in DuckDB database"
-                f" {_display_path(table_slice.database or '')}: materialize the upstream asset"
-                " first."
+                f" {display_path(table_slice.database or '')}: materialize the upstream asset"
+                " first.",
+                database=display_path(table_slice.database or ""),
+                table=_plain_table(table_slice),
             )
         table = qualified_table(connection, table_slice.schema, table_slice.table)
         relation = connection.sql(select_statement(table_slice, table))
@@ -527,7 +621,9 @@ def open_connection(
 
     Retries with exponential backoff and jitter (jitter keeps several waiting runs from
     retrying in lockstep) until ``lock_timeout_seconds`` have passed, then raises
-    :class:`DuckDBLockTimeoutError`.
+    :class:`DuckDBLockTimeoutError`. Any other failure to open raises at once:
+    :class:`DuckDBPathError` for a file DuckDB cannot open or create, else
+    :class:`DuckDBStorageError` (e.g. an option of ``config`` DuckDB does not know).
     """
     # No custom_user_agent (the stock manager sets one): DuckDB refuses a second connection
     # in one process whose configuration differs from the first, so the default
@@ -541,22 +637,22 @@ def open_connection(
         try:
             conn = _connect_once(database, read_only=read_only, config=full_config)
             break
-        except duckdb.IOException as exc:
+        except duckdb.Error as exc:
             if not _is_lock_error(exc):
-                raise
+                raise open_error(database, exc, config) from exc
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DuckDBLockTimeoutError(
-                    f"Could not open DuckDB database {_display_path(database)}: another process"
+                    f"Could not open DuckDB database {display_path(database)}: another process"
                     " holds its lock (another Dagster run writing to it, or `dagster dev`, a"
                     " notebook or a DuckDB shell with the file open) and did not release it"
                     f" within lock_timeout_seconds={lock_timeout_seconds:g}. Close that process"
                     f" or raise lock_timeout_seconds. DuckDB said: {exc}",
-                    database=_display_path(database),
+                    database=display_path(database),
                 ) from exc
             if not waited and log is not None:
                 log.info(
-                    f"DuckDB database {_display_path(database)} is locked by another process;"
+                    f"DuckDB database {display_path(database)} is locked by another process;"
                     f" retrying for up to {lock_timeout_seconds:g}s. DuckDB said: {exc}"
                 )
             waited = True
@@ -575,7 +671,7 @@ def open_connection(
         if not read_only and "threads" not in config:
             conn.execute(f"SET threads = {_WRITE_THREADS}")
     except BaseException:
-        conn.close()
+        _quietly(conn.close)
         raise
     return conn
 
@@ -608,7 +704,9 @@ def write_frame(
     are appended by name and cast to the table's types (so a column that is entirely null in
     this frame, whatever its dtype, leaves the table's type alone), the table is created if
     missing, and the frame's new columns are added to it. An object column holding only
-    None/NaN keeps the table's type, or becomes VARCHAR if the table lacks it.
+    None/NaN keeps the table's type, or becomes VARCHAR if the table lacks it. An append whose
+    cast would change a value raises :class:`DuckDBSchemaError` (rules in
+    :class:`CloudglueDuckDBIOManager`); DuckDB's own errors are raised as they are.
     """
     existing = table_columns(conn, schema, table)
     target = qualified_table(conn, schema, table)
@@ -622,37 +720,81 @@ def write_frame(
         # DESCRIBE lists the frame's columns in order, as DuckDB will read them.
         frame_types = [
             (str(name), str(frame_type))
-            for name, frame_type, *_ in conn.execute(
-                f"DESCRIBE SELECT * FROM {_FRAME_VIEW}"
-            ).fetchall()
+            for name, frame_type, *_ in conn.execute(f"DESCRIBE SELECT * FROM {_FRAME_VIEW}").fetchall()
         ]
-        select_items = []
-        for name, frame_type in frame_types:
-            column = quote_identifier(name)
-            if frame_type == _UNKNOWN_TYPE:
-                # DuckDB types an object column holding only None/NaN as "NULL"; a table
-                # column of that type can never hold a value. Use the table's type, or VARCHAR.
-                known = (existing or {}).get(name.lower())
-                column_type = known[1] if known else "VARCHAR"
-                select_items.append(f"CAST({column} AS {column_type}) AS {column}")
-            else:
-                select_items.append(column)
-        select = f"SELECT {', '.join(select_items)} FROM {_FRAME_VIEW}"
-
+        select = _frame_select(frame_types, existing)
         if replace_table:
             conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
         elif existing is None:
             conn.execute(f"CREATE TABLE {target} AS {select}")
         else:
+            _refuse_changed_types(conn, frame, frame_types, existing, f"{schema}.{table}", target)
             for name, frame_type in frame_types:
                 if name.lower() not in existing:
                     column_type = "VARCHAR" if frame_type == _UNKNOWN_TYPE else frame_type
-                    conn.execute(
-                        f"ALTER TABLE {target} ADD COLUMN {quote_identifier(name)} {column_type}"
-                    )
+                    column = quote_identifier(name)
+                    conn.execute(f"ALTER TABLE {target} ADD COLUMN {column} {column_type}")
             conn.execute(f"INSERT INTO {target} BY NAME {select}")
-    finally:
-        conn.unregister(_FRAME_VIEW)
+    except BaseException:
+        # After a failed statement DuckDB refuses everything but ROLLBACK, unregister too: its
+        # "Current transaction is aborted" would replace the error worth reporting.
+        _quietly(lambda: conn.unregister(_FRAME_VIEW))
+        raise
+    conn.unregister(_FRAME_VIEW)
+
+
+def _frame_select(
+    frame_types: Sequence[tuple[str, str]], existing: Mapping[str, tuple[str, str]] | None
+) -> str:
+    """``SELECT`` of the registered frame's columns, typing the ones DuckDB could not type."""
+    select_items = []
+    for name, frame_type in frame_types:
+        column = quote_identifier(name)
+        if frame_type == _UNKNOWN_TYPE:
+            # DuckDB types an object column holding only None/NaN as "NULL"; a table
+            # column of that type can never hold a value. Use the table's type, or VARCHAR.
+            known = (existing or {}).get(name.lower())
+            select_items.append(f"CAST({column} AS {known[1] if known else 'VARCHAR'}) AS {column}")
+        else:
+            select_items.append(column)
+    return f"SELECT {', '.join(select_items)} FROM {_FRAME_VIEW}"
+
+
+def _refuse_changed_types(
+    conn: duckdb.DuckDBPyConnection,
+    frame: pd.DataFrame,
+    frame_types: Sequence[tuple[str, str]],
+    existing: Mapping[str, tuple[str, str]],
+    table: str,
+    target: str,
+) -> None:
+    """Raises :class:`DuckDBSchemaError` if appending ``frame`` to ``table`` (``schema.table``;
+    ``target`` is its three-part SQL name) would cast a value into another."""
+    changed: dict[str, tuple[str, str]] = {}
+    for position, (name, frame_type) in enumerate(frame_types):
+        stored = existing.get(name.lower())
+        values = frame.iloc[:, position]
+        if stored is None or frame_type == _UNKNOWN_TYPE or not values.notna().any():
+            continue  # a new column, or no value to cast
+        if not _keeps_values(frame_type, stored[1], values):
+            changed[stored[0]] = (stored[1], frame_type)
+    if changed:
+        raise DuckDBSchemaError(database=_database_of(conn), table=table, target=target, columns=changed)
+
+
+def _keeps_values(frame_type: str, stored_type: str, values: pd.Series) -> bool:
+    """Whether DuckDB's cast from ``frame_type`` to ``stored_type`` leaves ``values`` as they are."""
+    if frame_type == stored_type:
+        return True
+    if frame_type in _INTEGER_RANK:
+        # Into DOUBLE: exact up to 2**53, far beyond any count stored here.
+        return stored_type == "DOUBLE" or _INTEGER_RANK[frame_type] <= _INTEGER_RANK.get(stored_type, 0)
+    if frame_type in ("FLOAT", "DOUBLE") and stored_type in _INTEGER_RANK:
+        # pandas turns an integer column holding a missing value into float64. A whole number
+        # out of the column's range passes here and fails in DuckDB's cast, naming the value.
+        present = values.dropna().astype(float)
+        return bool((present == present.round()).all())
+    return frame_type == "FLOAT" and stored_type == "DOUBLE"
 
 
 def _strings_as_objects(frame: pd.DataFrame) -> pd.DataFrame:
@@ -777,23 +919,60 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _is_lock_error(exc: BaseException) -> bool:
-    # "IO Error: Could not set lock on file ...: Conflicting lock is held in ... (PID n)"
-    return "lock" in str(exc).lower()
+    # "IO Error: Could not set lock on file ...: Conflicting lock is held in ... (PID n)".
+    # Not just "lock": the path is in every IO error, and may well contain that word.
+    return isinstance(exc, duckdb.IOException) and "could not set lock on file" in str(exc).lower()
 
 
-def _is_file_database(database: str) -> bool:
-    # ":memory:" and MotherDuck ("md:db") are not files.
-    return not database.startswith((":", "md:", "motherduck:"))
-
-
-def _display_path(database: str) -> str:
-    return str(Path(database).resolve()) if _is_file_database(database) else database
-
-
-def _rollback_quietly(conn: duckdb.DuckDBPyConnection) -> None:
+def _create_parent(database: str) -> None:
+    """Creates the missing directories of a file database's path."""
+    if not is_file_database(database):
+        return
     try:
-        conn.rollback()
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise parent_error(database, exc) from exc
+
+
+def _quietly(cleanup: Callable[[], object]) -> None:
+    """Runs a cleanup step (rollback, close, unregister) whose failure must not replace the
+    error being raised: e.g. the transaction is already gone after a failed statement."""
+    try:
+        cleanup()
     except duckdb.Error:
-        # The transaction may already be gone (e.g. the failed statement aborted it); the
-        # original exception is the one worth raising.
         pass
+
+
+def _plain_table(table_slice: TableSlice) -> str:
+    return f"{table_slice.schema}.{table_slice.table}"
+
+
+def _partitions_label(context: dg.OutputContext) -> str | None:
+    """The partition key written, ``first...last`` for a range, None if unpartitioned."""
+    if not context.has_asset_partitions:
+        return None
+    keys = context.asset_partition_keys
+    return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
+
+
+def _run_status(context: dg.OutputContext) -> dg.DagsterRunStatus | None:
+    """The run's status in the instance; None for a context built without a run
+    (``dg.build_output_context``)."""
+    try:
+        instance = context.step_context.instance
+    except dg.DagsterInvariantViolationError:
+        return None
+    try:
+        run = instance.get_run_by_id(context.run_id)
+    except Exception:
+        # Not knowing is no reason to drop a good write: commit, as before this check existed.
+        return None
+    return run.status if run is not None else None
+
+
+def _database_of(conn: duckdb.DuckDBPyConnection) -> str:
+    """The connection's database as :func:`~cloudglue_dagster.duckdb_errors.display_path` shows it."""
+    ((path,),) = conn.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    return display_path(path) if path else ":memory:"

@@ -36,22 +36,34 @@ SLOTS = {
 
 COLUMNS = ["id", "created_at", "version", "tokens", "cost", "model", "cached", "finished_at"]
 
+# On every asset here: an error the I/O manager raises must fail the step at once, so a test
+# seeing a STEP_UP_FOR_RETRY event (or waiting 30 s) has found an error that is not permanent.
+RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=30)
+
 
 class EventsConfig(dg.Config):
     """How ``iom_events`` builds its frame (every mode still covers the whole window)."""
 
     version: int = 1
     # normal | swapped | new_column | all_null | all_null_object | missing_column | bad_type
-    # | no_columns | big | long_text
+    # | overflow | surrogate | fractional | float_tokens | no_columns | big | long_text
     mode: str = "normal"
     # Days of the window (YYYY-MM-DD) that get no rows at all.
     empty_days: list[str] = []
+    # Columns left out of the frame, whatever the mode.
+    drop_columns: list[str] = []
     # Rows of the "big" and "long_text" frames.
     rows: int = 0
     # Characters of each "long_text" model value.
     text_chars: int = 0
     # File written just before the asset returns (the kill test waits for it).
     marker: str = ""
+    # Mark the run CANCELING before returning, as the UI's Terminate does.
+    terminate_run: bool = False
+    # Replace the file at clobber_path, after the run's resources were checked: "garbage"
+    # (a file that is not a DuckDB database) or "directory".
+    clobber: str = ""
+    clobber_path: str = ""
 
 
 def day_rows(day: pd.Timestamp, version: int) -> pd.DataFrame:
@@ -124,11 +136,26 @@ def events_frame(start: pd.Timestamp, end: pd.Timestamp, config: EventsConfig) -
     elif config.mode == "missing_column":
         frame = frame.drop(columns=["model", "cost"])
     elif config.mode == "bad_type":
-        # tokens is BIGINT in the table: casting these strings fails during the INSERT, after
-        # the slice's DELETE ran. The new column would be added before that, too.
+        # tokens is BIGINT in the table: text would have to be cast into numbers.
         frame["tokens"] = pd.array(["not-a-number"] * len(frame), dtype="string")
         frame["brand_new"] = pd.array([1] * len(frame), dtype="Int64")
-    return frame
+    elif config.mode == "overflow":
+        # Whole floats (what pandas makes of integers with a missing value) fit tokens' BIGINT,
+        # but 1e20 is out of its range: the INSERT fails after the slice's DELETE and after
+        # brand_new was added, in the same transaction.
+        frame["tokens"] = [1e20 if i.endswith("-noon") else np.nan for i in frame["id"]]
+        frame["brand_new"] = pd.array([1] * len(frame), dtype="Int64")
+    elif config.mode == "surrogate":
+        # A lone surrogate, as a JSON "\ud800" escape decodes to: not encodable as UTF-8.
+        frame["model"] = frame["model"].where(~frame["id"].str.endswith("-noon"), "model-\ud800-x")
+    elif config.mode == "fractional":
+        # A cast into tokens' BIGINT would round 10.5 silently.
+        frame["tokens"] = [10.5 if i.endswith("-noon") else 3.0 for i in frame["id"]]
+    elif config.mode == "float_tokens":
+        # Integers as pandas often hands them over: float64 with NaN, and a narrower Int32.
+        frame["tokens"] = [float(10 * config.version + i) for i in range(len(frame) - 1)] + [np.nan]
+        frame["version"] = frame["version"].astype("Int32")
+    return frame.drop(columns=config.drop_columns)
 
 
 @dg.asset(
@@ -136,10 +163,18 @@ def events_frame(start: pd.Timestamp, end: pd.Timestamp, config: EventsConfig) -
     key_prefix=[SCHEMA],
     metadata={"partition_expr": "created_at"},
     backfill_policy=dg.BackfillPolicy.single_run(),
+    retry_policy=RETRY_POLICY,
 )
 def iom_events(context: dg.AssetExecutionContext, config: EventsConfig) -> pd.DataFrame:
     window = context.partition_time_window
     frame = events_frame(pd.Timestamp(window.start), pd.Timestamp(window.end), config)
+    if config.clobber == "garbage":
+        Path(config.clobber_path).write_bytes(b"id,tokens\n1,2\n")
+    elif config.clobber == "directory":
+        Path(config.clobber_path).unlink()
+        Path(config.clobber_path).mkdir()
+    if config.terminate_run:
+        context.instance.report_run_canceling(context.run)
     if config.marker:
         Path(config.marker).write_text("returning")
     return frame
@@ -167,6 +202,7 @@ def describe_frame(frame: pd.DataFrame) -> dict:
     key_prefix=[SCHEMA],
     backfill_policy=dg.BackfillPolicy.single_run(),
     ins={"iom_events": dg.AssetIn(key=[SCHEMA, "iom_events"])},
+    retry_policy=RETRY_POLICY,
 )
 def iom_day_reader(config: ReaderConfig, iom_events: pd.DataFrame) -> None:
     """Loads the same partition(s) of ``iom_events``."""
@@ -185,6 +221,7 @@ def iom_day_reader(config: ReaderConfig, iom_events: pd.DataFrame) -> None:
             partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2),
         )
     },
+    retry_policy=RETRY_POLICY,
 )
 def iom_window_reader(iom_events: pd.DataFrame) -> None:
     """Loads a three-day window of ``iom_events`` ending on its own partition."""
@@ -196,7 +233,7 @@ class SnapshotConfig(dg.Config):
     mode: str = "v1"
 
 
-@dg.asset(key_prefix=[SCHEMA])
+@dg.asset(key_prefix=[SCHEMA], retry_policy=RETRY_POLICY)
 def iom_snapshot(config: SnapshotConfig) -> pd.DataFrame:
     """An unpartitioned table, replaced whole on every run."""
     if config.mode == "v1":
@@ -222,7 +259,7 @@ def iom_snapshot(config: SnapshotConfig) -> pd.DataFrame:
     return pd.DataFrame({"name": ["z"], "n": np.array([1 + 2j])})
 
 
-@dg.asset(ins={"iom_snapshot": dg.AssetIn(key=[SCHEMA, "iom_snapshot"])})
+@dg.asset(ins={"iom_snapshot": dg.AssetIn(key=[SCHEMA, "iom_snapshot"])}, retry_policy=RETRY_POLICY)
 def iom_snapshot_reader(iom_snapshot: pd.DataFrame) -> None:
     LOADED.append(iom_snapshot)
 

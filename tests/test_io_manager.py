@@ -23,11 +23,14 @@ import pytest
 # iom_assets is also run as a script by the subprocesses: import it the same way here.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import iom_assets as ia  # noqa: E402
+from dagster._utils.error import SerializableErrorInfo
+
 from cloudglue_dagster.io_manager import (
     DEFAULT_MEMORY_LIMIT,
     CloudglueDuckDBIOManager,
     DuckDBLockTimeoutError,
     DuckDBMemoryLimitError,
+    DuckDBWriteError,
     open_connection,
 )
 
@@ -133,6 +136,17 @@ def sql_types(db: Path, table: str = ia.TABLE) -> dict[str, str]:
             f" WHERE schema_name = '{ia.SCHEMA}' AND table_name = '{table}' ORDER BY column_index",
         )
     )
+
+
+def failed_at_once(result: dg.ExecuteInProcessResult) -> SerializableErrorInfo:
+    """The error of a run whose one step failed without a retry (every test asset has a
+    ``RetryPolicy``: a retried error shows as STEP_UP_FOR_RETRY, after a 30 s delay)."""
+    assert not result.success
+    retried = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retried == [], f"the step was retried: {retried[0].message}"
+    failures = result.get_step_failure_events()
+    assert len(failures) == 1
+    return failures[0].event_specific_data.error
 
 
 def materialization_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
@@ -314,14 +328,20 @@ def test_failed_insert_leaves_the_previous_rows(db: Path) -> None:
     materialize_events(db, start="2026-01-01", end="2026-01-03", version=1)
     before = query(db, f"SELECT * FROM {TABLE} ORDER BY id")
 
-    # tokens holds strings DuckDB cannot cast to the table's BIGINT: the INSERT fails after
-    # the day's DELETE and after the new column's ALTER TABLE ran in the same transaction.
+    # tokens holds 1e20, out of the table's BIGINT range: the INSERT fails after the day's
+    # DELETE and after the new column's ALTER TABLE ran in the same transaction.
     result = materialize_events(
-        db, partition="2026-01-02", version=2, mode="bad_type", raise_on_error=False
+        db, partition="2026-01-02", version=2, mode="overflow", raise_on_error=False
     )
-    assert not result.success
-    failure = result.get_step_failure_events()[0].event_specific_data.error
-    assert "not-a-number" in failure.to_string()
+    error = failed_at_once(result)
+    assert error.cls_name == DuckDBWriteError.__name__
+    assert (
+        f"Writing {TABLE} (partition 2026-01-02) to DuckDB database {db.resolve()} failed; the"
+        " previous rows are kept. DuckDB said: Conversion Error: Type DOUBLE with value 1e+20 can't"
+        " be cast because the value is out of range for the destination type INT64 when casting"
+        " from source column tokens. Row at fault: id '2026-01-02-noon', column 'tokens' (1e+20 is"
+        " out of range for the column's type)."
+    ) in error.message, error.message
 
     assert query(db, f"SELECT * FROM {TABLE} ORDER BY id") == before
     assert sql_types(db) == EXPECTED_SQL_TYPES  # no brand_new column either
@@ -562,23 +582,27 @@ def test_reads_wait_for_writers_and_share_with_readers(db: Path) -> None:
 
 
 def test_lock_timeout_fails_with_an_error_naming_the_file(db: Path) -> None:
+    """A held lock fails the run after lock_timeout_seconds, without step retries."""
     materialize_events(db, partition="2026-01-01")
+    before = query(db, f"SELECT * FROM {TABLE} ORDER BY id")
     holder = hold_lock(db, seconds=60)
     try:
         started = time.monotonic()
         result = materialize_events(
-            db, partition="2026-01-02", lock_timeout_seconds=0.5, raise_on_error=False
+            db, partition="2026-01-01", version=2, lock_timeout_seconds=1, raise_on_error=False
         )
         elapsed = time.monotonic() - started
     finally:
         holder.kill()
         holder.communicate()
-    assert not result.success
-    assert elapsed < 15
-    error = result.get_step_failure_events()[0].event_specific_data.error.to_string()
-    assert str(db.resolve()) in error
-    assert "another process" in error and "lock_timeout_seconds" in error
-    assert DuckDBLockTimeoutError.__name__ in error
+    # The asset's RetryPolicy (3 retries, 30 s apart) is not applied: it would hold the run
+    # for minutes, against the same holder.
+    error = failed_at_once(result)
+    assert 1 <= elapsed < 10
+    assert error.cls_name == DuckDBLockTimeoutError.__name__
+    assert str(db.resolve()) in error.message
+    assert "another process" in error.message and "lock_timeout_seconds=1" in error.message
+    assert query(db, f"SELECT * FROM {TABLE} ORDER BY id") == before
 
 
 def test_parallel_processes_write_one_partition_each(db: Path) -> None:
