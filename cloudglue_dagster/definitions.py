@@ -6,7 +6,8 @@ Loaded by ``dagster dev -w workspace.yaml`` and by
 ==========================  ===========================================  ==============================
 variable                    meaning                                      default
 ==========================  ===========================================  ==============================
-``CLOUDGLUE_API_KEY``       API key (read when a run starts)             required
+``CLOUDGLUE_API_KEY``       API key (read when a run starts; checked     required
+                            at load too when set there)
 ``CLOUDGLUE_BASE_URL``      API root                                     ``https://api.cloudglue.dev/v1``
 ``CLOUDGLUE_START_DATE``    first daily partition (UTC date)             ``2026-01-01``
 ``CLOUDGLUE_DUCKDB_PATH``   DuckDB warehouse file                        ``cloudglue.duckdb`` (in the
@@ -28,6 +29,7 @@ from .client import DEFAULT_BASE_URL
 from .errors import CloudglueConfigError
 from .io_manager import CloudglueDuckDBIOManager
 from .resource import CloudglueResource
+from .secrecy import display_url, validate_api_key
 
 __all__ = ["DEFAULT_DUCKDB_PATH", "DEFAULT_START_DATE", "build_definitions", "defs"]
 
@@ -48,11 +50,12 @@ def build_definitions(
     value fails here, when the code location loads, listing the environment variables read.
     """
     try:
+        _check_key_if_set()
         assets, resources = _build(start_date, duckdb_path, base_url)
     except (CloudglueConfigError, pydantic.ValidationError) as exc:
         # The factory and the resource name their own field (start_date, base_url); a user
         # of these definitions set an environment variable, so name that too.
-        read = ", ".join(f"{name}={os.environ[name]!r}" for name in _SETTINGS if os.environ.get(name))
+        read = ", ".join(f"{name}={display_url(os.environ[name])!r}" for name in _SETTINGS if os.environ.get(name))
         raise CloudglueConfigError(
             f"cloudglue_dagster.definitions: {exc}\nSettings read from the environment: {read or '(none)'}"
         ) from exc
@@ -94,6 +97,17 @@ def _build(
         ),
     }
     return assets, resources
+
+
+def _check_key_if_set() -> None:
+    """A key set where the definitions load is checked now (a pasted newline fails here, not
+    in a run); an unset one may be set only where runs execute, so it is left to them."""
+    if "CLOUDGLUE_API_KEY" not in os.environ:
+        return
+    try:
+        validate_api_key(os.environ["CLOUDGLUE_API_KEY"])
+    except CloudglueConfigError as exc:
+        raise CloudglueConfigError(f"environment variable CLOUDGLUE_API_KEY is unusable: {exc}") from None
 
 
 def _env_int(name: str) -> int | None:

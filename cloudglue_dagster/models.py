@@ -150,6 +150,12 @@ def parse_created_at(value: Any) -> datetime:
     raise ValueError(f"expected a number or ISO-8601 string, got {type(value).__name__}")
 
 
+def _short(value: Any, width: int = 60) -> str:
+    """``repr(value)`` cut to ``width`` characters (a hostile value can be megabytes long)."""
+    text = repr(value) if not (type(value) is int and abs(value) > 10**width) else f"<integer of {len(str(abs(value)))} digits>"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _type_name(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
@@ -177,12 +183,28 @@ def _wrong(completion_id: str | None, path: str, expected: str, value: Any) -> I
     return InvalidResponseError(f"expected {expected}, got {_type_name(value)}", completion_id=completion_id, field=path)
 
 
+# Integers are stored as 64-bit (pandas Int64, DuckDB BIGINT): a larger one is refused here,
+# naming its completion, rather than overflowing later in a frame or the warehouse.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _int64(value: int, completion_id: str | None, path: str) -> int:
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise InvalidResponseError(
+            f"integer {value if abs(value) < 10**30 else f'of {len(str(abs(value)))} digits'} is out of"
+            " the 64-bit range", completion_id=completion_id, field=path,
+        )
+    return value
+
+
 def _token(value: Any, completion_id: str, key: str) -> int | None:
-    """An optional token count: None, an int, or an integral float."""
-    if value is None or type(value) is int:
-        return value
+    """An optional token count: None, an int, or an integral float, within 64 bits."""
+    if value is None:
+        return None
+    if type(value) is int:
+        return _int64(value, completion_id, f"usage.{key}")
     if type(value) is float and value.is_integer():
-        return int(value)
+        return _int64(int(value), completion_id, f"usage.{key}")
     raise _wrong(completion_id, f"usage.{key}", "an integer", value)
 
 
@@ -226,7 +248,7 @@ def parse_completion(raw: Any, *, position: str = "data[]") -> ChatCompletion:
         created_at = parse_created_at(created_raw)
     except (ValueError, OverflowError) as exc:
         raise InvalidResponseError(
-            f"unreadable timestamp {created_raw!r}: {exc}", completion_id=cid, field="created_at"
+            f"unreadable timestamp {_short(created_raw)}: {exc}", completion_id=cid, field="created_at"
         ) from None
 
     model = raw.get("model")
@@ -254,6 +276,7 @@ def parse_completion(raw: Any, *, position: str = "data[]") -> ChatCompletion:
             if type(index) is not float or not index.is_integer():
                 raise _wrong(cid, f"choices[{i}].index", "an integer", index)
             index = int(index)
+        _int64(index, cid, f"choices[{i}].index")
         choices.append(Choice(index, _message(choice.get("message"), cid, lambda i=i: f"choices[{i}].message")))
 
     payload = raw.get("payload")
@@ -278,6 +301,8 @@ def parse_completion(raw: Any, *, position: str = "data[]") -> ChatCompletion:
                 raise _wrong(cid, f"payload.collections[{i}]", "a string", collection)
     temperature = payload.get("temperature")
     if temperature is not None:
+        if type(temperature) is int and abs(temperature) > 2**53:
+            temperature = math.inf  # not a temperature; refused below
         if type(temperature) not in (int, float) or not math.isfinite(temperature):
             raise InvalidResponseError(
                 f"expected a finite number, got {_type_name(temperature)}", completion_id=cid, field="payload.temperature"
@@ -301,11 +326,25 @@ def parse_completion(raw: Any, *, position: str = "data[]") -> ChatCompletion:
     )
 
 
+def _parse_guarded(item: Any, i: int) -> ChatCompletion:
+    """:func:`parse_completion`, with any unforeseen failure (a recursion limit, an overflow)
+    turned into an :class:`InvalidResponseError` naming the completion: nothing else leaves."""
+    try:
+        return parse_completion(item, position=f"data[{i}]")
+    except InvalidResponseError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        cid = item.get("id") if type(item) is dict and type(item.get("id")) is str else None
+        raise InvalidResponseError(
+            f"unreadable completion ({type(exc).__name__})", completion_id=cid, field=None if cid else f"data[{i}]"
+        ) from None
+
+
 def _envelope_int(body: Mapping[str, Any], key: str) -> int:
     value = body.get(key)
     if type(value) is not int:
         raise _wrong(None, key, "an integer", value)
-    return value
+    return _int64(value, None, key)
 
 
 def parse_page(body: Any) -> ChatCompletionPage:
@@ -324,7 +363,7 @@ def parse_page(body: Any) -> ChatCompletionPage:
     if total < 0 or offset < 0:
         raise InvalidResponseError(f"negative total ({total}) or offset ({offset})")
     return ChatCompletionPage(
-        data=tuple(parse_completion(item, position=f"data[{i}]") for i, item in enumerate(data)),
+        data=tuple(_parse_guarded(item, i) for i, item in enumerate(data)),
         total=total,
         limit=limit,
         offset=offset,

@@ -5,9 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from .client import DEFAULT_BASE_URL, MAX_PAGE_SIZE, CloudglueClient, validate_base_url
+from .client import DEFAULT_BASE_URL, DEFAULT_REQUEST_DEADLINE, MAX_PAGE_SIZE, CloudglueClient, validate_base_url
+from .errors import CloudglueConfigError
+from .secrecy import validate_api_key
+
+# (lowest, highest, integer?) of each numeric field. Checked by one validator, whose message
+# names the value: pydantic's own would not, since inputs are hidden from errors (see below).
+_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "timeout_seconds": (0, float("inf"), False),
+    "connect_timeout_seconds": (0, float("inf"), False),
+    "request_deadline_seconds": (0, float("inf"), False),
+    "max_retries": (0, 20, True),
+    "page_size": (1, MAX_PAGE_SIZE, True),
+    "max_concurrent_requests": (1, 64, True),
+}
 
 __all__ = ["CloudglueResource"]
 
@@ -16,9 +29,11 @@ class CloudglueResource(dg.ConfigurableResource):
     """Connection settings for the Cloudglue API.
 
     Invalid values are refused when the definitions load, with a message that
-    names the field. The API key is never shown: not in the resource's
+    names the field and the value. The API key is never shown: not in the resource's
     ``repr``, not in logs or errors. Give it as an environment variable so the
-    Dagster UI shows the variable's name, not the secret.
+    Dagster UI shows the variable's name, not the secret; its value is then checked
+    (not empty, no control or non-ASCII character) when a run starts, and the run
+    fails at once if it is unusable.
 
     Examples:
         .. code-block:: python
@@ -28,6 +43,10 @@ class CloudglueResource(dg.ConfigurableResource):
 
             cloudglue = CloudglueResource(api_key=dg.EnvVar("CLOUDGLUE_API_KEY"))
     """
+
+    # Pydantic would quote a refused input in its error, and an EnvVar's value (the key, or
+    # a base_url with a password) is validated when a run starts: never echo inputs.
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     api_key: str = Field(
         repr=False,
@@ -47,6 +66,14 @@ class CloudglueResource(dg.ConfigurableResource):
         default=60.0,
         gt=0,
         description="Read timeout: seconds to wait for the server between bytes of a response.",
+    )
+    request_deadline_seconds: float = Field(
+        default=DEFAULT_REQUEST_DEADLINE,
+        gt=0,
+        description=(
+            "Seconds one attempt of a request may take in all, however slowly the server sends"
+            " its bytes; past it the attempt fails and is retried like a timeout."
+        ),
     )
     connect_timeout_seconds: float = Field(
         default=10.0,
@@ -85,6 +112,27 @@ class CloudglueResource(dg.ConfigurableResource):
     def _check_base_url(cls, value: str) -> str:
         return validate_base_url(value)
 
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: str) -> str:
+        # At load an EnvVar arrives as its name; its value is checked here when a run starts.
+        validate_api_key(value)
+        return value
+
+    @field_validator(*_BOUNDS, mode="before")
+    @classmethod
+    def _check_bounds(cls, value: Any, info: Any) -> Any:
+        low, high, integer = _BOUNDS[info.field_name]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (integer and not float(value).is_integer()):
+            kind = "an integer" if integer else "a number"
+            raise CloudglueConfigError(f"{info.field_name} must be {kind}, got {value!r}")
+        inside = low <= value <= high if integer else low < value < high
+        if not inside:
+            span = f"{low}..{high}" if integer else f"> {low:g}"
+            raise CloudglueConfigError(f"{info.field_name} must be {span}, got {value!r}")
+        return value
+
     def get_client(self, logger: Any | None = None) -> CloudglueClient:
         """A client configured from this resource's fields.
 
@@ -96,6 +144,7 @@ class CloudglueResource(dg.ConfigurableResource):
             base_url=self.base_url,
             connect_timeout=self.connect_timeout_seconds,
             read_timeout=self.timeout_seconds,
+            request_deadline=self.request_deadline_seconds,
             max_retries=self.max_retries,
             max_concurrent_requests=self.max_concurrent_requests,
             logger=logger,

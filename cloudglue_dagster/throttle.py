@@ -13,7 +13,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["Throttle"]
+from .errors import CloudglueError
+
+__all__ = ["Throttle", "ThrottleClosed"]
+
+
+class ThrottleClosed(CloudglueError):
+    """A request waited for a slot of a throttle that was closed."""
 
 
 class Throttle:
@@ -31,6 +37,7 @@ class Throttle:
         self._in_flight = 0
         self._successes = 0
         self._pause_until = 0.0
+        self._closed = False
         self._cond = threading.Condition()
         self.rate_limited = 0
         """How many 429s this client received."""
@@ -43,17 +50,23 @@ class Throttle:
         return self._limit
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one in-flight slot; waits for a free slot and for any shared pause to end."""
+    def slot(self, cancel: threading.Event | None = None) -> Iterator[None]:
+        """Hold one in-flight slot; waits for a free slot and for any shared pause to end.
+
+        Raises:
+            ThrottleClosed: :meth:`close` was called, or ``cancel`` set, while waiting.
+        """
         with self._cond:
             while True:
+                if self._closed or (cancel is not None and cancel.is_set()):
+                    raise ThrottleClosed("the request was stopped while it waited for a slot")
                 wait = self._pause_until - time.monotonic()
                 if wait > 0:
-                    self._cond.wait(wait)
+                    self._cond.wait(wait if cancel is None else min(wait, 0.1))
                 elif self._in_flight < self._limit:
                     break
                 else:
-                    self._cond.wait()
+                    self._cond.wait(None if cancel is None else 0.1)
             self._in_flight += 1
         try:
             yield
@@ -61,6 +74,12 @@ class Throttle:
             with self._cond:
                 self._in_flight -= 1
                 self._cond.notify_all()
+
+    def close(self) -> None:
+        """Wake every waiting request and make it give up (the client is closing)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
 
     def succeeded(self) -> None:
         """Record a success; after ``recover_after`` in a row, allow one more request in flight."""

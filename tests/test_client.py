@@ -252,7 +252,8 @@ def test_wrong_key_fails_fast_and_says_what_to_check(emu: Emulator) -> None:
 def test_bad_request_carries_server_text_and_is_not_retried(emu: Emulator) -> None:
     with client_for(emu) as client:
         with pytest.raises(BadRequestError) as info:
-            client._get_json("/chat/completions", {"limit": 500})  # bypass the client's own check
+            # bypass the client's own check of limit
+            client._transport.get_json(client.base_url + "/chat/completions", {"limit": 500}, {})
     assert info.value.status_code == 400
     assert info.value.server_message and "limit" in info.value.server_message
     assert emu.requests_served == 1

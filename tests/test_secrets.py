@@ -10,6 +10,7 @@ able to find the key where it is planted, so a pass means absent, not unsearched
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import os
@@ -23,6 +24,7 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import dagster as dg
 import pytest
@@ -40,6 +42,7 @@ from rel_support import (
 
 from cloudglue_dagster import (
     AuthenticationError,
+    CloudglueClient,
     BadRequestError,
     CloudglueResource,
     RetriesExhaustedError,
@@ -304,3 +307,99 @@ def test_key_is_in_no_exception_log_or_repr_when_the_server_echoes_it(
     instance.dispose()
     assert files_containing(tmp_path, key) == {}
     plant_and_find(tmp_path / "instance", key)
+
+
+# -- the key in any encoding, keys that cannot be sent, user info ---------------------------------
+
+
+def encodings(secret: str) -> list[bytes]:
+    """``secret`` as a leak could show it: raw, repr- and JSON-escaped, URL-encoded, and the
+    middle of its base64 (standard and URL-safe) at each of the three alignments."""
+    forms = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)}
+    for pad in ("", "x", "xx"):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            forms.add(encode((pad + secret).encode()).decode()[3:-3])
+    return [f.encode() for f in forms if len(f) >= 12]
+
+
+def assert_no_encoding(text: str | bytes, secret: str, where: str) -> None:
+    data = text if isinstance(text, bytes) else text.encode()
+    leaked = [form for form in encodings(secret) if form in data]
+    assert not leaked, f"the secret leaked into {where} as {leaked[0][:12]!r}..."
+
+
+def test_a_key_with_a_control_character_is_refused_without_being_shown(tmp_path: Path, key: str) -> None:
+    """A key with a pasted line break used to reach requests, whose InvalidHeader error
+    quoted it escaped (past the redaction) into stderr, the run storage and compute logs.
+    Now it is refused where the definitions load (CLI) or where the run starts (EnvVar),
+    before anything is sent, by an error that names the variable, not the value."""
+    bad = key[:-8] + "\n" + key[-8:]
+    home = tmp_path / "home"
+    with Emulator(Dataset(dt.date(2026, 9, 1), dt.date(2026, 9, 3), per_day=5), api_key=key) as emu:
+        env = cli_env(key=bad, base_url=emu.base_url, start="2026-09-01", database=tmp_path / "w.duckdb", home=home)
+        done = subprocess.run(materialize_cmd("--partition", "2026-09-02"), env=env, capture_output=True, timeout=180)
+        assert done.returncode != 0
+        assert b"CLOUDGLUE_API_KEY" in done.stderr and b"control character" in done.stderr
+
+        os.environ["CLOUDGLUE_BAD_KEY"] = bad  # the in-process run: no load-time check on this path
+        try:
+            built = build_cloudglue_assets(start_date="2026-09-01")
+            resources = {
+                "cloudglue": CloudglueResource(api_key=dg.EnvVar("CLOUDGLUE_BAD_KEY"), base_url=emu.base_url),
+                "io_manager": CloudglueDuckDBIOManager(database=str(tmp_path / "w.duckdb"), schema="cloudglue"),
+            }
+            instance = dg.DagsterInstance.ephemeral()
+            run = dg.materialize(list(built.assets), resources=resources, instance=instance,
+                                 partition_key="2026-09-02", raise_on_error=False)
+        finally:
+            del os.environ["CLOUDGLUE_BAD_KEY"]
+        assert emu.requests_served == 0  # refused before anything was sent
+    assert not run.success
+    logs = "\n".join(str(record) for record in instance.all_logs(run.run_id))
+    assert "control character" in logs and "STEP_UP_FOR_RETRY" not in logs
+    for where, text in [("stdout", done.stdout), ("stderr", done.stderr), ("the in-process run's events", logs)]:
+        assert_no_encoding(text, bad, where)
+        assert_absent(text, key[:-8], where)
+    assert files_containing(tmp_path, key[:-8]) == {}
+
+
+def test_the_key_is_masked_in_every_encoding_a_server_echoes(tmp_path: Path, key: str) -> None:
+    """A 401 whose text carries the key raw, repr-escaped, URL-encoded and base64-encoded
+    (at two alignments): the error, the run's events and the logs show none of them."""
+    from hostile_server import HostileProxy
+
+    with Emulator(Dataset(dt.date(2026, 9, 1), dt.date(2026, 9, 3), per_day=5), api_key=key) as emu:
+        with HostileProxy(emu, lie="echo_key") as proxy:
+            with pytest.raises(AuthenticationError) as info:
+                CloudglueClient(key, proxy.base_url).list_chat_completions()
+            built = build_cloudglue_assets(start_date="2026-09-01")
+            resources = {
+                "cloudglue": CloudglueResource(api_key=key, base_url=proxy.base_url),
+                "io_manager": CloudglueDuckDBIOManager(database=str(tmp_path / "w.duckdb"), schema="cloudglue"),
+            }
+            instance = dg.DagsterInstance.ephemeral()
+            run = dg.materialize(list(built.assets), resources=resources, instance=instance,
+                                 partition_key="2026-09-02", raise_on_error=False)
+    assert not run.success
+    message = str(info.value)
+    assert message.count("***") >= 7  # every form was there, and masked
+    texts = [message, repr(info.value), run.get_step_failure_events()[0].step_failure_data.error.to_string(),
+             *(str(r) for r in instance.all_logs(run.run_id))]
+    for i, text in enumerate(texts):
+        assert_no_encoding(text, key, f"text {i}")
+
+
+def test_user_info_in_base_url_is_refused_and_never_shown(tmp_path: Path, key: str) -> None:
+    """``https://user:password@host`` would switch requests to Basic auth and echo the
+    password in errors: refused when the definitions load, without repeating it."""
+    password = f"pw-{secrets.token_hex(8)}"
+    url = f"https://alice:{password}@api.cloudglue.dev/v1"
+    with pytest.raises(Exception) as info:
+        CloudglueResource(api_key=key, base_url=url)
+    assert "user info" in str(info.value)
+    assert_no_encoding(str(info.value), password, "the resource's error")
+    env = cli_env(key=key, base_url=url, start="2026-01-01", database=tmp_path / "w.duckdb", home=tmp_path / "home")
+    done = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-m",
+                           "cloudglue_dagster.definitions"], env=env, capture_output=True, timeout=120)
+    assert done.returncode != 0 and b"user info" in done.stdout + done.stderr
+    assert_no_encoding(done.stdout + done.stderr, password, "dagster definitions validate")

@@ -1,0 +1,338 @@
+"""One GET to the Cloudglue API, with every guarantee the client makes about it.
+
+* **Retries** what is worth retrying (429, 500, 502, 503, 504, dropped connections, timeouts,
+  truncated or malformed bodies, a request past its deadline) per :class:`RetryPolicy`,
+  honouring ``Retry-After``, and turns everything else into a typed, permanent
+  :class:`~cloudglue_dagster.errors.CloudglueError`. Nothing else escapes.
+* **A total deadline per request** (:mod:`.deadline`): an attempt past it is cut and counts as
+  a transient failure.
+* **The key stays secret** (:mod:`.secrecy`): sent only in the ``Authorization`` header,
+  scrubbed from every text that reaches a message.
+* **Stops when told.** :meth:`Transport.close` (or a sweep's own cancel event) wakes every
+  waiting request and aborts those in flight, so an interrupted run ends in seconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import json
+import random
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+
+from .deadline import Watch, Watchdog, adapter, current
+from .errors import (
+    AuthenticationError,
+    BadRequestError,
+    CloudglueConfigError,
+    CloudglueError,
+    CloudglueHTTPError,
+    CloudglueRequestError,
+    InvalidResponseError,
+    NotFoundError,
+    RetriesExhaustedError,
+)
+from .secrecy import Redactor, display_url, validate_api_key
+from .throttle import Throttle
+
+__all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "Transport"]
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_REDIRECTS = 5
+"""Redirects followed per request: enough for a moved API root, few enough that a loop fails fast."""
+
+
+class Logger(Protocol):
+    def debug(self, msg: str, *args: Any, **kwargs: Any) -> Any: ...
+    def info(self, msg: str, *args: Any, **kwargs: Any) -> Any: ...
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the client retries transient failures.
+
+    Attributes:
+        max_retries: retries after the first attempt (0 = try once). Default 5.
+        initial_backoff: seconds before the first retry; doubles each retry.
+            Also the floor for a server's ``Retry-After``. Default 0.5.
+        max_backoff: cap on the exponential backoff, in seconds. Default 30.
+        max_retry_after: cap on a server's ``Retry-After``, in seconds, so a
+            misbehaving proxy cannot park a run for hours. Default 120.
+    """
+
+    max_retries: int = 5
+    initial_backoff: float = 0.5
+    max_backoff: float = 30.0
+    max_retry_after: float = 120.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise CloudglueConfigError(f"max_retries must be an integer >= 0, got {self.max_retries!r}")
+        if self.initial_backoff < 0 or self.max_backoff < 0 or self.max_retry_after < 0:
+            raise CloudglueConfigError("backoff durations must be >= 0")
+
+    def backoff(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based): exponential, with jitter.
+
+        "Equal jitter": half the exponential delay is fixed, half random, so
+        concurrent clients spread out but never retry immediately.
+        """
+        delay = min(self.max_backoff, self.initial_backoff * (2 ** (retry - 1)))
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    def retry_after(self, header: str | None, now: dt.datetime | None = None) -> float | None:
+        """Seconds a ``Retry-After`` header asks for (delta-seconds or HTTP-date),
+        clamped to [``initial_backoff``, ``max_retry_after``]; None if absent or unreadable."""
+        if not header:
+            return None
+        header = header.strip()
+        try:
+            seconds = float(header)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(header)
+            except (TypeError, ValueError):
+                return None
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=dt.timezone.utc)
+            seconds = (when - (now or dt.datetime.now(dt.timezone.utc))).total_seconds()
+        if seconds != seconds:  # NaN
+            return None
+        return min(self.max_retry_after, max(self.initial_backoff, seconds))
+
+
+# -- one request -------------------------------------------------------------------------------
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way worth retrying."""
+
+    def __init__(self, description: str, status: int | None = None, retry_after: str | None = None):
+        super().__init__(description)
+        self.description = description
+        self.status = status
+        self.retry_after = retry_after
+
+
+class Transport:
+    """GETs JSON from one API root with retries, a deadline, a shared throttle and redaction.
+
+    Args:
+        api_key: the bearer token (checked with :func:`validate_api_key`).
+        timeout: ``(connect, read)`` seconds; read is between bytes.
+        deadline: seconds one attempt may take in all, headers and body included.
+        retry: the :class:`RetryPolicy`.
+        concurrency: requests in flight at most (the :class:`Throttle` ceiling).
+        logger: where retries are reported.
+        session: a ``requests.Session`` to use instead of a new one.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        timeout: tuple[float, float],
+        deadline: float,
+        retry: RetryPolicy,
+        concurrency: int,
+        logger: Logger,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._api_key = validate_api_key(api_key)
+        self.redact = Redactor(self._api_key)
+        self.timeout = timeout
+        self.deadline = deadline
+        self.retry = retry
+        self.log = logger
+        self.throttle = Throttle(concurrency)
+        self._session = session or requests.Session()
+        self._session.max_redirects = MAX_REDIRECTS
+        # One pooled connection per concurrent request, so fan-out reuses sockets.
+        pooled = adapter(max(10, concurrency))
+        self._session.mount("https://", pooled)
+        self._session.mount("http://", pooled)
+        self._watchdog = Watchdog()
+        self._stop = threading.Event()
+        self._count_lock = threading.Lock()
+        self.requests_sent = 0
+
+    def close(self) -> None:
+        """Stop: waiting requests give up, requests in flight are cut, connections closed."""
+        self._stop.set()
+        self.throttle.close()
+        self._watchdog.close()
+        self._session.close()
+
+    def abort_in_flight(self) -> None:
+        """Cut the requests in flight now (a sweep that stops early, or an interrupt)."""
+        self._watchdog.abort_all()
+
+    def get_json(
+        self, url: str, params: Mapping[str, Any], headers: Mapping[str, str], cancel: threading.Event | None = None
+    ) -> Any:
+        """GET ``url`` and decode its JSON body, retrying transient failures per ``retry``.
+
+        Every attempt holds a slot of the :class:`Throttle`: a 429 pauses all requests and
+        lowers the concurrency; other failures back off this request alone. ``cancel`` (or
+        :meth:`close`) ends the retries at once.
+
+        Raises:
+            RetriesExhaustedError: transient failures outlasted ``max_retries``.
+            CloudglueHTTPError and subclasses: the API refused the request.
+            CloudglueRequestError: the request cannot be sent or completed (redirect loop...).
+            InvalidResponseError: a 200 whose body no JSON parser can represent.
+            CloudglueError: the transport was closed or the sweep cancelled.
+        """
+        path = urlsplit(url).path
+        attempts = 0
+        while True:
+            self._check_running(cancel)
+            attempts += 1
+            with self.throttle.slot(cancel):
+                try:
+                    body = self._attempt(url, params, headers)
+                except _Retryable as exc:
+                    failure = exc
+                else:
+                    self.throttle.succeeded()
+                    return body
+            self._check_running(cancel)
+            if attempts > self.retry.max_retries:
+                raise RetriesExhaustedError(
+                    f"GET {path} failed after {attempts} attempts; last error: {failure.description}."
+                    " The Cloudglue API or the network is unavailable; try again later"
+                    " or raise max_retries.",
+                    attempts=attempts,
+                    last_status=failure.status,
+                    last_error=failure.description,
+                )
+            self._back_off(path, attempts, failure, cancel)
+
+    def _back_off(self, path: str, attempts: int, failure: _Retryable, cancel: threading.Event | None) -> None:
+        wait = self.retry.retry_after(failure.retry_after)
+        if wait is None:
+            wait = self.retry.backoff(attempts)
+        if failure.status == 429:
+            limit = self.throttle.throttled(wait)
+            self.log.warning(
+                f"Cloudglue API: rate limited (HTTP 429) on GET {path}; all requests pause"
+                f" {wait:.2f}s, concurrency now {limit}; retry {attempts} of {self.retry.max_retries}"
+            )
+            return
+        self.log.warning(
+            f"Cloudglue API: {failure.description} on GET {path}; retry {attempts}"
+            f" of {self.retry.max_retries} in {wait:.2f}s"
+        )
+        end = time.monotonic() + wait
+        while (left := end - time.monotonic()) > 0:
+            self._stop.wait(min(left, 0.1))
+            self._check_running(cancel)
+
+    def _check_running(self, cancel: threading.Event | None) -> None:
+        if self._stop.is_set() or (cancel is not None and cancel.is_set()):
+            raise CloudglueError("The Cloudglue client was stopped (closed, or its sweep cancelled).")
+
+    def _attempt(self, url: str, params: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
+        with self._count_lock:
+            self.requests_sent += 1
+        watch = self._watchdog.watch(self.deadline)
+        current.watch = watch
+        try:
+            response = self._send(url, params, headers, watch)
+        finally:
+            current.watch = None
+            self._watchdog.release(watch)
+        status = response.status_code
+        if status == 200:
+            return self._decode(response)
+        message = self._server_message(response)
+        if status in RETRYABLE_STATUSES:
+            detail = f"HTTP {status}" + (f" ({message})" if message else "")
+            raise _Retryable(detail, status=status, retry_after=response.headers.get("Retry-After"))
+        raise self._http_error(status, message, url)
+
+    def _send(self, url: str, params: Mapping[str, Any], headers: Mapping[str, str], watch: Watch) -> requests.Response:
+        """The request, its exceptions mapped: transient ones to :class:`_Retryable`, the rest
+        to a permanent :class:`CloudglueRequestError` whose text is redacted."""
+        auth = {**headers, "Authorization": f"Bearer {self._api_key}"}
+        try:
+            return self._session.get(url, params=params, headers=auth, timeout=self.timeout)
+        except requests.TooManyRedirects:
+            raise CloudglueRequestError(
+                f"GET {display_url(url)} was redirected more than {MAX_REDIRECTS} times (a redirect"
+                " loop?). Check base_url: it should be the API root, e.g. https://api.cloudglue.dev/v1."
+            ) from None
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:
+            if watch.aborted:
+                raise CloudglueError("The Cloudglue request was aborted (the sweep stopped).") from None
+            if watch.expired:
+                raise _Retryable(f"exceeded the request deadline of {self.deadline:g}s") from None
+            if isinstance(exc, requests.Timeout):
+                raise _Retryable(f"timed out ({type(exc).__name__})") from None
+            # ChunkedEncodingError is also how urllib3 reports a body shorter
+            # than its Content-Length: a truncated response.
+            raise _Retryable(f"connection failed or body truncated ({type(exc).__name__})") from None
+        except Exception as exc:  # noqa: BLE001 - nothing but CloudglueError leaves the client
+            raise CloudglueRequestError(
+                f"GET {display_url(url)} could not be sent: {type(exc).__name__}: {self.redact(str(exc))[:500]}"
+            ) from None
+
+    def _decode(self, response: requests.Response) -> Any:
+        try:
+            return json.loads(response.content)
+        except RecursionError:
+            raise InvalidResponseError(
+                f"the body ({len(response.content)} bytes) nests deeper than a JSON parser can follow"
+            ) from None
+        except ValueError as exc:  # UnicodeDecodeError included
+            if "digits" in str(exc):  # Python's limit on integer digits: valid JSON we refuse to read
+                raise InvalidResponseError(f"the body holds an integer too long to read ({exc})") from None
+            raise _Retryable(
+                f"malformed JSON body ({len(response.content)} bytes,"
+                f" Content-Type {response.headers.get('Content-Type', 'missing')!r})",
+                status=200,
+            ) from None
+
+    def _http_error(self, status: int, message: str | None, url: str) -> CloudglueHTTPError:
+        said = f": {message}" if message else ""
+        root = display_url(url).rsplit("/chat/completions", 1)[0]
+        if status in (401, 403):
+            return AuthenticationError(
+                f"Cloudglue API refused the API key (HTTP {status}{said}). Check that CLOUDGLUE_API_KEY"
+                f" holds a valid key for {root}.",
+                status_code=status,
+                server_message=message,
+            )
+        if status == 400:
+            return BadRequestError(
+                f"Cloudglue API rejected the request (HTTP 400{said}).", status_code=status, server_message=message
+            )
+        if status == 404:
+            return NotFoundError(
+                f"Cloudglue API answered 404 Not Found{said}. Check base_url ({root}):"
+                " it should end with the API version, e.g. https://api.cloudglue.dev/v1.",
+                status_code=status,
+                server_message=message,
+            )
+        return CloudglueHTTPError(
+            f"Cloudglue API answered HTTP {status}{said}.", status_code=status, server_message=message
+        )
+
+    def _server_message(self, response: requests.Response) -> str | None:
+        """The ``error`` text of a JSON error body, redacted; None for other bodies (HTML pages)."""
+        try:
+            body = json.loads(response.content)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
+        if isinstance(body, Mapping) and isinstance(body.get("error"), str):
+            return self.redact(body["error"])[:500]
+        return None

@@ -1,0 +1,141 @@
+"""A loopback server that answers like the emulator behind it, except in one chosen way.
+
+``HostileProxy(emu)`` forwards every request (path, query, ``Authorization``) to ``emu`` over
+real HTTP and returns its answer, rewritten by the current ``lie`` (settable at any time; None
+answers honestly). The lies are the self-contradictory or hostile answers a broken server, a
+caching proxy or an attacker could give; see :data:`LIES`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, quote, quote_plus, urlsplit
+
+from cloudglue_dagster.emulator import Emulator
+
+LIES = {
+    "empty_first_page": "offset 0 answers data: [] with the true total",
+    "same_page": "every offset answers the page at offset 0 (echoing the offset asked)",
+    "more_than_total": "every page claims a total smaller than the records it holds",
+    "huge_tokens": "the first record of every page reports usage.total_tokens = 2**70",
+    "deep_json": "a 200 whose body is 100,000 nested arrays",
+    "lone_surrogate": "the first choice of the records in ``targets`` says '\\ud800' (valid JSON, not valid text)",
+    "redirect_loop": "every request is redirected (302) to itself",
+    "trickle": "the body is sent one byte every 0.2 s",
+    "echo_key": "401 whose error text holds the key raw, repr-escaped, URL-encoded and base64",
+}
+
+
+class HostileProxy:
+    """Start with ``with HostileProxy(emu) as proxy:``; point clients at ``proxy.base_url``."""
+
+    def __init__(self, emu: Emulator, lie: str | None = None) -> None:
+        self.emu = emu
+        self.lie = lie
+        self.requests = 0
+        self.seen_offsets: list[int] = []
+        self.targets: set[str] = set()
+        """Completion ids the ``lone_surrogate`` lie corrupts."""
+        self.moves: dict[str, int] = {}
+        """Completion id -> the ``created_at`` (epoch ms) to answer for it, lie or not."""
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __enter__(self) -> HostileProxy:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:  # noqa: N802
+                proxy.requests += 1
+                status, headers, body, trickle = proxy._answer(self.path, self.headers.get("Authorization"))
+                self.send_response(status)
+                for k, v in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    if trickle:
+                        for i in range(len(body)):
+                            self.wfile.write(body[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                    else:
+                        self.wfile.write(body)
+                except OSError:
+                    self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def _forward(self, path: str, auth: str | None) -> tuple[int, Any]:
+        request = urllib.request.Request(self.emu.base_url.removesuffix("/v1") + path, headers={"Authorization": auth or ""})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def _answer(self, path: str, auth: str | None) -> tuple[int, dict[str, str], bytes, bool]:
+        lie = self.lie
+        query = {k: v[0] for k, v in parse_qs(urlsplit(path).query).items()}
+        offset = int(query.get("offset", "0"))
+        self.seen_offsets.append(offset)
+        if lie == "redirect_loop":
+            return 302, {"Location": path}, b"", False
+        if lie == "deep_json":
+            return 200, {}, b"[" * 100_000 + b"]" * 100_000, False
+        if lie == "echo_key":
+            key = (auth or "").removeprefix("Bearer ")
+            forms = [key, repr(key), quote(key, safe=""), quote_plus(key), base64.b64encode(key.encode()).decode(),
+                     base64.b64encode(f"x{key}".encode()).decode(), base64.urlsafe_b64encode(f"ab{key}".encode()).decode()]
+            return 401, {}, json.dumps({"error": "invalid key: " + " | ".join(forms)}).encode(), False
+        if lie == "same_page":
+            path = path.replace(f"offset={offset}", "offset=0")
+        status, body = self._forward(path, auth)
+        if status == 200:
+            for record in body["data"]:
+                record["created_at"] = self.moves.get(record["id"], record["created_at"])
+            if lie is not None:
+                body = self._rewrite(lie, body, offset)
+        # json.dumps escapes a lone surrogate as \ud800: valid JSON that decodes to invalid text.
+        return status, {}, json.dumps(body).encode(), lie == "trickle"
+
+    def _rewrite(self, lie: str, body: dict[str, Any], offset: int) -> dict[str, Any]:
+        if lie == "empty_first_page" and offset == 0:
+            body["data"] = []
+        elif lie == "same_page":
+            body["offset"] = offset
+        elif lie == "more_than_total" and body["data"]:
+            body["total"] = offset + len(body["data"]) // 2
+        elif lie == "huge_tokens" and body["data"]:
+            body["data"][0]["usage"]["total_tokens"] = 2**70
+        elif lie == "lone_surrogate":
+            for record in body["data"]:
+                if record["id"] in self.targets:
+                    record["choices"][0]["message"]["content"] = "\ud800"
+        return body
