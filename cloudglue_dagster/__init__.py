@@ -9,11 +9,15 @@ from .errors import (
     CloudglueConfigError,
     CloudglueError,
     CloudglueHTTPError,
+    CloudglueRequestError,
+    InconsistentResponseError,
     InvalidResponseError,
     NotFoundError,
     RetriesExhaustedError,
+    is_transient,
 )
 from .frames import ModelPrice
+from .guards import ShrinkGuard
 from .io_manager import CloudglueDuckDBIOManager
 from .models import ChatCompletion, ChatCompletionPage, ChatMessage, Choice, Usage
 from .resource import CloudglueResource
@@ -33,12 +37,16 @@ __all__ = [
     "CloudglueDuckDBIOManager",
     "CloudglueError",
     "CloudglueHTTPError",
+    "CloudglueRequestError",
     "CloudglueResource",
+    "InconsistentResponseError",
     "InvalidResponseError",
     "ModelPrice",
     "NotFoundError",
     "RetriesExhaustedError",
     "RetryPolicy",
+    "ShrinkGuard",
     "Usage",
     "build_cloudglue_assets",
+    "is_transient",
 ]

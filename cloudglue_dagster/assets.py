@@ -15,15 +15,10 @@ from .checks import (
     chat_check_specs,
     messages_check_outcomes,
     messages_check_specs,
+    recorded_row_counts,
     report_checks,
 )
-from .errors import (
-    AuthenticationError,
-    BadRequestError,
-    CloudglueConfigError,
-    InvalidResponseError,
-    NotFoundError,
-)
+from .errors import CloudglueConfigError
 from .frames import (
     ACCOUNTING_COLUMNS,
     CHAT_COMPLETIONS_COLUMNS,
@@ -36,20 +31,31 @@ from .frames import (
     conform,
     token_usage_frame,
 )
+from .guards import ALLOW_SHRINK_TAG, ShrinkGuard, ShrinkRefusedError
 from .metadata import column_schema, cost_metadata, frame_metadata, messages_metadata
 from .resource import CloudglueResource
+from .run_control import TerminationWatch, step_errors
 from .sensors import build_freshness, build_late_data_sensor
 from .window import WindowSweep
 
-__all__ = ["DEFAULT_POOL", "CloudglueAssets", "build_cloudglue_assets", "partition_slices"]
+__all__ = [
+    "DEFAULT_POOL",
+    "DEFAULT_RETRY_POLICY",
+    "DEFAULT_SHRINK_GUARD",
+    "CloudglueAssets",
+    "build_cloudglue_assets",
+    "partition_slices",
+]
 
 DEFAULT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-"""Step retries for what outlasted the client's own retries (an API outage): 30 s, 60 s, 120 s, with jitter."""
+"""Step retries for transient errors only (an API outage that outlasted the client's own
+retries): Dagster's exponential backoff, (2**n - 1) x 30 s, so about 30, 90 and 210 s, each
++-30 s of jitter (see :func:`.run_control.retry_delay`)."""
 
-# Errors a retry cannot fix: fail at once, without Dagster step retries.
-_PERMANENT_ERRORS = (AuthenticationError, BadRequestError, NotFoundError, InvalidResponseError, CloudglueConfigError)
+DEFAULT_SHRINK_GUARD = ShrinkGuard()
+"""Refuse a replace that removes more than half of a stored day of 20 rows or more."""
 
 DEFAULT_POOL = "{key_prefix}"
 """The default concurrency pool: ``{key_prefix}`` stands for the key prefix
@@ -123,6 +129,24 @@ def partition_slices(
         yield key, frame.iloc[lo:hi]
 
 
+def _guard_shrink(
+    context: dg.AssetExecutionContext, key: dg.AssetKey, guard: ShrinkGuard | None, new: Mapping[str, int]
+) -> None:
+    """Raise :class:`ShrinkRefusedError` if the run would shrink stored days sharply (see
+    :mod:`.guards`), unless the run is tagged ``cloudglue/allow_shrink=true``."""
+    if guard is None:
+        return
+    allowed = context.run.tags.get(ALLOW_SHRINK_TAG, "").strip().lower() == "true"
+    days = guard.shrinking(recorded_row_counts(context.instance, key, list(new)), new)
+    if days and allowed:
+        context.log.warning(
+            f"{len(days)} day(s) shrink sharply ({', '.join(f'{d}: {a} -> {b}' for d, a, b in days[:10])});"
+            f" replacing them as the run tag {ALLOW_SHRINK_TAG}=true allows"
+        )
+    elif days:
+        raise ShrinkRefusedError(days, guard)
+
+
 def _parse_start_date(start_date: str | dt.date) -> dt.date:
     if isinstance(start_date, dt.datetime):
         start_date = start_date.date()
@@ -149,6 +173,7 @@ def build_cloudglue_assets(
     io_manager_key: str = "io_manager",
     max_partitions_per_run: int | None = None,
     retry_policy: dg.RetryPolicy | None = DEFAULT_RETRY_POLICY,
+    shrink_guard: ShrinkGuard | None = DEFAULT_SHRINK_GUARD,
     storage_kind: str = "duckdb",
     schedule_hour: int = 1,
     pool: str | None = DEFAULT_POOL,
@@ -173,8 +198,15 @@ def build_cloudglue_assets(
         max_partitions_per_run: None (default) backfills any range in one run
             with one paged sweep; a number caps the days per run, bounding a
             run's memory.
-        retry_policy: step retries for transient failures that outlast the
-            client's own retries; None disables them.
+        retry_policy: step retries for transient failures only (an API outage
+            that outlasted the client's own retries, a window that kept changing);
+            None disables them. Applied by the assets themselves, which carry no
+            Dagster retry policy: Dagster would also retry permanent errors and
+            turn a termination (SIGTERM, SIGINT, the UI's Terminate) into a retry.
+        shrink_guard: refuse, before writing, a replace that would remove more
+            than ``max_loss_fraction`` of a stored day's rows (days of at least
+            ``min_stored_rows``); the run tag ``cloudglue/allow_shrink=true``
+            accepts it. None: no guard.
         storage_kind: the storage kind shown in the UI next to ``cloudglue``
             and ``pandas``.
         schedule_hour: UTC hour at which the daily schedule materializes the
@@ -218,6 +250,7 @@ def build_cloudglue_assets(
             io_manager_key=io_manager_key,
             max_partitions_per_run=max_partitions_per_run,
             retry_policy=retry_policy,
+            shrink_guard=shrink_guard,
             storage_kind=storage_kind,
             schedule_hour=schedule_hour,
             pool=pool,
@@ -237,6 +270,7 @@ def _build(
     io_manager_key: str,
     max_partitions_per_run: int | None,
     retry_policy: dg.RetryPolicy | None,
+    shrink_guard: ShrinkGuard | None,
     storage_kind: str,
     schedule_hour: int,
     pool: str | None,
@@ -265,6 +299,10 @@ def _build(
     for model, price in prices.items():
         if not isinstance(price, ModelPrice):
             raise CloudglueConfigError(f"prices[{model!r}] must be a ModelPrice, got {type(price).__name__}")
+    if retry_policy is not None and not isinstance(retry_policy, dg.RetryPolicy):
+        raise CloudglueConfigError(f"retry_policy must be a dg.RetryPolicy or None, got {type(retry_policy).__name__}")
+    if shrink_guard is not None and not isinstance(shrink_guard, ShrinkGuard):
+        raise CloudglueConfigError(f"shrink_guard must be a ShrinkGuard or None, got {type(shrink_guard).__name__}")
     if pool is not None:
         pool = pool.replace(DEFAULT_POOL, name)
     partitions = dg.DailyPartitionsDefinition(start_date=first_day.isoformat(), timezone="UTC")
@@ -279,7 +317,7 @@ def _build(
         "group_name": group_name,
         "kinds": {"cloudglue", "pandas", storage_kind},
         "io_manager_key": io_manager_key,
-        "retry_policy": retry_policy,
+        # No retry_policy here: see run_control (step_errors applies it to transient errors).
     }
     chat_key = dg.AssetKey([*prefix, "chat_completions"])
     messages_key = dg.AssetKey([*prefix, "chat_messages"])
@@ -304,12 +342,14 @@ def _build(
         resource: CloudglueResource = getattr(context.resources, resource_key)
         window = context.partition_time_window
         fetched = WindowSweep(window.start, window.end)
-        with resource.get_client(logger=context.log) as client:
-            try:
-                frame = chat_completions_frame(fetched.completions(client, resource.page_size))
-            except _PERMANENT_ERRORS as exc:
-                raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        keys = context.partition_keys
+        termination = TerminationWatch(context)
+        with step_errors(context, retry_policy):
+            with resource.get_client(logger=context.log) as client:
+                frame = chat_completions_frame(termination.watch(fetched.completions(client, resource.page_size)))
+            keys = context.partition_keys
+            days = list(partition_slices(frame, "created_at", partitions, keys))
+            _guard_shrink(context, chat_key, shrink_guard, {key: len(day) for key, day in days})
+            termination.check()
         context.log.info(
             f"Fetched {fetched.received} completions for {fetched.created_after}..{fetched.created_before}"
             f" in {fetched.requests} requests and {fetched.seconds:.2f}s; kept {fetched.kept} in {len(keys)}"
@@ -330,7 +370,6 @@ def _build(
             "api_rate_limited": dg.MetadataValue.int(fetched.rate_limited),
             "lowest_concurrency": dg.MetadataValue.int(fetched.lowest_concurrency),
         }
-        days = list(partition_slices(frame, "created_at", partitions, keys))
         for key, day in days:
             day_metadata = frame_metadata(
                 day, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=_CHAT_PREVIEW, time_column="created_at"
@@ -356,6 +395,8 @@ def _build(
         },
     )
     def token_usage(context: dg.AssetExecutionContext, chat_completions: pd.DataFrame) -> pd.DataFrame:
+        with step_errors(context, retry_policy):
+            TerminationWatch(context).check()
         usage = token_usage_frame(conform(chat_completions, ACCOUNTING_COLUMNS), prices)
         for key, day in partition_slices(usage, "date", partitions, context.partition_keys):
             metadata = frame_metadata(day, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW)
@@ -379,6 +420,8 @@ def _build(
     def chat_messages(
         context: dg.AssetExecutionContext, chat_completions: pd.DataFrame
     ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
+        with step_errors(context, retry_policy):
+            TerminationWatch(context).check()
         # Storage returns rows in no particular order; sorted, the messages come out sorted by day.
         chat = conform(chat_completions, MESSAGE_SOURCE_COLUMNS).sort_values(
             ["created_at", "id"], kind="stable", ignore_index=True

@@ -30,6 +30,7 @@ __all__ = [
     "messages_check_outcomes",
     "messages_check_specs",
     "negative_token_rows",
+    "recorded_row_counts",
     "rows_outside",
 ]
 
@@ -110,14 +111,30 @@ def _examples(values: Sequence[Any], limit: int = 10) -> str:
 
 
 def latest_materializations(instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]) -> dict[str, Any]:
-    """The latest materialization record of each partition (None when it has none)."""
-    out: dict[str, Any] = {}
-    for key in keys:
+    """The latest materialization record of each partition (None when it has none), in two
+    queries whatever the number of partitions."""
+    latest_ids = instance.get_latest_storage_id_by_partition(
+        asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(keys)
+    )
+    by_id: dict[int, Any] = {}
+    if latest_ids:
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[key]), limit=1
+            dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(latest_ids.values())), limit=len(latest_ids)
         ).records
-        out[key] = records[0] if records else None
-    return out
+        by_id = {record.storage_id: record for record in records}
+    return {key: by_id.get(latest_ids[key]) if key in latest_ids else None for key in keys}
+
+
+def recorded_row_counts(instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]) -> dict[str, int]:
+    """``dagster/partition_row_count`` of each partition's latest materialization, for the
+    partitions that recorded one."""
+    counts: dict[str, int] = {}
+    for key, record in latest_materializations(instance, asset_key, keys).items():
+        materialization = record.asset_materialization if record is not None else None
+        value = materialization.metadata.get("dagster/partition_row_count") if materialization else None
+        if value is not None and isinstance(value.value, int):
+            counts[key] = value.value
+    return counts
 
 
 def _evaluations(

@@ -27,6 +27,7 @@ from .assets import build_cloudglue_assets
 from .client import DEFAULT_BASE_URL
 from .errors import CloudglueConfigError
 from .frames import ModelPrice
+from .guards import ShrinkGuard
 from .io_manager import CloudglueDuckDBIOManager
 from .resource import CloudglueResource
 
@@ -51,6 +52,9 @@ class CloudglueAccount(dg.Model):
     max_concurrent_requests: int | None = Field(default=None, description="Pages fetched at once (1..64; 8).")
     max_retries: int | None = Field(default=None, description="Retries of one request (0..20; 5).")
     timeout_seconds: float | None = Field(default=None, description="Read timeout in seconds (60).")
+    request_deadline_seconds: float | None = Field(
+        default=None, description="Seconds one attempt of a request may take in all (120)."
+    )
 
 
 class DuckDBStorage(dg.Model):
@@ -64,6 +68,13 @@ class DuckDBStorage(dg.Model):
         alias="schema",  # `schema` is taken on pydantic models
         description="Schema of the tables. Default: the key prefix joined with '_' (cloudglue).",
     )
+
+
+class ShrinkGuardModel(dg.Model):
+    """When a replace that removes most of a stored day is refused (see ``ShrinkGuard``)."""
+
+    max_loss_fraction: float = Field(default=0.5, description="Share of a day's stored rows a replace may remove (0..1).")
+    min_stored_rows: int = Field(default=20, description="Days with fewer stored rows are not guarded.")
 
 
 class Price(dg.Model):
@@ -121,6 +132,13 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
     prices: dict[str, Price] | None = Field(
         default=None, description="Model name -> price per million tokens, for token_usage's cost columns."
     )
+    shrink_guard: ShrinkGuardModel | None = Field(
+        default_factory=ShrinkGuardModel,
+        description=(
+            "Refuse a replace that removes more than max_loss_fraction of a stored day's rows (run tag"
+            " cloudglue/allow_shrink=true accepts it); null: no guard."
+        ),
+    )
 
     @classmethod
     def get_spec(cls) -> dg.ComponentTypeSpec:
@@ -156,12 +174,16 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             freshness_deadline_hour=self.freshness_deadline_hour,
             late_data_lookback_days=self.late_data_lookback_days,
             late_data_interval_seconds=self.late_data_interval_seconds,
+            shrink_guard=None if self.shrink_guard is None else ShrinkGuard(
+                self.shrink_guard.max_loss_fraction, self.shrink_guard.min_stored_rows
+            ),
         )
         account = self.account
         optional = {
             "max_concurrent_requests": account.max_concurrent_requests,
             "max_retries": account.max_retries,
             "timeout_seconds": account.timeout_seconds,
+            "request_deadline_seconds": account.request_deadline_seconds,
         }
         resources: dict[str, object] = {
             resource_key: CloudglueResource(

@@ -163,3 +163,30 @@ def test_cost_columns_have_a_stable_contract_regardless_of_prices() -> None:
     schema = defs.resolve_assets_def(key("cloudglue/token_usage")).specs_by_key[dg.AssetKey(["cloudglue", "token_usage"])]
     names = [c.name for c in schema.metadata["dagster/column_schema"].columns]
     assert names[-3:] == ["input_cost", "output_cost", "total_cost"]
+
+
+@pytest.mark.parametrize(("guard", "second_run_succeeds"), [("absent", False), ("null", True)])
+def test_the_shrink_guard_attribute_reaches_the_assets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, guard: str, second_run_succeeds: bool
+) -> None:
+    """By default a run that would empty a stored day is refused; ``shrink_guard: null`` lets
+    it. (Two emulators on one port: the same account answering 40 completions, then none.)"""
+    from rel_support import free_port
+
+    port = free_port()
+    monkeypatch.setenv("K", "k")
+    attributes = {"account": {"api_key_env_var": "K", "base_url": f"http://127.0.0.1:{port}/v1"},
+                  "start_date": "2026-06-01", "io_manager": {"duckdb_path": str(tmp_path / "w.duckdb")}}
+    if guard == "null":
+        attributes["shrink_guard"] = None
+    defs = component_defs(component=CloudglueComponent.model_validate(attributes))
+    job = defs.resolve_job_def("cloudglue_daily")
+    instance = dg.DagsterInstance.ephemeral()
+    day = dt.date(2026, 6, 2)
+    outcomes = []
+    for per_day in (40, 0):
+        dataset = Dataset(dt.date(2026, 6, 1), dt.date(2026, 6, 3), counts={day: per_day}, seed=1)
+        with Emulator(dataset, api_key="k", port=port):
+            result = job.execute_in_process(instance=instance, partition_key=day.isoformat(), raise_on_error=False)
+            outcomes.append(result.success)
+    assert outcomes == [True, second_run_succeeds]

@@ -1,0 +1,93 @@
+"""How the assets' steps fail, retry and stop: the Dagster side of :func:`.errors.is_transient`.
+
+Dagster applies an op's ``RetryPolicy`` to every exception *and to interrupts*: SIGTERM or
+SIGINT during a step with a policy (the UI's *Terminate*, Ctrl-C) becomes a step retry, and the
+run goes on. So the assets carry no Dagster retry policy. Instead :func:`step_errors` asks for
+a retry (``dg.RetryRequested``, timed by the factory's ``retry_policy``) only for transient
+errors; a permanent error fails the step at once; an interrupt ends the run.
+
+A run can also be marked CANCELING without any signal reaching its process (the UI's
+*Terminate* on a run started by ``dagster asset materialize``): :class:`TerminationWatch`
+polls the run's status while the sweep runs and before anything is written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import dagster as dg
+
+from .errors import CloudglueError, is_transient
+
+__all__ = ["RunTerminatedError", "TerminationWatch", "retry_delay", "step_errors"]
+
+T = TypeVar("T")
+
+_STOPPED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
+
+
+def retry_delay(policy: dg.RetryPolicy, retry_number: int) -> float:
+    """Seconds before step retry ``retry_number + 1`` (``retry_number`` = retries so far),
+    exactly as Dagster computes it for ``policy`` (exponential: ``(2**n - 1) * delay``)."""
+    return float(policy.calculate_delay(retry_number + 1))
+
+
+@contextmanager
+def step_errors(context: dg.AssetExecutionContext, retry_policy: dg.RetryPolicy | None) -> Iterator[None]:
+    """Transient :class:`CloudglueError` -> a step retry per ``retry_policy`` (or a failure
+    when it is None); any other :class:`CloudglueError` -> ``dg.Failure`` that Dagster never
+    retries. Interrupts and other exceptions pass through unchanged: the assets carry no
+    Dagster retry policy, so nothing else is ever retried."""
+    try:
+        yield
+    except CloudglueError as exc:
+        if is_transient(exc) and retry_policy is not None:
+            context.log.warning(
+                f"{exc} Step retry {context.retry_number + 1} of {retry_policy.max_retries} in"
+                f" {retry_delay(retry_policy, context.retry_number):.0f}s."
+            )
+            raise dg.RetryRequested(
+                max_retries=retry_policy.max_retries,
+                seconds_to_wait=retry_delay(retry_policy, context.retry_number),
+            ) from exc
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
+
+class RunTerminatedError(CloudglueError):
+    """The run was terminated (marked CANCELING or CANCELED) while the step ran; nothing was
+    written by this step. Permanent."""
+
+
+class TerminationWatch:
+    """Raises :class:`RunTerminatedError` once the run is CANCELING or CANCELED.
+
+    Args:
+        context: the step's context (its instance and run id).
+        every: seconds between two status reads while :meth:`watch` iterates. Default 1.
+    """
+
+    def __init__(self, context: dg.AssetExecutionContext, every: float = 1.0) -> None:
+        self._instance = context.instance
+        self._run_id = context.run.run_id
+        self._every = every
+        self._next = time.monotonic() + every
+
+    def check(self) -> None:
+        """Read the run's status now; raise if it was terminated."""
+        run = self._instance.get_run_by_id(self._run_id)
+        if run is not None and run.status in _STOPPED:
+            raise RunTerminatedError(
+                f"Run {self._run_id} was terminated ({run.status.value}); this step stopped before"
+                " writing anything, so the stored rows are kept."
+            )
+
+    def watch(self, items: Iterable[T]) -> Iterator[T]:
+        """``items``, checking the run's status at most every ``every`` seconds."""
+        for item in items:
+            if time.monotonic() >= self._next:
+                self.check()
+                self._next = time.monotonic() + self._every
+            yield item

@@ -1,0 +1,344 @@
+"""Hostile answers through real runs: nothing stored is replaced by a worse answer.
+
+Each test first stores good rows (a real Dagster run against the emulator into a real DuckDB
+file), then lets a server lie in one way (``tests/hostile_server.py``, a loopback proxy in
+front of the emulator) and runs again, with the default step retry policy in force. The
+second run must fail at once (no step retry) with an error that says what happened, and
+every stored row must be exactly as before.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from conftest import TEST_KEY, Pipeline
+from hostile_server import HostileProxy
+from rel_support import cli_env, materialize_cmd, read_table
+
+from cloudglue_dagster import (
+    CloudglueClient,
+    CloudglueError,
+    CloudglueResource,
+    InconsistentResponseError,
+    InvalidResponseError,
+    RetriesExhaustedError,
+)
+from cloudglue_dagster.assets import DEFAULT_RETRY_POLICY
+from cloudglue_dagster.emulator import Dataset, Emulator
+from cloudglue_dagster.errors import CloudglueRequestError, is_transient
+from cloudglue_dagster.guards import ALLOW_SHRINK_TAG, ShrinkGuard
+from cloudglue_dagster.run_control import retry_delay
+from cloudglue_dagster.sweep import MAX_REREADS
+
+START = dt.date(2026, 5, 1)
+FIRST, LAST = "2026-05-03", "2026-05-05"
+TABLES = ("chat_completions", "token_usage", "chat_messages")
+
+
+@pytest.fixture
+def emu() -> Iterator[Emulator]:
+    days = [START + dt.timedelta(days=i) for i in range(8)]
+    dataset = Dataset(START, days[-1], seed=11, counts={d: 30 + 7 * i for i, d in enumerate(days)})
+    with Emulator(dataset, api_key=TEST_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(emu: Emulator) -> Iterator[HostileProxy]:
+    with HostileProxy(emu) as server:
+        yield server
+
+
+def pipeline_through(proxy: HostileProxy, database: Path, *, page_size: int = 10) -> Pipeline:
+    """Our assets with the default step retry policy, reading the API through ``proxy``."""
+    pipeline = Pipeline(proxy.emu, database, START.isoformat(), retry_policy=DEFAULT_RETRY_POLICY)
+    pipeline.resources["cloudglue"] = CloudglueResource(
+        api_key=TEST_KEY, base_url=proxy.base_url, max_retries=1, page_size=page_size, max_concurrent_requests=4
+    )
+    return pipeline
+
+
+def stored(database: Path) -> dict[str, pd.DataFrame]:
+    """Every stored row of the three tables, in a stable order."""
+    out = {}
+    for name in TABLES:
+        table = read_table(database, name)
+        out[name] = table.sort_values(list(table.columns[:3]), ignore_index=True)
+    return out
+
+
+def assert_unchanged(before: dict[str, pd.DataFrame], database: Path) -> None:
+    after = stored(database)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(before[name], after[name], obj=name)
+
+
+def failed_at_once(result: dg.ExecuteInProcessResult) -> str:
+    """The run failed, without any step retry; returns the failure's message."""
+    assert not result.success
+    kinds = [e.event_type_value for e in result.all_events]
+    assert "STEP_UP_FOR_RETRY" not in kinds, "a permanent error was retried"
+    return result.get_step_failure_events()[0].step_failure_data.error.to_string()
+
+
+# -- 1. self-contradictory sweeps --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lie", ["empty_first_page", "same_page", "more_than_total"])
+def test_a_self_contradictory_sweep_fails_at_once_and_keeps_every_row(proxy: HostileProxy, tmp_path: Path, lie: str) -> None:
+    """An empty first page while total > 0, the same page for every offset, and pages holding
+    more records than total: each used to succeed and delete stored rows. Now the window is
+    read again (page by page), and when the answer stays inconsistent the run fails with
+    InconsistentResponseError naming the window, the offsets and the counts."""
+    pipeline = pipeline_through(proxy, tmp_path / "w.duckdb")
+    assert pipeline.materialize(FIRST, LAST).success
+    before = stored(pipeline.database)
+    assert len(before["chat_completions"]) > 60
+    proxy.lie, proxy.requests = lie, 0
+    message = failed_at_once(pipeline.materialize(FIRST, LAST, raise_on_error=False))
+    assert "InconsistentResponseError" in message or "self-contradictory" in message
+    assert "created_after=2026-05-02 created_before=2026-05-06" in message
+    assert f"{1 + MAX_REREADS} times in a row" in message and "offset" in message
+    assert proxy.seen_offsets.count(0) >= 1 + MAX_REREADS  # it did read the window again
+    assert_unchanged(before, pipeline.database)
+
+
+def test_client_reads_an_inconsistent_window_again_and_then_gives_up(proxy: HostileProxy) -> None:
+    """The same lies against the client alone: each read is checked, re-read MAX_REREADS
+    times, and the error is permanent and carries what each read found."""
+    for lie in ("empty_first_page", "same_page", "more_than_total"):
+        proxy.lie = lie
+        with CloudglueClient(TEST_KEY, proxy.base_url, max_concurrent_requests=4) as client:
+            with pytest.raises(InconsistentResponseError) as info:
+                list(client.iter_chat_completions("2026-05-02", "2026-05-06", page_size=10))
+        error = info.value
+        assert (error.created_after, error.created_before, error.reads) == ("2026-05-02", "2026-05-06", 1 + MAX_REREADS)
+        assert not is_transient(error) and all("offset" in p or "distinct" in p for p in error.problems), error.problems
+
+
+def test_honest_answers_pass_the_checks_with_no_extra_request(proxy: HostileProxy) -> None:
+    """The verification costs nothing on honest answers: one request per page."""
+    with CloudglueClient(TEST_KEY, proxy.base_url, max_concurrent_requests=4) as client:
+        ids = [c.id for c in client.iter_chat_completions("2026-05-02", "2026-05-06", page_size=10)]
+    assert len(ids) == len(set(ids)) and proxy.requests == -(-len(ids) // 10)
+
+
+# -- 2. the shrink guard -----------------------------------------------------------------------
+
+
+def test_a_sharp_shrink_is_refused_unless_the_run_allows_it(emu: Emulator, tmp_path: Path) -> None:
+    """A self-consistent answer with far fewer records (here: another account's key and
+    data, 3 a day instead of 30) is refused before anything is written; the run tag
+    cloudglue/allow_shrink=true accepts it."""
+    pipeline = Pipeline(emu, tmp_path / "w.duckdb", START.isoformat(), retry_policy=DEFAULT_RETRY_POLICY)
+    assert pipeline.materialize(FIRST, LAST).success
+    before = stored(pipeline.database)
+    days = [START + dt.timedelta(days=i) for i in range(8)]
+    with Emulator(Dataset(START, days[-1], seed=12, counts=dict.fromkeys(days, 3)), api_key="other-account") as other:
+        pipeline.resources["cloudglue"] = CloudglueResource(api_key="other-account", base_url=other.base_url)
+        message = failed_at_once(pipeline.materialize(FIRST, LAST, raise_on_error=False))
+        assert "Refusing to replace 3 stored day(s) with far fewer rows" in message
+        assert f"{ALLOW_SHRINK_TAG}=true" in message
+        assert_unchanged(before, pipeline.database)
+
+        allowed = dg.materialize(
+            [*pipeline.built.assets, *pipeline.built.asset_checks], resources=pipeline.resources,
+            instance=pipeline.instance,
+            tags={"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": LAST,
+                  ALLOW_SHRINK_TAG: "true"},
+        )
+        assert allowed.success
+        truth = sum(other.ground_truth(dt.date.fromisoformat(d)).count for d in (FIRST, "2026-05-04", LAST))
+        assert len(pipeline.table("chat_completions")) == truth < len(before["chat_completions"]) / 5
+
+
+def test_the_shrink_guard_rule() -> None:
+    guard = ShrinkGuard(max_loss_fraction=0.5, min_stored_rows=20)
+    stored_counts = {"a": 40, "b": 40, "c": 19, "d": 100}
+    new = {"a": 20, "b": 19, "c": 0, "d": 0, "e": 0}
+    # a halves (allowed), b loses more than half, c is too small to guard, e was never stored
+    assert guard.shrinking(stored_counts, new) == [("b", 40, 19), ("d", 100, 0)]
+    with pytest.raises(CloudglueError):
+        ShrinkGuard(max_loss_fraction=1.0)
+
+
+# -- 3. permanent errors fail at once ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lie", "expected"),
+    [
+        ("huge_tokens", "usage.total_tokens"),
+        ("deep_json", "nests deeper"),
+        ("redirect_loop", "redirected more than"),
+    ],
+)
+def test_a_permanent_api_error_fails_at_once_and_keeps_every_row(
+    proxy: HostileProxy, tmp_path: Path, lie: str, expected: str
+) -> None:
+    """A token count of 2**70, a body nested 100,000 deep, a redirect loop: each is
+    permanent (it used to cost three step retries with a full re-fetch each)."""
+    pipeline = pipeline_through(proxy, tmp_path / "w.duckdb")
+    assert pipeline.materialize(FIRST, LAST).success
+    before = stored(pipeline.database)
+    proxy.lie = lie
+    message = failed_at_once(pipeline.materialize(FIRST, LAST, raise_on_error=False))
+    assert expected in message
+    assert_unchanged(before, pipeline.database)
+
+
+def test_a_value_duckdb_refuses_fails_naming_its_cause_table_partitions_and_completion(
+    proxy: HostileProxy, tmp_path: Path
+) -> None:
+    """A lone surrogate (valid JSON, not valid text) used to fail as "Current transaction is
+    aborted", hiding DuckDB's own error, and was retried three times. Now the message has
+    DuckDB's cause, the table, the run's partitions and the completion at fault; nothing is
+    retried and the rows stay."""
+    pipeline = pipeline_through(proxy, tmp_path / "w.duckdb")
+    assert pipeline.materialize(FIRST, LAST).success
+    before = stored(pipeline.database)
+    chat = before["chat_completions"]
+    target = chat.loc[chat["created_at"].dt.date == dt.date(2026, 5, 4), "id"].iloc[0]
+    proxy.lie, proxy.targets = "lone_surrogate", {target}
+    message = failed_at_once(pipeline.materialize(FIRST, LAST, raise_on_error=False))
+    assert "Current transaction is aborted" not in message
+    assert "chat_completions" in message and f"{FIRST}...{LAST}" in message
+    assert target in message and "response" in message
+    assert_unchanged(before, pipeline.database)
+
+
+def test_only_cloudglue_errors_leave_the_client(proxy: HostileProxy) -> None:
+    """Deep nesting, huge integers and redirect loops are typed, permanent errors that name
+    the completion and field where there is one; a trickling body is cut at the deadline."""
+    expected = {"huge_tokens": InvalidResponseError, "deep_json": InvalidResponseError,
+                "redirect_loop": CloudglueRequestError}
+    for lie, kind in expected.items():
+        proxy.lie = lie
+        with CloudglueClient(TEST_KEY, proxy.base_url) as client:
+            with pytest.raises(kind) as info:
+                client.list_chat_completions(created_after="2026-05-02", created_before="2026-05-06")
+        assert not is_transient(info.value)
+        if lie == "huge_tokens":
+            assert info.value.field == "usage.total_tokens" and info.value.completion_id
+
+
+def test_a_trickling_server_is_cut_at_the_request_deadline(proxy: HostileProxy) -> None:
+    """The read timeout is between bytes; a byte every 0.2 s never trips it. The deadline
+    cuts each attempt, counted as a transient failure, and the retries end."""
+    proxy.lie = "trickle"
+    started = time.monotonic()
+    with CloudglueClient(TEST_KEY, proxy.base_url, request_deadline=1.0, read_timeout=5, max_retries=1) as client:
+        with pytest.raises(RetriesExhaustedError) as info:
+            client.list_chat_completions(limit=5)
+    assert "deadline of 1s" in info.value.last_error and info.value.attempts == 2
+    assert is_transient(info.value)
+    assert time.monotonic() - started < 15  # the body alone would take over an hour
+
+
+
+# -- 4. stopping when told ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "ui-terminate"])
+def test_a_terminated_run_stops_within_seconds_without_retry_and_keeps_every_row(tmp_path: Path, how: str) -> None:
+    """SIGTERM and SIGINT (what the UI's Terminate and Ctrl-C send) during the API step used to
+    become step retries: the run re-fetched, wrote and ended RUN_SUCCESS with exit code 0. A
+    run marked CANCELING by the UI's Terminate (here: the run launcher's own terminate(), which
+    the webserver calls; a CLI run has no process it can signal) also succeeded. Now each ends
+    the run as failed within seconds, without a step retry, and the stored rows stay."""
+    days = [START + dt.timedelta(days=i) for i in range(8)]
+    dataset = Dataset(START, days[-1], seed=5, counts=dict.fromkeys(days, 300))
+    home, database = tmp_path / "home", tmp_path / "w.duckdb"
+    with Emulator(dataset, api_key=TEST_KEY) as emu:
+        env = cli_env(key=TEST_KEY, base_url=emu.base_url, start=START.isoformat(), database=database, home=home,
+                      CLOUDGLUE_MAX_CONCURRENT_REQUESTS="2")
+        command = materialize_cmd("--partition-range", f"{FIRST}...{LAST}")
+        seeded = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+        assert seeded.returncode == 0, seeded.stderr[-3000:]
+        before = stored(database)
+        emu.latency_seconds = 1.0  # 15 pages, 2 at a time: the sweep takes about 8 s
+        served = emu.requests_served
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while emu.requests_served < served + 2:  # the sweep is under way
+                assert proc.poll() is None and time.monotonic() < deadline, "the run never reached the API"
+                time.sleep(0.05)
+            stopped_at = time.monotonic()
+            instance = dg.DagsterInstance.from_config(str(home))
+            run_id = instance.get_runs(limit=1)[0].run_id
+            if how == "ui-terminate":
+                instance.run_launcher.terminate(run_id)
+            else:
+                proc.send_signal(getattr(signal, how))
+            output, _ = proc.communicate(timeout=60)
+            took = time.monotonic() - stopped_at
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode != 0, output[-3000:]
+    assert took < 10, took  # it used to run to completion: a full re-fetch after a 30 s retry delay
+    run = instance.get_run_by_id(run_id)
+    assert run is not None and run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+    kinds = [record.dagster_event.event_type_value for record in instance.all_logs(run_id) if record.dagster_event]
+    assert "STEP_UP_FOR_RETRY" not in kinds and "ASSET_MATERIALIZATION" not in kinds
+    assert_unchanged(before, database)
+    instance.dispose()
+
+
+# -- 5. step retries, for transient errors only --------------------------------------------------
+
+
+def test_transient_errors_get_step_retries_and_the_delays_are_dagsters(emu: Emulator, tmp_path: Path) -> None:
+    """An outage that outlasts the client's retries is transient: the step is retried per the
+    factory's retry_policy, then fails; the rows stay. The default policy's delays are
+    Dagster's exponential backoff, (2**n - 1) x 30 s +- 30 s: about 30, 90 and 210 s."""
+    pipeline = Pipeline(emu, tmp_path / "w.duckdb", START.isoformat(),
+                        retry_policy=dg.RetryPolicy(max_retries=2, delay=0.1))
+    assert pipeline.materialize(FIRST, LAST).success
+    before = stored(pipeline.database)
+    pipeline.resources["cloudglue"] = CloudglueResource(api_key=TEST_KEY, base_url=emu.base_url, max_retries=0)
+    emu.fault_kinds, emu.fault_rate = ("500",), 1.0
+    result = pipeline.materialize(FIRST, LAST, raise_on_error=False)
+    assert not result.success
+    kinds = [e.event_type_value for e in result.all_events]
+    assert kinds.count("STEP_UP_FOR_RETRY") == 2 and "RetriesExhaustedError" in result.get_step_failure_events()[0] \
+        .step_failure_data.error.to_string()
+    assert_unchanged(before, pipeline.database)
+    for retry, base in enumerate((30, 90, 210)):
+        delays = {round(retry_delay(DEFAULT_RETRY_POLICY, retry)) for _ in range(200)}
+        assert base - 30 <= min(delays) and max(delays) <= base + 30 and len(delays) > 10
+
+
+# -- 6. decisions ---------------------------------------------------------------------------------
+
+
+def test_a_completion_that_moves_to_another_day_is_stored_where_each_load_saw_it(proxy: HostileProxy, tmp_path: Path) -> None:
+    """Decision (README, "Guarantees"): each day holds what the API said of it when it was
+    loaded. A completion whose created_at the API moves from D to D+1 is kept on D by D's
+    earlier load and added to D+1 by D+1's load, until D is loaded again; a run covering both
+    days stores it once, on D+1."""
+    pipeline = pipeline_through(proxy, tmp_path / "w.duckdb")
+    for day in ("2026-05-03", "2026-05-04"):
+        assert pipeline.materialize(day).success
+    chat = pipeline.table("chat_completions")
+    moved = chat.loc[chat["created_at"].dt.date == dt.date(2026, 5, 3), "id"].iloc[0]
+    proxy.moves[moved] = int(dt.datetime(2026, 5, 4, 12, tzinfo=dt.timezone.utc).timestamp() * 1000)
+
+    def days_of(completion_id: str) -> list[str]:
+        table = pipeline.table("chat_completions")
+        return sorted(table.loc[table["id"] == completion_id, "created_at"].dt.strftime("%Y-%m-%d"))
+
+    assert pipeline.materialize("2026-05-04").success
+    assert days_of(moved) == ["2026-05-03", "2026-05-04"]
+    assert pipeline.materialize("2026-05-03", "2026-05-04").success
+    assert days_of(moved) == ["2026-05-04"]
