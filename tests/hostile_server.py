@@ -25,6 +25,8 @@ LIES = {
     "same_page": "every offset answers the page at offset 0 (echoing the offset asked)",
     "more_than_total": "every page claims a total smaller than the records it holds",
     "huge_tokens": "the first record of every page reports usage.total_tokens = 2**70",
+    "huge_total": "every page claims total = 2**70",
+    "long_integer": "a 200 whose total is an integer of 5,000 digits (more than Python reads from text)",
     "deep_json": "a 200 whose body is 100,000 nested arrays",
     "lone_surrogate": "the first choice of the records in ``targets`` says '\\ud800' (valid JSON, not valid text)",
     "redirect_loop": "every request is redirected (302) to itself",
@@ -109,6 +111,8 @@ class HostileProxy:
             return 302, {"Location": path}, b"", False
         if lie == "deep_json":
             return 200, {}, b"[" * 100_000 + b"]" * 100_000, False
+        if lie == "long_integer":
+            return 200, {}, b'{"object": "list", "data": [], "limit": 100, "offset": 0, "total": ' + b"9" * 5000 + b"}", False
         if lie == "echo_key":
             key = (auth or "").removeprefix("Bearer ")
             forms = [key, repr(key), quote(key, safe=""), quote_plus(key), base64.b64encode(key.encode()).decode(),
@@ -132,6 +136,8 @@ class HostileProxy:
             body["offset"] = offset
         elif lie == "more_than_total" and body["data"]:
             body["total"] = offset + len(body["data"]) // 2
+        elif lie == "huge_total":
+            body["total"] = 2**70
         elif lie == "huge_tokens" and body["data"]:
             body["data"][0]["usage"]["total_tokens"] = 2**70
         elif lie == "lone_surrogate":

@@ -15,6 +15,7 @@ from cloudglue_dagster import (
     AuthenticationError,
     BadRequestError,
     CloudglueClient,
+    CloudglueResource,
     CloudglueConfigError,
     NotFoundError,
     RetriesExhaustedError,
@@ -340,6 +341,19 @@ def test_http_allowed_for_loopback_only() -> None:
 def test_empty_key_is_a_config_error() -> None:
     with pytest.raises(CloudglueConfigError, match="CLOUDGLUE_API_KEY"):
         CloudglueClient("  ", "https://api.cloudglue.dev/v1")
+
+
+@pytest.mark.parametrize(("key", "kind"), [
+    ("sk-test\nSECRET-tail", "control character"), ("sk-test\tSECRET-tail", "control character"),
+    ("sk-test-SECRET-\x7f", "control character"), ("sk-test-SECRÉT-tail", "non-ASCII character"),
+])
+def test_a_key_that_cannot_travel_in_a_header_is_refused_without_repeating_it(key: str, kind: str) -> None:
+    for build in (lambda: CloudglueClient(key), lambda: CloudglueResource(api_key=key)):
+        with pytest.raises(Exception) as info:
+            build()
+        assert kind in str(info.value)
+        assert "SECRET" not in str(info.value) and "SECRÉT" not in str(info.value)
+    assert CloudglueClient(" sk-test-key-with-a-trailing-newline\n").base_url  # stripped, as read from a file
 
 
 # -- what goes on the wire ------------------------------------------------------

@@ -218,14 +218,15 @@ def test_a_value_duckdb_refuses_fails_naming_its_cause_table_partitions_and_comp
 def test_only_cloudglue_errors_leave_the_client(proxy: HostileProxy) -> None:
     """Deep nesting, huge integers and redirect loops are typed, permanent errors that name
     the completion and field where there is one; a trickling body is cut at the deadline."""
-    expected = {"huge_tokens": InvalidResponseError, "deep_json": InvalidResponseError,
+    expected = {"huge_tokens": InvalidResponseError, "huge_total": InvalidResponseError,
+                "long_integer": InvalidResponseError, "deep_json": InvalidResponseError,
                 "redirect_loop": CloudglueRequestError}
     for lie, kind in expected.items():
         proxy.lie = lie
         with CloudglueClient(TEST_KEY, proxy.base_url) as client:
             with pytest.raises(kind) as info:
                 client.list_chat_completions(created_after="2026-05-02", created_before="2026-05-06")
-        assert not is_transient(info.value)
+        assert not is_transient(info.value) and isinstance(info.value, CloudglueError)
         if lie == "huge_tokens":
             assert info.value.field == "usage.total_tokens" and info.value.completion_id
 
