@@ -78,6 +78,7 @@ from cloudglue_dagster.duckdb_errors import (
     open_error,
     parent_error,
 )
+from cloudglue_dagster.run_control import terminated_status
 
 __all__ = [
     "DEFAULT_MEMORY_LIMIT",
@@ -149,7 +150,6 @@ _PANDAS_DTYPE_BY_DUCKDB_TYPE: Mapping[str, str] = {
 # Lossless widenings an append accepts although the types differ (see CloudglueDuckDBIOManager).
 _INTEGER_RANK: Mapping[str, int] = {"TINYINT": 1, "SMALLINT": 2, "INTEGER": 3, "BIGINT": 4, "HUGEINT": 5}
 
-_TERMINATED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
 
 
 class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
@@ -431,8 +431,8 @@ class UTCDuckDbClient(DbClient):
     def _refuse_if_terminated(self, context: dg.OutputContext, table_slice: TableSlice) -> None:
         # A terminated run's step is interrupted by a signal that may come later than this, or
         # never (an in-process run): committing would store rows for a run the user stopped.
-        status = _run_status(context)
-        if status in _TERMINATED:
+        status = _terminated(context)
+        if status is not None:
             raise DuckDBRunTerminatedError(
                 database=display_path(self.database),
                 table=_plain_table(table_slice),
@@ -955,19 +955,18 @@ def _partitions_label(context: dg.OutputContext) -> str | None:
     return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
 
 
-def _run_status(context: dg.OutputContext) -> dg.DagsterRunStatus | None:
-    """The run's status in the instance; None for a context built without a run
-    (``dg.build_output_context``)."""
+def _terminated(context: dg.OutputContext) -> dg.DagsterRunStatus | None:
+    """The run's status if it was terminated; None otherwise, and for a context built
+    without a run (``dg.build_output_context``)."""
     try:
         instance = context.step_context.instance
     except dg.DagsterInvariantViolationError:
         return None
     try:
-        run = instance.get_run_by_id(context.run_id)
+        return terminated_status(instance, context.run_id)
     except Exception:
         # Not knowing is no reason to drop a good write: commit, as before this check existed.
         return None
-    return run.status if run is not None else None
 
 
 def _database_of(conn: duckdb.DuckDBPyConnection) -> str:

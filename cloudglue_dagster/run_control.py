@@ -22,11 +22,17 @@ import dagster as dg
 
 from .errors import CloudglueError, is_transient
 
-__all__ = ["RunTerminatedError", "TerminationWatch", "retry_delay", "step_errors"]
+__all__ = ["RunTerminatedError", "TerminationWatch", "retry_delay", "step_errors", "terminated_status"]
 
 T = TypeVar("T")
 
-_STOPPED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
+_TERMINATED = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
+
+
+def terminated_status(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus | None:
+    """The run's status if it was terminated (CANCELING: the UI's Terminate; CANCELED), else None."""
+    run = instance.get_run_by_id(run_id)
+    return run.status if run is not None and run.status in _TERMINATED else None
 
 
 def retry_delay(policy: dg.RetryPolicy, retry_number: int) -> float:
@@ -77,10 +83,10 @@ class TerminationWatch:
 
     def check(self) -> None:
         """Read the run's status now; raise if it was terminated."""
-        run = self._instance.get_run_by_id(self._run_id)
-        if run is not None and run.status in _STOPPED:
+        status = terminated_status(self._instance, self._run_id)
+        if status is not None:
             raise RunTerminatedError(
-                f"Run {self._run_id} was terminated ({run.status.value}); this step stopped before"
+                f"Run {self._run_id} was terminated ({status.value}); this step stopped before"
                 " writing anything, so the stored rows are kept."
             )
 
