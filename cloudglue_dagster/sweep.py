@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InconsistentResponseError
@@ -62,7 +62,7 @@ class SweepStats:
     first_total: int | None = None
     last_total: int | None = None
     rereads: int = 0
-    problems: list[str] | None = None
+    problems: list[str] = field(default_factory=list)
 
 
 def page_problem(page: ChatCompletionPage, offset: int, limit: int) -> str | None:
@@ -148,8 +148,6 @@ class Sweep:
         self.fetch, self.fan_out, self.limit = fetch, fan_out, limit
         self.window, self.stats, self.warn = window, stats, warn
         self.seen: set[str] = set()
-        if stats.problems is None:
-            stats.problems = []
 
     def __iter__(self) -> Iterator[ChatCompletion]:
         verdicts: list[_Verdict] = []
@@ -159,7 +157,6 @@ class Sweep:
             if verdict is None:
                 return
             verdicts.append(verdict)
-            assert self.stats.problems is not None
             self.stats.problems.append(verdict.problem)
             if read < MAX_REREADS:
                 self.stats.rereads += 1
