@@ -4,20 +4,14 @@ import datetime as dt
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from .checks import (
-    build_usage_check,
-    chat_check_outcomes,
-    chat_check_specs,
-    messages_check_outcomes,
-    messages_check_specs,
-    recorded_row_counts,
-    report_checks,
-)
+from .checks import build_usage_check, chat_check_specs, messages_check_specs
+from .days import UTCDay
 from .errors import CloudglueConfigError
 from .frames import (
     ACCOUNTING_COLUMNS,
@@ -26,17 +20,14 @@ from .frames import (
     MESSAGE_SOURCE_COLUMNS,
     TOKEN_USAGE_COLUMNS,
     ModelPrice,
-    chat_completions_frame,
-    chat_messages_frame,
-    conform,
-    token_usage_frame,
+    empty_frame,
 )
-from .guards import ALLOW_SHRINK_TAG, ShrinkGuard, ShrinkRefusedError
-from .metadata import column_schema, cost_metadata, frame_metadata, messages_metadata
-from .resource import CloudglueResource
+from .guards import ShrinkGuard
+from .metadata import column_schema
+from .producers import ChatCompletionsStep, ChatMessagesStep, frame_days, output_days, run_days, usage_by_day
 from .run_control import TerminationWatch, step_errors
 from .sensors import build_freshness, build_late_data_sensor
-from .window import WindowSweep
+from .streams import DAY_BY_DAY_INPUT, DayFrames
 
 __all__ = [
     "DEFAULT_POOL",
@@ -63,9 +54,6 @@ joined with ``_`` (``cloudglue`` by default), so each account has its own."""
 
 ACCOUNTING_COLUMN_NAMES = [c.name for c in ACCOUNTING_COLUMNS]
 MESSAGE_SOURCE_COLUMN_NAMES = [c.name for c in MESSAGE_SOURCE_COLUMNS]
-_CHAT_PREVIEW = ("created_at", "model", "total_tokens", "prompt", "response")
-_USAGE_PREVIEW = ("date", "model", "completions", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost")
-_MESSAGES_PREVIEW = ("completion_id", "source", "position", "role", "content")
 
 
 @dataclass(frozen=True)
@@ -129,22 +117,15 @@ def partition_slices(
         yield key, frame.iloc[lo:hi]
 
 
-def _guard_shrink(
-    context: dg.AssetExecutionContext, key: dg.AssetKey, guard: ShrinkGuard | None, new: Mapping[str, int]
-) -> None:
-    """Raise :class:`ShrinkRefusedError` if the run would shrink stored days sharply (see
-    :mod:`.guards`), unless the run is tagged ``cloudglue/allow_shrink=true``."""
-    if guard is None:
-        return
-    allowed = context.run.tags.get(ALLOW_SHRINK_TAG, "").strip().lower() == "true"
-    days = guard.shrinking(recorded_row_counts(context.instance, key, list(new)), new)
-    if days and allowed:
-        context.log.warning(
-            f"{len(days)} day(s) shrink sharply ({', '.join(f'{d}: {a} -> {b}' for d, a, b in days[:10])});"
-            f" replacing them as the run tag {ALLOW_SHRINK_TAG}=true allows"
-        )
-    elif days:
-        raise ShrinkRefusedError(days, guard)
+def _day_input(columns: Sequence[str]) -> dict[str, Any]:
+    """Input metadata: load only ``columns``, one day at a time where the I/O manager can."""
+    return {"columns": list(columns), DAY_BY_DAY_INPUT: True}
+
+
+def _as_days(chat_completions: Any, days: Sequence[UTCDay]) -> DayFrames:
+    if isinstance(chat_completions, DayFrames):
+        return chat_completions
+    return frame_days(chat_completions, "created_at", days)
 
 
 def _parse_start_date(start_date: str | dt.date) -> dt.date:
@@ -331,7 +312,8 @@ def _build(
         check_specs=chat_check_specs(chat_key, partitions),
         description=(
             "Every Cloudglue chat completion created in the partition's UTC day, one row per"
-            " completion (GET /v1/chat/completions). A range of days is fetched in one paged sweep."
+            " completion (GET /v1/chat/completions). A range of days is fetched in one paged sweep"
+            " and written a day at a time."
         ),
         metadata={
             "partition_expr": "created_at",
@@ -339,50 +321,21 @@ def _build(
         },
     )
     def chat_completions(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
-        resource: CloudglueResource = getattr(context.resources, resource_key)
-        window = context.partition_time_window
-        fetched = WindowSweep(window.start, window.end)
-        termination = TerminationWatch(context)
-        with step_errors(context, retry_policy):
-            with resource.get_client(logger=context.log) as client:
-                frame = chat_completions_frame(termination.watch(fetched.completions(client, resource.page_size)))
-            keys = context.partition_keys
-            days = list(partition_slices(frame, "created_at", partitions, keys))
-            _guard_shrink(context, chat_key, shrink_guard, {key: len(day) for key, day in days})
-            termination.check()
-        context.log.info(
-            f"Fetched {fetched.received} completions for {fetched.created_after}..{fetched.created_before}"
-            f" in {fetched.requests} requests and {fetched.seconds:.2f}s; kept {fetched.kept} in {len(keys)}"
-            f" day(s), dropped {fetched.dropped} outside the window"
+        step = ChatCompletionsStep(
+            context,
+            key=chat_key,
+            partitions_def=partitions,
+            resource=getattr(context.resources, resource_key),
+            retry_policy=retry_policy,
+            shrink_guard=shrink_guard,
         )
-        sweep = {
-            "api_requests": dg.MetadataValue.int(fetched.requests),
-            "fetch_seconds": dg.MetadataValue.float(round(fetched.seconds, 3)),
-            "run_partitions": dg.MetadataValue.int(len(keys)),
-            "window_asked": dg.MetadataValue.text(
-                f"created_after={fetched.created_after} created_before={fetched.created_before}"
-            ),
-            "window_received": dg.MetadataValue.int(fetched.received),
-            "window_kept": dg.MetadataValue.int(fetched.kept),
-            "window_dropped": dg.MetadataValue.int(fetched.dropped),
-            "api_duplicates_dropped": dg.MetadataValue.int(fetched.pages.duplicates),
-            "window_rereads": dg.MetadataValue.int(fetched.pages.rereads),
-            "api_rate_limited": dg.MetadataValue.int(fetched.rate_limited),
-            "lowest_concurrency": dg.MetadataValue.int(fetched.lowest_concurrency),
-        }
-        for key, day in days:
-            day_metadata = frame_metadata(
-                day, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=_CHAT_PREVIEW, time_column="created_at"
-            )
-            context.add_asset_metadata({**day_metadata, **sweep}, partition_key=key)
-        outcomes = chat_check_outcomes(frame, pd.Timestamp(window.start), pd.Timestamp(window.end), days)
-        yield dg.Output(frame)  # stored (atomically) before the checks report on it
-        del frame, days
-        yield from report_checks(context, chat_key, outcomes)
+        # Our I/O manager commits each day as the sweep completes it; the checks report after.
+        yield output_days(context, io_manager_key, step.stream(), empty_frame(CHAT_COMPLETIONS_COLUMNS))
+        yield from step.checks()
 
     @dg.asset(
         key=usage_key,
-        ins={"chat_completions": dg.AssetIn(key=chat_key, metadata={"columns": ACCOUNTING_COLUMN_NAMES})},
+        ins={"chat_completions": dg.AssetIn(key=chat_key, metadata=_day_input(ACCOUNTING_COLUMN_NAMES))},
         **shared,
         description=(
             "Token usage per UTC day and model, summed from chat_completions over the completions"
@@ -394,18 +347,16 @@ def _build(
             "dagster/column_schema": column_schema(TOKEN_USAGE_COLUMNS),
         },
     )
-    def token_usage(context: dg.AssetExecutionContext, chat_completions: pd.DataFrame) -> pd.DataFrame:
+    def token_usage(context: dg.AssetExecutionContext, chat_completions: Any) -> pd.DataFrame:
+        # chat_completions: DayFrames from our I/O manager, a DataFrame of the range from others.
         with step_errors(context, retry_policy):
             TerminationWatch(context).check()
-        usage = token_usage_frame(conform(chat_completions, ACCOUNTING_COLUMNS), prices)
-        for key, day in partition_slices(usage, "date", partitions, context.partition_keys):
-            metadata = frame_metadata(day, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW)
-            context.add_asset_metadata({**metadata, **(cost_metadata(day) if prices else {})}, partition_key=key)
-        return usage
+        chat = _as_days(chat_completions, run_days(context, partitions))
+        return usage_by_day(context, chat, ACCOUNTING_COLUMNS, prices)
 
     @dg.asset(
         key=messages_key,
-        ins={"chat_completions": dg.AssetIn(key=chat_key, metadata={"columns": MESSAGE_SOURCE_COLUMN_NAMES})},
+        ins={"chat_completions": dg.AssetIn(key=chat_key, metadata=_day_input(MESSAGE_SOURCE_COLUMN_NAMES))},
         **shared,
         check_specs=messages_check_specs(messages_key, partitions),
         description=(
@@ -418,33 +369,12 @@ def _build(
         },
     )
     def chat_messages(
-        context: dg.AssetExecutionContext, chat_completions: pd.DataFrame
+        context: dg.AssetExecutionContext, chat_completions: Any
     ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
-        with step_errors(context, retry_policy):
-            TerminationWatch(context).check()
-        # Storage returns rows in no particular order; sorted, the messages come out sorted by day.
-        chat = conform(chat_completions, MESSAGE_SOURCE_COLUMNS).sort_values(
-            ["created_at", "id"], kind="stable", ignore_index=True
-        )
-        del chat_completions
-        messages = chat_messages_frame(chat)
-        keys = context.partition_keys
-        days = [
-            (key, day, chat_day)
-            for (key, day), (_, chat_day) in zip(
-                partition_slices(messages, "date", partitions, keys),
-                partition_slices(chat, "created_at", partitions, keys),
-            )
-        ]
-        for key, day, _ in days:
-            metadata = frame_metadata(day, columns=CHAT_MESSAGES_COLUMNS, preview_columns=_MESSAGES_PREVIEW)
-            context.add_asset_metadata({**metadata, **messages_metadata(day)}, partition_key=key)
-        outcomes = messages_check_outcomes(days)
-        # Drop our copies of the completions before the write (Dagster holds the input itself until the step ends).
-        del days, chat
-        yield dg.Output(messages)
-        del messages
-        yield from report_checks(context, messages_key, outcomes)
+        chat = _as_days(chat_completions, run_days(context, partitions))
+        step = ChatMessagesStep(context, key=messages_key, chat=chat, retry_policy=retry_policy)
+        yield output_days(context, io_manager_key, step.stream(), empty_frame(CHAT_MESSAGES_COLUMNS))
+        yield from step.checks()
 
     usage_check = build_usage_check(
         chat_key=chat_key, usage_key=usage_key, partitions_def=partitions, slices=partition_slices

@@ -20,8 +20,13 @@ what bites a daily pipeline:
 * **Lock waits.** DuckDB lets one process write a file at a time. Connections are opened per
   read or write and closed at once; when another process holds the file, connecting is retried
   with exponential backoff and jitter for ``lock_timeout_seconds``, then the step fails.
-* **Range runs.** A single-run backfill replaces the whole window in one transaction and does
-  not stamp the range's row count on every partition.
+* **Range runs.** A DataFrame for a range replaces the whole window in one transaction and
+  does not stamp the range's row count on every partition. A
+  :class:`~cloudglue_dagster.streams.DayStream` (what the Cloudglue assets hand over) is
+  committed a day at a time, each day with a progress mark in the same transaction, so a failed
+  run keeps its committed days and its retry or re-execution skips them
+  (:mod:`cloudglue_dagster.day_store`); an input with ``cloudglue/day_by_day`` metadata is
+  loaded a day at a time (:class:`~cloudglue_dagster.streams.DayFrames`).
 * **Lean memory.** DuckDB's buffers are capped at :data:`DEFAULT_MEMORY_LIMIT` and writes run
   on one thread, so a run's peak memory is mostly its frame; a read or write that needs more
   is retried once without the cap.
@@ -78,7 +83,10 @@ from cloudglue_dagster.duckdb_errors import (
     open_error,
     parent_error,
 )
+from cloudglue_dagster.day_store import DayStore, day_frames, day_label, write_stream
+from cloudglue_dagster.days import UTCDay
 from cloudglue_dagster.run_control import terminated_status
+from cloudglue_dagster.streams import DAY_BY_DAY_INPUT, DayFrames, DayStream
 
 __all__ = [
     "DEFAULT_MEMORY_LIMIT",
@@ -312,17 +320,57 @@ class _MemoryRetryingDbIOManager(DbIOManager):
             None if db_client.memory_limit is None else DbIOManager(db_client=db_client.uncapped(), **kwargs)
         )
 
+    supports_day_streams = True
+    """Stores :class:`~cloudglue_dagster.streams.DayStream` outputs a committed day at a time
+    and loads ``cloudglue/day_by_day`` inputs as :class:`~cloudglue_dagster.streams.DayFrames`."""
+
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        if isinstance(obj, DayStream):
+            self._write_days(context, obj)
+            return
         try:
             super().handle_output(context, obj)
         except DuckDBMemoryLimitError as exc:
             self._uncapped_or_raise(context, exc).handle_output(context, obj)
 
     def load_input(self, context: dg.InputContext) -> object:
+        if (context.definition_metadata or {}).get(DAY_BY_DAY_INPUT) and context.has_asset_partitions:
+            return self._day_frames(context)
         try:
             return super().load_input(context)
         except DuckDBMemoryLimitError as exc:
             return self._uncapped_or_raise(context, exc).load_input(context)
+
+    def _store(self, context: dg.OutputContext | dg.InputContext, output: dg.OutputContext) -> DayStore:
+        client = cast("UTCDuckDbClient", self._db_client)
+        uncapped = None if self._uncapped is None else cast("UTCDuckDbClient", self._uncapped._db_client)
+        return DayStore(client, uncapped, self._resolve_handler(pd.DataFrame), self._get_table_slice(context, output))
+
+    def _write_days(self, context: dg.OutputContext, stream: DayStream) -> None:
+        store = self._store(context, context)
+        metadata = write_stream(store, context, stream)
+        with store.client.connect(context, store.table_slice) as conn:
+            columns = table_columns(conn, store.table_slice.schema, store.table_slice.table) or {}
+        context.add_output_metadata(
+            {
+                "dagster/storage_kind": "duckdb",
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(name=name, type=typ) for name, typ in columns.values()]
+                ),
+                "Query": self._db_client.get_select_statement(store.table_slice),
+                "dagster/table_name": self._db_client.get_table_name(store.table_slice),
+                **metadata,
+            }
+        )
+
+    def _day_frames(self, context: dg.InputContext) -> DayFrames:
+        upstream = cast("dg.OutputContext", context.upstream_output)
+        partitions_def = cast("dg.TimeWindowPartitionsDefinition", context.asset_partitions_def)
+        days = []
+        for key in context.asset_partition_keys:
+            window = partitions_def.time_window_for_partition_key(key)
+            days.append(UTCDay(key, window.start, window.end))
+        return day_frames(self._store(context, upstream), context, days)
 
     def _uncapped_or_raise(
         self, context: dg.OutputContext | dg.InputContext, exc: DuckDBMemoryLimitError
@@ -951,6 +999,9 @@ def _partitions_label(context: dg.OutputContext) -> str | None:
     """The partition key written, ``first...last`` for a range, None if unpartitioned."""
     if not context.has_asset_partitions:
         return None
+    day = day_label.get()
+    if day is not None:
+        return day
     keys = context.asset_partition_keys
     return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
 

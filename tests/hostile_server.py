@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
@@ -47,6 +48,11 @@ class HostileProxy:
         """Completion ids the ``lone_surrogate`` lie corrupts."""
         self.moves: dict[str, int] = {}
         """Completion id -> the ``created_at`` (epoch ms) to answer for it, lie or not."""
+        self.on_request: Callable[[int], None] | None = None
+        """Called with each request's number (from 1) before it is answered: a test's trigger."""
+        self.down_until = 0.0
+        """``time.monotonic()`` until which every request gets a 503 (an outage)."""
+        self.answered_during_outage = 0
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -62,7 +68,13 @@ class HostileProxy:
 
             def do_GET(self) -> None:  # noqa: N802
                 proxy.requests += 1
-                status, headers, body, trickle = proxy._answer(self.path, self.headers.get("Authorization"))
+                if proxy.on_request is not None:
+                    proxy.on_request(proxy.requests)
+                if time.monotonic() < proxy.down_until:
+                    proxy.answered_during_outage += 1
+                    status, headers, body, trickle = 503, {}, b'{"error": "service unavailable"}', False
+                else:
+                    status, headers, body, trickle = proxy._answer(self.path, self.headers.get("Authorization"))
                 self.send_response(status)
                 for k, v in {"Content-Type": "application/json", **headers}.items():
                     self.send_header(k, v)

@@ -136,8 +136,9 @@ def test_honest_answers_pass_the_checks_with_no_extra_request(proxy: HostileProx
 
 def test_a_sharp_shrink_is_refused_unless_the_run_allows_it(emu: Emulator, tmp_path: Path) -> None:
     """A self-consistent answer with far fewer records (here: another account's key and
-    data, 3 a day instead of 30) is refused before anything is written; the run tag
-    cloudglue/allow_shrink=true accepts it."""
+    data, 3 a day instead of 30) is refused before that day is written: the newest day comes
+    first in the listing, so nothing is written; the run tag cloudglue/allow_shrink=true
+    accepts it."""
     pipeline = Pipeline(emu, tmp_path / "w.duckdb", START.isoformat(), retry_policy=DEFAULT_RETRY_POLICY)
     assert pipeline.materialize(FIRST, LAST).success
     before = stored(pipeline.database)
@@ -145,7 +146,7 @@ def test_a_sharp_shrink_is_refused_unless_the_run_allows_it(emu: Emulator, tmp_p
     with Emulator(Dataset(START, days[-1], seed=12, counts=dict.fromkeys(days, 3)), api_key="other-account") as other:
         pipeline.resources["cloudglue"] = CloudglueResource(api_key="other-account", base_url=other.base_url)
         message = failed_at_once(pipeline.materialize(FIRST, LAST, raise_on_error=False))
-        assert "Refusing to replace 3 stored day(s) with far fewer rows" in message
+        assert f"Refusing to replace 1 stored day(s) with far fewer rows ({LAST}: " in message
         assert f"{ALLOW_SHRINK_TAG}=true" in message
         assert_unchanged(before, pipeline.database)
 
@@ -200,8 +201,8 @@ def test_a_value_duckdb_refuses_fails_naming_its_cause_table_partitions_and_comp
 ) -> None:
     """A lone surrogate (valid JSON, not valid text) used to fail as "Current transaction is
     aborted", hiding DuckDB's own error, and was retried three times. Now the message has
-    DuckDB's cause, the table, the run's partitions and the completion at fault; nothing is
-    retried and the rows stay."""
+    DuckDB's cause, the table, the day being written and the completion at fault; nothing is
+    retried and the rows stay (the day written before it got the same rows again)."""
     pipeline = pipeline_through(proxy, tmp_path / "w.duckdb")
     assert pipeline.materialize(FIRST, LAST).success
     before = stored(pipeline.database)
@@ -210,7 +211,7 @@ def test_a_value_duckdb_refuses_fails_naming_its_cause_table_partitions_and_comp
     proxy.lie, proxy.targets = "lone_surrogate", {target}
     message = failed_at_once(pipeline.materialize(FIRST, LAST, raise_on_error=False))
     assert "Current transaction is aborted" not in message
-    assert "chat_completions" in message and f"{FIRST}...{LAST}" in message
+    assert "chat_completions (partition 2026-05-04)" in message
     assert target in message and "response" in message
     assert_unchanged(before, pipeline.database)
 

@@ -1,0 +1,204 @@
+"""Writing a :class:`~cloudglue_dagster.streams.DayStream` into DuckDB one committed day at a time.
+
+Each day is its own transaction: its time window is deleted, its rows inserted and a
+progress mark recorded (table ``_cloudglue_progress`` in the asset's schema), then committed
+together. So a run that fails or is killed keeps every day it committed, and knows which
+they were: a step retry of the same run, or a re-execution of a failed run, skips the days
+marked by that run (or by the failed runs it descends from) and loads them back instead.
+
+The marks are bookkeeping, not data: one row per (run, asset, day), dropped by nothing but
+harmless (a few hundred bytes a day). Deleting the table only makes the next retry fetch
+everything again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import duckdb
+import pandas as pd
+from dagster._core.definitions.partitions.utils import TimeWindow
+from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
+
+from .days import ReopenedDay, UTCDay
+from .duckdb_errors import DuckDBMemoryLimitError
+from .streams import DayFrames, DayStream, StoredDay
+
+if TYPE_CHECKING:
+    from .io_manager import UTCDuckDbClient
+
+__all__ = ["PROGRESS_TABLE", "DayStore", "day_frames", "day_label", "write_stream"]
+
+PROGRESS_TABLE = "_cloudglue_progress"
+"""The table, in each asset's schema, that records which run committed which day."""
+
+day_label: ContextVar[str | None] = ContextVar("cloudglue_day_label", default=None)
+"""The partition being written, for error messages (a day of a range run)."""
+
+
+def _day_slice(table_slice: TableSlice, day: UTCDay, columns: Sequence[str] | None = None) -> TableSlice:
+    (dimension,) = table_slice.partition_dimensions
+    return table_slice._replace(
+        partition_dimensions=[
+            TablePartitionDimension(partition_expr=dimension.partition_expr, partitions=TimeWindow(day.start, day.end))
+        ],
+        columns=columns if columns is not None else table_slice.columns,
+    )
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _progress(conn: duckdb.DuckDBPyConnection, schema: str, create: bool) -> str | None:
+    """The progress table's qualified name; None when it does not exist (and ``create`` is False)."""
+    ((catalog,),) = conn.execute("SELECT current_database()").fetchall()
+    name = f"{_quoted(catalog)}.{_quoted(schema)}.{_quoted(PROGRESS_TABLE)}"
+    if create:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {name} (run_id VARCHAR NOT NULL, asset_key VARCHAR NOT NULL,"
+            " partition_key VARCHAR NOT NULL, row_count BIGINT NOT NULL, committed_at TIMESTAMPTZ NOT NULL)"
+        )
+        return name
+    exists = conn.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
+        [catalog, schema, PROGRESS_TABLE],
+    ).fetchall()
+    return name if exists else None
+
+
+def _mark(conn: duckdb.DuckDBPyConnection, schema: str, run_id: str, asset: str, keys: Sequence[tuple[str, int]]) -> None:
+    table = _progress(conn, schema, create=True)
+    for key, rows in keys:
+        conn.execute(f"DELETE FROM {table} WHERE run_id = ? AND asset_key = ? AND partition_key = ?", [run_id, asset, key])
+        conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?, now())", [run_id, asset, key, rows])
+
+
+class DayStore:
+    """One output's days in one DuckDB table: commit, mark, unmark, read back.
+
+    Args:
+        client: the I/O manager's client (connections, transactions, error mapping).
+        uncapped: the same client without the default memory cap, for a day that needs more
+            (None when the cap is the user's own).
+        handler: the pandas type handler that inserts a frame.
+        table_slice: the output's slice for the whole range (its table and partition expression).
+    """
+
+    def __init__(
+        self,
+        client: UTCDuckDbClient,
+        uncapped: UTCDuckDbClient | None,
+        handler: Any,
+        table_slice: TableSlice,
+    ) -> None:
+        self.client, self.uncapped, self.handler, self.table_slice = client, uncapped, handler, table_slice
+
+    @property
+    def asset(self) -> str:
+        return f"{self.table_slice.schema}.{self.table_slice.table}"
+
+    def committed(self, context: dg.OutputContext, run_ids: Sequence[str], keys: Collection[str]) -> dict[str, str]:
+        """Which of ``keys`` the runs ``run_ids`` committed: key -> run id (the first of
+        ``run_ids`` that did)."""
+        if not run_ids or not keys:
+            return {}
+        with self.client.connect(context, self.table_slice) as conn:
+            table = _progress(conn, self.table_slice.schema, create=False)
+            if table is None:
+                return {}
+            rows = conn.execute(
+                f"SELECT run_id, partition_key FROM {table} WHERE asset_key = ? AND list_contains(?, run_id)",
+                [self.asset, list(run_ids)],
+            ).fetchall()
+        rank = {run_id: i for i, run_id in enumerate(run_ids)}
+        found: dict[str, str] = {}
+        for run_id, key in sorted(rows, key=lambda r: rank[r[0]]):
+            if key in keys:
+                found.setdefault(key, run_id)
+        return found
+
+    def adopt(self, context: dg.OutputContext, keys: Collection[str], rows: Mapping[str, int]) -> None:
+        """Mark ``keys`` as committed by this run too, so a re-execution of it finds them."""
+        if keys:
+            with self.client.connect(context, self.table_slice) as conn:
+                _mark(conn, self.table_slice.schema, context.run_id, self.asset, [(k, rows.get(k, 0)) for k in keys])
+
+    def write(self, context: dg.OutputContext, stored: StoredDay) -> None:
+        """Replace ``stored.day``'s rows and mark it committed by this run, in one transaction;
+        once more without the memory cap if DuckDB needs more than the default cap."""
+        token = day_label.set(stored.day.key)
+        try:
+            try:
+                self._write(context, self.client, stored)
+            except DuckDBMemoryLimitError as exc:
+                if self.uncapped is None:
+                    raise
+                context.log.warning(
+                    f"DuckDB ran out of memory under memory_limit={exc.memory_limit} writing"
+                    f" {stored.day.key}; retrying that day once with DuckDB's own limit (80% of RAM)."
+                )
+                self._write(context, self.uncapped, stored)
+        finally:
+            day_label.reset(token)
+
+    def _write(self, context: dg.OutputContext, client: UTCDuckDbClient, stored: StoredDay) -> None:
+        day_slice = _day_slice(self.table_slice, stored.day)
+        with client.connect(context, day_slice) as conn:
+            client.ensure_schema_exists(context, day_slice, conn)
+            client.delete_table_slice(context, day_slice, conn)
+            self.handler.handle_output(context, day_slice, stored.frame, conn)
+            _mark(conn, day_slice.schema, context.run_id, self.asset, [(stored.day.key, len(stored.frame))])
+
+    def unmark(self, context: dg.OutputContext, key: str) -> None:
+        """Forget that this run committed ``key`` (its rows stay until it is written again)."""
+        with self.client.connect(context, self.table_slice) as conn:
+            table = _progress(conn, self.table_slice.schema, create=False)
+            if table is not None:
+                conn.execute(
+                    f"DELETE FROM {table} WHERE run_id = ? AND asset_key = ? AND partition_key = ?",
+                    [context.run_id, self.asset, key],
+                )
+
+    def read(self, context: dg.InputContext | dg.OutputContext, day: UTCDay, columns: Sequence[str] | None) -> pd.DataFrame:
+        """One day's rows, as the pandas handler loads them."""
+        day_slice = _day_slice(self.table_slice, day, columns)
+        with self.client.connect(context, day_slice) as conn:
+            return self.handler.load_input(context, day_slice, conn)
+
+
+def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) -> dict[str, Any]:
+    """Commit ``stream`` day by day (module docstring); returns the output's metadata."""
+    done = store.committed(context, stream.resume_from, set(stream.keys))
+    if done:
+        runs = sorted(set(done.values()))
+        context.log.info(
+            f"Resuming: {len(done)} of {len(stream.days)} day(s) were committed by run(s) {', '.join(runs)}"
+            " and are kept; only the other days are fetched and written"
+        )
+    resumed_rows: dict[str, int] = {}
+    for day in stream.days:
+        if day.key in done:
+            frame = store.read(context, day, stream.resume_columns)
+            resumed_rows[day.key] = len(frame)
+            stream.on_resumed(StoredDay(day, frame, resumed_from=done[day.key]))
+            del frame
+    store.adopt(context, [k for k, run in done.items() if run != context.run_id], resumed_rows)
+    for item in stream.produce(set(done)):
+        if isinstance(item, ReopenedDay):
+            store.unmark(context, item.day.key)
+            continue
+        store.write(context, item)
+        stream.written.append(item.day.key)
+        stream.on_written(item)
+    return {"days_resumed": len(done), "days_written": len(stream.written)}
+
+
+def day_frames(store: DayStore, context: dg.InputContext, days: Sequence[UTCDay]) -> DayFrames:
+    """The input's days, each loaded when iterated."""
+    columns = store.table_slice.columns
+    return DayFrames(days=list(days), load=lambda day: store.read(context, day, columns))
+
