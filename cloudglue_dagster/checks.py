@@ -19,6 +19,9 @@ import pandas as pd
 from .frames import TOKEN_FIELDS, TOKEN_USAGE_COLUMNS, conform
 
 __all__ = [
+    "CHAT_RULES",
+    "MESSAGE_RULES",
+    "ROWS_VALID",
     "build_usage_check",
     "chat_check_outcomes",
     "chat_check_specs",
@@ -184,83 +187,125 @@ def report_checks(
         yield dg.Output(None, output_name=output_name)
 
 
+ROWS_VALID = "rows_valid"
+"""The one check of chat_completions and of chat_messages: every rule of the table, per day.
+
+One evaluation per asset and partition reports every rule in its metadata (``failed_rules``,
+then each rule's counts and examples): a check evaluation is a write to the event log (about
+10-30 ms each), and one per rule cost a range run more than its fetch."""
+
+CHAT_RULES: tuple[tuple[str, str, dg.AssetCheckSeverity], ...] = (
+    ("ids_unique", "every completion id appears once", dg.AssetCheckSeverity.ERROR),
+    ("created_at_in_partition", "every created_at falls inside its partition's UTC day", dg.AssetCheckSeverity.ERROR),
+    ("tokens_non_negative", "no token count is negative", dg.AssetCheckSeverity.ERROR),
+    (
+        "total_tokens_consistent",
+        "total_tokens == prompt_tokens + completion_tokens where all three are reported (warns only)",
+        dg.AssetCheckSeverity.WARN,
+    ),
+)
+"""chat_completions' rules: name, what holds, and the severity of a failure."""
+
+MESSAGE_RULES: tuple[tuple[str, str, dg.AssetCheckSeverity], ...] = (
+    ("message_keys_unique", "(completion_id, source, position) appears once", dg.AssetCheckSeverity.ERROR),
+    (
+        "counts_match_chat_completions",
+        "each completion has message_count prompt rows and choice_count choice rows, as stored in chat_completions",
+        dg.AssetCheckSeverity.ERROR,
+    ),
+)
+"""chat_messages' rules."""
+
+
+def _rules_spec(
+    asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition, rules: Sequence[tuple[str, str, Any]]
+) -> list[dg.AssetCheckSpec]:
+    description = "Per UTC day, every rule holds: " + "; ".join(f"{name}: {what}" for name, what, _ in rules) + "."
+    return [dg.AssetCheckSpec(name=ROWS_VALID, asset=asset_key, partitions_def=partitions_def, description=description)]
+
+
+def _combined(
+    rules: Sequence[tuple[str, str, dg.AssetCheckSeverity]],
+    results: Mapping[str, tuple[bool, Mapping[str, Any]]],
+    counts: Mapping[str, int],
+) -> _Outcome:
+    """One outcome from each rule's ``(passed, metadata)``: failed if any rule failed, with
+    the severity of the worst failed rule; ``counts`` first, then each rule's metadata
+    prefixed with its name."""
+    failed = [(name, severity) for name, _, severity in rules if not results[name][0]]
+    metadata: dict[str, Any] = {**counts, "failed_rules": ", ".join(name for name, _ in failed) or "(none)"}
+    for name, _, _ in rules:
+        passed, details = results[name]
+        metadata[name] = "passed" if passed else "FAILED"
+        metadata.update({f"{name}.{k}": v for k, v in details.items()})
+    worst = (
+        dg.AssetCheckSeverity.ERROR
+        if any(s == dg.AssetCheckSeverity.ERROR for _, s in failed)
+        else dg.AssetCheckSeverity.WARN
+        if failed
+        else dg.AssetCheckSeverity.ERROR
+    )
+    return _Outcome(not failed, metadata, severity=worst)
+
+
 def chat_check_specs(chat_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
-    """The checks on ``chat_completions``: evaluated by the asset on the frame it writes."""
-    return [
-        dg.AssetCheckSpec(name=name, asset=chat_key, partitions_def=partitions_def, description=description)
-        for name, description in (
-            ("ids_unique", "Every completion id appears once."),
-            ("created_at_in_partition", "Every created_at falls inside its partition's UTC day."),
-            ("tokens_non_negative", "No token count is negative."),
-            (
-                "total_tokens_consistent",
-                "total_tokens == prompt_tokens + completion_tokens where all three are reported (warns).",
-            ),
-        )
-    ]
+    """The check on ``chat_completions`` (:data:`ROWS_VALID`): evaluated by the asset on each day it writes."""
+    return _rules_spec(chat_key, partitions_def, CHAT_RULES)
 
 
 def chat_check_outcomes(
     frame: pd.DataFrame, window_start: pd.Timestamp, window_end: pd.Timestamp, days: Iterable[tuple[str, pd.DataFrame]]
 ) -> dict[str, dict[str, _Outcome]]:
-    """The chat_completions checks for each ``(partition key, rows of that day)``.
+    """The chat_completions check for each ``(partition key, rows of that day)``.
 
-    ``frame`` is the run's whole frame and ``[window_start, window_end)`` the
-    run's window: a row outside it belongs to no partition, so it fails
-    ``created_at_in_partition`` for every partition of the run.
+    ``frame`` holds the rows being checked and ``[window_start, window_end)`` their window (a
+    day, or a run's range): a row outside it belongs to no partition, so it fails
+    ``created_at_in_partition`` for every partition given.
     """
     outside = rows_outside(frame, window_start, window_end)
-    outcomes: dict[str, dict[str, _Outcome]] = {
-        "ids_unique": {}, "created_at_in_partition": {}, "tokens_non_negative": {}, "total_tokens_consistent": {},
-    }
+    outcomes: dict[str, _Outcome] = {}
     for key, day in days:
         dupes = duplicate_ids(day)
-        outcomes["ids_unique"][key] = _Outcome(
-            not dupes, {"rows": len(day), "duplicate_ids": len(dupes), "examples": _examples(dupes)}
-        )
-        outcomes["created_at_in_partition"][key] = _Outcome(outside == 0, {"rows_outside_window": outside})
         negative = negative_token_rows(day)
-        outcomes["tokens_non_negative"][key] = _Outcome(
-            negative.empty, {"rows": len(negative), "examples": _examples(negative["id"].tolist())}
-        )
         bad = inconsistent_totals(day)
-        outcomes["total_tokens_consistent"][key] = _Outcome(
-            bad.empty, {"rows": len(bad), "examples": _examples(bad["id"].tolist())}, severity=dg.AssetCheckSeverity.WARN
+        outcomes[key] = _combined(
+            CHAT_RULES,
+            {
+                "ids_unique": (not dupes, {"duplicate_ids": len(dupes), "examples": _examples(dupes)}),
+                "created_at_in_partition": (outside == 0, {"rows_outside_window": outside}),
+                "tokens_non_negative": (negative.empty, {"rows": len(negative), "examples": _examples(negative["id"].tolist())}),
+                "total_tokens_consistent": (bad.empty, {"rows": len(bad), "examples": _examples(bad["id"].tolist())}),
+            },
+            {"rows": len(day)},
         )
-    return outcomes
+    return {ROWS_VALID: outcomes}
 
 
 def messages_check_specs(messages_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
-    """The checks on ``chat_messages``: evaluated by the asset on the frame it writes."""
-    return [
-        dg.AssetCheckSpec(name=name, asset=messages_key, partitions_def=partitions_def, description=description)
-        for name, description in (
-            ("message_keys_unique", "(completion_id, source, position) appears once."),
-            (
-                "counts_match_chat_completions",
-                "Each completion has message_count prompt rows and choice_count choice rows, as stored in"
-                " chat_completions.",
-            ),
-        )
-    ]
+    """The check on ``chat_messages`` (:data:`ROWS_VALID`): evaluated by the asset on each day it writes."""
+    return _rules_spec(messages_key, partitions_def, MESSAGE_RULES)
 
 
 def messages_check_outcomes(
     days: Iterable[tuple[str, pd.DataFrame, pd.DataFrame]],
 ) -> dict[str, dict[str, _Outcome]]:
-    """The chat_messages checks for each ``(partition key, message rows, chat_completions rows)`` of a day."""
-    outcomes: dict[str, dict[str, _Outcome]] = {"message_keys_unique": {}, "counts_match_chat_completions": {}}
+    """The chat_messages check for each ``(partition key, message rows, chat_completions rows)`` of a day."""
+    outcomes: dict[str, _Outcome] = {}
     for key, messages, chat in days:
         dupes = duplicate_message_keys(messages)
-        outcomes["message_keys_unique"][key] = _Outcome(
-            not dupes, {"rows": len(messages), "duplicate_keys": len(dupes), "examples": _examples(dupes)}
-        )
         mismatched = message_count_mismatches(messages, chat)
-        outcomes["counts_match_chat_completions"][key] = _Outcome(
-            not mismatched,
-            {"completions": len(chat), "mismatched_completions": len(mismatched), "examples": _examples(mismatched)},
+        outcomes[key] = _combined(
+            MESSAGE_RULES,
+            {
+                "message_keys_unique": (not dupes, {"duplicate_keys": len(dupes), "examples": _examples(dupes)}),
+                "counts_match_chat_completions": (
+                    not mismatched,
+                    {"mismatched_completions": len(mismatched), "examples": _examples(mismatched)},
+                ),
+            },
+            {"rows": len(messages), "completions": len(chat)},
         )
-    return outcomes
+    return {ROWS_VALID: outcomes}
 
 
 def usage_against_recorded(usage_day: pd.DataFrame, recorded: Mapping[str, Any] | None) -> list[dict[str, Any]]:

@@ -71,7 +71,9 @@ def resume_runs(context: dg.AssetExecutionContext) -> list[str]:
     """Runs whose committed days this step keeps: itself (a step retry), then the run it
     re-executes if that one failed or was canceled. A fresh run, or a re-execution of a
     run that succeeded, resumes nothing of another run and replaces every day."""
-    runs = [context.run.run_id]
+    # Only an earlier attempt of this step can have left marks under this run's id; asking
+    # for none on a first attempt keeps the warehouse out of the way until a day is complete.
+    runs = [context.run.run_id] if context.retry_number > 0 else []
     parent_id = context.run.parent_run_id
     if parent_id:
         parent = context.instance.get_run_by_id(parent_id)

@@ -63,8 +63,8 @@ def step_errors(context: dg.AssetExecutionContext, retry_policy: dg.RetryPolicy 
 
 
 class RunTerminatedError(CloudglueError):
-    """The run was terminated (marked CANCELING or CANCELED) while the step ran; nothing was
-    written by this step. Permanent."""
+    """The run was terminated (marked CANCELING or CANCELED) while the step ran; the step
+    wrote nothing more after that (days it had committed before stay). Permanent."""
 
 
 class TerminationWatch:
@@ -86,8 +86,8 @@ class TerminationWatch:
         status = terminated_status(self._instance, self._run_id)
         if status is not None:
             raise RunTerminatedError(
-                f"Run {self._run_id} was terminated ({status.value}); this step stopped before"
-                " writing anything, so the stored rows are kept."
+                f"Run {self._run_id} was terminated ({status.value}); this step stopped. The days"
+                " it had committed are kept; no other day was written."
             )
 
     def watch(self, items: Iterable[T]) -> Iterator[T]:

@@ -101,13 +101,19 @@ def test_range_is_one_sweep_with_per_partition_metadata(emu: Emulator, pipeline_
         assert chat_md[day.isoformat()]["dagster/partition_row_count"] == truth.count  # the day's, not the range's
         assert chat_md[day.isoformat()]["total_tokens"] == truth.total_tokens
     checks = result.get_asset_check_evaluations()
-    assert {(c.check_name, c.partition) for c in checks} == {
-        (name, d.isoformat())
-        for name in ["ids_unique", "created_at_in_partition", "tokens_non_negative", "total_tokens_consistent",
-                     "sums_match_chat_completions", "message_keys_unique", "counts_match_chat_completions"]
+    # One evaluation per asset and partition, every rule in its metadata.
+    assert sorted((c.asset_key.path[-1], c.check_name, c.partition) for c in checks) == sorted(
+        (asset, name, d.isoformat())
+        for asset, name in [("chat_completions", "rows_valid"), ("chat_messages", "rows_valid"),
+                            ("token_usage", "sums_match_chat_completions")]
         for d in days
-    }
+    )
     assert all(c.passed for c in checks)
+    chat_check = next(c for c in checks if c.asset_key.path[-1] == "chat_completions")
+    assert chat_check.metadata["failed_rules"].value == "(none)"
+    assert {k: chat_check.metadata[k].value for k in ("ids_unique", "tokens_non_negative")} == dict.fromkeys(
+        ("ids_unique", "tokens_non_negative"), "passed"
+    )
 
 
 @pytest.mark.parametrize("unit", ["ms", "s"])
@@ -195,16 +201,23 @@ def test_checks_fail_on_the_offending_partition_only(emu: Emulator, pipeline_fac
     at = int(dt.datetime(2026, 3, 3, 8, tzinfo=UTC).timestamp() * 1000)
     base = {"object": "chat.completion", "model": "nimbus-001", "choices": [], "payload": {}}
     emu.add_record({**base, "id": "neg", "usage": {"prompt_tokens": -5}}, at_ms=at)
-    emu.add_record({**base, "id": "odd", "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 5}}, at_ms=at + 1)
+    odd = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 5}
+    emu.add_record({**base, "id": "odd", "usage": odd}, at_ms=at + 86_400_000)  # 03-04
     pipeline = pipeline_factory(emu, "2026-03-01")
     result = pipeline.materialize("2026-03-02", "2026-03-04")
     assert result.success  # checks are not blocking: the data is loaded and flagged
-    outcomes = {(c.check_name, c.partition): c for c in result.get_asset_check_evaluations()}
-    assert not outcomes[("tokens_non_negative", "2026-03-03")].passed
-    assert outcomes[("tokens_non_negative", "2026-03-02")].passed
-    warn = outcomes[("total_tokens_consistent", "2026-03-03")]
+    outcomes = {
+        (c.asset_key.path[-1], c.check_name, c.partition): c for c in result.get_asset_check_evaluations()
+    }
+    bad = outcomes[("chat_completions", "rows_valid", "2026-03-03")]
+    assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
+    assert bad.metadata["failed_rules"].value == "tokens_non_negative"
+    assert bad.metadata["tokens_non_negative.examples"].value == "neg"
+    assert outcomes[("chat_completions", "rows_valid", "2026-03-02")].passed
+    warn = outcomes[("chat_completions", "rows_valid", "2026-03-04")]  # only the warning rule fails
     assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
-    assert outcomes[("sums_match_chat_completions", "2026-03-03")].passed
+    assert warn.metadata["failed_rules"].value == "total_tokens_consistent"
+    assert outcomes[("token_usage", "sums_match_chat_completions", "2026-03-03")].passed
 
 
 def test_usage_check_catches_a_day_reloaded_in_one_table_only(emu: Emulator, pipeline_factory) -> None:

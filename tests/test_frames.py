@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import dagster as dg
 import pandas as pd
 import pytest
 
@@ -174,12 +175,13 @@ def test_chat_check_outcomes_per_day() -> None:
                                    completion("n", DAY + 86_400_000, usage={"prompt_tokens": -1})])
     start = pd.Timestamp("2026-01-01T00:00:00Z")
     days = [("2026-01-01", chat.iloc[:2]), ("2026-01-02", chat.iloc[2:])]
-    outcomes = chat_check_outcomes(chat, start, start + pd.Timedelta(days=2), days)
-    assert not outcomes["ids_unique"]["2026-01-01"].passed and outcomes["ids_unique"]["2026-01-02"].passed
-    assert outcomes["tokens_non_negative"]["2026-01-01"].passed and not outcomes["tokens_non_negative"]["2026-01-02"].passed
-    assert all(o.passed for o in outcomes["created_at_in_partition"].values())
-    narrow = chat_check_outcomes(chat, start, start + pd.Timedelta(days=1), days[:1])
-    assert not narrow["created_at_in_partition"]["2026-01-01"].passed  # a row outside the run's window
+    outcomes = chat_check_outcomes(chat, start, start + pd.Timedelta(days=2), days)["rows_valid"]
+    assert outcomes["2026-01-01"].metadata["failed_rules"] == "ids_unique"
+    assert outcomes["2026-01-02"].metadata["failed_rules"] == "tokens_non_negative"
+    assert outcomes["2026-01-01"].metadata["created_at_in_partition"] == "passed"
+    assert not outcomes["2026-01-01"].passed and outcomes["2026-01-01"].severity == dg.AssetCheckSeverity.ERROR
+    narrow = chat_check_outcomes(chat, start, start + pd.Timedelta(days=1), days[:1])["rows_valid"]
+    assert "created_at_in_partition" in narrow["2026-01-01"].metadata["failed_rules"]  # a row outside the window
 
 
 # -- the README documents the contract ------------------------------------------
