@@ -27,7 +27,7 @@ import requests
 
 from ._loopback import is_loopback
 from .errors import CloudglueConfigError
-from .models import ChatCompletion, ChatCompletionPage, parse_page
+from .models import ChatCompletion, ChatCompletionPage, decode_page, parse_page
 from .sweep import Fetch, Sweep, SweepStats
 from .throttle import Throttle
 from .secrecy import display_url
@@ -255,8 +255,12 @@ class CloudglueClient:
             text = _date_param(name, value)
             if text is not None:
                 params[name] = text
-        body = self._transport.get_json(self.base_url + _CHAT_COMPLETIONS_PATH, params, self._headers, _cancel)
-        return parse_page(body)
+        # A well-formed page is decoded straight to records (decode_page); any other is
+        # decoded by json and parsed field by field, so that its fault is explained.
+        body = self._transport.get_json(
+            self.base_url + _CHAT_COMPLETIONS_PATH, params, self._headers, _cancel, fast=decode_page
+        )
+        return body if type(body) is ChatCompletionPage else parse_page(body)
 
     def iter_chat_completions(
         self,

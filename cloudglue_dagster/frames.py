@@ -1,6 +1,6 @@
 """Records to DataFrames: the column contract of every table, in one place.
 
-pandas only, no Dagster. Every frame built here has exactly the contract's
+pandas and numpy, no Dagster. Every frame built here has exactly the contract's
 columns, in the contract's order, with the contract's dtypes, whether it holds
 a million rows or none: the warehouse's column types come from the first frame
 written, so an empty or all-null partition must not drift.
@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .errors import CloudglueConfigError
@@ -140,12 +141,11 @@ def empty_frame(columns: Sequence[Column]) -> pd.DataFrame:
     return pd.DataFrame({c.name: pd.Series([], dtype=c.dtype) for c in columns})
 
 
-def _typed(data: dict[str, list], columns: Sequence[Column]) -> pd.DataFrame:
+def _typed(data: Mapping[str, Any], columns: Sequence[Column]) -> pd.DataFrame:
     return pd.DataFrame({c.name: pd.Series(data[c.name], dtype=c.dtype) for c in columns})
 
 
-# One encoder for every row: json.dumps with options builds a new one per call.
-# ensure_ascii=False keeps unicode readable in the warehouse; compact separators keep it small.
+# The spelling of the JSON columns (models.CompletionJSON): compact, unicode kept readable.
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -154,11 +154,28 @@ def chat_completions_frame(completions: Iterable[ChatCompletion]) -> pd.DataFram
 
     Consumes ``completions`` once, keeping no record: a backfill's memory holds
     the frame's columns, not the parsed records too. The JSON columns are the
-    API's own JSON (unknown fields included), so nothing the API sent is lost.
+    records' :attr:`~cloudglue_dagster.models.ChatCompletion.raw` text, the API's
+    own JSON (unknown fields included), so nothing the API sent there is lost.
     """
     with _fewer_collections():
         frame = _typed(_chat_columns(completions), CHAT_COMPLETIONS_COLUMNS)
-    return frame.sort_values(["created_at", "id"], kind="stable", ignore_index=True)
+    return _by_time_then_id(frame)
+
+
+def _by_time_then_id(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame.sort_values(["created_at", "id"], kind="stable", ignore_index=True)``, without
+    sorting every id: pandas' two-key sort factorizes the ids (0.3 s of CPU for 100k rows),
+    when only rows that share a ``created_at`` need them. Those runs are ordered by id here."""
+    times = frame["created_at"].array.asi8
+    order = np.argsort(times, kind="stable")
+    ordered = times[order]
+    ties = ordered[1:] == ordered[:-1]
+    if ties.any():
+        ids = frame["id"].to_numpy(dtype=object)
+        edges = np.diff(np.concatenate(([False], ties, [False])).astype(np.int8))
+        for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) + 1):
+            order[start:end] = sorted(order[start:end].tolist(), key=ids.__getitem__)  # stable
+    return frame.take(order).reset_index(drop=True)
 
 
 @contextmanager
@@ -180,12 +197,13 @@ def _fewer_collections() -> Iterator[None]:
 
 
 def _chat_columns(completions: Iterable[ChatCompletion]) -> dict[str, list]:
-    data: dict[str, list] = {c.name: [] for c in CHAT_COMPLETIONS_COLUMNS}
+    """The contract's columns as lists, one pass over the records. The JSON columns are the
+    records' own text (:class:`~cloudglue_dagster.models.CompletionJSON`): nothing is encoded here."""
+    columns: tuple[list, ...] = tuple([] for _ in CHAT_COMPLETIONS_COLUMNS)
     (ids, created, models, prompt_tokens, completion_tokens, total_tokens, temperatures, message_counts,
-     choice_counts, prompts, responses, collections, filters, payload_messages, choices) = data.values()
+     choice_counts, prompts, responses, collections, filters, payload_messages, choices) = columns
     for c in completions:
-        raw_payload = c.raw["payload"]
-        usage = c.usage
+        usage, messages, answers, raw = c.usage, c.messages, c.choices, c.raw
         ids.append(c.id)
         created.append(c.created_at)
         models.append(c.model)
@@ -193,16 +211,25 @@ def _chat_columns(completions: Iterable[ChatCompletion]) -> dict[str, list]:
         completion_tokens.append(usage.completion_tokens)
         total_tokens.append(usage.total_tokens)
         temperatures.append(c.temperature)
-        message_counts.append(len(c.messages))
-        choice_counts.append(len(c.choices))
-        prompts.append(next((m.content for m in reversed(c.messages) if m.role == "user"), None))
-        first_choice = min(c.choices, key=_choice_index) if c.choices else None
-        responses.append(first_choice.message.content if first_choice else None)
-        collections.append(_encode(raw_payload.get("collections") or []))
-        filters.append(None if c.filter is None else _encode(c.filter))
-        payload_messages.append(_encode(raw_payload.get("messages") or []))
-        choices.append(_encode(c.raw["choices"]))
-    return data
+        message_counts.append(len(messages))
+        choice_counts.append(len(answers))
+        # The last user message of the prompt.
+        prompt = None
+        for m in reversed(messages):
+            if m.role == "user":
+                prompt = m.content
+                break
+        prompts.append(prompt)
+        # The choice with the lowest index (the first of them if several share it).
+        if len(answers) == 1:
+            responses.append(answers[0].message.content)
+        else:
+            responses.append(min(answers, key=_choice_index).message.content if answers else None)
+        collections.append(raw.collections)
+        filters.append(raw.filter)
+        payload_messages.append(raw.payload_messages)
+        choices.append(raw.choices)
+    return dict(zip((c.name for c in CHAT_COMPLETIONS_COLUMNS), columns))
 
 
 def _choice_index(choice: Choice) -> int:

@@ -1,28 +1,40 @@
 """Typed records parsed from the API's JSON.
 
-Standard library only. Parsing is strict where the spec says a field is
-required and lenient where it says optional: a missing optional field becomes
-None, an unknown field is ignored (the API grows), and a field of the wrong
-type raises :class:`~cloudglue_dagster.errors.InvalidResponseError` naming the
-completion id and the field's path.
+Standard library plus msgspec, no Dagster. Parsing is strict where the spec says a field is
+required and lenient where it says optional: a missing optional field becomes None, an
+unknown field is ignored (the API grows), and a field of the wrong type raises
+:class:`~cloudglue_dagster.errors.InvalidResponseError` naming the completion id and the
+field's path.
+
+Two paths, one result. :func:`decode_page` reads a page's bytes straight into the records
+with msgspec, the JSON columns passed through as the API's own text; it takes only bodies
+that are well formed, and gives up (None) on anything else. The careful path,
+``json.loads`` then :func:`parse_page`, reads everything else and explains what is wrong
+with it, field by field. Whatever the fast path accepts, the careful path accepts too and
+builds the same records from it.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from .errors import InvalidResponseError
 
 __all__ = [
     "ChatCompletion",
+    "CompletionJSON",
     "ChatCompletionPage",
     "ChatMessage",
     "Choice",
     "Usage",
+    "decode_page",
     "parse_created_at",
     "parse_completion",
     "parse_page",
@@ -36,9 +48,20 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 # (1e11 s is the year 5138), so smaller numbers are read as seconds.
 _MILLISECONDS_THRESHOLD = 1e11
 
+# Integers are stored as 64-bit (pandas Int64, DuckDB BIGINT): a larger one is refused here,
+# naming its completion, rather than overflowing later in a frame or the warehouse.
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_Int64 = Annotated[int, msgspec.Meta(ge=_INT64_MIN, le=_INT64_MAX)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=_INT64_MAX)]
 
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
+# The records are msgspec Structs: the fast path decodes JSON straight into them, and one
+# costs a tenth of a frozen dataclass to build. They behave as the frozen dataclasses they
+# replace did: same fields, positional or keyword construction, immutable, compared and
+# hashed by value. The leaves hold only strings and numbers, so they need not be tracked by
+# the cyclic garbage collector (gc=False).
+
+
+class ChatMessage(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """One message: ``role`` (system, user or assistant), ``content``, optional ``name``."""
 
     role: str
@@ -46,21 +69,19 @@ class ChatMessage:
     name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
+class Choice(msgspec.Struct, frozen=True, gc=False):
     """One answer of a completion: its ``index`` and its ``message``."""
 
-    index: int
+    index: _Int64
     message: ChatMessage
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(msgspec.Struct, frozen=True, gc=False):
     """Token counts of a completion. The API may omit any of them: None means not reported."""
 
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    total_tokens: int | None = None
+    prompt_tokens: _Int64 | None = None
+    completion_tokens: _Int64 | None = None
+    total_tokens: _Int64 | None = None
 
     @property
     def reported(self) -> bool:
@@ -70,8 +91,28 @@ class Usage:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ChatCompletion:
+class CompletionJSON(msgspec.Struct, frozen=True, gc=False):
+    """The parts of a completion kept as JSON text (the JSON columns of ``chat_completions``).
+
+    Each is the text ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` makes
+    of the API's value, unknown fields included: compact, unicode unescaped. The fast path
+    passes the API's own bytes through when they already are that text (the usual case) and
+    re-encodes them otherwise, so the text does not depend on the path.
+
+    Attributes:
+        payload_messages: ``payload.messages``; ``[]`` when absent or null.
+        choices: ``choices``.
+        collections: ``payload.collections``; ``[]`` when absent or null.
+        filter: ``payload.filter``; None when absent or null.
+    """
+
+    payload_messages: str
+    choices: str
+    collections: str
+    filter: str | None
+
+
+class ChatCompletion(msgspec.Struct, frozen=True):
     """A stored chat completion.
 
     Attributes:
@@ -82,9 +123,12 @@ class ChatCompletion:
         choices: the answers, in the order the API gave them.
         messages: the prompt's messages (``payload.messages``).
         temperature: ``payload.temperature``, or None when absent.
-        filter: ``payload.filter`` as raw JSON, or None when absent.
+        filter: ``payload.filter`` as decoded JSON, or None when absent.
         collections: ``payload.collections`` (collection ids).
-        raw: the completion's JSON as the API sent it, unknown fields included.
+        raw: the API's JSON text of ``payload.messages``, ``choices``,
+            ``payload.collections`` and ``payload.filter`` (:class:`CompletionJSON`),
+            unknown fields included. Fields of the completion that no attribute holds are
+            not kept. Not part of equality, hashing or the repr.
     """
 
     id: str
@@ -96,11 +140,29 @@ class ChatCompletion:
     temperature: float | None
     filter: Mapping[str, Any] | None
     collections: tuple[str, ...]
-    raw: Mapping[str, Any] = field(repr=False, compare=False)
+    raw: CompletionJSON
+
+    def _key(self) -> tuple:
+        return (self.id, self.created_at, self.model, self.usage, self.choices, self.messages,
+                self.temperature, self.filter, self.collections)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ChatCompletion:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"ChatCompletion(id={self.id!r}, created_at={self.created_at!r}, model={self.model!r},"
+            f" usage={self.usage!r}, choices={self.choices!r}, messages={self.messages!r},"
+            f" temperature={self.temperature!r}, filter={self.filter!r}, collections={self.collections!r})"
+        )
 
 
-@dataclass(frozen=True, slots=True)
-class ChatCompletionPage:
+class ChatCompletionPage(msgspec.Struct, frozen=True):
     """One page of ``GET /chat/completions``.
 
     Attributes:
@@ -150,6 +212,11 @@ def parse_created_at(value: Any) -> datetime:
     raise ValueError(f"expected a number or ISO-8601 string, got {type(value).__name__}")
 
 
+# The JSON columns' text: compact, unicode kept readable (ensure_ascii=False). One encoder
+# for every call: json.dumps with options builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _short(value: Any, width: int = 60) -> str:
     """``repr(value)`` cut to ``width`` characters (a hostile value can be megabytes long)."""
     text = repr(value) if not (type(value) is int and abs(value) > 10**width) else f"<integer of {len(str(abs(value)))} digits>"
@@ -181,11 +248,6 @@ def _wrong(completion_id: str | None, path: str, expected: str, value: Any) -> I
             f"required field is missing (expected {expected})", completion_id=completion_id, field=path
         )
     return InvalidResponseError(f"expected {expected}, got {_type_name(value)}", completion_id=completion_id, field=path)
-
-
-# Integers are stored as 64-bit (pandas Int64, DuckDB BIGINT): a larger one is refused here,
-# naming its completion, rather than overflowing later in a frame or the warehouse.
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _int64(value: int, completion_id: str | None, path: str) -> int:
@@ -322,7 +384,12 @@ def parse_completion(raw: Any, *, position: str = "data[]") -> ChatCompletion:
         temperature=temperature,
         filter=filter_,
         collections=tuple(collections),
-        raw=raw,
+        raw=CompletionJSON(
+            _encode(raw_messages),
+            _encode(raw_choices),
+            _encode(payload.get("collections") or []),
+            None if filter_ is None else _encode(filter_),
+        ),
     )
 
 
@@ -348,12 +415,21 @@ def _envelope_int(body: Mapping[str, Any], key: str) -> int:
 
 
 def parse_page(body: Any) -> ChatCompletionPage:
-    """Parse a decoded ``ChatCompletionList`` body.
+    """Parse a ``ChatCompletionList`` body: its bytes, or what ``json.loads`` made of them.
+
+    Bytes go through :func:`decode_page` first; a body it does not take is decoded with
+    ``json.loads`` and parsed field by field, so that what is wrong with it is explained.
 
     Raises:
         InvalidResponseError: the envelope or any completion in it has the
             wrong shape.
+        ValueError, RecursionError: bytes that ``json.loads`` cannot read.
     """
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        page = decode_page(body)
+        if page is not None:
+            return page
+        body = json.loads(bytes(body))
     if type(body) is not dict:
         raise InvalidResponseError(f"expected a list object, got {_type_name(body)}")
     data = body.get("data")
@@ -368,3 +444,148 @@ def parse_page(body: Any) -> ChatCompletionPage:
         limit=limit,
         offset=offset,
     )
+
+
+# -- the fast path ------------------------------------------------------------------------------
+#
+# msgspec decodes a page into the structs below in one pass, each JSON column left as
+# msgspec.Raw (a view of the body's bytes, not decoded). The columns of all the page's
+# completions are then decoded together, one call per column: the typed messages, choices
+# and collections, the filters as plain JSON. Nothing is checked twice in Python: the types
+# say what the careful path checks (required fields, strings, 64-bit integers, a non-empty
+# id, a total and offset >= 0), and whatever msgspec refuses (a wrong type, NaN, a lone
+# surrogate, an integer out of range, a 100,000-deep nesting) makes decode_page give up.
+#
+# One thing the careful path does that this one does not: fields that no record holds (the
+# envelope's "object", unknown fields) are skipped unread, so an unknown field's invalid
+# UTF-8 or 5,000-digit integer no longer gets a body refused.
+
+_NULL = msgspec.Raw(b"null")
+
+
+class _Payload(msgspec.Struct):
+    messages: msgspec.Raw = _NULL
+    temperature: int | float | None = None
+    filter: msgspec.Raw = _NULL
+    collections: msgspec.Raw = _NULL
+
+
+class _Completion(msgspec.Struct):
+    id: Annotated[str, msgspec.Meta(min_length=1)]
+    created_at: int | float | str
+    model: str
+    usage: Usage
+    choices: msgspec.Raw
+    payload: _Payload
+
+
+class _Page(msgspec.Struct):
+    data: list[_Completion]
+    total: _Count
+    limit: _Int64
+    offset: _Count
+
+
+class _FloatSeen(Exception):
+    """A filter holds a float: msgspec would not spell it as json.dumps does."""
+
+
+def _refuse_float(text: str) -> Any:
+    raise _FloatSeen(text)
+
+
+_PAGE = msgspec.json.Decoder(_Page)
+_MESSAGES = msgspec.json.Decoder(tuple[ChatMessage, ...] | None)
+_CHOICES = msgspec.json.Decoder(tuple[Choice, ...])
+_COLLECTIONS = msgspec.json.Decoder(tuple[str, ...] | None)
+_FILTERS = msgspec.json.Decoder(dict[str, Any] | None, float_hook=_refuse_float)
+_ENCODER = msgspec.json.Encoder()
+_TEMPERATURE_MAX = 2**53
+_UTF8 = itertools.repeat("utf-8")
+
+
+def decode_page(body: bytes | bytearray | memoryview) -> ChatCompletionPage | None:
+    """A page's JSON bytes straight to records, or None if the body is not one msgspec takes.
+
+    None means: decode the body with ``json.loads`` and let :func:`parse_page` say what is
+    wrong with it (or read what is merely unusual: an integral float token count, a UTF-8
+    BOM, a ``NaN``). Never raises.
+    """
+    try:
+        return _decode_page(body)
+    except Exception:  # noqa: BLE001 - any refusal sends the body down the careful path
+        return None
+
+
+def _decode_page(body: bytes | bytearray | memoryview) -> ChatCompletionPage:
+    page = _PAGE.decode(body)
+    data = page.data
+    if not data:
+        return ChatCompletionPage((), page.total, page.limit, page.offset)
+    payloads = [r.payload for r in data]
+    messages, message_texts = _column([p.messages for p in payloads], _MESSAGES)
+    choices, choice_texts = _column([r.choices for r in data], _CHOICES)
+    collections, collection_texts = _column([p.collections for p in payloads], _COLLECTIONS)
+    filter_cells = [p.filter for p in payloads]
+    try:
+        filters, filter_texts = _column(filter_cells, _FILTERS)
+    except _FloatSeen:
+        filters, filter_texts = _filters_with_floats(filter_cells)
+
+    records = []
+    for r, p, m, mt, c, ct, k, kt, f, ft in zip(
+        data, payloads, messages, message_texts, choices, choice_texts, collections, collection_texts,
+        filters, filter_texts,
+    ):
+        created = r.created_at
+        if type(created) is int and created >= _MILLISECONDS_THRESHOLD:
+            created_at = _EPOCH + timedelta(0, 0, 0, created)  # milliseconds, as parse_created_at reads them
+        else:
+            created_at = parse_created_at(created)  # ValueError, OverflowError: the careful path explains
+        temperature = p.temperature
+        if type(temperature) is int:
+            if abs(temperature) > _TEMPERATURE_MAX:
+                raise ValueError("not a temperature")
+            temperature = float(temperature)
+        elif temperature is not None and not math.isfinite(temperature):
+            raise ValueError("not a finite temperature")
+        records.append(ChatCompletion(
+            r.id, created_at, r.model, r.usage, c, m or (), temperature, f, k or (),
+            CompletionJSON("[]" if m is None else mt, ct, "[]" if k is None else kt, None if f is None else ft),
+        ))
+    return ChatCompletionPage(tuple(records), page.total, page.limit, page.offset)
+
+
+def _column(cells: list[msgspec.Raw], decoder: msgspec.json.Decoder) -> tuple[list[Any], list[str]]:
+    """One JSON column of a page: each cell's value, and its text as :data:`_encode` spells it.
+
+    The cells are decoded in one call (one JSON value per line). When encoding the values
+    gives back the cells' bytes exactly (compact, no escaped unicode, no unknown field, no
+    float, keys in the order of the records' fields), the API's bytes are that text already
+    and are passed through; otherwise the cells that differ are re-encoded as the careful
+    path would.
+    """
+    blob = b"\n".join(cells)
+    values = decoder.decode_lines(blob)
+    if len(values) != len(cells):
+        raise ValueError("a column cell is not one JSON value")
+    again = _ENCODER.encode_lines(values)
+    if len(again) == len(blob) + 1 and again.startswith(blob):
+        return values, list(map(str, cells, _UTF8))
+    texts = []
+    for cell, value in zip(cells, values):
+        data = bytes(cell)
+        texts.append(data.decode("utf-8") if _ENCODER.encode(value) == data else _encode(json.loads(data)))
+    return values, texts
+
+
+def _filters_with_floats(cells: list[msgspec.Raw]) -> tuple[list[Any], list[str | None]]:
+    """The filter column of a page where some filter holds a float: decoded and spelled by json."""
+    values, texts = [], []
+    for cell in cells:
+        value = json.loads(bytes(cell))
+        if value is not None and type(value) is not dict:
+            raise ValueError("payload.filter is not an object")
+        values.append(value)
+        texts.append(None if value is None else _encode(value))
+    return values, texts

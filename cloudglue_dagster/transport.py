@@ -20,7 +20,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -176,13 +176,23 @@ class Transport:
         self._watchdog.abort_all()
 
     def get_json(
-        self, url: str, params: Mapping[str, Any], headers: Mapping[str, str], cancel: threading.Event | None = None
+        self,
+        url: str,
+        params: Mapping[str, Any],
+        headers: Mapping[str, str],
+        cancel: threading.Event | None = None,
+        *,
+        fast: Callable[[bytes], Any] | None = None,
     ) -> Any:
         """GET ``url`` and decode its JSON body, retrying transient failures per ``retry``.
 
         Every attempt holds a slot of the :class:`Throttle`: a 429 pauses all requests and
         lowers the concurrency; other failures back off this request alone. ``cancel`` (or
         :meth:`close`) ends the retries at once.
+
+        ``fast`` reads a 200's bytes first (:func:`~cloudglue_dagster.models.decode_page`):
+        what it returns is the result, unless it is None, and then the body is decoded with
+        ``json.loads`` as always, its failures retried or refused as below.
 
         Raises:
             RetriesExhaustedError: transient failures outlasted ``max_retries``.
@@ -198,7 +208,7 @@ class Transport:
             attempts += 1
             with self.throttle.slot(cancel):
                 try:
-                    body = self._attempt(url, params, headers)
+                    body = self._attempt(url, params, headers, fast)
                 except _Retryable as exc:
                     failure = exc
                 else:
@@ -240,7 +250,9 @@ class Transport:
         if self._stop.is_set() or (cancel is not None and cancel.is_set()):
             raise CloudglueError("The Cloudglue client was stopped (closed, or its sweep cancelled).")
 
-    def _attempt(self, url: str, params: Mapping[str, Any], headers: Mapping[str, str]) -> Any:
+    def _attempt(
+        self, url: str, params: Mapping[str, Any], headers: Mapping[str, str], fast: Callable[[bytes], Any] | None
+    ) -> Any:
         with self._count_lock:
             self.requests_sent += 1
         watch = self._watchdog.watch(self.deadline)
@@ -252,7 +264,7 @@ class Transport:
             self._watchdog.release(watch)
         status = response.status_code
         if status == 200:
-            return self._decode(response)
+            return self._decode(response, fast)
         message = self._server_message(response)
         if status in RETRYABLE_STATUSES:
             detail = f"HTTP {status}" + (f" ({message})" if message else "")
@@ -286,7 +298,11 @@ class Transport:
                 f"GET {display_url(url)} could not be sent: {type(exc).__name__}: {self.redact(str(exc))[:500]}"
             ) from None
 
-    def _decode(self, response: requests.Response) -> Any:
+    def _decode(self, response: requests.Response, fast: Callable[[bytes], Any] | None = None) -> Any:
+        if fast is not None:
+            decoded = fast(response.content)
+            if decoded is not None:
+                return decoded
         try:
             return json.loads(response.content)
         except RecursionError:

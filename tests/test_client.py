@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -17,6 +18,7 @@ from cloudglue_dagster import (
     CloudglueClient,
     CloudglueResource,
     CloudglueConfigError,
+    InvalidResponseError,
     NotFoundError,
     RetriesExhaustedError,
     RetryPolicy,
@@ -24,6 +26,7 @@ from cloudglue_dagster import (
 from cloudglue_dagster.client import SweepStats
 from cloudglue_dagster.throttle import Throttle
 from cloudglue_dagster.emulator import FAULT_KINDS, Dataset, Emulator
+from cloudglue_dagster.models import parse_page
 
 KEY = "sk-test-7f3a9c-SECRET"
 D0 = dt.date(2026, 3, 1)
@@ -387,3 +390,71 @@ def test_user_agent_and_bearer_token() -> None:
     headers = _Recorder.seen[-1]
     assert headers["User-Agent"].startswith("cloudglue-dagster/")
     assert headers["Authorization"] == f"Bearer {KEY}"
+
+
+# -- decoding the pages ---------------------------------------------------------------
+
+
+class _Fixed(BaseHTTPRequestHandler):
+    body = b""
+    served = 0
+
+    def do_GET(self) -> None:  # noqa: N802
+        type(self).served += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _page_from(body: bytes):
+    _Fixed.body, _Fixed.served = body, 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Fixed)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with CloudglueClient(KEY, f"http://127.0.0.1:{server.server_address[1]}/v1", retry=FAST) as client:
+            return client.list_chat_completions(limit=10)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _record(**changes: object) -> dict:
+    record = {"id": "c-1", "created_at": 1772323200000, "object": "chat.completion", "model": "m",
+              "usage": {"prompt_tokens": 3, "total_tokens": 5},
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "Zoë ✓\n"}}],
+              "payload": {"messages": [{"role": "user", "content": "q"}], "collections": ["c"], "temperature": 0.5}}
+    record.update(changes)
+    return record
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps({"object": "list", "data": [_record()], "total": 1, "limit": 10, "offset": 0},
+                   ensure_ascii=False, separators=(",", ":")).encode(),
+        json.dumps({"object": "list", "data": [_record()], "total": 1, "limit": 10, "offset": 0}, indent=2).encode(),
+        json.dumps({"object": "list", "data": [_record(usage={"prompt_tokens": 3.0})], "total": 1, "limit": 10,
+                    "offset": 0}).encode(),  # the fast path declines: the careful one reads it
+    ],
+    ids=["compact", "indented", "integral-float-tokens"],
+)
+def test_the_client_reads_a_page_as_the_careful_parser_does(body: bytes) -> None:
+    page = _page_from(body)
+    expected = parse_page(json.loads(body))
+    assert page == expected and [c.raw for c in page.data] == [c.raw for c in expected.data]
+    assert page.data[0].usage.prompt_tokens == 3 and _Fixed.served == 1
+
+
+def test_a_wrong_type_is_refused_at_once_naming_the_field_and_a_malformed_body_is_retried() -> None:
+    body = json.dumps({"object": "list", "data": [_record(model=7)], "total": 1, "limit": 10, "offset": 0}).encode()
+    with pytest.raises(InvalidResponseError) as info:
+        _page_from(body)
+    assert (info.value.field, info.value.completion_id, _Fixed.served) == ("model", "c-1", 1)
+    with pytest.raises(RetriesExhaustedError):
+        _page_from(body[:-5])
+    assert _Fixed.served == FAST.max_retries + 1

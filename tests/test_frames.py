@@ -27,7 +27,7 @@ from cloudglue_dagster.frames import (
     empty_frame,
     token_usage_frame,
 )
-from cloudglue_dagster.models import parse_completion
+from cloudglue_dagster.models import parse_completion, parse_page
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -96,6 +96,46 @@ def test_chat_row_content() -> None:
 def test_rows_sorted_by_time_then_id() -> None:
     frame = chat_completions_frame([completion("b", DAY + 2), completion("c", DAY + 1), completion("a", DAY + 2)])
     assert frame["id"].tolist() == ["c", "a", "b"]
+
+
+def test_ties_on_created_at_are_ordered_by_id_and_equal_keys_keep_their_order() -> None:
+    import random
+
+    rng = random.Random(5)
+    keys = [(DAY + rng.randrange(4), rng.choice("abcdef")) for _ in range(300)]  # many ties, some on both keys
+    frame = chat_completions_frame(completion(i, at, model=f"m{n}") for n, (at, i) in enumerate(keys))
+    expected = sorted(range(len(keys)), key=lambda n: keys[n])  # stable
+    assert frame["model"].tolist() == [f"m{n}" for n in expected]
+    assert frame.index.equals(pd.RangeIndex(len(keys)))
+    reference = frame.sample(frac=1, random_state=1).sort_values(["created_at", "id"], kind="stable")
+    assert frame["id"].tolist() == reference["id"].tolist()
+
+
+def raw_completion(id: str, at_ms: int, **payload: object) -> dict:
+    return {
+        "id": id, "created_at": at_ms, "object": "chat.completion", "model": "m1", "usage": {"total_tokens": 1},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Zoë \"✓\"\n\\ 🎬", "name": "bot"}}],
+        "payload": {"messages": [{"role": "user", "content": "q\u2028é"}], "collections": ["c1"], **payload},
+    }
+
+
+@pytest.mark.parametrize("dumps", [lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")),
+                                   lambda v: json.dumps(v, indent=1)], ids=["compact", "indented-ascii"])
+def test_the_json_columns_are_the_same_text_from_bytes_or_from_decoded_json(dumps) -> None:
+    """Whichever path parsed the page, and however the API spaced or escaped it, the JSON
+    columns hold json's compact spelling of the API's values, unicode unescaped."""
+    records = [raw_completion("a", DAY, filter={"metadata": [{"valueText": "Zoë", "n": 2.5e-07}]}),
+               raw_completion("b", DAY + 1, temperature=1, unknown={"x": [1.0]})]
+    body = dumps({"object": "list", "data": records, "total": 2, "limit": 100, "offset": 0}).encode()
+    from_bytes = chat_completions_frame(parse_page(body).data)
+    from_dicts = chat_completions_frame(parse_completion(r) for r in json.loads(body)["data"])
+    pd.testing.assert_frame_equal(from_bytes, from_dicts, check_exact=True)
+    spell = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    for row, record in zip(from_bytes.itertuples(), records):
+        assert row.choices == spell(record["choices"]) and row.payload_messages == spell(record["payload"]["messages"])
+        assert row.collections == '["c1"]' and row.prompt == "q\u2028é" and row.response == "Zoë \"✓\"\n\\ 🎬"
+    assert from_bytes["filter"].tolist()[0] == '{"metadata":[{"valueText":"Zoë","n":2.5e-07}]}'
+    assert pd.isna(from_bytes["filter"].tolist()[1])
 
 
 def test_token_usage_never_invents_values() -> None:
