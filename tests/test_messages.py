@@ -60,6 +60,44 @@ def test_one_row_per_prompt_message_then_per_choice() -> None:
         (n, str(t)) for n, t in empty_frame(CHAT_MESSAGES_COLUMNS).dtypes.items()]
 
 
+def test_the_vectorised_reading_equals_the_cell_by_cell_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudglue_dagster import frames
+
+    dataset = Dataset(FIRST, LAST, per_day=40, seed=5)
+    chat = chat_completions_frame(parse_completion(r) for d in dataset.days for r in dataset.records(d))
+    chat = chat[[c.name for c in MESSAGE_SOURCE_COLUMNS]]
+    slow = frames._typed(frames._message_columns_cell_by_cell(chat), CHAT_MESSAGES_COLUMNS)
+    monkeypatch.setattr(frames, "_message_columns_cell_by_cell", None)  # the fast path must not need it
+    fast = chat_messages_frame(chat)
+    pd.testing.assert_frame_equal(fast, slow, check_exact=True)
+    assert len(fast) == sum(len(r["payload"].get("messages") or []) + len(r["choices"])
+                            for d in dataset.days for r in dataset.records(d))
+
+
+def test_json_this_package_does_not_write_is_read_cell_by_cell() -> None:
+    """Stored JSON from elsewhere: a non-string content is kept as its JSON, an item that is
+    not an object is skipped, a choice without a message or an index gets nulls, a null cell
+    lists nothing."""
+    chat = pd.DataFrame({
+        "id": pd.Series(["a", "b", "c"], dtype="string"),
+        "created_at": pd.to_datetime([DAY, DAY + 1, DAY + 2], unit="ms", utc=True),
+        "payload_messages": pd.Series(['[{"role":"user","content":[{"type":"text","text":"hé"}]},"junk",{"role":"user"}]',
+                                       None, "[]"], dtype="string"),
+        "choices": pd.Series(['[{"index":0},{"message":null},{"index":1.0,"message":{"role":"assistant","content":7}}]',
+                              '[{"index":3,"message":{"role":"assistant","content":"ok","name":null}}]', "[]"],
+                             dtype="string"),
+    })
+    day = pd.Timestamp("2026-01-01")
+    assert rows(chat_messages_frame(chat)) == [
+        (day, "a", "prompt", 0, None, "user", None, '[{"type":"text","text":"hé"}]'),
+        (day, "a", "prompt", 1, None, "user", None, None),
+        (day, "a", "choice", 0, 0, None, None, None),
+        (day, "a", "choice", 1, None, None, None, None),
+        (day, "a", "choice", 2, 1, "assistant", None, "7"),
+        (day, "b", "choice", 0, 3, "assistant", None, "ok"),
+    ]
+
+
 def test_message_check_rules() -> None:
     chat = chat_completions_frame([
         completion("a", DAY, [{"role": "user", "content": "q"}], [{"index": 0, "message": {"role": "assistant", "content": "r"}}]),
