@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -319,6 +320,77 @@ def test_content_variety(small: Emulator) -> None:
     assert all(uuid4.fullmatch(r["id"]) for r in recs)
 
 
+def _contents(recs: list[dict[str, Any]]) -> list[str]:
+    """Every prompt message and choice content of ``recs``."""
+    return [m["content"] for r in recs for m in r["payload"]["messages"]] + [
+        c["message"]["content"] for r in recs for c in r["choices"]
+    ]
+
+
+def test_realistic_texts_are_distinct_sized_and_multilingual() -> None:
+    ds = Dataset(D1, D5, per_day=400, seed=2)
+    assert ds.text == "realistic"  # the default
+    recs = [r for d in ds.days for r in ds.records(d)]
+    texts = _contents(recs)
+    assert len(texts) > 3 * len(recs) and len(set(texts)) == len(texts)  # no text twice
+    sizes = [len(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode()) for r in recs]
+    assert 1_250 <= sum(sizes) / len(sizes) <= 1_650  # bytes of JSON a completion, as real data
+    assert sum(s > 4_000 for s in sizes) >= len(recs) // 200  # about 1 in 40 has a 2-8 KB choice
+    cjk = sum(bool(re.search("[\u3040-\u30ff\u4e00-\u9fff]", t)) for t in texts)
+    accented = sum(bool(re.search("[àáâãäåçèéêëíîïñóôõöúûüß]", t)) for t in texts)
+    assert cjk > len(texts) // 30 and accented > len(texts) // 15
+
+
+def test_realistic_words_need_no_escaping() -> None:
+    """The phrase tables are pre-escaped: words must hold nothing JSON would escape."""
+    from cloudglue_dagster.emulator import text
+
+    for words in (text._english(), text._EU_WORDS, text._CJK_WORDS):
+        assert words and all(json.dumps(w, ensure_ascii=False) == f'"{w}"' for w in words)
+
+
+def test_text_modes_share_everything_but_the_texts() -> None:
+    real, compact = (Dataset(D1, D3, per_day=150, seed=4, text=t) for t in ("realistic", "compact"))
+    assert compact.text == "compact"
+    for day in real.days:
+        assert real.ground_truth(day) == compact.ground_truth(day)
+        for a, b in zip(real.records(day), compact.records(day), strict=True):
+            for field in ("id", "created_at", "object", "model", "usage", "system_fingerprint"):
+                assert a.get(field) == b.get(field), field
+    compact_texts = _contents([r for d in compact.days for r in compact.records(d)])
+    assert len(set(compact_texts)) < len(compact_texts) // 2  # the pool repeats its texts
+    with pytest.raises(ValueError):
+        Dataset(D1, D3, text="lorem")
+
+
+def test_realistic_texts_are_regenerated_not_kept() -> None:
+    ds = Dataset(D1, D3, per_day=200, seed=6, cache_days=8)
+    first = ds.select(None, None, 0, 100, "oldest")
+    assert ds.select(None, None, 0, 100, "oldest") == first  # the same bytes each time
+    cached = ds._day(D1).recs
+    kept = sum(len(r.head) + len(r.tail) for r in cached)
+    served = sum(len(r.render("ms")) for r in cached)
+    assert kept < served / 3  # a cached day holds the JSON around the texts, not the texts
+    other = Dataset(D1, D3, per_day=200, seed=7)
+    assert not set(_contents(ds.records(D2))) & set(_contents(other.records(D2)))
+
+
+def test_realistic_texts_are_the_same_in_another_process() -> None:
+    """The emulator often runs in a process of its own: nothing may depend on hash seeds."""
+    code = (
+        "import hashlib, sys; from datetime import date; from cloudglue_dagster.emulator import Dataset; "
+        "ds = Dataset(date(2026, 1, 1), date(2026, 1, 3), per_day=120, seed=9); "
+        "print(hashlib.sha256(b''.join(ds.select(None, None, 0, 100)[1])).hexdigest())"
+    )
+    ds = Dataset(D1, D3, per_day=120, seed=9)
+    here = hashlib.sha256(b"".join(ds.select(None, None, 0, 100)[1])).hexdigest()
+    hash_seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"  # not this process's
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == here
+
+
 def test_lazy_scaling_365_days(cloudglue_emulator_factory: Any) -> None:
     ds = Dataset(date(2025, 1, 1), date(2025, 12, 31), per_day=1000, seed=0)
     emu = cloudglue_emulator_factory(dataset=ds)
@@ -533,6 +605,15 @@ def test_cli_serves_and_stops_on_sigterm() -> None:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=10)
     assert rc == 0
+
+
+def test_cli_text_option() -> None:
+    from cloudglue_dagster.emulator.__main__ import build_parser
+
+    assert build_parser().parse_args([]).text == "realistic"
+    assert build_parser().parse_args(["--text", "compact"]).text == "compact"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--text", "lorem"])
 
 
 def test_cli_refuses_remote_host() -> None:

@@ -14,6 +14,7 @@ Pytest fixtures ``cloudglue_emulator`` and ``cloudglue_emulator_factory``
 are registered automatically (``pytest11`` entry point).
 """
 
+from .content import TEXT_MODES
 from .data import Dataset, DayTruth
 from .faults import ALL_FAULT_KINDS, FAULT_KINDS
 from .server import ENDPOINT, Emulator, LoggedRequest
@@ -25,6 +26,7 @@ __all__ = [
     "ENDPOINT",
     "FAULT_KINDS",
     "ORDERS",
+    "TEXT_MODES",
     "TIMESTAMP_UNITS",
     "Dataset",
     "DayTruth",

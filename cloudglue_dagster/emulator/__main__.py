@@ -15,6 +15,7 @@ import threading
 from datetime import date, datetime, timedelta, timezone
 from types import FrameType
 
+from .content import TEXT_MODES
 from .data import Dataset
 from .faults import FAULT_KINDS, validate_kinds
 from .server import Emulator
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     span.add_argument("--end", type=_date, help="last day, inclusive")
     p.add_argument("--per-day", type=int, default=200, help="mean completions per non-empty day (default 200)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--text", choices=TEXT_MODES, default="realistic",
+        help="realistic: distinct texts per completion, ~1.4 KB of JSON each (default); "
+        "compact: texts from a pool of 256 bodies, which repeat",
+    )
     p.add_argument("--boundary", choices=BOUNDARY_READINGS, default="inclusive")
     p.add_argument("--timestamp-unit", choices=TIMESTAMP_UNITS, default="ms")
     p.add_argument("--order", choices=ORDERS, default="newest")
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start, end = _window(args, datetime.now(timezone.utc).date())
     api_key = args.api_key or os.environ.get("CLOUDGLUE_API_KEY") or "emulator-key"
-    dataset = Dataset(start, end, per_day=args.per_day, seed=args.seed)
+    dataset = Dataset(start, end, per_day=args.per_day, seed=args.seed, text=args.text)
     emu = Emulator(
         dataset,
         api_key=api_key,

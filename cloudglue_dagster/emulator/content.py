@@ -1,25 +1,38 @@
 """Synthetic chat-completion records (content and JSON).
 
-Everything is drawn from seeded :class:`random.Random` generators, so the
-output is a pure function of the seed. Records follow the
-``ChatCompletionList.data[]`` schema of the Cloudglue spec, and deliberately
-cover its optional parts: absent usage fields, absent ``temperature`` /
-``filter`` / ``name``, a few unknown extra fields, and awkward text (unicode,
-quotes, backslashes, newlines, multi-KB contents).
+Everything is drawn from seeded :class:`random.Random` generators (and, for
+realistic texts, SHAKE-128 streams), so the output is a pure function of the
+seed. Records follow the ``ChatCompletionList.data[]`` schema of the Cloudglue
+spec, and deliberately cover its optional parts: absent usage fields, absent
+``temperature`` / ``filter`` / ``name``, a few unknown extra fields, and
+awkward text (unicode, quotes, backslashes, newlines, multi-KB contents).
+
+Two kinds of text (:data:`TEXT_MODES`): ``realistic`` (every completion's
+messages and choices are its own texts, generated when the record is served;
+see :mod:`.text`) and ``compact`` (bodies drawn from a pool of 256, so texts
+repeat and a warehouse of them compresses far better than real data does).
+Both give the same ids, times, models, usage and extra fields for a seed.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import uuid
 from typing import Any, NamedTuple
 
-__all__ = ["MODELS", "Generated", "RecordFactory", "collection_pool", "make_body", "new_uuid"]
+from .text import TextMaker, placeholder, skeleton
+
+__all__ = [
+    "MODELS", "TEXT_MODES", "Generated", "LazyBody", "RecordFactory", "collection_pool", "make_body", "new_uuid",
+]
+
+#: Kinds of generated text: ``realistic`` (distinct texts per completion) or ``compact`` (a pool).
+TEXT_MODES: tuple[str, ...] = ("realistic", "compact")
 
 #: Model names used by generated records.
 MODELS: tuple[str, ...] = ("nimbus-001", "nimbus-002", "nimbus-002-mini", "gpt-4o-mini")
 _MODEL_BAG = ("nimbus-001",) * 9 + ("nimbus-002",) * 5 + ("nimbus-002-mini",) * 4 + ("gpt-4o-mini",) * 2
+_MODEL_JSON = {m: m.encode() for m in MODELS}
 
 _PLAIN = (
     "What happens in the second half of the video?",
@@ -65,9 +78,18 @@ def _int(rng: random.Random, lo: int, hi: int) -> int:
     return lo + int(rng.random() * (hi - lo + 1))
 
 
+_UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID_SET = (0x8000 << 48) | (4 << 76)
+
+
 def new_uuid(rng: random.Random) -> str:
-    """A version-4 UUID string drawn from ``rng`` (deterministic)."""
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    """A version-4 UUID string drawn from ``rng`` (deterministic).
+
+    The same string as ``str(uuid.UUID(int=rng.getrandbits(128), version=4))``, three times
+    cheaper (day generation draws one per record).
+    """
+    h = "%032x" % (rng.getrandbits(128) & _UUID_CLEAR | _UUID_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def collection_pool(rng: random.Random, size: int = 8) -> list[str]:
@@ -99,24 +121,32 @@ def _long_text(rng: random.Random) -> str:
     return "\n\n".join(parts)
 
 
-def _usage(rng: random.Random) -> dict[str, Any]:
-    prompt = _int(rng, 40, 6_000)
-    completion = _int(rng, 1, 1_500)
-    u = rng.random()
+def _usage(rng: random.Random) -> tuple[int | None, int | None, int | None, bytes]:
+    """``(prompt_tokens, completion_tokens, total_tokens, usage JSON)``; None = field absent.
+
+    The JSON is what ``json.dumps`` gives for the dict (same key order), formatted directly
+    because day generation draws one per record.
+    """
+    draw = rng.random
+    prompt = 40 + int(draw() * 5_961)  # _int(rng, 40, 6_000), inlined: one per record
+    completion = 1 + int(draw() * 1_500)  # _int(rng, 1, 1_500)
+    total = prompt + completion
+    u = draw()
     if u < 0.82:
-        usage: dict[str, Any] = {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
         if rng.random() < 0.03:
-            usage["prompt_tokens_details"] = {"cached_tokens": _int(rng, 0, prompt)}
-        return usage
+            cached = _int(rng, 0, prompt)
+            return prompt, completion, total, (
+                b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
+                b'"prompt_tokens_details":{"cached_tokens":%d}}' % (prompt, completion, total, cached)
+            )
+        return prompt, completion, total, (
+            b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (prompt, completion, total)
+        )
     if u < 0.89:
-        return {}
+        return None, None, None, b"{}"
     if u < 0.95:
-        return {"total_tokens": prompt + completion}
-    return {"prompt_tokens": prompt, "completion_tokens": completion}
+        return None, None, total, b'{"total_tokens":%d}' % total
+    return prompt, completion, None, b'{"prompt_tokens":%d,"completion_tokens":%d}' % (prompt, completion)
 
 
 def _filter(rng: random.Random) -> dict[str, Any] | None:
@@ -155,34 +185,46 @@ def _filter(rng: random.Random) -> dict[str, Any] | None:
     }
 
 
-def _messages(rng: random.Random) -> list[dict[str, Any]]:
-    """1-4 messages, optional system first, alternating, ending with a user turn."""
+def _messages(rng: random.Random, placeholders: bool = False) -> list[dict[str, Any]]:
+    """1-4 messages, optional system first, alternating, ending with a user turn.
+
+    With ``placeholders``, contents are :func:`.text.placeholder` strings (no text drawn).
+    """
     n = _int(rng, 1, 4)
     msgs: list[dict[str, Any]] = []
     has_system = n > 1 and rng.random() < 0.4
     if has_system:
-        msgs.append({"role": "system", "content": ("You answer questions about videos. " + _text(rng, 0, 1)).strip()})
+        rest = placeholder("system") if placeholders else _text(rng, 0, 1)
+        msgs.append({"role": "system", "content": ("You answer questions about videos. " + rest).strip()})
     turns = n - len(msgs)
     # Alternate so that the last turn is the user's.
     for i in range(turns):
         role = "user" if (turns - 1 - i) % 2 == 0 else "assistant"
-        msg: dict[str, Any] = {"role": role, "content": _text(rng, 1, 3)}
+        msg: dict[str, Any] = {"role": role, "content": placeholder(role) if placeholders else _text(rng, 1, 3)}
         if role == "user" and rng.random() < 0.15:
             msg["name"] = _pick(rng, _NAMES)
         msgs.append(msg)
     return msgs
 
 
-def make_body(rng: random.Random, collections: list[str]) -> dict[str, Any]:
-    """``choices`` and ``payload`` of one synthetic completion."""
+def make_body(rng: random.Random, collections: list[str], placeholders: bool = False) -> dict[str, Any]:
+    """``choices`` and ``payload`` of one synthetic completion.
+
+    With ``placeholders``, every message and choice content is a :func:`.text.placeholder`
+    (which choices are long is then decided per record, when the texts are drawn).
+    """
     choices: list[dict[str, Any]] = []
     for i in range(1 if rng.random() < 0.85 else 2):
-        content = _long_text(rng) if rng.random() < 0.025 else _text(rng, 1, 4)
+        long = rng.random() < 0.025
+        if placeholders:
+            content = placeholder("choice")
+        else:
+            content = _long_text(rng) if long else _text(rng, 1, 4)
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if rng.random() < 0.1:
             message["name"] = "nimbus"
         choices.append({"index": i, "message": message})
-    payload: dict[str, Any] = {"messages": _messages(rng)}
+    payload: dict[str, Any] = {"messages": _messages(rng, placeholders)}
     if rng.random() < 0.7:
         payload["temperature"] = _pick(rng, (0.0, 0.2, 0.5, 0.7, 1, 1.3))
     flt = _filter(rng)
@@ -198,10 +240,27 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+class LazyBody:
+    """A completion's ``choices``, ``payload`` and closing, rendered on demand (nothing kept).
+
+    ``render()`` costs about 5 microseconds of CPU for a 1.4 KB completion; see :class:`.text.TextMaker`.
+    """
+
+    __slots__ = ("_maker", "_skeleton", "_key", "_end")
+
+    def __init__(self, maker: TextMaker, skel: Any, key: bytes, end: bytes) -> None:
+        self._maker, self._skeleton, self._key, self._end = maker, skel, key, end
+
+    def render(self) -> bytes:
+        """The JSON bytes: ``"choices":[...],"payload":{...}`` + extra fields + ``}``."""
+        return self._maker.body(self._skeleton, self._key) + self._end
+
+
 class Generated(NamedTuple):
     """A generated record: facts for ground truth, and its JSON around ``created_at``.
 
-    The record's JSON is ``head + <created_at> + tail``.
+    The record's JSON is ``head + <created_at> + tail`` (+ ``body.render()`` when
+    ``body`` is set: realistic texts are generated when the record is served).
     """
 
     id: str
@@ -211,42 +270,60 @@ class Generated(NamedTuple):
     total_tokens: int | None
     head: bytes
     tail: bytes
+    body: LazyBody | None = None
 
 
 class RecordFactory:
     """Fast record generator for one seed.
 
-    Contents (``choices`` and ``payload``) are drawn once into a pool of
-    pre-serialized bodies; each record then only draws its id, model, usage,
-    body and optional extra field. That keeps generating a 1,000-record day
-    at a few milliseconds while covering every shape of the optional fields.
+    Each record draws its id, model, usage, body and optional extra field from
+    the day's generator. Bodies come from a pool of 256 drawn once per seed,
+    which covers every shape of the optional fields:
+
+    * ``text="compact"``: the pool holds whole pre-serialized bodies, so texts
+      repeat across records (cheapest; the emulator's behaviour before realistic texts);
+    * ``text="realistic"`` (default): the pool holds skeletons (structure, roles,
+      names, filters, collections) whose texts are generated per record when it is
+      served, from ``(seed, id)``: distinct, 1.4 KB a completion on average.
+
+    Both modes consume the day's generator identically: ids, times, models,
+    usage and extra fields are the same for a seed.
     """
 
-    def __init__(self, seed: int, pool_size: int = 256, extra_fields: bool = True) -> None:
+    def __init__(self, seed: int, pool_size: int = 256, extra_fields: bool = True, text: str = "realistic") -> None:
+        if text not in TEXT_MODES:
+            raise ValueError(f"unknown text mode {text!r}; expected one of {TEXT_MODES}")
         rng = random.Random(f"cloudglue-emulator:bodies:{seed}")
         collections = collection_pool(rng)
         self.extra_fields = extra_fields
-        self._bodies: list[bytes] = [_dumps(make_body(rng, collections))[1:-1] for _ in range(pool_size)]
+        self.text = text
+        self._pool_size = pool_size
+        self._bodies: list[bytes] = []
+        self._skeletons: list[Any] = []
+        if text == "compact":
+            self._bodies = [_dumps(make_body(rng, collections))[1:-1] for _ in range(pool_size)]
+        else:
+            skeletons = [skeleton(_dumps(make_body(rng, collections, True))[1:-1]) for _ in range(pool_size)]
+            self._maker = TextMaker(seed, skeletons)
+            self._skeletons = [self._maker.compiled(i) for i in range(pool_size)]
 
     def make(self, rng: random.Random) -> Generated:
         """Draw one record from ``rng``."""
         rid = new_uuid(rng)
         model = _MODEL_BAG[int(rng.random() * len(_MODEL_BAG))]
-        usage = _usage(rng)
-        body = self._bodies[int(rng.random() * len(self._bodies))]
+        prompt, completion, total, usage = _usage(rng)
+        pick = int(rng.random() * self._pool_size)
         extra = b""
         if self.extra_fields and rng.random() < 0.05:
             extra = b',"system_fingerprint":"fp_%010x"' % rng.getrandbits(40)
-        head = b'{"id":"%s","created_at":' % rid.encode()
-        tail = b',"object":"chat.completion","model":"%s","usage":%s,%s%s}' % (
-            model.encode(), _dumps(usage), body, extra,
-        )
-        return Generated(
-            rid,
-            model,
-            usage.get("prompt_tokens"),
-            usage.get("completion_tokens"),
-            usage.get("total_tokens"),
-            head,
-            tail,
-        )
+        key = rid.encode()
+        head = b'{"id":"%s","created_at":' % key
+        body: LazyBody | None = None
+        if self._bodies:
+            tail = b',"object":"chat.completion","model":"%s","usage":%s,%s%s}' % (
+                _MODEL_JSON[model], usage, self._bodies[pick], extra,
+            )
+        else:
+            tail = b',"object":"chat.completion","model":"%s","usage":%s,' % (_MODEL_JSON[model], usage)
+            body = LazyBody(self._maker, self._skeletons[pick], key, extra + b"}")
+        return Generated(rid, model, prompt, completion, total, head, tail, body)

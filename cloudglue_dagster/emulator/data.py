@@ -4,9 +4,11 @@ A :class:`Dataset` covers the UTC days ``start..end`` (``end`` INCLUSIVE).
 Per-day record counts are derived cheaply from ``(seed, day)`` when the data
 set is built; a day's records are generated only when a request (or a ground
 truth query) needs them, and kept in a small thread-safe LRU cache together
-with their serialized JSON. Records can also be injected at any time with
-:meth:`Dataset.add_record`; they take part in filtering, ordering, totals and
-ground truth like generated ones.
+with the JSON around their texts. The texts themselves (``text="realistic"``)
+are generated each time a record is served, so a cached day costs ~0.3 KB of
+memory per record, not the ~1.4 KB of its JSON. Records can also be injected
+at any time with :meth:`Dataset.add_record`; they take part in filtering,
+ordering, totals and ground truth like generated ones.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ import json
 import random
 import threading
 from bisect import bisect_left
+from operator import attrgetter
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from .content import Generated, RecordFactory
+from .content import TEXT_MODES, Generated, LazyBody, RecordFactory
 from .timeutil import DAY_MS, ORDERS, day_of_ms, day_start_ms, render_created_at
 
 __all__ = ["Dataset", "DayTruth"]
 
 _SENTINEL = "\x00cloudglue-emulator-created-at\x00"
+_ORDER_KEY = attrgetter("at_ms", "sort_id")  # the records' order: (created_at, id)
 _SENTINEL_JSON = json.dumps(_SENTINEL).encode()
 
 
@@ -58,7 +62,9 @@ class DayTruth:
 class _Stored:
     """One record: canonical time, facts for ground truth, serialized JSON."""
 
-    __slots__ = ("at_ms", "sort_id", "id", "model", "prompt", "completion", "total", "head", "tail", "fixed")
+    __slots__ = (
+        "at_ms", "sort_id", "id", "model", "prompt", "completion", "total", "head", "tail", "body", "fixed",
+    )
     at_ms: int  # canonical time, epoch ms (placement, filtering, ordering)
     sort_id: str  # tie-breaker of the order
     id: str | None
@@ -67,7 +73,8 @@ class _Stored:
     completion: int | None
     total: int | None
     head: bytes  # JSON before the created_at value
-    tail: bytes  # JSON after it
+    tail: bytes  # JSON after it (all of it, or up to the texts' part)
+    body: LazyBody | None  # the texts' part, generated when served (realistic texts)
     fixed: bytes | None  # whole JSON, when created_at is served verbatim
 
     @classmethod
@@ -78,7 +85,7 @@ class _Stored:
         self.id = self.sort_id = g.id
         self.model = g.model
         self.prompt, self.completion, self.total = g.prompt_tokens, g.completion_tokens, g.total_tokens
-        self.head, self.tail, self.fixed = g.head, g.tail, None
+        self.head, self.tail, self.body, self.fixed = g.head, g.tail, g.body, None
         return self
 
     def __init__(self, raw: dict[str, Any], at_ms: int, render_ts: bool) -> None:
@@ -94,7 +101,7 @@ class _Stored:
         self.prompt = _int_or_none(usage.get("prompt_tokens"))
         self.completion = _int_or_none(usage.get("completion_tokens"))
         self.total = _int_or_none(usage.get("total_tokens"))
-        self.fixed = None
+        self.fixed = self.body = None
         self.head = self.tail = b""
         if render_ts:
             self.head, self.tail = _dumps(_with_created_at(raw, _SENTINEL)).split(_SENTINEL_JSON, 1)
@@ -105,6 +112,8 @@ class _Stored:
         """Serialized JSON of the record with ``created_at`` in ``unit``."""
         if self.fixed is not None:
             return self.fixed
+        if self.body is not None:
+            return b"".join((self.head, render_created_at(self.at_ms, unit), self.tail, self.body.render()))
         return self.head + render_created_at(self.at_ms, unit) + self.tail
 
 
@@ -134,7 +143,7 @@ class _Day:
         self.version = version
         extra = list(extras)
         if extra:
-            recs = sorted(base + extra, key=lambda r: (r.at_ms, r.sort_id))
+            recs = sorted(base + extra, key=_ORDER_KEY)
         else:
             recs = base
         self.recs = recs
@@ -156,6 +165,14 @@ class Dataset:
         counts: exact record counts for some days (overrides the above).
         extra_fields: give a few records fields the spec does not list.
         cache_days: how many generated days to keep in memory (LRU).
+        text: ``realistic`` (default): every completion's prompt messages and
+            choices are distinct texts (about 1.4 KB of JSON a completion on
+            average, 1 in 40 with a 2-8 KB choice, ~17% of them in accented
+            European words or Chinese/Japanese), generated from ``(seed, id)``
+            each time the record is served (~5 us of CPU a record). ``compact``: texts
+            from a pool of 256 bodies, which repeat (a DuckDB file of them is
+            some 40x smaller than of real data). Ids, times, models, usage and
+            extra fields are the same in both.
 
     Each day with at least 2 generated records has one at 00:00:00.000 and
     one at 23:59:59.999 UTC; other times are random, millisecond resolution.
@@ -172,16 +189,20 @@ class Dataset:
         counts: Mapping[date, int] | None = None,
         extra_fields: bool = True,
         cache_days: int = 48,
+        text: str = "realistic",
     ) -> None:
         if end < start:
             raise ValueError(f"end {end} is before start {start}")
         if per_day < 0:
             raise ValueError("per_day must be >= 0")
+        if text not in TEXT_MODES:
+            raise ValueError(f"text must be one of {TEXT_MODES}, not {text!r}")
         self.start = start
         self.end = end
         self.per_day = per_day
         self.seed = seed
         self.extra_fields = extra_fields
+        self.text = text
         self._cache_days = max(1, cache_days)
         n = (end - start).days + 1
         self._day_list: list[date] = [start + timedelta(days=i) for i in range(n)]
@@ -309,7 +330,7 @@ class Dataset:
             offsets[1] = DAY_MS - 1
         factory = self._factory()
         out = [_Stored.generated(factory.make(rng), d0 + off) for off in offsets]
-        out.sort(key=lambda r: (r.at_ms, r.sort_id))
+        out.sort(key=_ORDER_KEY)
         return out
 
     def _factory(self) -> RecordFactory:
@@ -318,7 +339,7 @@ class Dataset:
         if factory is None:
             with self._lock:
                 if self._record_factory is None:
-                    self._record_factory = RecordFactory(self.seed, extra_fields=self.extra_fields)
+                    self._record_factory = RecordFactory(self.seed, extra_fields=self.extra_fields, text=self.text)
                 factory = self._record_factory
         return factory
 
@@ -391,13 +412,14 @@ class Dataset:
             raise ValueError(f"unknown order {order!r}; expected one of {ORDERS}")
         spans: list[tuple[date, int]] = []
         total = 0
+        base, extras = self._base_counts, self._extras
         for day in self._days_in(lo, hi):
+            # count(day), inlined: this runs for every day of the window on every page.
+            n = base.get(day, 0) + len(extras.get(day, ()))
+            if not n:
+                continue
             d0 = day_start_ms(day)
-            if (lo is None or lo <= d0) and (hi is None or d0 + DAY_MS <= hi):
-                n = self.count(day)
-            elif self.count(day) == 0:
-                n = 0
-            else:
+            if (lo is not None and lo > d0) or (hi is not None and d0 + DAY_MS > hi):
                 i, j = self._bounds(self._day(day), lo, hi)
                 n = j - i
             if n:
@@ -460,4 +482,7 @@ class Dataset:
         return {start + timedelta(days=i): self.ground_truth(start + timedelta(days=i)) for i in range(max(0, n))}
 
     def __repr__(self) -> str:
-        return f"Dataset(start={self.start}, end={self.end}, per_day={self.per_day}, seed={self.seed})"
+        return (
+            f"Dataset(start={self.start}, end={self.end}, per_day={self.per_day}, seed={self.seed},"
+            f" text={self.text!r})"
+        )
