@@ -34,8 +34,10 @@ ui: $(STAMP)
 screenshots: $(STAMP)
 	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_ui.py -q
 
-# The performance benchmark (not part of the tests): prints a markdown table. Defaults: 365 days x
-# 1,000 completions, 25 ms per request, concurrency 8; e.g. make bench BENCH_ARGS='--days 31'.
+# The performance benchmark (not part of the tests): a markdown table per range, then a summary.
+# Defaults: ranges of 31, 180 and 365 days (--ranges 31,180,365) x 1,000 completions, 25 ms per
+# request, concurrency 8; dlt too when installed in a separate virtualenv (bench/run.py --help).
+# About 15 minutes; e.g. make bench BENCH_ARGS='--ranges 31 --skip dlt,sequential'.
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

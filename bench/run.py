@@ -1,17 +1,42 @@
-"""Benchmark: the project's backfill path against a sequential client and the latency bound.
+"""Benchmark: the project's backfill path against a sequential client, dlt and the latency bound.
 
-Starts the emulator (a separate process) with N days x M completions a day and a fixed
-per-request latency L, then measures, on the same data:
+For each range of N days (``--ranges 31,180,365``, the default; ``--days N`` is one range), it
+starts the emulator (a separate process, realistic texts) with N days x M completions a day and
+a fixed per-request latency L, then measures, on the same data:
 
-  (a) the project's backfill, through the command a user runs:
-      ``dagster asset materialize --partition-range A...B`` (one run, one sweep);
+  (a) the project's backfill, through the command a user runs, in a fresh DAGSTER_HOME and
+      DuckDB file, for ``chat_completions`` only and for all three assets with their checks:
+      ``dagster asset materialize -m cloudglue_dagster.definitions --select S
+      --partition-range A...B`` (one run; ``--max-partitions-per-run K`` runs the range as the
+      runs of K days a capped backfill launches, one command each, one after another);
   (b) the project's fetch path in-process (client + records + frame), for client CPU;
   (c) a one-page-at-a-time client (requests + json, nothing else);
-  (d) dlt's ``rest_api`` source loading the same range, when dlt is installed;
-  (e) the latency bound: pages x L / concurrency + the time to parse the bytes.
+  (d) dlt's ``rest_api`` source loading the same range into DuckDB, when dlt is available;
+  (e) the latency bound: pages x L / concurrency (+ the time to parse the bytes, in the
+      per-range table).
 
-Prints a markdown table. Not part of the test suite: ``make bench`` (or
-``python bench/run.py --help``).
+Prints one markdown table per range (as soon as the range is done), then a summary table with
+one row per range. Every row names the command that produced it.
+
+Peak RSS of a command: ``os.wait4`` on the command's process gives the rusage of that process
+and of every descendant it waited for; ``ru_maxrss`` is the largest resident set any one of them
+reached (the CLI process, or the run/step process it starts), so it is the peak of the run, not
+a sum. With ``--max-partitions-per-run`` it is the largest of the runs. Emulator CPU (from its
+``/proc/<pid>/stat``) is noted per backfill, to show whether it was the bottleneck.
+
+dlt is not a dependency of this project (nor of its virtualenv). To measure it, install it in a
+separate virtualenv, e.g.::
+
+    python3 -m venv /work/bench-venv
+    /work/bench-venv/bin/python -m pip install 'dlt[duckdb]'    # dlt 1.31.0 when this was written
+
+The dlt part then runs in that interpreter (``bench/run.py --dlt-worker``, which needs only dlt
+and requests): ``--dlt-python PATH``, else ``$BENCH_DLT_PYTHON``, else this interpreter if it can
+import dlt, else ``bench-venv/bin/python`` next to the repository (``/work/bench-venv`` for a
+checkout in ``/work/main``) if it exists; without any, the dlt rows are left out.
+
+Not part of the test suite: ``make bench`` (or ``python bench/run.py --help``). A full default
+run (three ranges, every path, dlt included) takes some 15 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -19,12 +44,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
+import importlib.util
 import json
 import math
 import os
 import re
-import resource
 import secrets
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -35,12 +61,17 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_RANGES = (31, 180, 365)
+PAGE_SIZE = 100
+SELECTIONS = (('key:"cloudglue/chat_completions"', "chat_completions only"),
+              ('key:"cloudglue/*"', "all assets and checks"))
 
 
 @dataclass
 class Row:
     name: str
     wall: float
+    command: str
     requests: int | None = None
     records: int | None = None
     cpu: float | None = None
@@ -48,14 +79,63 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class RangeResult:
+    """What one range measured (``None``: not measured)."""
+
+    days: int
+    first: dt.date
+    last: dt.date
+    total: int
+    pages: int
+    latency_ms: float
+    concurrency: int
+    command: str
+    rows: list[Row] = field(default_factory=list)
+    backfills: dict[str, Row] = field(default_factory=dict)  # label -> row
+    fetch_phase: dict[str, float] = field(default_factory=dict)  # label -> seconds
+    duckdb_mib: dict[str, float] = field(default_factory=dict)  # label -> file size
+    dlt: Row | None = None
+    parse_seconds: float = 0.0
+
+    @property
+    def bound(self) -> float:
+        """The latency bound, seconds: pages x L / concurrency."""
+        return self.pages * self.latency_ms / 1000 / self.concurrency
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None, log: Path) -> tuple[int, float, float, float]:
+    """Run ``cmd`` with stdout and stderr into ``log``.
+
+    Returns ``(exit status, wall seconds, CPU seconds, peak RSS MiB)``; CPU and RSS from
+    ``os.wait4``: the process and the descendants it waited for (RSS: the largest of them).
+    """
+    with open(log, "w") as out:
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    return proc.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024  # KiB on Linux
+
+
+def proc_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of a running process so far, from /proc (None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class EmulatorProcess:
     """The emulator in its own process, so its CPU is not the client's."""
 
-    def __init__(self, args: argparse.Namespace, key: str) -> None:
+    def __init__(self, args: argparse.Namespace, days: int, key: str) -> None:
         cmd = [
             sys.executable, "-m", "cloudglue_dagster.emulator", "--port", "0", "--api-key", key,
-            "--start", args.start.isoformat(), "--days", str(args.days), "--per-day", str(args.per_day),
-            "--seed", str(args.seed), "--latency-ms", str(args.latency_ms),
+            "--start", args.start.isoformat(), "--days", str(days), "--per-day", str(args.per_day),
+            "--seed", str(args.seed), "--latency-ms", str(args.latency_ms), "--text", args.text,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -65,6 +145,9 @@ class EmulatorProcess:
             raise SystemExit(f"emulator did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
         self.base_url, self.total = match.group(1), int(match.group(2))
 
+    def cpu(self) -> float | None:
+        return proc_cpu(self.proc.pid)
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -73,7 +156,7 @@ class EmulatorProcess:
             self.proc.kill()
 
 
-def sequential(base_url: str, key: str, after: str, before: str, page_size: int) -> tuple[Row, int]:
+def sequential(base_url: str, key: str, after: str, before: str) -> tuple[Row, int]:
     """One page at a time, the way generic REST sources page: returns the row and the page count."""
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {key}"
@@ -81,8 +164,8 @@ def sequential(base_url: str, key: str, after: str, before: str, page_size: int)
     started, cpu0 = time.monotonic(), time.process_time()
     while True:
         response = session.get(f"{base_url}/chat/completions",
-                               params={"limit": page_size, "offset": offset, "created_after": after, "created_before": before},
-                               timeout=60)
+                               params={"limit": PAGE_SIZE, "offset": offset, "created_after": after,
+                                       "created_before": before}, timeout=60)
         response.raise_for_status()
         body = json.loads(response.content)
         pages += 1
@@ -90,11 +173,13 @@ def sequential(base_url: str, key: str, after: str, before: str, page_size: int)
         offset += len(body["data"])
         if not body["data"] or offset >= body["total"]:
             break
-    return (Row("sequential client (1 page at a time)", time.monotonic() - started, pages, len(ids),
-                time.process_time() - cpu0), pages)
+    row = Row("sequential client (1 page at a time)", time.monotonic() - started,
+              "bench/run.py: requests.Session().get + json.loads, offset += len(data)", pages, len(ids),
+              time.process_time() - cpu0)
+    return row, pages
 
 
-def parse_cost(base_url: str, key: str, after: str, before: str, page_size: int, pages: int) -> float:
+def parse_cost(base_url: str, key: str, after: str, before: str, pages: int) -> float:
     """Seconds to json-decode and parse every page into records: the CPU part of the bound.
 
     Measured on a sample of pages (fetched once, parsed in-process) and scaled to all pages.
@@ -105,7 +190,7 @@ def parse_cost(base_url: str, key: str, after: str, before: str, page_size: int,
     session.headers["Authorization"] = f"Bearer {key}"
     sample = [min(pages - 1, i * max(1, pages // 20)) for i in range(min(pages, 20))]
     bodies = [session.get(f"{base_url}/chat/completions", timeout=60,
-                          params={"limit": page_size, "offset": p * page_size, "created_after": after,
+                          params={"limit": PAGE_SIZE, "offset": p * PAGE_SIZE, "created_after": after,
                                   "created_before": before}).content for p in sample]
     # Best of three passes with the collector paused: the bound is the least the
     # parsing can cost, whatever else this process holds in memory by now.
@@ -137,29 +222,32 @@ def in_process_fetch(base_url: str, key: str, first: dt.date, last: dt.date, con
     with CloudglueClient(key, base_url, max_concurrent_requests=concurrency) as client:
         frame = chat_completions_frame(sweep.completions(client))
     row = Row("project fetch path, in-process (client + records + frame)", time.monotonic() - started,
-              sweep.requests, len(frame), time.process_time() - cpu0)
+              f"bench/run.py: chat_completions_frame(WindowSweep(...).completions(CloudglueClient("
+              f"max_concurrent_requests={concurrency})))", sweep.requests, len(frame), time.process_time() - cpu0)
     row.notes.append(f"sweep {sweep.seconds:.1f}s (frame built as pages arrive), sort {row.wall - sweep.seconds:.1f}s")
     return row
 
 
-def dagster_backfill(base_url: str, key: str, first: dt.date, last: dt.date, concurrency: int,
-                     max_partitions: int | None, workdir: Path, selection: str, label: str) -> tuple[Row, float | None]:
+def dagster_backfill(emu: EmulatorProcess, key: str, first: dt.date, last: dt.date, concurrency: int,
+                     max_partitions: int | None, workdir: Path, selection: str,
+                     label: str) -> tuple[Row, float | None, float]:
     """The command a user runs, in a fresh DAGSTER_HOME and DuckDB file.
 
     With ``max_partitions`` the range is cut into runs of that many days, one command each, one
     after another: the runs a capped backfill launches (the CLI itself only runs single-run
     ranges; the daemon launches each run of a capped backfill in its own process).
 
-    Peak RSS is the largest child process so far (getrusage), so run the smaller selection first.
+    Returns the row, the fetch phase in seconds (from the run's log) and the DuckDB file's MiB.
     """
     workdir.mkdir(parents=True)
+    database = workdir / "bench.duckdb"
     env = {
         **os.environ,
         "DAGSTER_HOME": str(workdir),
         "CLOUDGLUE_API_KEY": key,
-        "CLOUDGLUE_BASE_URL": base_url,
+        "CLOUDGLUE_BASE_URL": emu.base_url,
         "CLOUDGLUE_START_DATE": first.isoformat(),
-        "CLOUDGLUE_DUCKDB_PATH": str(workdir / "bench.duckdb"),
+        "CLOUDGLUE_DUCKDB_PATH": str(database),
         "CLOUDGLUE_MAX_CONCURRENT_REQUESTS": str(concurrency),
     }
     (workdir / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -169,42 +257,64 @@ def dagster_backfill(base_url: str, key: str, first: dt.date, last: dt.date, con
     while start <= last:
         ranges.append((start, min(last, start + step - dt.timedelta(days=1))))
         start += step
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
+    wall = cpu = rss = 0.0
     log = ""
-    for a, b in ranges:
+    emu_cpu0 = emu.cpu()
+    commands = []
+    for i, (a, b) in enumerate(ranges):
         cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cloudglue_dagster.definitions",
                "--select", selection, "--partition-range", f"{a.isoformat()}...{b.isoformat()}"]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SystemExit(f"dagster backfill failed:\n{done.stderr[-4000:]}")
-        log += done.stdout + done.stderr
-    wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        commands.append(cmd)
+        status, seconds, used, peak = run_measured(cmd, env, workdir / f"run-{i}.log")
+        text = (workdir / f"run-{i}.log").read_text(errors="replace")
+        if status != 0:
+            raise SystemExit(f"dagster backfill failed ({shlex.join(cmd[1:])}):\n{text[-4000:]}")
+        wall, cpu, rss = wall + seconds, cpu + used, max(rss, peak)
+        log += text
+    emu_cpu1 = emu.cpu()
     fetch = [float(s) for s in re.findall(r"requests and ([\d.]+)s; kept", log)]
     requests_made = sum(int(s) for s in re.findall(r"in (\d+) requests and", log))
-    kept = sum(int(s) for s in re.findall(r"; kept (\d+) in", log))
-    row = Row(f"project: `dagster asset materialize --partition-range` ({label})", wall, requests_made, kept,
-              (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), after.ru_maxrss / 1024)
+    kept = sum(int(s) for s in re.findall(r"; kept (\d+)", log))
+    shown = shlex.join(["dagster", *commands[0][3:]])
+    command = shown if len(commands) == 1 else f"{len(commands)} commands, one per {max_partitions} days: {shown} ..."
+    row = Row(f"project: `dagster asset materialize --partition-range` ({label})", wall, command,
+              requests_made, kept, cpu, rss)
     runs = len(re.findall(r"RUN_SUCCESS", log)) or len(ranges)
     row.notes.append(f"{runs} run(s)" + (f" of <= {max_partitions} days" if max_partitions else "")
-                     + f"; fetch phase {sum(fetch):.1f}s")
-    return row, (sum(fetch) if fetch else None)
+                     + (f"; fetch phase {sum(fetch):.1f}s" if fetch else ""))
+    if emu_cpu0 is not None and emu_cpu1 is not None:
+        row.notes.append(f"emulator CPU {emu_cpu1 - emu_cpu0:.1f}s ({(emu_cpu1 - emu_cpu0) / wall:.0%} of the wall)")
+    size = sum(p.stat().st_size for p in workdir.glob("bench.duckdb*") if p.is_file()) / 2**20
+    row.notes.append(f"DuckDB file {size:.0f} MiB")
+    return row, (sum(fetch) if fetch else None), size
 
 
-def dlt_rest_api(base_url: str, key: str, after: str, before: str, page_size: int, workdir: Path) -> Row | None:
-    try:
-        import dlt
-        from dlt.sources.rest_api import rest_api_source
-    except ImportError:
-        return None
+# ------------------------------------------------------------------------------------- dlt
+def dlt_python(explicit: str | None) -> str | None:
+    """The interpreter to run dlt with (see the module docstring), or None."""
+    if explicit:
+        return explicit
+    if os.environ.get("BENCH_DLT_PYTHON"):
+        return os.environ["BENCH_DLT_PYTHON"]
+    if importlib.util.find_spec("dlt") is not None:
+        return sys.executable
+    beside = ROOT.parent / "bench-venv" / "bin" / "python"
+    return str(beside) if beside.exists() else None
+
+
+def dlt_worker(spec: dict) -> None:
+    """``--dlt-worker``: load the range with dlt's rest_api source, print one JSON line of figures."""
+    import dlt
+    from dlt.sources.rest_api import rest_api_source
+
     source = rest_api_source({
-        "client": {"base_url": base_url + "/", "auth": {"type": "bearer", "token": key},
-                   "paginator": {"type": "offset", "limit": page_size, "total_path": "total"}},
+        "client": {"base_url": spec["base_url"] + "/", "auth": {"type": "bearer", "token": spec["key"]},
+                   "paginator": {"type": "offset", "limit": spec["page_size"], "total_path": "total"}},
         "resources": [{"name": "chat_completions", "endpoint": {
             "path": "chat/completions", "data_selector": "data",
-            "params": {"created_after": after, "created_before": before}}}],
+            "params": {"created_after": spec["after"], "created_before": spec["before"]}}}],
     })
+    workdir = Path(spec["workdir"])
     pipeline = dlt.pipeline(pipeline_name="bench", destination=dlt.destinations.duckdb(str(workdir / "dlt.duckdb")),
                             pipelines_dir=str(workdir / "dlt"), dataset_name="cloudglue")
     started, cpu0 = time.monotonic(), time.process_time()
@@ -212,92 +322,195 @@ def dlt_rest_api(base_url: str, key: str, after: str, before: str, page_size: in
     wall, cpu = time.monotonic() - started, time.process_time() - cpu0
     with pipeline.sql_client() as client:
         rows = client.execute_sql("SELECT count(*) FROM chat_completions")[0][0]
-    row = Row("dlt `rest_api` source, offset paginator (to DuckDB)", wall, None, rows, cpu)
-    row.notes.append(f"dlt {dlt.__version__}, one page at a time")
+    print(json.dumps({"wall": wall, "cpu": cpu, "rows": rows, "version": dlt.__version__}))
+
+
+def dlt_rest_api(python: str, base_url: str, key: str, after: str, before: str, workdir: Path) -> Row:
+    workdir.mkdir(parents=True)
+    spec = {"base_url": base_url, "key": key, "after": after, "before": before, "page_size": PAGE_SIZE,
+            "workdir": str(workdir)}
+    cmd = [python, str(Path(__file__).resolve()), "--dlt-worker", json.dumps(spec)]
+    # The key is a throwaway token of this run's emulator; the environment is not the project's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDGLUE_")}
+    status, wall, _, rss = run_measured(cmd, env, workdir / "dlt.log")
+    text = (workdir / "dlt.log").read_text(errors="replace")
+    if status != 0:
+        raise SystemExit(f"dlt failed:\n{text[-4000:]}")
+    figures = json.loads(text.strip().splitlines()[-1])
+    row = Row("dlt `rest_api` source, offset paginator (to DuckDB)", figures["wall"],
+              f"{python} bench/run.py --dlt-worker: dlt.pipeline(destination=duckdb).run(rest_api_source(...))",
+              None, figures["rows"], figures["cpu"], rss)
+    row.notes.append(f"dlt {figures['version']}, one page at a time; process wall {wall:.1f}s with imports")
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--days", type=int, default=365)
-    parser.add_argument("--per-day", type=int, default=1000)
-    parser.add_argument("--latency-ms", type=float, default=25.0)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2025, 1, 1))
-    parser.add_argument("--max-partitions-per-run", type=int, default=None,
-                        help="cut the Dagster backfill into runs of this many days, as a capped backfill"
-                             " does (default: one run); peak RSS is then that of the largest run")
-    parser.add_argument("--skip", default="", help="comma list of: dagster,inprocess,sequential,dlt")
-    args = parser.parse_args()
-    skip = set(filter(None, args.skip.split(",")))
-    first, last = args.start, args.start + dt.timedelta(days=args.days - 1)
+# ------------------------------------------------------------------------------------- ranges
+def range_command(args: argparse.Namespace, days: int) -> str:
+    """The invocation that measures this range alone, with the same settings."""
+    cmd = ["python", "bench/run.py", "--ranges", str(days), "--per-day", str(args.per_day),
+           "--latency-ms", f"{args.latency_ms:g}", "--concurrency", str(args.concurrency), "--seed", str(args.seed),
+           "--start", args.start.isoformat()]
+    if args.text != "realistic":
+        cmd += ["--text", args.text]
+    if args.max_partitions_per_run:
+        cmd += ["--max-partitions-per-run", str(args.max_partitions_per_run)]
+    if args.skip:
+        cmd += ["--skip", args.skip]
+    return shlex.join(cmd)
+
+
+def measure_range(args: argparse.Namespace, days: int, skip: set[str], dlt_exe: str | None) -> RangeResult:
+    first, last = args.start, args.start + dt.timedelta(days=days - 1)
     after, before = (first - dt.timedelta(days=1)).isoformat(), (last + dt.timedelta(days=1)).isoformat()
     key = secrets.token_hex(16)
-    page_size = 100
-    emu = EmulatorProcess(args, key)
-    rows: list[Row] = []
-    fetch_phase = None
+    emu = EmulatorProcess(args, days, key)
+    result = RangeResult(days, first, last, emu.total, math.ceil(emu.total / PAGE_SIZE), args.latency_ms,
+                         args.concurrency, range_command(args, days))
     try:
-        print(f"emulator: {emu.total} completions over {args.days} days, latency {args.latency_ms} ms,"
+        print(f"[{days} days] emulator: {emu.total} completions, latency {args.latency_ms} ms,"
               f" concurrency {args.concurrency}", file=sys.stderr)
-        minimum = math.ceil(emu.total / page_size)
         with tempfile.TemporaryDirectory(prefix="cloudglue-bench-") as tmp:
             work = Path(tmp)
             if "dagster" not in skip:
                 # chat_completions alone is the same job as dlt's: one table of the range into DuckDB.
-                for selection, label in (('key:"cloudglue/chat_completions"', "chat_completions only"),
-                                         ('key:"cloudglue/*"', "all assets and checks")):
-                    row, fetch_phase = dagster_backfill(emu.base_url, key, first, last, args.concurrency,
+                for selection, label in SELECTIONS:
+                    row, fetch, size = dagster_backfill(emu, key, first, last, args.concurrency,
                                                         args.max_partitions_per_run, work / label.split()[0],
                                                         selection, label)
-                    rows.append(row)
-                    print(f"dagster backfill ({label}) done in {row.wall:.1f}s", file=sys.stderr)
+                    result.rows.append(row)
+                    result.backfills[label] = row
+                    result.duckdb_mib[label] = size
+                    if fetch is not None:
+                        result.fetch_phase[label] = fetch
+                    print(f"[{days} days] dagster backfill ({label}) done in {row.wall:.1f}s", file=sys.stderr)
             if "inprocess" not in skip:
-                rows.append(in_process_fetch(emu.base_url, key, first, last, args.concurrency))
-                print(f"in-process fetch done in {rows[-1].wall:.1f}s", file=sys.stderr)
+                result.rows.append(in_process_fetch(emu.base_url, key, first, last, args.concurrency))
+                print(f"[{days} days] in-process fetch done in {result.rows[-1].wall:.1f}s", file=sys.stderr)
             if "sequential" not in skip:
-                seq, pages = sequential(emu.base_url, key, after, before, page_size)
-                rows.append(seq)
-                print(f"sequential done in {seq.wall:.1f}s", file=sys.stderr)
-            else:
-                pages = minimum
-            parse_all = parse_cost(emu.base_url, key, after, before, page_size, pages)
-            bound = pages * args.latency_ms / 1000 / args.concurrency + parse_all
-            if "dlt" not in skip:
-                dlt_row = dlt_rest_api(emu.base_url, key, after, before, page_size, work)
-                if dlt_row:
-                    rows.append(dlt_row)
+                seq, result.pages = sequential(emu.base_url, key, after, before)
+                result.rows.append(seq)
+                print(f"[{days} days] sequential done in {seq.wall:.1f}s", file=sys.stderr)
+            result.parse_seconds = parse_cost(emu.base_url, key, after, before, result.pages)
+            if "dlt" not in skip and dlt_exe:
+                result.dlt = dlt_rest_api(dlt_exe, emu.base_url, key, after, before, work / "dlt")
+                result.rows.append(result.dlt)
+                print(f"[{days} days] dlt done in {result.dlt.wall:.1f}s", file=sys.stderr)
     finally:
         emu.stop()
+    return result
 
-    sequential_wall = next((r.wall for r in rows if r.name.startswith("sequential")), None)
-    print(f"\n{args.days} days x {args.per_day}/day ({emu.total} completions), L = {args.latency_ms:g} ms,"
-          f" concurrency {args.concurrency}, page size {page_size}; minimum requests {minimum}\n")
+
+def _cells(cells: list[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def print_range(r: RangeResult, per_day: int) -> None:
+    minimum = math.ceil(r.total / PAGE_SIZE)
+    bound = r.bound + r.parse_seconds
+    sequential_wall = next((x.wall for x in r.rows if x.name.startswith("sequential")), None)
+    print(f"\n### {r.days} days ({r.first}..{r.last}) x {per_day}/day: {r.total} completions,"
+          f" L = {r.latency_ms:g} ms, concurrency {r.concurrency}, page size {PAGE_SIZE}; minimum requests {minimum}\n")
+    print(f"Measured with `{r.command}`; each row's command is in its last column.\n")
     print("| path | wall s | requests | vs minimum | completions | CPU s | CPU s / 100k | peak RSS MiB "
-          "| vs sequential | vs bound | notes |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        cells = [
-            r.name, f"{r.wall:.1f}",
-            "" if r.requests is None else str(r.requests),
-            "" if r.requests is None else f"{r.requests / minimum:.3f}x",
-            "" if r.records is None else str(r.records),
-            "" if r.cpu is None else f"{r.cpu:.1f}",
-            "" if r.cpu is None or not r.records else f"{r.cpu / r.records * 100_000:.1f}",
-            "" if r.rss_mib is None else f"{r.rss_mib:.0f}",
-            "" if sequential_wall is None else f"{sequential_wall / r.wall:.1f}x faster",
-            f"{r.wall / bound:.2f}x",
-            "; ".join(r.notes),
-        ]
-        print("| " + " | ".join(cells) + " |")
-    print(f"| latency bound: {pages} pages x {args.latency_ms:g} ms / {args.concurrency} + parse {parse_all:.1f}s"
-          f" | {bound:.1f} | {minimum} | 1.000x | {emu.total} | | | | | 1.00x | |")
-    if fetch_phase is not None:
-        print(f"\nDagster fetch phase: {fetch_phase:.1f}s = {fetch_phase / bound:.2f}x the latency bound", end="")
-        if sequential_wall is not None:
-            print(f", {sequential_wall / fetch_phase:.1f}x faster than the sequential client", end="")
-        print(".")
+          "| vs sequential | vs bound | notes | command |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for x in r.rows:
+        print(_cells([
+            x.name, f"{x.wall:.1f}",
+            "" if x.requests is None else str(x.requests),
+            "" if x.requests is None else f"{x.requests / minimum:.3f}x",
+            "" if x.records is None else str(x.records),
+            "" if x.cpu is None else f"{x.cpu:.1f}",
+            "" if x.cpu is None or not x.records else f"{x.cpu / x.records * 100_000:.1f}",
+            "" if x.rss_mib is None else f"{x.rss_mib:.0f}",
+            "" if sequential_wall is None else f"{sequential_wall / x.wall:.1f}x faster",
+            f"{x.wall / bound:.2f}x",
+            "; ".join(x.notes),
+            f"`{x.command}`",
+        ]))
+    print(_cells([
+        f"latency bound: {r.pages} pages x {r.latency_ms:g} ms / {r.concurrency} + parse {r.parse_seconds:.1f}s",
+        f"{bound:.1f}", str(minimum), "1.000x", str(r.total), "", "", "", "", "1.00x",
+        "parse: a sample of 20 pages, json + parse_page, best of 3, scaled", "(arithmetic)",
+    ]))
+    for label, fetch in r.fetch_phase.items():
+        note = f", {sequential_wall / fetch:.1f}x faster than the sequential client" if sequential_wall else ""
+        print(f"\nDagster fetch phase ({label}): {fetch:.1f}s = {fetch / r.bound:.2f}x pages x L / concurrency"
+              f" ({fetch / bound:.2f}x with the parse time){note}.", end="")
+    print()
+
+
+def print_summary(results: list[RangeResult]) -> None:
+    cc, everything = (label for _, label in SELECTIONS)
+    print("\n### Summary\n")
+    print("Bound = pages x L / concurrency (no parse time); ratio = wall / bound. Peak RSS: the run's"
+          " largest process (os.wait4). Walls in seconds.\n")
+    print("| range | completions | pages | `chat_completions` only | all assets + checks | bound | cc / bound "
+          "| all / bound | fetch phase (cc) / bound | dlt `rest_api` | dlt / cc | peak RSS MiB (cc / all / dlt) "
+          "| DuckDB MiB (cc / all) | command |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        a, b = r.backfills.get(cc), r.backfills.get(everything)
+        fetch = r.fetch_phase.get(cc)
+
+        def num(x: float | None, fmt: str = "{:.1f}") -> str:
+            return "" if x is None else fmt.format(x)
+
+        print(_cells([
+            f"{r.days} days ({r.first}..{r.last})", str(r.total), str(r.pages),
+            num(a and a.wall), num(b and b.wall), f"{r.bound:.1f}",
+            num(a and a.wall / r.bound, "{:.2f}x"), num(b and b.wall / r.bound, "{:.2f}x"),
+            "" if fetch is None else f"{fetch:.1f} = {fetch / r.bound:.2f}x",
+            num(r.dlt and r.dlt.wall) if r.dlt else "not measured",
+            num(r.dlt.wall / a.wall, "{:.1f}x") if r.dlt and a else "",
+            " / ".join(num(x and x.rss_mib, "{:.0f}") or "-" for x in (a, b, r.dlt)),
+            " / ".join(num(r.duckdb_mib.get(label), "{:.0f}") or "-" for label in (cc, everything)),
+            f"`{r.command}`",
+        ]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    span = parser.add_mutually_exclusive_group()
+    span.add_argument("--ranges", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+                      help=f"comma list of range lengths in days, each measured in turn"
+                           f" (default {','.join(map(str, DEFAULT_RANGES))})")
+    span.add_argument("--days", type=int, help="one range of this many days (same as --ranges N)")
+    parser.add_argument("--per-day", type=int, default=1000)
+    parser.add_argument("--latency-ms", type=float, default=25.0)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2025, 1, 1),
+                        help="first day of every range")
+    parser.add_argument("--text", choices=("realistic", "compact"), default="realistic",
+                        help="the emulator's texts (default realistic: as costly as real data)")
+    parser.add_argument("--max-partitions-per-run", type=int, default=None,
+                        help="cut the Dagster backfill into runs of this many days, as a capped backfill"
+                             " does (default: one run); peak RSS is then that of the largest run")
+    parser.add_argument("--skip", default="", help="comma list of: dagster,inprocess,sequential,dlt")
+    parser.add_argument("--dlt-python", default=None, help="interpreter with dlt installed (see above)")
+    parser.add_argument("--dlt-worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.dlt_worker is not None:
+        dlt_worker(json.loads(args.dlt_worker))
+        return
+    ranges = args.ranges or ([args.days] if args.days else list(DEFAULT_RANGES))
+    if not ranges or min(ranges) < 1:
+        parser.error("ranges must be positive numbers of days")
+    skip = set(filter(None, args.skip.split(",")))
+    unknown = skip - {"dagster", "inprocess", "sequential", "dlt"}
+    if unknown:
+        parser.error(f"unknown --skip value(s): {','.join(sorted(unknown))}")
+    dlt_exe = None if "dlt" in skip else dlt_python(args.dlt_python)
+    if "dlt" not in skip and dlt_exe is None:
+        print("dlt: not installed (see --help for a separate virtualenv); its rows are left out", file=sys.stderr)
+    results = []
+    for days in ranges:
+        result = measure_range(args, days, skip, dlt_exe)
+        print_range(result, args.per_day)
+        sys.stdout.flush()
+        results.append(result)
+    print_summary(results)
 
 
 if __name__ == "__main__":
