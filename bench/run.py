@@ -356,6 +356,8 @@ def range_command(args: argparse.Namespace, days: int) -> str:
         cmd += ["--max-partitions-per-run", str(args.max_partitions_per_run)]
     if args.skip:
         cmd += ["--skip", args.skip]
+    if args.dlt_python:
+        cmd += ["--dlt-python", args.dlt_python]
     return shlex.join(cmd)
 
 
