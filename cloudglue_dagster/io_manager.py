@@ -425,12 +425,10 @@ class UTCDuckDbClient(DbClient):
             with self._read_connection(context, table_slice) as conn:
                 yield conn
 
-    @contextmanager
-    def _write_transaction(
-        self, context: dg.OutputContext, table_slice: TableSlice
-    ) -> Iterator[duckdb.DuckDBPyConnection]:
+    def open_writer(self, context: dg.OutputContext) -> duckdb.DuckDBPyConnection:
+        """A read-write connection (creating the file's directory if needed), lock waits included."""
         _create_parent(self.database)
-        conn = open_connection(
+        return open_connection(
             self.database,
             read_only=False,
             config=self.connection_config,
@@ -438,6 +436,13 @@ class UTCDuckDbClient(DbClient):
             log=context.log,
             memory_limit=self.memory_limit,
         )
+
+    @contextmanager
+    def transaction(
+        self, context: dg.OutputContext, table_slice: TableSlice, conn: duckdb.DuckDBPyConnection
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction on ``conn``: committed if the body succeeds and the run was not
+        terminated, else rolled back, the error mapped to a permanent one."""
         try:
             conn.begin()
             yield conn
@@ -451,6 +456,15 @@ class UTCDuckDbClient(DbClient):
             if failure is exc:
                 raise
             raise failure from exc
+
+    @contextmanager
+    def _write_transaction(
+        self, context: dg.OutputContext, table_slice: TableSlice
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        conn = self.open_writer(context)
+        try:
+            with self.transaction(context, table_slice, conn):
+                yield conn
         finally:
             _quietly(conn.close)
 
