@@ -140,7 +140,8 @@ def main() -> None:
     first = args.start + dt.timedelta(days=1)
     args.days += 2
     key = "sk-bench-" + secrets.token_hex(8)
-    emulator = EmulatorProcess(args, key)
+    args.text = "realistic"
+    emulator = EmulatorProcess(args, args.days, key)
     work = Path(tempfile.mkdtemp(prefix="cloudglue-resume-"))
     try:
         proxy = OutageProxy(emulator.base_url)
