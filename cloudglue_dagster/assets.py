@@ -21,6 +21,7 @@ from .frames import (
     TOKEN_USAGE_COLUMNS,
     ModelPrice,
     empty_frame,
+    window_rows,
 )
 from .guards import ShrinkGuard
 from .metadata import column_schema
@@ -106,15 +107,9 @@ def partition_slices(
     ``frame`` must be sorted by ``column``. A tz-aware column is compared in
     UTC; a naive one is taken to be UTC already.
     """
-    values = frame[column]
-    naive = getattr(values.dtype, "tz", None) is None
     for key in keys:
         window = partitions_def.time_window_for_partition_key(key)
-        bounds = [pd.Timestamp(t).tz_convert("UTC") for t in (window.start, window.end)]
-        if naive:
-            bounds = [b.tz_localize(None) for b in bounds]
-        lo, hi = values.searchsorted(bounds[0], side="left"), values.searchsorted(bounds[1], side="left")
-        yield key, frame.iloc[lo:hi]
+        yield key, window_rows(frame, column, window.start, window.end)
 
 
 def _day_input(columns: Sequence[str]) -> dict[str, Any]:

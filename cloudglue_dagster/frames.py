@@ -43,6 +43,7 @@ __all__ = [
     "empty_frame",
     "token_usage_frame",
     "utc_day",
+    "window_rows",
 ]
 
 
@@ -237,6 +238,20 @@ def _chat_columns(completions: Iterable[ChatCompletion]) -> dict[str, list]:
 
 def _choice_index(choice: Choice) -> int:
     return choice.index
+
+
+def window_rows(frame: pd.DataFrame, column: str, start: Any, end: Any) -> pd.DataFrame:
+    """The rows of ``frame`` (sorted by ``column``) with ``start <= column < end``.
+
+    ``start`` and ``end`` are timezone-aware; a tz-aware column is compared in UTC, a naive
+    one is taken to hold UTC times already.
+    """
+    values = frame[column]
+    bounds = [pd.Timestamp(t).tz_convert("UTC") for t in (start, end)]
+    if getattr(values.dtype, "tz", None) is None:
+        bounds = [b.tz_localize(None) for b in bounds]
+    lo, hi = values.searchsorted(bounds[0], side="left"), values.searchsorted(bounds[1], side="left")
+    return frame.iloc[lo:hi]
 
 
 def utc_day(created_at: pd.Series) -> pd.Series:

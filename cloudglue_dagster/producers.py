@@ -32,6 +32,7 @@ from .frames import (
     conform,
     empty_frame,
     token_usage_frame,
+    window_rows,
 )
 from .guards import ALLOW_SHRINK_TAG, ShrinkGuard, ShrinkRefusedError
 from .metadata import cost_metadata, frame_metadata, messages_metadata
@@ -343,16 +344,12 @@ def usage_by_day(
 
 def frame_days(frame: pd.DataFrame, column: str, days: Sequence[UTCDay]) -> DayFrames:
     """A whole-range frame (from an I/O manager that does not load by day) seen as days."""
-    frame = frame.sort_values(column, kind="stable", ignore_index=True) if len(frame) else frame
-    values = frame[column] if column in frame.columns else pd.Series([], dtype="datetime64[ns, UTC]")
-    naive = getattr(values.dtype, "tz", None) is None
+    if column not in frame.columns:  # pd.DataFrame() for a range with nothing stored
+        return DayFrames(days=list(days), load=lambda day: frame)
+    frame = frame.sort_values(column, kind="stable", ignore_index=True)
 
     def load(day: UTCDay) -> pd.DataFrame:
-        bounds = [pd.Timestamp(t).tz_convert("UTC") for t in (day.start, day.end)]
-        if naive:
-            bounds = [b.tz_localize(None) for b in bounds]
-        lo, hi = values.searchsorted(bounds[0], side="left"), values.searchsorted(bounds[1], side="left")
-        return frame.iloc[lo:hi]
+        return window_rows(frame, column, day.start, day.end)
 
     return DayFrames(days=list(days), load=load)
 
