@@ -333,3 +333,23 @@ def test_factory_options() -> None:
 def test_start_date_must_be_a_past_day(start: str) -> None:
     with pytest.raises(CloudglueConfigError, match="start_date"):
         build_cloudglue_assets(start_date=start)
+
+
+def test_another_pandas_io_manager_gets_one_frame_per_range_with_each_days_metadata(emu: Emulator, pipeline_factory) -> None:
+    """Without our I/O manager (here the stock DuckDBPandasIOManager) nothing is streamed:
+    each asset hands one DataFrame for the range, and the partitions still get their own
+    row counts and check results."""
+    from dagster_duckdb_pandas import DuckDBPandasIOManager
+
+    pipeline = pipeline_factory(emu, "2026-03-01")
+    pipeline.resources["io_manager"] = DuckDBPandasIOManager(database=str(pipeline.database), schema="cloudglue")
+    result = pipeline.materialize("2026-03-02", "2026-03-04")
+    assert result.success
+    days = day_range(dt.date(2026, 3, 2), dt.date(2026, 3, 4))
+    chat_md = materializations(result, "chat_completions")
+    messages_md = materializations(result, "chat_messages")
+    for day in days:
+        assert chat_md[day.isoformat()]["dagster/partition_row_count"] == emu.ground_truth(day).count
+        assert messages_md[day.isoformat()]["completions"] == emu.ground_truth(day).count
+    assert sorted(ids_by_day(pipeline.table("chat_completions"))) == [d for d in days if emu.ground_truth(d).count]
+    assert all(c.passed for c in result.get_asset_check_evaluations())
