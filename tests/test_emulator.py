@@ -541,6 +541,18 @@ def test_request_log_and_counters(cloudglue_emulator_factory: Any) -> None:
     ]
 
 
+def test_the_emulator_counts_requests_and_sweeps_in_flight(cloudglue_emulator_factory: Any) -> None:
+    emu = cloudglue_emulator_factory(latency_seconds=0.3)
+    windows = [("2026-01-01", "2026-01-03"), ("2026-01-01", "2026-01-03"), ("2026-01-02", "2026-01-04")]
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda w: get(emu, created_after=w[0], created_before=w[1]), windows))
+    assert (emu.peak_in_flight, emu.peak_windows_in_flight) == (3, 2)
+    get(emu)
+    emu.reset_stats()
+    get(emu)
+    assert (emu.peak_in_flight, emu.peak_windows_in_flight) == (1, 1)
+
+
 def test_latency_and_stop_does_not_hang(cloudglue_emulator_factory: Any) -> None:
     emu = cloudglue_emulator_factory(latency_seconds=0.2)
     assert get(emu).elapsed.total_seconds() >= 0.2

@@ -137,6 +137,14 @@ class _Handler(BaseHTTPRequestHandler):
         emu._note_request()
         path, _, qs = self.path.partition("?")
         query = {k: v[0] for k, v in parse_qs(qs, keep_blank_values=True).items()}
+        window = (query.get("created_after"), query.get("created_before"))
+        emu._enter(window)
+        try:
+            self._answer(emu, method, path, query)
+        finally:
+            emu._leave(window)
+
+    def _answer(self, emu: Emulator, method: str, path: str, query: dict[str, str]) -> None:
         if method != "GET" and self.headers.get("Content-Length") not in (None, "0"):
             self.close_connection = True  # do not bother draining a request body
         if not emu._wait(emu.latency_seconds):
@@ -282,6 +290,9 @@ class Emulator:
         self._stats_lock = threading.Lock()
         self._requests_served = 0
         self._request_log: list[LoggedRequest] = []
+        self._in_flight: dict[tuple[str | None, str | None], int] = {}
+        self._peak_in_flight = 0
+        self._peak_windows_in_flight = 0
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -423,6 +434,17 @@ class Emulator:
             return list(self._request_log)
 
     @property
+    def peak_in_flight(self) -> int:
+        """The most requests that were being answered at once (since start or :meth:`reset_stats`)."""
+        return self._peak_in_flight
+
+    @property
+    def peak_windows_in_flight(self) -> int:
+        """The most distinct ``(created_after, created_before)`` windows that had a request being
+        answered at once: how many sweeps (API steps) were reading concurrently."""
+        return self._peak_windows_in_flight
+
+    @property
     def faults_injected(self) -> dict[str, int]:
         """How many faults of each kind were injected."""
         with self._faults._lock:
@@ -433,6 +455,8 @@ class Emulator:
         with self._stats_lock:
             self._requests_served = 0
             self._request_log = []
+            self._peak_in_flight = sum(self._in_flight.values())
+            self._peak_windows_in_flight = len(self._in_flight)
         self._faults.reset()
 
     # ------------------------------------------------------ data delegation
@@ -460,6 +484,20 @@ class Emulator:
     def _note_request(self) -> None:
         with self._stats_lock:
             self._requests_served += 1
+
+    def _enter(self, window: tuple[str | None, str | None]) -> None:
+        with self._stats_lock:
+            self._in_flight[window] = self._in_flight.get(window, 0) + 1
+            self._peak_in_flight = max(self._peak_in_flight, sum(self._in_flight.values()))
+            self._peak_windows_in_flight = max(self._peak_windows_in_flight, len(self._in_flight))
+
+    def _leave(self, window: tuple[str | None, str | None]) -> None:
+        with self._stats_lock:
+            left = self._in_flight[window] - 1
+            if left:
+                self._in_flight[window] = left
+            else:
+                del self._in_flight[window]
 
     def _log(self, path: str, query: dict[str, str], status: int) -> None:
         with self._stats_lock:
