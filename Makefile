@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# First installs the system packages the tests need when missing (.ci/system-packages: Chromium,
+# PostgreSQL; as root or with sudo, else it stops with the command to run).
 test: $(STAMP)
+	.ci/system-packages
 	$(BIN)/python -m pytest
 
 # Emulator + a real Dagster backfill of two weeks into .dagster_home/warehouse.duckdb + a summary.
