@@ -16,9 +16,10 @@ What was found:
   On the ``date`` columns of the other two tables it could only work one day per run, since for
   a range the window's start is still the only value used (read in its source; not exercised
   here, as ``chat_completions`` fails first).
-* A Delta type handler that replaces and reads ``start <= partition_expr < end`` over the run's
-  window, as the stock DuckDB, Snowflake and BigQuery I/O managers do (about 35 lines, below),
-  makes every asset, check and guarantee tested here hold on Delta Lake.
+* :class:`cloudglue_dagster.deltalake.CloudglueDeltaLakeIOManager`, whose type handler replaces
+  and reads ``start <= partition_expr < end`` over the run's window, as the stock DuckDB,
+  Snowflake and BigQuery I/O managers do, makes every asset, check and guarantee tested here
+  hold on Delta Lake.
 """
 
 from __future__ import annotations
@@ -33,15 +34,12 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pytest
 from conftest import TEST_KEY, Pipeline, day_range
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_deltalake import LocalConfig
-from dagster_deltalake.io_manager import TableConnection
 from dagster_deltalake_pandas import DeltaLakePandasIOManager
-from dagster_deltalake_pandas.deltalake_pandas_type_handler import DeltaLakePandasTypeHandler
 from deltalake import DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
 
 from cloudglue_dagster import CloudglueResource
+from cloudglue_dagster.deltalake import CloudglueDeltaLakeIOManager
 from cloudglue_dagster.emulator import Dataset, Emulator
 from cloudglue_dagster.frames import CHAT_COMPLETIONS_COLUMNS, CHAT_MESSAGES_COLUMNS, TOKEN_USAGE_COLUMNS, conform
 
@@ -61,52 +59,6 @@ ARROW_OF_DTYPE = {
 }
 
 
-# -- the range-honouring handler ---------------------------------------------------------------
-
-
-def _window(table_slice: TableSlice) -> tuple[str, dt.datetime, dt.datetime]:
-    (dim,) = table_slice.partition_dimensions
-    start, end = dim.partitions
-    return dim.partition_expr, start.astimezone(UTC), end.astimezone(UTC)
-
-
-class DayRangeDeltaLakePandasTypeHandler(DeltaLakePandasTypeHandler):
-    """Replaces (one Delta commit) and reads the rows with ``start <= partition_expr < end``."""
-
-    def handle_output(self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame,
-                      connection: TableConnection) -> None:
-        if not table_slice.partition_dimensions:
-            return super().handle_output(context, table_slice, obj, connection)
-        column, start, end = _window(table_slice)
-        data = pa.Table.from_pandas(obj, preserve_index=False)
-        naive = data.schema.field(column).type.tz is None  # `date` columns are zone-less UTC
-        lo, hi = (t.replace(tzinfo=None).isoformat() if naive else t.isoformat() for t in (start, end))
-        try:
-            DeltaTable(connection.table_uri, storage_options=connection.storage_options)
-            predicate = f"{column} >= '{lo}' AND {column} < '{hi}'"
-        except TableNotFoundError:
-            predicate = None  # the first write creates the table
-        write_deltalake(connection.table_uri, data, mode="overwrite", predicate=predicate,
-                        storage_options=connection.storage_options)
-
-    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection: TableConnection) -> pd.DataFrame:
-        table = DeltaTable(connection.table_uri, storage_options=connection.storage_options)
-        dataset = table.to_pyarrow_dataset()
-        if not table_slice.partition_dimensions:
-            return dataset.to_table(columns=table_slice.columns).to_pandas()
-        column, start, end = _window(table_slice)
-        kind = dataset.schema.field(column).type
-        lo, hi = (pa.scalar(t if kind.tz else t.replace(tzinfo=None), type=kind) for t in (start, end))
-        rows = (pds.field(column) >= lo) & (pds.field(column) < hi)
-        return dataset.to_table(columns=table_slice.columns, filter=rows).to_pandas()
-
-
-class DayRangeDeltaLakePandasIOManager(DeltaLakePandasIOManager):
-    @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
-        return [DayRangeDeltaLakePandasTypeHandler()]
-
-
 # -- helpers -----------------------------------------------------------------------------------
 
 
@@ -117,7 +69,7 @@ def emu():
         yield server
 
 
-def on_delta(pipeline: Pipeline, root: Path, manager: type = DayRangeDeltaLakePandasIOManager) -> Pipeline:
+def on_delta(pipeline: Pipeline, root: Path, manager: type = CloudglueDeltaLakeIOManager) -> Pipeline:
     pipeline.resources["io_manager"] = manager(root_uri=str(root), storage_options=LocalConfig(), schema="cloudglue")
     return pipeline
 
