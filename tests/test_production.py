@@ -29,6 +29,7 @@ from typing import Any
 import dagster as dg
 import pytest
 import requests
+import yaml
 from pg_server import PostgresServer
 from rel_support import assert_tables_equal_truth, free_port
 
@@ -47,21 +48,17 @@ ASSETS = ("chat_completions", "chat_messages", "token_usage")
 SETTLE_SECONDS = 300
 
 
-def dagster_yaml(postgres_url: str) -> str:
-    """The instance of the deployment page (docs/deployment.md), with quick queue polling."""
-    return f"""\
-storage:
-  postgres:
-    postgres_url: "{postgres_url}"
-run_coordinator:
-  module: dagster._core.run_coordinator
-  class: QueuedRunCoordinator
-  config:
-    max_concurrent_runs: 10
-    dequeue_interval_seconds: 1
-telemetry:
-  enabled: false
-"""
+DEPLOYMENT_PAGE = Path(__file__).resolve().parents[1] / "docs" / "deployment.md"
+
+
+def dagster_yaml() -> str:
+    """The ``dagster.yaml`` of docs/deployment.md (its first YAML block), with quick queue polling."""
+    text = DEPLOYMENT_PAGE.read_text()
+    block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = yaml.safe_load(block)
+    assert "postgres_db" in config["storage"]["postgres"], block
+    config["run_coordinator"]["config"]["dequeue_interval_seconds"] = 1
+    return yaml.safe_dump(config)
 
 
 WORKSPACE = """\
@@ -89,7 +86,6 @@ class Deployment:
     launched_at: float = 0.0
 
     def instance(self) -> dg.DagsterInstance:
-        os.environ["DAGSTER_HOME"] = str(self.home)
         return dg.DagsterInstance.from_config(str(self.home))
 
     def gql(self, query: str, **variables: Any) -> dict[str, Any]:
@@ -182,12 +178,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     with PostgresServer() as pg, emu, capped_emu:
         home = root / "home"
         home.mkdir()
-        (home / "dagster.yaml").write_text(dagster_yaml(pg.url))
+        (home / "dagster.yaml").write_text(dagster_yaml())
         workspace = root / "workspace.yaml"
         workspace.write_text(WORKSPACE.format(defs=Path(__file__).with_name("production_defs.py")))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDGLUE_", "CAPPED_", "DAGSTER_"))}
         env.update(
             DAGSTER_HOME=str(home),
+            # What the page's dagster.yaml reads (the server trusts loopback: any password).
+            DAGSTER_PG_HOST="127.0.0.1",
+            DAGSTER_PG_PORT=str(pg.port),
+            DAGSTER_PG_USER=pg.user,
+            DAGSTER_PG_PASSWORD="unused",
             CLOUDGLUE_API_KEY=KEY,
             CLOUDGLUE_BASE_URL=emu.base_url,
             CLOUDGLUE_START_DATE=days[0].isoformat(),
@@ -213,6 +214,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             logs.append(root / name)
             with open(root / name, "wb") as out:
                 procs.append(subprocess.Popen(cmd, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        # This process reads the same instance (its dagster.yaml reads DAGSTER_PG_*).
+        saved = {k: os.environ.get(k) for k in env if k.startswith("DAGSTER_")}
+        os.environ.update({k: env[k] for k in saved})
         try:
             d = Deployment(
                 home=home, env=env, graphql=f"http://127.0.0.1:{port}/graphql", emu=emu, capped_emu=capped_emu,
@@ -225,6 +229,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             yield d
         finally:
             stop(procs)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def wait_for_backfill(deployment: Deployment, backfill_id: str) -> tuple[str, float]:
