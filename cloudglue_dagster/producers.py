@@ -193,7 +193,7 @@ class ChatCompletionsStep(_Step):
             return item
         frame = chat_completions_frame(item.completions)
         self._guard(item.day, len(frame))
-        self.termination.check()
+        self.termination.poll()
         return StoredDay(item.day, frame)
 
     def _guard(self, day: UTCDay, rows: int) -> None:
@@ -297,7 +297,7 @@ class ChatMessagesStep(_Step):
             if day.key in skip:
                 continue
             with step_errors(self.context, self.retry_policy):
-                self.termination.check()
+                self.termination.poll()
             chat = self._chat(day)
             self._chat_of = (day.key, chat)
             yield StoredDay(day, chat_messages_frame(chat))
