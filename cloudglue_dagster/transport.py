@@ -122,6 +122,25 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
+
+class _BearerAuth(requests.auth.AuthBase):
+    """Sends the key as ``Authorization: Bearer <key>``.
+
+    Passed as ``auth=``, not as a header: without an ``auth``, requests looks the host up in
+    ``~/.netrc`` (or ``$NETRC``) on every request, and an entry found there *replaces* the
+    ``Authorization`` header (documented requests behaviour), so another credential would be
+    sent instead of the key. The lookup also cost ~1 ms a request."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._key}"
+        return request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(<redacted>)"
+
 class Transport:
     """GETs JSON from one API root with retries, a deadline, a shared throttle and redaction.
 
@@ -147,6 +166,7 @@ class Transport:
         session: requests.Session | None = None,
     ) -> None:
         self._api_key = validate_api_key(api_key)
+        self._auth = _BearerAuth(self._api_key)
         self.redact = Redactor(self._api_key)
         self.timeout = timeout
         self.deadline = deadline
@@ -274,9 +294,8 @@ class Transport:
     def _send(self, url: str, params: Mapping[str, Any], headers: Mapping[str, str], watch: Watch) -> requests.Response:
         """The request, its exceptions mapped: transient ones to :class:`_Retryable`, the rest
         to a permanent :class:`CloudglueRequestError` whose text is redacted."""
-        auth = {**headers, "Authorization": f"Bearer {self._api_key}"}
         try:
-            return self._session.get(url, params=params, headers=auth, timeout=self.timeout)
+            return self._session.get(url, params=params, headers=headers, auth=self._auth, timeout=self.timeout)
         except requests.TooManyRedirects:
             raise CloudglueRequestError(
                 f"GET {display_url(url)} was redirected more than {MAX_REDIRECTS} times (a redirect"

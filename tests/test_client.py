@@ -458,3 +458,17 @@ def test_a_wrong_type_is_refused_at_once_naming_the_field_and_a_malformed_body_i
     with pytest.raises(RetriesExhaustedError):
         _page_from(body[:-5])
     assert _Fixed.served == FAST.max_retries + 1
+
+
+def test_a_netrc_entry_for_the_api_host_does_not_replace_the_key(
+    emu: Emulator, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # requests lets ~/.netrc override an Authorization header; the key must win.
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password another-credential\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with client_for(emu) as client:
+        page = client.list_chat_completions(limit=1)
+    assert page.total > 0
+    assert {r.status for r in emu.request_log} == {200}
