@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo ui screenshots bench clean
+.PHONY: install test test-pythons demo ui screenshots bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,14 @@ install: $(STAMP)
 test: $(STAMP)
 	.ci/system-packages
 	$(BIN)/python -m pytest
+
+# The suite under every Python 3.10-3.13 on the machine (pyenv's, else python3.X on PATH),
+# each in its own .venv-3.X; one summary line per interpreter, missing ones reported as skipped.
+# E.g. make test-pythons PYTHONS='3.10 3.12' TEST_ARGS='tests/test_io_manager.py'.
+TEST_ARGS ?=
+test-pythons:
+	.ci/system-packages
+	.ci/test-pythons $(TEST_ARGS)
 
 # Emulator + a real Dagster backfill of two weeks into .dagster_home/warehouse.duckdb + a summary.
 # Options: `python -m cloudglue_dagster.demo run --help`, e.g. make demo DEMO_ARGS='--days 7'.

@@ -43,10 +43,11 @@ def describe_cause(exc: BaseException) -> str:
     """``DuckDB said: <its message>.`` for a DuckDB error, ``<Type>: <message>.`` otherwise.
 
     DuckDB's "LINE 1: ..." excerpt of the statement is left out: it quotes this package's SQL,
-    which tells the reader nothing the message does not.
+    which tells the reader nothing the message does not. So is the C++ "Stack Trace:" DuckDB
+    1.x appends to an internal error.
     """
     if isinstance(exc, duckdb.Error):
-        said = "DuckDB said: " + str(exc).split("\n\nLINE ", 1)[0]
+        said = "DuckDB said: " + str(exc).split("\n\nLINE ", 1)[0].split("\n\nStack Trace:", 1)[0]
     else:
         said = f"{type(exc).__name__}: {exc}"
     return said.rstrip(". \n") + "."
@@ -218,7 +219,9 @@ class DuckDBRunTerminatedError(DuckDBStorageError):
 # Which row? Runs only after a failure, on the frame that failed: one pass over the columns
 # DuckDB's message points at (all text columns for an encoding error).
 
-_CANNOT_ENCODE = "cannot encode str as utf-8"
+# A str that is not valid UTF-8, as DuckDB 2 says it, and as DuckDB 1.x (the newest on Python
+# 3.10) does: an INTERNAL Error "invalid code point detected in Utf8Proc::CodepointLength".
+_CANNOT_ENCODE = ("cannot encode str as utf-8", "likely due to invalid utf-8")
 _QUOTED_STRING = re.compile(r"Could not convert string '(?P<value>.*)' to \w+")
 _QUOTED_NUMBER = re.compile(r"with value (?P<value>\S+) can't be cast")
 _SOURCE_COLUMN = re.compile(r"from source column (?P<column>[^\n]+)")
@@ -231,7 +234,7 @@ def find_row_at_fault(frame: pd.DataFrame, exc: BaseException) -> RowAtFault | N
     be named: a string that is not valid UTF-8, a value quoted in a conversion error, a NULL
     refused by a NOT NULL constraint, a duplicate primary key."""
     message = str(exc)
-    if _CANNOT_ENCODE in message.lower():
+    if any(marker in message.lower() for marker in _CANNOT_ENCODE):
         return _first_unencodable(frame)
     if match := _NOT_NULL.search(message):
         column = _unquote(match["column"])

@@ -111,7 +111,7 @@ _DUCKDB_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Name the frame is registered under while it is written; unlikely to clash with a table.
 _FRAME_VIEW = "__cloudglue_dagster_frame"
 
-# DuckDB's type for an object column holding only None/NaN.
+# The frame type of an object column holding only None/NaN (DuckDB 2 describes it so).
 _UNKNOWN_TYPE = '"NULL"'
 
 DEFAULT_MEMORY_LIMIT = "32MB"
@@ -780,11 +780,12 @@ def write_frame(
     conn.register(_FRAME_VIEW, _strings_as_objects(frame))
     try:
         # DESCRIBE lists the frame's columns in order, as DuckDB will read them.
-        frame_types = [
+        scanned = [
             (str(name), str(frame_type))
             for name, frame_type, *_ in conn.execute(f"DESCRIBE SELECT * FROM {_FRAME_VIEW}").fetchall()
         ]
-        select = _frame_select(frame_types, existing)
+        frame_types = _frame_types(frame, scanned)
+        select = _frame_select(frame_types, scanned, existing)
         if replace_table:
             conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
         elif existing is None:
@@ -805,18 +806,44 @@ def write_frame(
     conn.unregister(_FRAME_VIEW)
 
 
+def _frame_types(frame: pd.DataFrame, scanned: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The SQL type of each of ``frame``'s columns: DuckDB's (``scanned``, in order), except
+    where the pandas dtype says more than the values DuckDB looked at.
+
+    DuckDB types an object column from its values, so one without any gets a type from
+    nowhere, and not the same one in every version: "NULL" in DuckDB 2, INTEGER in 1.x
+    (DuckDB 2 needs Python 3.11, so Python 3.10 gets 1.5). A ``string`` column, registered
+    as objects by :func:`_strings_as_objects`, is therefore VARCHAR whatever its values, and
+    any other object column holding only None/NaN is ``_UNKNOWN_TYPE``.
+    """
+    frame_types = []
+    for position, (name, scanned_type) in enumerate(scanned):
+        values = frame.iloc[:, position]
+        if isinstance(values.dtype, pd.StringDtype):
+            frame_types.append((name, "VARCHAR"))
+        elif values.dtype == object and not values.notna().any():
+            frame_types.append((name, _UNKNOWN_TYPE))
+        else:
+            frame_types.append((name, scanned_type))
+    return frame_types
+
+
 def _frame_select(
-    frame_types: Sequence[tuple[str, str]], existing: Mapping[str, tuple[str, str]] | None
+    frame_types: Sequence[tuple[str, str]],
+    scanned: Sequence[tuple[str, str]],
+    existing: Mapping[str, tuple[str, str]] | None,
 ) -> str:
-    """``SELECT`` of the registered frame's columns, typing the ones DuckDB could not type."""
+    """``SELECT`` of the registered frame's columns, cast where ``frame_types`` differs from
+    the type DuckDB scans them as (``scanned``)."""
     select_items = []
-    for name, frame_type in frame_types:
+    for (name, frame_type), (_, scanned_type) in zip(frame_types, scanned, strict=True):
         column = quote_identifier(name)
         if frame_type == _UNKNOWN_TYPE:
-            # DuckDB types an object column holding only None/NaN as "NULL"; a table
-            # column of that type can never hold a value. Use the table's type, or VARCHAR.
+            # No value to type the column by: use the table's type, or VARCHAR.
             known = (existing or {}).get(name.lower())
             select_items.append(f"CAST({column} AS {known[1] if known else 'VARCHAR'}) AS {column}")
+        elif frame_type != scanned_type:
+            select_items.append(f"CAST({column} AS {frame_type}) AS {column}")
         else:
             select_items.append(column)
     return f"SELECT {', '.join(select_items)} FROM {_FRAME_VIEW}"

@@ -32,6 +32,7 @@ from cloudglue_dagster.io_manager import (
     DuckDBMemoryLimitError,
     DuckDBWriteError,
     open_connection,
+    write_frame,
 )
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -531,6 +532,56 @@ def test_columns_are_matched_by_name_and_types_stay_stable(db: Path) -> None:
     assert by_day["2026-01-05"]["model"].isna().all()  # not the string 'nan'
     assert by_day["2026-01-06"][["model", "cost"]].isna().all().all()
     assert by_day["2026-01-06"]["tokens"].tolist() == [60, 61, pd.NA]
+
+
+def test_columns_without_values_are_typed_by_their_dtype_in_every_duckdb_version(db: Path) -> None:
+    # DuckDB types an object column from its values: with none, DuckDB 2 says "NULL" and 1.x
+    # (all Python 3.10 gets) INTEGER. A "string" column is registered as objects, so an empty
+    # first day created id as INTEGER there and the next day's ids failed to cast.
+    def write(frame: pd.DataFrame, table: str, replace_table: bool = False) -> None:
+        with duckdb.connect(str(db)) as conn:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ia.SCHEMA}")
+            write_frame(conn, frame, schema=ia.SCHEMA, table=table, replace_table=replace_table)
+
+    db.parent.mkdir(parents=True)
+    empty = pd.DataFrame(
+        {
+            "id": pd.Series([], dtype="string"),
+            "tokens": pd.Series([], dtype="Int64"),
+            "note": pd.Series([], dtype=object),
+        }
+    )
+    write(empty, "from_empty")
+    write(empty, "replaced", replace_table=True)
+    all_null = pd.DataFrame(
+        {
+            "id": pd.Series([pd.NA, pd.NA], dtype="string"),
+            "tokens": pd.Series([None, float("nan")], dtype=object),
+            "note": pd.Series([None, None], dtype=object),
+        }
+    )
+    write(all_null, "from_nulls")
+    expected_types = {"id": "VARCHAR", "tokens": "BIGINT", "note": "VARCHAR"}
+    assert sql_types(db, "from_empty") == expected_types
+    assert sql_types(db, "replaced") == expected_types
+    # No value to type tokens by: VARCHAR, as for note.
+    assert sql_types(db, "from_nulls") == {**expected_types, "tokens": "VARCHAR"}
+
+    # The next days have values; all-null columns then keep the table's types.
+    write(pd.DataFrame({"id": pd.Series(["a"], dtype="string"), "tokens": [7], "note": ["x"]}), "from_empty")
+    write(all_null.assign(tokens=pd.Series([None, None], dtype=object)), "from_empty")
+    write(pd.DataFrame({"id": pd.Series(["b"], dtype="string"), "note": ["y"]}), "from_nulls")
+    assert sql_types(db, "from_empty") == expected_types
+    assert query(db, f"SELECT id, tokens, note FROM {ia.SCHEMA}.from_empty ORDER BY id") == [
+        ("a", 7, "x"),
+        (None, None, None),
+        (None, None, None),
+    ]
+    assert query(db, f"SELECT id, note FROM {ia.SCHEMA}.from_nulls ORDER BY id") == [
+        ("b", "y"),
+        (None, None),
+        (None, None),
+    ]
 
 
 # --------------------------------------------------------------------------------------------
