@@ -119,7 +119,7 @@ DEFAULT_MEMORY_LIMIT = "32MB"
 
 DuckDB's own default (80% of RAM) lets its buffers grow beside the frame being written, and
 at commit it holds the rows twice. Capped, it spills to a temp folder beside the file instead
-(figures in the README's Performance section). Rows of very long texts (over about 10 KB
+(figures in docs/performance.md). Rows of very long texts (over about 10 KB
 each) can need more than the cap for one batch of rows: such a read or write is retried once
 without it.
 """

@@ -29,7 +29,7 @@ from cloudglue_dagster.frames import (
 )
 from cloudglue_dagster.models import parse_completion, parse_page
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+TABLES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "tables.md"
 
 
 def completion(id: str, at_ms: int, model: str = "m1", usage: dict | None = None, **payload: object):
@@ -224,14 +224,14 @@ def test_chat_check_outcomes_per_day() -> None:
     assert "created_at_in_partition" in narrow["2026-01-01"].metadata["failed_rules"]  # a row outside the window
 
 
-# -- the README documents the contract ------------------------------------------
+# -- docs/tables.md documents the contract ----------------------------------------
 
 
 @pytest.mark.parametrize(("table", "columns"), [("chat_completions", CHAT_COMPLETIONS_COLUMNS),
                                                 ("token_usage", TOKEN_USAGE_COLUMNS),
                                                 ("chat_messages", CHAT_MESSAGES_COLUMNS)])
-def test_readme_documents_the_contract(table: str, columns) -> None:
-    text = README.read_text()
+def test_the_tables_page_documents_the_contract(table: str, columns) -> None:
+    text = TABLES_PAGE.read_text()
     section = text.split(f"<!-- contract:{table} -->", 1)[1].split("<!-- /contract -->", 1)[0]
     documented = re.findall(r"^\| `([a-z_]+)` \| `([^`]+)` \|", section, flags=re.M)
     assert documented == [(c.name, c.dtype) for c in columns]

@@ -45,7 +45,7 @@ from cloudglue_dagster.frames import CHAT_COMPLETIONS_COLUMNS, TOKEN_USAGE_COLUM
 
 KEY = TEST_KEY  # the key Pipeline configures
 
-# The DuckDB type each contract dtype must be stored as (README, "Tables").
+# The DuckDB type each contract dtype must be stored as (docs/tables.md).
 DUCKDB_TYPE = {
     "string": "VARCHAR",
     "datetime64[ns, UTC]": "TIMESTAMP WITH TIME ZONE",
@@ -450,18 +450,18 @@ def test_invalid_config_is_rejected_when_the_definitions_load(tmp_path: Path, en
         assert part in output, (part, output[-3000:])
 
 
-# -- the README's guarantees name real tests -----------------------------------------------------
+# -- docs/guarantees.md names real tests ---------------------------------------------------------
 
 
-def test_readme_guarantees_name_existing_tests() -> None:
-    """Every ``tests/file.py::test_name`` cited in README's "Guarantees" names a test that
-    exists, and every test of this file backs a guarantee there."""
+def test_the_guarantees_page_names_existing_tests() -> None:
+    """Every ``tests/file.py::test_name`` cited in docs/guarantees.md's "Guarantees" names a
+    test that exists, and every test of this file backs a guarantee there."""
     root = Path(__file__).resolve().parent.parent
-    text = (root / "README.md").read_text()
+    text = (root / "docs" / "guarantees.md").read_text()
     section = text.split("\n## Guarantees\n", 1)[1].split("\n## ", 1)[0]
     cited = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", section)
     assert len(cited) >= 20
     for path, name in cited:
         assert re.search(rf"^def {name}\(", (root / path).read_text(), flags=re.M), f"{path}::{name} not found"
     mine = set(re.findall(r"^def (test_\w+)\(", Path(__file__).read_text(), flags=re.M))
-    assert mine - {"test_readme_guarantees_name_existing_tests"} <= {n for p, n in cited if p.endswith("test_reliability.py")}
+    assert mine - {"test_the_guarantees_page_names_existing_tests"} <= {n for p, n in cited if p.endswith("test_reliability.py")}
