@@ -12,7 +12,8 @@ import cloudglue_dagster
 def test_every_public_name_resolves_to_its_module() -> None:
     for name in cloudglue_dagster.__all__:
         value = getattr(cloudglue_dagster, name)
-        assert getattr(value, "__module__", cloudglue_dagster._HOME[name]).startswith("cloudglue_dagster")
+        home = sys.modules[f"cloudglue_dagster.{cloudglue_dagster._HOME[name]}"]
+        assert getattr(home, name) is value
     assert set(cloudglue_dagster.__all__) <= set(dir(cloudglue_dagster))
 
 
