@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     )
     from .frames import ModelPrice
     from .guards import ShrinkGuard
-    from .io_manager import CloudglueDuckDBIOManager
+    from .duckdb import CloudglueDuckDBIOManager
     from .models import ChatCompletion, ChatCompletionPage, ChatMessage, Choice, Usage
     from .resource import CloudglueResource
 
@@ -45,7 +45,7 @@ _HOME = {
     "CloudglueClient": "client",
     "CloudglueComponent": "component",
     "CloudglueConfigError": "errors",
-    "CloudglueDuckDBIOManager": "io_manager",
+    "CloudglueDuckDBIOManager": "duckdb",
     "CloudglueError": "errors",
     "CloudglueHTTPError": "errors",
     "CloudglueRequestError": "errors",

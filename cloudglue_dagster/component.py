@@ -28,7 +28,7 @@ from .client import DEFAULT_BASE_URL
 from .errors import CloudglueConfigError
 from .frames import ModelPrice
 from .guards import ShrinkGuard
-from .io_manager import CloudglueDuckDBIOManager
+from .duckdb import CloudglueDuckDBIOManager
 from .resource import CloudglueResource
 
 __all__ = ["CloudglueAccount", "CloudglueComponent", "DuckDBStorage", "Price"]

@@ -27,7 +27,7 @@ import pydantic
 from .assets import CloudglueAssets, build_cloudglue_assets
 from .client import DEFAULT_BASE_URL
 from .errors import CloudglueConfigError
-from .io_manager import CloudglueDuckDBIOManager
+from .duckdb import CloudglueDuckDBIOManager
 from .resource import CloudglueResource
 from .secrecy import display_url, validate_api_key
 

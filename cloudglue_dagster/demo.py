@@ -311,6 +311,8 @@ def _check_duckdb_unlocked(path: Path, wait_seconds: float = 5.0) -> None:
     """Fail fast, with a clear message, when another process holds the DuckDB file's lock."""
     import duckdb
 
+    from .duckdb.connections import is_lock_error
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -321,7 +323,7 @@ def _check_duckdb_unlocked(path: Path, wait_seconds: float = 5.0) -> None:
             duckdb.connect(str(path)).close()
             return
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
+            if not is_lock_error(exc):
                 raise DemoError(f"cannot open the DuckDB file {_display(path)}: {exc}") from exc
             if time.monotonic() >= deadline:
                 raise DemoError(
@@ -545,6 +547,8 @@ class Summary:
 def _connect_read_only(path: Path, wait_seconds: float = 30.0):
     import duckdb
 
+    from .duckdb.connections import is_lock_error
+
     if not path.exists():
         raise DemoError(f"the DuckDB file {_display(path)} does not exist: the backfill wrote nothing")
     deadline = time.monotonic() + wait_seconds
@@ -554,7 +558,7 @@ def _connect_read_only(path: Path, wait_seconds: float = 30.0):
             conn.execute("SET TimeZone = 'UTC'")
             return conn
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+            if not is_lock_error(exc) or time.monotonic() >= deadline:
                 raise DemoError(
                     f"cannot read the DuckDB file {_display(path)}: {exc}. If another process holds it"
                     " (a DuckDB shell, a notebook), close it and run again."

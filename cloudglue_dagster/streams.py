@@ -1,7 +1,7 @@
 """What a range run hands its warehouse day by day, and what it reads back day by day.
 
 pandas only, no Dagster. Two objects travel between the assets and an I/O manager that can
-store a day at a time (:class:`~cloudglue_dagster.io_manager.CloudglueDuckDBIOManager`):
+store a day at a time (:class:`~cloudglue_dagster.duckdb.CloudglueDuckDBIOManager`):
 
 * :class:`DayStream`, an asset's output: the run's days, produced lazily (a day's rows exist
   only from the moment the sweep has them all until they are committed). The I/O manager

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import iom_assets as ia  # noqa: E402
 from dagster._utils.error import SerializableErrorInfo
 
-from cloudglue_dagster.io_manager import (
+from cloudglue_dagster.duckdb import (
     DEFAULT_MEMORY_LIMIT,
     CloudglueDuckDBIOManager,
     DuckDBLockTimeoutError,

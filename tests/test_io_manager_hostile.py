@@ -36,9 +36,9 @@ from test_io_manager import (  # noqa: E402
     versions_by_id,
 )
 
-from cloudglue_dagster import duckdb_errors
+from cloudglue_dagster.duckdb import errors as duckdb_errors
 from cloudglue_dagster.errors import CloudglueConfigError, CloudglueError, is_transient
-from cloudglue_dagster.io_manager import (
+from cloudglue_dagster.duckdb import (
     CloudglueDuckDBIOManager,
     DuckDBPathError,
     DuckDBRunTerminatedError,

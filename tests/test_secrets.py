@@ -49,7 +49,7 @@ from cloudglue_dagster import (
     build_cloudglue_assets,
 )
 from cloudglue_dagster.emulator import Dataset, Emulator
-from cloudglue_dagster.io_manager import CloudglueDuckDBIOManager
+from cloudglue_dagster.duckdb import CloudglueDuckDBIOManager
 
 WEBSERVER = str(Path(sys.executable).parent / "dagster-webserver")
 

@@ -21,7 +21,7 @@ from hostile_server import HostileProxy
 from rel_support import expected_for, ms, read_table
 from dagster._core.definitions.reconstruct import ReconstructableJob
 
-from cloudglue_dagster.day_store import PROGRESS_TABLE
+from cloudglue_dagster.duckdb.day_store import PROGRESS_TABLE
 from cloudglue_dagster.emulator import Dataset, Emulator
 
 START = dt.date(2026, 4, 1)

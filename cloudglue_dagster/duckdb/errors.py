@@ -1,4 +1,4 @@
-"""The errors :class:`~cloudglue_dagster.io_manager.CloudglueDuckDBIOManager` raises, and the
+"""The errors :class:`~cloudglue_dagster.duckdb.CloudglueDuckDBIOManager` raises, and the
 diagnosis behind their messages: which row a failed write choked on, and what is wrong with a
 database path (checked when the definitions load, explained when a connection fails).
 
@@ -22,7 +22,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from cloudglue_dagster.errors import CloudglueConfigError, CloudglueError
+from ..errors import CloudglueConfigError, CloudglueError
 
 __all__ = [
     "DuckDBLockTimeoutError",

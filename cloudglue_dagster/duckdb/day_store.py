@@ -25,14 +25,14 @@ import pandas as pd
 from dagster._core.definitions.partitions.utils import TimeWindow
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 
-from .days import ReopenedDay, UTCDay
-from .duckdb_errors import DuckDBMemoryLimitError
-from .streams import DayFrames, DayStream, StoredDay
+from ..days import ReopenedDay, UTCDay
+from ..streams import DayFrames, DayStream, StoredDay
+from .errors import DuckDBMemoryLimitError
 
 if TYPE_CHECKING:
-    from .io_manager import UTCDuckDbClient
+    from .client import UTCDuckDbClient
 
-__all__ = ["PROGRESS_TABLE", "DayStore", "day_frames", "day_label", "write_stream"]
+__all__ = ["PROGRESS_TABLE", "DayStore", "day_frames", "day_label", "partitions_label", "write_stream"]
 
 PROGRESS_TABLE = "_cloudglue_progress"
 """The table, in each asset's schema, that records which run committed which day."""
@@ -47,6 +47,18 @@ few seconds keeps them waiting no longer than a single write used to."""
 
 day_label: ContextVar[str | None] = ContextVar("cloudglue_day_label", default=None)
 """The partition being written, for error messages (a day of a range run)."""
+
+
+def partitions_label(context: dg.OutputContext) -> str | None:
+    """The partition key being written, for error messages: the day of a day-by-day write,
+    else ``first...last`` for a range; None if unpartitioned."""
+    if not context.has_asset_partitions:
+        return None
+    day = day_label.get()
+    if day is not None:
+        return day
+    keys = context.asset_partition_keys
+    return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
 
 
 def _day_slice(table_slice: TableSlice, day: UTCDay, columns: Sequence[str] | None = None) -> TableSlice:

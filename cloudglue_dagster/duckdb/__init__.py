@@ -1,0 +1,43 @@
+"""DuckDB as the warehouse: the I/O manager and what it is made of.
+
+* :mod:`.io_manager`: :class:`CloudglueDuckDBIOManager`, the factory users configure
+  (``type_handlers()`` is the override point), and the ``DbIOManager`` it creates;
+* :mod:`.client`: :class:`UTCDuckDbClient`, transactions, reads, error mapping;
+* :mod:`.pandas_handler`: writing and loading DataFrames with stable types;
+* :mod:`.day_store`: day-by-day commits with durable progress marks;
+* :mod:`.connections`: opening connections (UTC, memory cap, lock waits);
+* :mod:`.sql`: quoting, the catalog, partition windows;
+* :mod:`.errors`: every error, permanent, explained.
+"""
+
+from .client import UTCDuckDbClient
+from .connections import DEFAULT_MEMORY_LIMIT, open_connection
+from .errors import (
+    DuckDBLockTimeoutError,
+    DuckDBMemoryLimitError,
+    DuckDBPathError,
+    DuckDBRunTerminatedError,
+    DuckDBSchemaError,
+    DuckDBStorageError,
+    DuckDBWriteError,
+    check_database_path,
+)
+from .io_manager import CloudglueDuckDBIOManager
+from .pandas_handler import DuckDBPandasReplaceTypeHandler, write_frame
+
+__all__ = [
+    "DEFAULT_MEMORY_LIMIT",
+    "CloudglueDuckDBIOManager",
+    "DuckDBLockTimeoutError",
+    "DuckDBMemoryLimitError",
+    "DuckDBPandasReplaceTypeHandler",
+    "DuckDBPathError",
+    "DuckDBRunTerminatedError",
+    "DuckDBSchemaError",
+    "DuckDBStorageError",
+    "DuckDBWriteError",
+    "UTCDuckDbClient",
+    "check_database_path",
+    "open_connection",
+    "write_frame",
+]

@@ -1,0 +1,165 @@
+"""Opening DuckDB connections: UTC sessions, the default memory cap, and waits for another
+process's file lock; the tests of DuckDB's errors (lock, out of memory) in one place."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from .errors import DuckDBLockTimeoutError, display_path, is_file_database, open_error, parent_error
+
+__all__ = ["DEFAULT_MEMORY_LIMIT", "create_parent", "database_of", "is_lock_error", "is_out_of_memory", "open_connection", "quietly"]
+
+DEFAULT_MEMORY_LIMIT = "32MB"
+"""DuckDB's ``memory_limit`` for each read and write, unless ``connection_config`` sets one.
+
+DuckDB's own default (80% of RAM) lets its buffers grow beside the frame being written, and
+at commit it holds the rows twice. Capped, it spills to a temp folder beside the file instead
+(figures in docs/performance.md). Rows of very long texts (over about 10 KB
+each) can need more than the cap for one batch of rows: such a read or write is retried once
+without it.
+"""
+
+_WRITE_THREADS = 1
+# A write scans the frame's Python objects, which holds the GIL: a second DuckDB thread adds
+# its own buffers, not speed. Inserting a year of the benchmark's completions (305,394) took
+# 1.01 s on one thread and 1.13 s on two, and peaked 188 MiB lower.
+
+# Exponential backoff for lock waits: first wait, growth factor and longest single wait.
+_LOCK_BACKOFF_START_SECONDS = 0.05
+_LOCK_BACKOFF_FACTOR = 2.0
+_LOCK_BACKOFF_MAX_SECONDS = 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain functions doing the work. Each takes an open connection and leaves transactions to the
+# caller.
+
+
+def open_connection(
+    database: str,
+    *,
+    read_only: bool,
+    config: Mapping[str, Any],
+    lock_timeout_seconds: float,
+    log: Any = None,
+    memory_limit: str | None = DEFAULT_MEMORY_LIMIT,
+) -> duckdb.DuckDBPyConnection:
+    """Opens a UTC DuckDB connection, waiting for another process's file lock if needed.
+
+    Unless ``config`` sets them, ``memory_limit`` is applied (None: DuckDB's own default) and a
+    writable connection runs on one thread.
+
+    Retries with exponential backoff and jitter (jitter keeps several waiting runs from
+    retrying in lockstep) until ``lock_timeout_seconds`` have passed, then raises
+    :class:`DuckDBLockTimeoutError`. Any other failure to open raises at once:
+    :class:`DuckDBPathError` for a file DuckDB cannot open or create, else
+    :class:`DuckDBStorageError` (e.g. an option of ``config`` DuckDB does not know).
+    """
+    # No custom_user_agent (the stock manager sets one): DuckDB refuses a second connection
+    # in one process whose configuration differs from the first, so the default
+    # configuration lets runs share the file with a plain duckdb.connect(path) held open in
+    # the same process (a notebook, a test).
+    full_config = dict(config)
+    deadline = time.monotonic() + lock_timeout_seconds
+    backoff = _LOCK_BACKOFF_START_SECONDS
+    waited = False
+    while True:
+        try:
+            conn = _connect_once(database, read_only=read_only, config=full_config)
+            break
+        except duckdb.Error as exc:
+            if not is_lock_error(exc):
+                raise open_error(database, exc, config) from exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DuckDBLockTimeoutError(
+                    f"Could not open DuckDB database {display_path(database)}: another process"
+                    " holds its lock (another Dagster run writing to it, or `dagster dev`, a"
+                    " notebook or a DuckDB shell with the file open) and did not release it"
+                    f" within lock_timeout_seconds={lock_timeout_seconds:g}. Close that process"
+                    f" or raise lock_timeout_seconds. DuckDB said: {exc}",
+                    database=display_path(database),
+                ) from exc
+            if not waited and log is not None:
+                log.info(
+                    f"DuckDB database {display_path(database)} is locked by another process;"
+                    f" retrying for up to {lock_timeout_seconds:g}s. DuckDB said: {exc}"
+                )
+            waited = True
+            time.sleep(min(remaining, random.uniform(backoff / 2, backoff)))
+            backoff = min(backoff * _LOCK_BACKOFF_FACTOR, _LOCK_BACKOFF_MAX_SECONDS)
+    try:
+        # The stock manager leaves the session in the machine's local zone, which is how its
+        # zone-less WHERE literals come to delete the wrong rows of a TIMESTAMPTZ column.
+        # The Python wheel links ICU statically, so this works without any download.
+        conn.execute("SET TimeZone = 'UTC'")
+        # Both are instance-wide settings, so set (or reset) on every open: another
+        # connection of this process may have left them otherwise.
+        if "memory_limit" not in config:
+            limit = "RESET memory_limit" if memory_limit is None else f"SET memory_limit = '{memory_limit}'"
+            conn.execute(limit)
+        if not read_only and "threads" not in config:
+            conn.execute(f"SET threads = {_WRITE_THREADS}")
+    except BaseException:
+        quietly(conn.close)
+        raise
+    return conn
+
+
+def _connect_once(
+    database: str, *, read_only: bool, config: Mapping[str, Any]
+) -> duckdb.DuckDBPyConnection:
+    try:
+        return duckdb.connect(database, read_only=read_only, config=dict(config))
+    except duckdb.ConnectionException as exc:
+        # Within one process DuckDB shares one database instance per file and refuses a
+        # second connection with another configuration: here a read-only open while this
+        # process already holds a read-write connection. Reading through that is fine.
+        if read_only and "different configuration" in str(exc):
+            return duckdb.connect(database, read_only=False, config=dict(config))
+        raise
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    # An OutOfMemoryException, or a commit that could not pin a block:
+    # "TransactionContext Error: Failed to commit: failed to pin block of size 256.0 KiB (30.2 MiB/30.5 MiB used)"
+    return isinstance(exc, duckdb.OutOfMemoryException) or "failed to pin block" in str(exc).lower()
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    # "IO Error: Could not set lock on file ...: Conflicting lock is held in ... (PID n)".
+    # Not just "lock": the path is in every IO error, and may well contain that word.
+    return isinstance(exc, duckdb.IOException) and "could not set lock on file" in str(exc).lower()
+
+
+def create_parent(database: str) -> None:
+    """Creates the missing directories of a file database's path."""
+    if not is_file_database(database):
+        return
+    try:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise parent_error(database, exc) from exc
+
+
+def quietly(cleanup: Callable[[], object]) -> None:
+    """Runs a cleanup step (rollback, close, unregister) whose failure must not replace the
+    error being raised: e.g. the transaction is already gone after a failed statement."""
+    try:
+        cleanup()
+    except duckdb.Error:
+        pass
+
+
+def database_of(conn: duckdb.DuckDBPyConnection) -> str:
+    """The connection's database as :func:`~cloudglue_dagster.duckdb.errors.display_path` shows it."""
+    ((path,),) = conn.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchall()
+    return display_path(path) if path else ":memory:"
