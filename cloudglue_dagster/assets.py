@@ -21,10 +21,10 @@ from .frames import (
     TOKEN_USAGE_COLUMNS,
     ModelPrice,
     empty_frame,
-    window_rows,
 )
 from .guards import ShrinkGuard
 from .metadata import column_schema
+from .partitions import account_name
 from .producers import ChatCompletionsStep, ChatMessagesStep, frame_days, output_days, run_days, usage_by_day
 from .run_control import TerminationWatch, step_errors
 from .sensors import build_freshness, build_late_data_sensor
@@ -36,7 +36,6 @@ __all__ = [
     "DEFAULT_SHRINK_GUARD",
     "CloudglueAssets",
     "build_cloudglue_assets",
-    "partition_slices",
 ]
 
 DEFAULT_RETRY_POLICY = dg.RetryPolicy(
@@ -97,19 +96,6 @@ class CloudglueAssets:
             schedules=[self.schedule],
             sensors=list(self.sensors),
         )
-
-
-def partition_slices(
-    frame: pd.DataFrame, column: str, partitions_def: dg.TimeWindowPartitionsDefinition, keys: Sequence[str]
-) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Each partition key with the rows of ``frame`` whose ``column`` falls in its time window.
-
-    ``frame`` must be sorted by ``column``. A tz-aware column is compared in
-    UTC; a naive one is taken to be UTC already.
-    """
-    for key in keys:
-        window = partitions_def.time_window_for_partition_key(key)
-        yield key, window_rows(frame, column, window.start, window.end)
 
 
 def _day_input(columns: Sequence[str]) -> dict[str, Any]:
@@ -258,7 +244,7 @@ def _build(
     prefix = [key_prefix] if isinstance(key_prefix, str) else list(key_prefix)
     if not prefix or not all(isinstance(p, str) and p for p in prefix):
         raise CloudglueConfigError(f"key_prefix must be one or more non-empty strings, got {key_prefix!r}")
-    name = "_".join(prefix)
+    name = account_name(prefix)
     if max_partitions_per_run is not None and max_partitions_per_run < 1:
         raise CloudglueConfigError(f"max_partitions_per_run must be >= 1 or None, got {max_partitions_per_run}")
     if not 0 <= schedule_hour <= 23:
@@ -372,7 +358,7 @@ def _build(
         yield from step.checks()
 
     usage_check = build_usage_check(
-        chat_key=chat_key, usage_key=usage_key, partitions_def=partitions, slices=partition_slices
+        chat_key=chat_key, usage_key=usage_key, partitions_def=partitions
     )
     job = dg.define_asset_job(
         name=f"{name}_daily",

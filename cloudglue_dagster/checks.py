@@ -9,7 +9,7 @@ evaluation per partition, in single-day runs and range runs alike.
 """
 
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,8 @@ import dagster as dg
 import pandas as pd
 
 from .frames import TOKEN_FIELDS, TOKEN_USAGE_COLUMNS, conform
+from .metadata_keys import COMPLETIONS_BY_MODEL, PARTITION_ROW_COUNT
+from .partitions import partition_slices
 
 __all__ = [
     "CHAT_RULES",
@@ -36,8 +38,6 @@ __all__ = [
     "recorded_row_counts",
     "rows_outside",
 ]
-
-Slices = Callable[[pd.DataFrame, str, dg.TimeWindowPartitionsDefinition, Sequence[str]], Iterator[tuple[str, pd.DataFrame]]]
 
 
 # -- the rules ---------------------------------------------------------------
@@ -134,7 +134,7 @@ def recorded_row_counts(instance: dg.DagsterInstance, asset_key: dg.AssetKey, ke
     counts: dict[str, int] = {}
     for key, record in latest_materializations(instance, asset_key, keys).items():
         materialization = record.asset_materialization if record is not None else None
-        value = materialization.metadata.get("dagster/partition_row_count") if materialization else None
+        value = materialization.metadata.get(PARTITION_ROW_COUNT) if materialization else None
         if value is not None and isinstance(value.value, int):
             counts[key] = value.value
     return counts
@@ -317,13 +317,13 @@ def usage_against_recorded(usage_day: pd.DataFrame, recorded: Mapping[str, Any] 
         "completions": int(usage_day["completions"].sum()),
         **{f: int(usage_day[f].sum()) for f in (*TOKEN_FIELDS, "completions_without_usage")},
     }
-    expected = {"completions": recorded.get("dagster/partition_row_count"), **{f: recorded.get(f) for f in stored if f != "completions"}}
-    by_model = recorded.get("completions_by_model")
+    expected = {"completions": recorded.get(PARTITION_ROW_COUNT), **{f: recorded.get(f) for f in stored if f != "completions"}}
+    by_model = recorded.get(COMPLETIONS_BY_MODEL)
     out = [{"column": k, "expected": expected[k], "stored": v} for k, v in stored.items() if expected[k] != v]
     if by_model is not None:
         stored_by_model = {str(m): int(n) for m, n in zip(usage_day["model"], usage_day["completions"])}
         if stored_by_model != by_model:
-            out.append({"column": "completions_by_model", "expected": by_model, "stored": stored_by_model})
+            out.append({"column": COMPLETIONS_BY_MODEL, "expected": by_model, "stored": stored_by_model})
     return out
 
 
@@ -332,7 +332,6 @@ def build_usage_check(
     chat_key: dg.AssetKey,
     usage_key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
-    slices: Slices,
 ) -> dg.AssetChecksDefinition:
     """Stored ``token_usage`` equals, per day, the totals ``chat_completions`` recorded
     when it was written: catches a day re-loaded in one table and not the other."""
@@ -354,7 +353,7 @@ def build_usage_check(
         keys = context.op_execution_context.partition_keys
         latest = latest_materializations(context.instance, chat_key, keys)
         outcomes: dict[str, _Outcome] = {}
-        for key, usage_day in slices(usage, "date", partitions_def, keys):
+        for key, usage_day in partition_slices(usage, "date", partitions_def, keys):
             record = latest[key]
             recorded = None
             if record is not None:

@@ -25,10 +25,11 @@ from pydantic import Field
 
 from .assets import build_cloudglue_assets
 from .client import DEFAULT_BASE_URL
+from .duckdb import CloudglueDuckDBIOManager
 from .errors import CloudglueConfigError
 from .frames import ModelPrice
 from .guards import ShrinkGuard
-from .duckdb import CloudglueDuckDBIOManager
+from .partitions import account_name
 from .resource import CloudglueResource
 
 __all__ = ["CloudglueAccount", "CloudglueComponent", "DuckDBStorage", "Price"]
@@ -151,7 +152,7 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
     @property
     def name(self) -> str:
         """The key prefix joined with ``_``: the default of every per-account name."""
-        return "_".join([self.key_prefix] if isinstance(self.key_prefix, str) else self.key_prefix)
+        return account_name(self.key_prefix)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         if not _ENV_VAR_NAME.fullmatch(self.account.api_key_env_var):

@@ -9,6 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from .frames import TOKEN_FIELDS, Column
+from .metadata_keys import COMPLETIONS_BY_MODEL, PARTITION_ROW_COUNT
 
 __all__ = ["column_schema", "cost_metadata", "frame_metadata", "markdown_preview", "messages_metadata"]
 
@@ -54,7 +55,7 @@ def frame_metadata(
     by ``completions_without_usage`` where the table has it).
     """
     metadata: dict[str, Any] = {
-        "dagster/partition_row_count": dg.MetadataValue.int(len(frame)),
+        PARTITION_ROW_COUNT: dg.MetadataValue.int(len(frame)),
         "dagster/column_schema": column_schema(columns),
     }
     if set(TOKEN_FIELDS) <= set(frame.columns):
@@ -82,7 +83,7 @@ def _usage_metadata(frame: pd.DataFrame) -> dict[str, Any]:
         by_model = frame.groupby("model")["completions"].sum()
     else:
         by_model = frame["model"].value_counts()
-    metadata["completions_by_model"] = dg.MetadataValue.json({str(m): int(n) for m, n in sorted(by_model.items())})
+    metadata[COMPLETIONS_BY_MODEL] = dg.MetadataValue.json({str(m): int(n) for m, n in sorted(by_model.items())})
     models = sorted(frame["model"].dropna().unique().tolist())
     metadata["models"] = dg.MetadataValue.text(", ".join(models) if models else "(none)")
     metadata["model_count"] = dg.MetadataValue.int(len(models))

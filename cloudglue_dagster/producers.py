@@ -36,6 +36,7 @@ from .frames import (
 )
 from .guards import ALLOW_SHRINK_TAG, ShrinkGuard, ShrinkRefusedError
 from .metadata import cost_metadata, frame_metadata, messages_metadata
+from .metadata_keys import RUN_PARTITIONS, WINDOW_RECEIVED
 from .resource import CloudglueResource
 from .run_control import TerminationWatch, step_errors
 from .streams import DayFrames, DayStream, StoredDay, supports_days
@@ -240,11 +241,11 @@ class ChatCompletionsStep(_Step):
         return {
             "api_requests": dg.MetadataValue.int(sum(s.requests for s in self.sweeps)),
             "fetch_seconds": dg.MetadataValue.float(round(sum(s.seconds for s in self.sweeps), 3)),
-            "run_partitions": dg.MetadataValue.int(len(self.days)),
+            RUN_PARTITIONS: dg.MetadataValue.int(len(self.days)),
             "window_asked": dg.MetadataValue.text(
                 f"created_after={self.sweeps[0].created_after} created_before={self.sweeps[0].created_before}"
             ),
-            "window_received": dg.MetadataValue.int(self.sweeps[0].received),
+            WINDOW_RECEIVED: dg.MetadataValue.int(self.sweeps[0].received),
             "window_kept": dg.MetadataValue.int(self.sweeps[0].kept),
             "window_dropped": dg.MetadataValue.int(self.sweeps[0].dropped),
             "api_duplicates_dropped": dg.MetadataValue.int(sum(s.pages.duplicates for s in self.sweeps)),

@@ -27,6 +27,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from .checks import latest_materializations
+from .metadata_keys import RUN_PARTITIONS, WINDOW_RECEIVED
 from .resource import CloudglueResource
 from .window import padded_dates
 
@@ -115,8 +116,8 @@ def _loaded_days(instance: dg.DagsterInstance, chat_key: dg.AssetKey, days: Sequ
             continue  # never loaded: backfills and the freshness checks cover it
         materialization = record.asset_materialization
         metadata = {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}
-        single_day = metadata.get("run_partitions") == 1 and isinstance(metadata.get("window_received"), int)
-        out[day] = LoadedDay(record.storage_id, metadata["window_received"] if single_day else None)
+        single_day = metadata.get(RUN_PARTITIONS) == 1 and isinstance(metadata.get(WINDOW_RECEIVED), int)
+        out[day] = LoadedDay(record.storage_id, metadata[WINDOW_RECEIVED] if single_day else None)
     return out
 
 

@@ -11,6 +11,7 @@ import duckdb
 import pandas as pd
 from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 
+from ..metadata_keys import PARTITION_ROW_COUNT
 from .connections import database_of, is_out_of_memory, quietly
 from .day_store import partitions_label
 from .errors import DuckDBSchemaError, DuckDBStorageError, DuckDBWriteError, display_path, find_row_at_fault
@@ -91,7 +92,7 @@ class DuckDBPandasReplaceTypeHandler(DbTypeHandler[pd.DataFrame]):
         if not context.has_asset_partitions:
             metadata["dagster/row_count"] = len(obj)
         elif len(context.asset_partition_keys) == 1:
-            metadata["dagster/partition_row_count"] = len(obj)
+            metadata[PARTITION_ROW_COUNT] = len(obj)
         # else: a range. The range total on every partition would be wrong, so say nothing.
         return metadata
 

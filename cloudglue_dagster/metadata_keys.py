@@ -1,0 +1,22 @@
+"""The materialization metadata keys one module writes and another reads: one home each.
+
+Keys only one module uses stay with it; a key here is part of what the sensors and checks
+read back from Dagster's event log, so renaming one is a change of the stored contract."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["COMPLETIONS_BY_MODEL", "PARTITION_ROW_COUNT", "RUN_PARTITIONS", "WINDOW_RECEIVED"]
+
+PARTITION_ROW_COUNT: Final = "dagster/partition_row_count"
+"""Rows of the partition (written by :mod:`.metadata`; read by the usage check and the shrink guard)."""
+
+COMPLETIONS_BY_MODEL: Final = "completions_by_model"
+"""Completions per model of a chat_completions day (written by :mod:`.metadata`; read by the usage check)."""
+
+RUN_PARTITIONS: Final = "run_partitions"
+"""Days in the run that wrote the partition (written by :mod:`.producers`; read by the late-data sensor)."""
+
+WINDOW_RECEIVED: Final = "window_received"
+"""Completions the run's padded sweep received (written by :mod:`.producers`; read by the late-data sensor)."""
