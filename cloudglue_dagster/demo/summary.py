@@ -1,0 +1,187 @@
+"""The demo's summary: both tables read back from DuckDB, verified against the emulator, printed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .settings import DemoError, SCHEMA, Settings, demo_dataset, shown_path
+
+__all__ = ["DayRow", "Summary", "format_summary", "read_summary", "verify"]
+
+# -- the summary, read back from DuckDB ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DayRow:
+    """One UTC day of the summary."""
+
+    day: dt.date
+    completions: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    by_model: tuple[tuple[str, int, int], ...]  # (model, completions, total_tokens), by model
+
+
+@dataclass(frozen=True)
+class Summary:
+    database: Path
+    rows: tuple[DayRow, ...]
+
+    @property
+    def models(self) -> list[str]:
+        return sorted({m for row in self.rows for m, _, _ in row.by_model})
+
+    @property
+    def completions(self) -> int:
+        return sum(r.completions for r in self.rows)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(r.total_tokens for r in self.rows)
+
+
+def _connect_read_only(path: Path, wait_seconds: float = 30.0):
+    import duckdb
+
+    from ..duckdb.connections import is_lock_error
+
+    if not path.exists():
+        raise DemoError(f"the DuckDB file {shown_path(path)} does not exist: the backfill wrote nothing")
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            conn = duckdb.connect(str(path), read_only=True)
+            conn.execute("SET TimeZone = 'UTC'")
+            return conn
+        except duckdb.IOException as exc:
+            if not is_lock_error(exc) or time.monotonic() >= deadline:
+                raise DemoError(
+                    f"cannot read the DuckDB file {shown_path(path)}: {exc}. If another process holds it"
+                    " (a DuckDB shell, a notebook), close it and run again."
+                ) from exc
+            time.sleep(0.5)
+
+
+def read_summary(settings: Settings) -> Summary:
+    """Both tables of the demo's days, read back from DuckDB (read-only), per UTC day."""
+    import duckdb
+
+    lo = settings.start.isoformat()
+    hi = (settings.end + dt.timedelta(days=1)).isoformat()
+    conn = _connect_read_only(settings.duckdb)
+    try:
+        usage = conn.execute(
+            f"""
+            SELECT CAST(date AS DATE) AS day, model, completions,
+                   coalesce(prompt_tokens, 0), coalesce(completion_tokens, 0), coalesce(total_tokens, 0)
+            FROM {SCHEMA}.token_usage
+            WHERE date >= TIMESTAMP '{lo}' AND date < TIMESTAMP '{hi}'
+            ORDER BY day, model
+            """
+        ).fetchall()
+    except duckdb.CatalogException as exc:
+        raise DemoError(f"the DuckDB file {shown_path(settings.duckdb)} has no {SCHEMA}.token_usage table: {exc}") from exc
+    finally:
+        conn.close()
+    by_day: dict[dt.date, list[tuple[str, int, int, int, int]]] = {}
+    for day, model, n, prompt, completion, total in usage:
+        by_day.setdefault(day, []).append((model, int(n), int(prompt), int(completion), int(total)))
+    rows = []
+    for i in range(settings.days):
+        day = settings.start + dt.timedelta(days=i)
+        models = by_day.get(day, [])
+        rows.append(
+            DayRow(
+                day=day,
+                completions=sum(m[1] for m in models),
+                prompt_tokens=sum(m[2] for m in models),
+                completion_tokens=sum(m[3] for m in models),
+                total_tokens=sum(m[4] for m in models),
+                by_model=tuple((m[0], m[1], m[4]) for m in models),
+            )
+        )
+    return Summary(settings.duckdb, tuple(rows))
+
+
+def verify(settings: Settings, summary: Summary) -> list[str]:
+    """Differences between the stored tables and the emulator's ground truth (empty: none)."""
+    truth = demo_dataset(settings).ground_truth_range(settings.start, settings.end)
+    lo = settings.start.isoformat()
+    hi = (settings.end + dt.timedelta(days=1)).isoformat()
+    conn = _connect_read_only(settings.duckdb)
+    try:
+        ids: dict[dt.date, list[str]] = {}
+        for day, cid in conn.execute(
+            f"""
+            SELECT CAST(created_at AS DATE), id FROM {SCHEMA}.chat_completions
+            WHERE created_at >= TIMESTAMPTZ '{lo} 00:00:00+00' AND created_at < TIMESTAMPTZ '{hi} 00:00:00+00'
+            """
+        ).fetchall():
+            ids.setdefault(day, []).append(cid)
+    finally:
+        conn.close()
+    problems: list[str] = []
+    for row in summary.rows:
+        want = truth[row.day]
+        got_ids = ids.get(row.day, [])
+        if len(got_ids) != want.count or set(got_ids) != set(want.ids):
+            problems.append(
+                f"{row.day}: chat_completions holds {len(got_ids)} rows ({len(set(got_ids))} distinct ids),"
+                f" the emulator served {want.count}"
+            )
+        got = (row.completions, row.prompt_tokens, row.completion_tokens, row.total_tokens)
+        expected = (want.count, want.prompt_tokens, want.completion_tokens, want.total_tokens)
+        if got != expected:
+            problems.append(f"{row.day}: token_usage (completions, prompt, completion, total) = {got}, expected {expected}")
+        models = {m: n for m, n, _ in row.by_model}
+        if models != {m: n for m, n in want.by_model.items() if n}:
+            problems.append(f"{row.day}: completions by model {models}, expected {want.by_model}")
+    return problems
+
+
+def _compact(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.2f}M"
+    if n >= 10_000:
+        return f"{n / 1000:.0f}k"
+    if n >= 1000:
+        return f"{n / 1000:.1f}k"
+    return str(n)
+
+
+def format_summary(summary: Summary) -> str:
+    """The per-day table: date, completions, total tokens, then completions / tokens of each model."""
+    models = summary.models
+    cells = {m: max(len(m), 13) for m in models}
+    header = f"{'day (UTC)':<10}  {'completions':>11}  {'total tokens':>12}"
+    header += "".join(f"  {m:>{cells[m]}}" for m in models)
+    lines = [header, "-" * len(header)]
+
+    def model_cells(by_model: Mapping[str, tuple[int, int]]) -> str:
+        out = ""
+        for m in models:
+            n, tokens = by_model.get(m, (0, 0))
+            text = f"{n:,} / {_compact(tokens)}" if n else "-"
+            out += f"  {text:>{cells[m]}}"
+        return out
+
+    for row in summary.rows:
+        line = f"{row.day.isoformat():<10}  {row.completions:>11,}  {row.total_tokens:>12,}"
+        line += model_cells({m: (n, t) for m, n, t in row.by_model})
+        if not row.completions:
+            line += "   (empty day)"
+        lines.append(line)
+    lines.append("-" * len(header))
+    totals: dict[str, tuple[int, int]] = {}
+    for row in summary.rows:
+        for m, n, t in row.by_model:
+            a, b = totals.get(m, (0, 0))
+            totals[m] = (a + n, b + t)
+    lines.append(f"{'total':<10}  {summary.completions:>11,}  {summary.total_tokens:>12,}" + model_cells(totals))
+    lines.append("(per model: completions / total tokens)")
+    return "\n".join(lines)
