@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from conftest import TEST_KEY, Pipeline, day_range, read_table
+from support.pipeline import TEST_KEY, Pipeline, day_range, read_table
 
 from cloudglue_dagster import CloudglueConfigError, CloudglueResource, build_cloudglue_assets
 from cloudglue_dagster.emulator import BOUNDARY_READINGS, Dataset, Emulator

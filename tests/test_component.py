@@ -171,7 +171,7 @@ def test_the_shrink_guard_attribute_reaches_the_assets(
 ) -> None:
     """By default a run that would empty a stored day is refused; ``shrink_guard: null`` lets
     it. (Two emulators on one port: the same account answering 40 completions, then none.)"""
-    from rel_support import free_port
+    from support.reliability import free_port
 
     port = free_port()
     monkeypatch.setenv("K", "k")

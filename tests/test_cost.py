@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 import pytest
-from conftest import TEST_KEY
+from support.pipeline import TEST_KEY
 
 from cloudglue_dagster import CloudglueConfigError, ModelPrice, build_cloudglue_assets
 from cloudglue_dagster.emulator import Dataset, Emulator

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pds
 import pytest
-from conftest import TEST_KEY, Pipeline, day_range
+from support.pipeline import TEST_KEY, Pipeline, day_range
 from dagster_deltalake import LocalConfig
 from dagster_deltalake_pandas import DeltaLakePandasIOManager
 from deltalake import DeltaTable, write_deltalake

@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from conftest import read_table
+from support.pipeline import read_table
 
 from cloudglue_dagster import demo
 from cloudglue_dagster.emulator import Dataset

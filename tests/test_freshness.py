@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import TEST_KEY, Pipeline
+from support.pipeline import TEST_KEY, Pipeline
 from dagster._core.test_utils import freeze_time
 
 from cloudglue_dagster import CloudglueConfigError, build_cloudglue_assets

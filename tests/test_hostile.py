@@ -1,7 +1,7 @@
 """Hostile answers through real runs: nothing stored is replaced by a worse answer.
 
 Each test first stores good rows (a real Dagster run against the emulator into a real DuckDB
-file), then lets a server lie in one way (``tests/hostile_server.py``, a loopback proxy in
+file), then lets a server lie in one way (``tests/support/hostile_server.py``, a loopback proxy in
 front of the emulator) and runs again, with the default step retry policy in force. The
 second run must fail at once (no step retry) with an error that says what happened, and
 every stored row must be exactly as before.
@@ -19,9 +19,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from conftest import TEST_KEY, Pipeline
-from hostile_server import HostileProxy
-from rel_support import cli_env, materialize_cmd, read_table
+from support.pipeline import TEST_KEY, Pipeline
+from support.hostile_server import HostileProxy
+from support.reliability import cli_env, materialize_cmd, read_table
 
 from cloudglue_dagster import (
     CloudglueClient,

@@ -8,7 +8,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from conftest import TEST_KEY, day_range
+from support.pipeline import TEST_KEY, day_range
 
 from cloudglue_dagster.checks import duplicate_message_keys, message_count_mismatches
 from cloudglue_dagster.emulator import Dataset, Emulator

@@ -1,7 +1,7 @@
 """Dagster as a service: PostgreSQL storage, the run queue, the daemon and the webserver's GraphQL.
 
 One deployment serves the module (about two minutes, most of it the backfill daemon's 30-second
-loop): a real PostgreSQL server (``tests/pg_server.py``), ``dagster.yaml`` on Postgres storage with
+loop): a real PostgreSQL server (``tests/support/postgres.py``), ``dagster.yaml`` on Postgres storage with
 the ``QueuedRunCoordinator``, and ``dagster-webserver`` and ``dagster-daemon`` as real processes
 over a workspace of two code locations, each reading its own emulator:
 
@@ -30,8 +30,8 @@ import dagster as dg
 import pytest
 import requests
 import yaml
-from pg_server import PostgresServer
-from rel_support import assert_tables_equal_truth, free_port
+from support.postgres import PostgresServer
+from support.reliability import assert_tables_equal_truth, free_port
 
 from cloudglue_dagster.definitions import build_definitions
 from cloudglue_dagster.emulator import Dataset, Emulator

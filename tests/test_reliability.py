@@ -20,8 +20,8 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from conftest import TEST_KEY, Pipeline
-from rel_support import (
+from support.pipeline import TEST_KEY, Pipeline
+from support.reliability import (
     EMPTY_PAGE,
     UTC,
     assert_tables_equal_truth,

@@ -28,7 +28,7 @@ from urllib.parse import quote, quote_plus
 
 import dagster as dg
 import pytest
-from rel_support import (
+from support.reliability import (
     RETRYABLE_FAULTS,
     Seen,
     cli_env,
@@ -366,7 +366,7 @@ def test_a_key_with_a_control_character_is_refused_without_being_shown(tmp_path:
 def test_the_key_is_masked_in_every_encoding_a_server_echoes(tmp_path: Path, key: str) -> None:
     """A 401 whose text carries the key raw, repr-escaped, URL-encoded and base64-encoded
     (at two alignments): the error, the run's events and the logs show none of them."""
-    from hostile_server import HostileProxy
+    from support.hostile_server import HostileProxy
 
     with Emulator(Dataset(dt.date(2026, 9, 1), dt.date(2026, 9, 3), per_day=5), api_key=key) as emu:
         with HostileProxy(emu, lie="echo_key") as proxy:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import TEST_KEY
-from hostile_server import HostileProxy
-from rel_support import expected_for, ms, read_table
+from support.pipeline import TEST_KEY
+from support.hostile_server import HostileProxy
+from support.reliability import expected_for, ms, read_table
 from dagster._core.definitions.reconstruct import ReconstructableJob
 
 from cloudglue_dagster.duckdb.day_store import PROGRESS_TABLE

@@ -1,4 +1,4 @@
-"""Helpers of ``tests/test_reliability.py`` and ``tests/test_secrets.py``.
+"""Helpers of the reliability, secrets, hostile, streaming and production tests.
 
 Ground truth computed from the emulator's raw records (independently of the package's own
 frame code), the real Dagster CLI, tiny loopback HTTP servers, and deterministic fault seeds.
@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
-from conftest import read_table  # noqa: F401  (re-exported for the reliability tests)
+from .pipeline import read_table  # noqa: F401  (re-exported for the reliability tests)
 
 from cloudglue_dagster.emulator import FAULT_KINDS, Emulator
 from cloudglue_dagster.emulator.faults import FaultPlan
