@@ -17,9 +17,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # First installs the system packages the tests need when missing (.ci/system-packages: Chromium,
-# PostgreSQL; as root or with sudo, else it stops with the command to run).
+# PostgreSQL; as root or with sudo, else it stops with the command to run), then checks the
+# tree with ruff (`.venv/bin/ruff format .` and `ruff check --fix .` repair most findings).
 test: $(STAMP)
 	.ci/system-packages
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 # The suite under every Python 3.10-3.13 on the machine (pyenv's, else python3.X on PATH),

@@ -83,7 +83,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,13 +91,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 OUT_ENV = "CLOUDGLUE_BENCH_EVENTS_OUT"
 LAYERS = ("storage", "instance", "path")
-SELECTIONS = {"chat": ('key:"cloudglue/chat_completions"', "chat_completions only"),
-              "all": ('key:"cloudglue/*"', "all assets and checks")}
+SELECTIONS = {
+    "chat": ('key:"cloudglue/chat_completions"', "chat_completions only"),
+    "all": ('key:"cloudglue/*"', "all assets and checks"),
+}
 LOG_MESSAGE = "(log message)"
 
 # Injected into the run process. Kept free of anything but the standard library and dagster,
 # and never fatal: a failure to patch is recorded in the output file instead.
-PROBE = textwrap.dedent('''
+PROBE = textwrap.dedent("""
     import os as _os
 
     def _cloudglue_bench_events_probe(out_dir):
@@ -185,7 +187,7 @@ PROBE = textwrap.dedent('''
 
     if _os.environ.get("CLOUDGLUE_BENCH_EVENTS_OUT"):
         _cloudglue_bench_events_probe(_os.environ["CLOUDGLUE_BENCH_EVENTS_OUT"])
-''')
+""")
 
 
 def free_port() -> int:
@@ -204,9 +206,25 @@ class EmulatorProcess:
     """``python -m cloudglue_dagster.emulator`` in its own process, so its CPU is not the run's."""
 
     def __init__(self, args: argparse.Namespace, key: str, env: dict[str, str]) -> None:
-        cmd = [sys.executable, "-m", "cloudglue_dagster.emulator", "--port", "0", "--api-key", key,
-               "--start", args.start.isoformat(), "--days", str(args.days), "--per-day", str(args.per_day),
-               "--seed", str(args.seed), "--latency-ms", str(args.latency_ms)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "cloudglue_dagster.emulator",
+            "--port",
+            "0",
+            "--api-key",
+            key,
+            "--start",
+            args.start.isoformat(),
+            "--days",
+            str(args.days),
+            "--per-day",
+            str(args.per_day),
+            "--seed",
+            str(args.seed),
+            "--latency-ms",
+            str(args.latency_ms),
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         _cleanup(self.stop)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -246,17 +264,31 @@ class PostgresServer:
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self.prefix = ["runuser", "-u", "nobody", "--"]
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
-                  "-o", f"-h 127.0.0.1 -p {self.port} -k {self.root}", "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-h 127.0.0.1 -p {self.port} -k {self.root}",
+            "start",
+        )
         self.started = True
 
     def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run([*self.prefix, str(self.bin_dir / tool), *args], cwd=self.root,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [*self.prefix, str(self.bin_dir / tool), *args], cwd=self.root, capture_output=True, text=True
+        )
         if done.returncode != 0:
             log = self.root / "server.log"
-            raise SystemExit(f"{tool} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}\n"
-                             + (log.read_text()[-2000:] if log.exists() else ""))
+            raise SystemExit(
+                f"{tool} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}\n"
+                + (log.read_text()[-2000:] if log.exists() else "")
+            )
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
@@ -276,8 +308,22 @@ class PostgresServer:
     def stop(self) -> None:
         if self.started:
             self.started = False
-            done = subprocess.run([*self.prefix, str(self.bin_dir / "pg_ctl"), "-D", str(self.data),
-                                   "-m", "fast", "-w", "-t", "30", "stop"], cwd=self.root, capture_output=True)
+            done = subprocess.run(
+                [
+                    *self.prefix,
+                    str(self.bin_dir / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-m",
+                    "fast",
+                    "-w",
+                    "-t",
+                    "30",
+                    "stop",
+                ],
+                cwd=self.root,
+                capture_output=True,
+            )
             if done.returncode != 0:
                 pid_file = self.data / "postmaster.pid"
                 if pid_file.exists():
@@ -310,31 +356,49 @@ class Result:
 
 def source_tree(rev: str | None, tmp: Path) -> tuple[Path | None, str]:
     """The package to measure: the working tree (None) or ``rev`` exported with git archive."""
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", rev or "HEAD"], capture_output=True,
-                            text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", rev or "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     if rev is None:
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "cloudglue_dagster"],
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "cloudglue_dagster"], capture_output=True, text=True
+        ).stdout.strip()
         return None, commit[:12] + (" + uncommitted changes in cloudglue_dagster/" if dirty else "")
     out = tmp / "src"
     out.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "cloudglue_dagster"],
-                             capture_output=True, check=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", commit, "cloudglue_dagster"], capture_output=True, check=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
     return out, commit[:12]
 
 
 def base_env(src: Path | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CLOUDGLUE_") and k not in ("DAGSTER_HOME", "DAGSTER_EVENT_BATCH_SIZE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CLOUDGLUE_") and k not in ("DAGSTER_HOME", "DAGSTER_EVENT_BATCH_SIZE")
+    }
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
     return env
 
 
-def backfill(*, env: dict[str, str], probe_dir: Path, work: Path, storage: str, pg: PostgresServer | None,
-             emu: EmulatorProcess, key: str, first: dt.date, last: dt.date, concurrency: int,
-             selection: str, batch_size: int) -> Result:
+def backfill(
+    *,
+    env: dict[str, str],
+    probe_dir: Path,
+    work: Path,
+    storage: str,
+    pg: PostgresServer | None,
+    emu: EmulatorProcess,
+    key: str,
+    first: dt.date,
+    last: dt.date,
+    concurrency: int,
+    selection: str,
+    batch_size: int,
+) -> Result:
     home, out = work / "home", work / "probe"
     home.mkdir(parents=True)
     out.mkdir()
@@ -357,8 +421,19 @@ def backfill(*, env: dict[str, str], probe_dir: Path, work: Path, storage: str, 
     }
     if batch_size:
         run_env["DAGSTER_EVENT_BATCH_SIZE"] = str(batch_size)
-    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cloudglue_dagster.definitions",
-           "--select", SELECTIONS[selection][0], "--partition-range", f"{first.isoformat()}...{last.isoformat()}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "cloudglue_dagster.definitions",
+        "--select",
+        SELECTIONS[selection][0],
+        "--partition-range",
+        f"{first.isoformat()}...{last.isoformat()}",
+    ]
     log_path = work / "dagster.log"
     started = time.monotonic()
     with open(log_path, "w") as log:
@@ -370,8 +445,7 @@ def backfill(*, env: dict[str, str], probe_dir: Path, work: Path, storage: str, 
     return read_result(home, out, storage, selection, batch_size, process_wall)
 
 
-def read_result(home: Path, out: Path, storage: str, selection: str, batch_size: int,
-                process_wall: float) -> Result:
+def read_result(home: Path, out: Path, storage: str, selection: str, batch_size: int, process_wall: float) -> Result:
     from dagster import DagsterEventType, DagsterInstance
 
     instance = DagsterInstance.from_config(str(home))
@@ -383,14 +457,16 @@ def read_result(home: Path, out: Path, storage: str, selection: str, batch_size:
         entries = instance.all_logs(run.run_id)
     finally:
         instance.dispose()
+
     def name(value: str) -> str:
         try:
             return DagsterEventType(value).name  # RUN_START, not its stored value PIPELINE_START
         except ValueError:
             return value
 
-    events: Counter = Counter(name(e.dagster_event.event_type_value) if e.dagster_event else LOG_MESSAGE
-                              for e in entries)
+    events: Counter = Counter(
+        name(e.dagster_event.event_type_value) if e.dagster_event else LOG_MESSAGE for e in entries
+    )
     stamps = {e.dagster_event.event_type_value: e.timestamp for e in entries if e.dagster_event}
     w0 = stamps.get(DagsterEventType.RUN_START.value)
     w1 = stamps.get(DagsterEventType.RUN_SUCCESS.value) or stamps.get(DagsterEventType.RUN_FAILURE.value)
@@ -428,38 +504,50 @@ def print_result(r: Result) -> None:
     label = SELECTIONS[r.selection][1]
     batch = f", DAGSTER_EVENT_BATCH_SIZE={r.batch_size}" if r.batch_size else ""
     print(f"\n### {r.storage}, {label}{batch}\n")
-    print(f"run {r.run_id[:8]} {r.status}; run wall (RUN_START..RUN_SUCCESS) {r.run_wall:.2f}s,"
-          f" process wall {r.process_wall:.2f}s; event-writing threads: {r.threads}\n")
+    print(
+        f"run {r.run_id[:8]} {r.status}; run wall (RUN_START..RUN_SUCCESS) {r.run_wall:.2f}s,"
+        f" process wall {r.process_wall:.2f}s; event-writing threads: {r.threads}\n"
+    )
     print("| event type | events | stored | storage s | instance s | path s | storage % of run wall |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     storage, instance, path = (r.layers.get(k, {}) for k in LAYERS)
     types = sorted(set(r.events) | set(storage) | set(path), key=lambda t: (-storage.get(t, [0, 0.0])[1], t))
     for t in types:
         s, i, g = (layer.get(t, [0, 0.0, 0.0]) for layer in (storage, instance, path))
-        print(f"| {t} | {r.events.get(t, 0)} | {int(s[0])} | {s[1]:.3f} | {i[1]:.3f} | {g[1]:.3f} |"
-              f" {fmt_share(s[2], r.run_wall)} |")
-    print(f"| **total** | **{sum(r.events.values())}** | {int(sum(v[0] for v in storage.values()))} |"
-          f" **{r.total('storage', 1):.3f}** | {r.total('instance', 1):.3f} | {r.total('path', 1):.3f} |"
-          f" **{fmt_share(r.total('storage', 2), r.run_wall)}** |")
+        print(
+            f"| {t} | {r.events.get(t, 0)} | {int(s[0])} | {s[1]:.3f} | {i[1]:.3f} | {g[1]:.3f} |"
+            f" {fmt_share(s[2], r.run_wall)} |"
+        )
+    print(
+        f"| **total** | **{sum(r.events.values())}** | {int(sum(v[0] for v in storage.values()))} |"
+        f" **{r.total('storage', 1):.3f}** | {r.total('instance', 1):.3f} | {r.total('path', 1):.3f} |"
+        f" **{fmt_share(r.total('storage', 2), r.run_wall)}** |"
+    )
     print()
     for layer in LAYERS:
-        print(f"- {layer}: {r.total(layer, 2):.2f}s inside the run = {fmt_share(r.total(layer, 2), r.run_wall)}"
-              f" of run wall; {r.total(layer, 1):.2f}s in all = {fmt_share(r.total(layer, 1), r.process_wall)}"
-              f" of process wall")
+        print(
+            f"- {layer}: {r.total(layer, 2):.2f}s inside the run = {fmt_share(r.total(layer, 2), r.run_wall)}"
+            f" of run wall; {r.total(layer, 1):.2f}s in all = {fmt_share(r.total(layer, 1), r.process_wall)}"
+            f" of process wall"
+        )
 
 
 def print_summary(results: list[Result]) -> None:
     print("\n### Summary (share = seconds inside RUN_START..RUN_SUCCESS / run wall)\n")
-    print("| storage | selection | batch | events | process wall s | run wall s | storage s | storage %"
-          " | instance % | path % | storage calls | ms / stored event |")
+    print(
+        "| storage | selection | batch | events | process wall s | run wall s | storage s | storage %"
+        " | instance % | path % | storage calls | ms / stored event |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         n = sum(v[0] for v in r.layers.get("storage", {}).values())
-        print(f"| {r.storage} | {SELECTIONS[r.selection][1]} | {r.batch_size or '-'} | {sum(r.events.values())} |"
-              f" {r.process_wall:.2f} | {r.run_wall:.2f} | {r.total('storage', 2):.2f} |"
-              f" {fmt_share(r.total('storage', 2), r.run_wall)} | {fmt_share(r.total('instance', 2), r.run_wall)} |"
-              f" {fmt_share(r.total('path', 2), r.run_wall)} | {r.calls['storage']} |"
-              f" {1000 * r.total('storage', 1) / n if n else 0:.2f} |")
+        print(
+            f"| {r.storage} | {SELECTIONS[r.selection][1]} | {r.batch_size or '-'} | {sum(r.events.values())} |"
+            f" {r.process_wall:.2f} | {r.run_wall:.2f} | {r.total('storage', 2):.2f} |"
+            f" {fmt_share(r.total('storage', 2), r.run_wall)} | {fmt_share(r.total('instance', 2), r.run_wall)} |"
+            f" {fmt_share(r.total('path', 2), r.run_wall)} | {r.calls['storage']} |"
+            f" {1000 * r.total('storage', 1) / n if n else 0:.2f} |"
+        )
 
 
 def main() -> None:
@@ -471,15 +559,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2025, 1, 1))
     parser.add_argument("--storage", choices=("sqlite", "postgres", "both"), default="sqlite")
-    parser.add_argument("--select", choices=("chat", "all", "both"), default="both",
-                        help="chat_completions only, all assets, or both (default)")
-    parser.add_argument("--event-batch-size", default="0",
-                        help="comma list of DAGSTER_EVENT_BATCH_SIZE values to run; 0 = unset (default)")
+    parser.add_argument(
+        "--select",
+        choices=("chat", "all", "both"),
+        default="both",
+        help="chat_completions only, all assets, or both (default)",
+    )
+    parser.add_argument(
+        "--event-batch-size",
+        default="0",
+        help="comma list of DAGSTER_EVENT_BATCH_SIZE values to run; 0 = unset (default)",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="run every configuration this many times")
-    parser.add_argument("--rev", default=None,
-                        help="measure this git revision (exported with git archive) instead of the working tree")
-    parser.add_argument("--pg-bin", type=Path, default=Path(os.environ.get("PG_BIN", "/usr/local/bin")),
-                        help="directory of initdb and pg_ctl (default $PG_BIN or /usr/local/bin)")
+    parser.add_argument(
+        "--rev", default=None, help="measure this git revision (exported with git archive) instead of the working tree"
+    )
+    parser.add_argument(
+        "--pg-bin",
+        type=Path,
+        default=Path(os.environ.get("PG_BIN", "/usr/local/bin")),
+        help="directory of initdb and pg_ctl (default $PG_BIN or /usr/local/bin)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the finally blocks and atexit stop the servers.
@@ -493,11 +593,14 @@ def main() -> None:
             import psycopg2  # noqa: F401
             import sqlalchemy
         except ImportError as exc:
-            raise SystemExit(f"{exc}; install: {sys.executable} -m pip install 'dagster-postgres>=0.29,<0.30'"
-                             " 'sqlalchemy<2.1' psycopg2-binary")
+            raise SystemExit(
+                f"{exc}; install: {sys.executable} -m pip install 'dagster-postgres>=0.29,<0.30'"
+                " 'sqlalchemy<2.1' psycopg2-binary"
+            ) from exc
         if tuple(int(x) for x in sqlalchemy.__version__.split(".")[:2]) >= (2, 1):
-            raise SystemExit(f"sqlalchemy {sqlalchemy.__version__} maps postgresql:// to psycopg 3;"
-                             " install 'sqlalchemy<2.1'")
+            raise SystemExit(
+                f"sqlalchemy {sqlalchemy.__version__} maps postgresql:// to psycopg 3; install 'sqlalchemy<2.1'"
+            )
     first, last = args.start, args.start + dt.timedelta(days=args.days - 1)
     key = secrets.token_hex(16)
     results: list[Result] = []
@@ -511,35 +614,61 @@ def main() -> None:
         emu = EmulatorProcess(args, key, env)
         pg: PostgresServer | None = None
         try:
-            print(f"code {commit}; emulator {emu.total} completions over {args.days} days, latency"
-                  f" {args.latency_ms:g} ms, concurrency {args.concurrency}", file=sys.stderr)
+            print(
+                f"code {commit}; emulator {emu.total} completions over {args.days} days, latency"
+                f" {args.latency_ms:g} ms, concurrency {args.concurrency}",
+                file=sys.stderr,
+            )
             if "postgres" in storages:
                 pg = PostgresServer(args.pg_bin)
                 print(f"postgres on 127.0.0.1:{pg.port}", file=sys.stderr)
             n = 0
             for _, storage, batch_size, selection in itertools.product(
-                    range(args.repeat), storages, batch_sizes, selections):
+                range(args.repeat), storages, batch_sizes, selections
+            ):
                 n += 1
-                r = backfill(env=env, probe_dir=probe_dir, work=tmp / f"run{n}_{storage}_{selection}",
-                             storage=storage, pg=pg, emu=emu, key=key, first=first, last=last,
-                             concurrency=args.concurrency, selection=selection, batch_size=batch_size)
+                r = backfill(
+                    env=env,
+                    probe_dir=probe_dir,
+                    work=tmp / f"run{n}_{storage}_{selection}",
+                    storage=storage,
+                    pg=pg,
+                    emu=emu,
+                    key=key,
+                    first=first,
+                    last=last,
+                    concurrency=args.concurrency,
+                    selection=selection,
+                    batch_size=batch_size,
+                )
                 results.append(r)
                 print(f"{storage} {selection} batch={batch_size}: {r.process_wall:.1f}s", file=sys.stderr)
         finally:
             if pg is not None:
                 pg.stop()
             emu.stop()
-    print(f"\n## Dagster event writing: {args.days} days x {args.per_day}/day ({emu.total} completions),"
-          f" L = {args.latency_ms:g} ms, concurrency {args.concurrency}, one run of {args.days} partitions;"
-          f" code {commit}")
+    print(
+        f"\n## Dagster event writing: {args.days} days x {args.per_day}/day ({emu.total} completions),"
+        f" L = {args.latency_ms:g} ms, concurrency {args.concurrency}, one run of {args.days} partitions;"
+        f" code {commit}"
+    )
     for r in results:
         print_result(r)
     print_summary(results)
     if results:
         print("\nTimed: " + "; ".join(results[0].patched))
     if args.json:
-        args.json.write_text(json.dumps({"commit": commit, "args": {k: str(v) for k, v in vars(args).items()},
-                                         "results": [r.__dict__ for r in results]}, indent=1, default=str))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "commit": commit,
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "results": [r.__dict__ for r in results],
+                },
+                indent=1,
+                default=str,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from dagster._core.definitions.reconstruct import ReconstructableJob
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import EmulatorProcess  # noqa: E402
 
-JOB_SOURCE = '''
+JOB_SOURCE = """
 import os
 import dagster as dg
 from cloudglue_dagster import CloudglueDuckDBIOManager, CloudglueResource, build_cloudglue_assets
@@ -57,7 +57,7 @@ def job():
         },
     )
     return defs.resolve_job_def("chat_only")
-'''
+"""
 
 
 class OutageProxy:
@@ -148,10 +148,17 @@ def main() -> None:
         (work / "job.py").write_text(JOB_SOURCE)
         (work / "home").mkdir()
         os.environ.update(
-            RESUME_START=args.start.isoformat(), RESUME_RETRY_DELAY=str(args.retry_delay), RESUME_KEY=key,
-            RESUME_URL=proxy.base_url, RESUME_CONCURRENCY=str(args.concurrency), DAGSTER_HOME=str(work / "home"),
+            RESUME_START=args.start.isoformat(),
+            RESUME_RETRY_DELAY=str(args.retry_delay),
+            RESUME_KEY=key,
+            RESUME_URL=proxy.base_url,
+            RESUME_CONCURRENCY=str(args.concurrency),
+            DAGSTER_HOME=str(work / "home"),
         )
-        tags = {"dagster/asset_partition_range_start": first.isoformat(), "dagster/asset_partition_range_end": last.isoformat()}
+        tags = {
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        }
         with dg.instance_for_test(temp_dir=str(work / "home")) as instance:
 
             def run(database: Path) -> tuple[dg.ExecuteJobResult, float]:
@@ -164,21 +171,33 @@ def main() -> None:
             full_result, full_wall = run(work / "full.duckdb")
             assert full_result.success, "the honest run failed"
             full = proxy.requests
-            proxy.requests, proxy.outage_after, proxy.outage_seconds = 0, int(full * args.outage_at), args.outage_seconds
+            proxy.requests, proxy.outage_after, proxy.outage_seconds = (
+                0,
+                int(full * args.outage_at),
+                args.outage_seconds,
+            )
             result, wall = run(work / "outage.duckdb")
             kinds = [e.event_type_value for e in result.all_events]
             retried = proxy.requests - (proxy.recovered_at or proxy.requests) + 1
             exact = ids_by_day(work / "full.duckdb") == ids_by_day(work / "outage.duckdb")
         days = (last - first).days + 1
-        print(f"\n{days} days x {args.per_day} a day ({emulator.total:,} completions served), L = {args.latency_ms:g} ms,"
-              f" concurrency {args.concurrency}; outage of {args.outage_seconds:g} s after {args.outage_at:.0%} of a"
-              " full sweep's requests\n")
+        print(
+            f"\n{days} days x {args.per_day} a day ({emulator.total:,} completions served), L = {args.latency_ms:g} ms,"
+            f" concurrency {args.concurrency}; outage of {args.outage_seconds:g} s after {args.outage_at:.0%} of a"
+            " full sweep's requests\n"
+        )
         print("| run | requests | wall | result |")
         print("|---|---|---|---|")
-        print(f"| fresh run, no outage | {full:,} (a full sweep) | {full_wall:.1f} s | {'success' if full_result.success else 'FAILURE'} |")
-        print(f"| fresh run, outage: first attempt up to the outage | {proxy.outage_after:,} | | step retries: {kinds.count('STEP_UP_FOR_RETRY')} |")
-        print(f"| its step retry | {retried:,} = {retried / full:.0%} of a full sweep | {wall:.1f} s (whole run, {args.retry_delay:g} s retry delay included) |"
-              f" {'success' if result.success else 'FAILURE'}, tables {'exact' if exact else 'DIFFER'} |")
+        print(
+            f"| fresh run, no outage | {full:,} (a full sweep) | {full_wall:.1f} s | {'success' if full_result.success else 'FAILURE'} |"
+        )
+        print(
+            f"| fresh run, outage: first attempt up to the outage | {proxy.outage_after:,} | | step retries: {kinds.count('STEP_UP_FOR_RETRY')} |"
+        )
+        print(
+            f"| its step retry | {retried:,} = {retried / full:.0%} of a full sweep | {wall:.1f} s (whole run, {args.retry_delay:g} s retry delay included) |"
+            f" {'success' if result.success else 'FAILURE'}, tables {'exact' if exact else 'DIFFER'} |"
+        )
         print(f"\nCommand: python bench/resume.py --days {days} --per-day {args.per_day}")
     finally:
         emulator.stop()

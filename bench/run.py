@@ -63,8 +63,10 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RANGES = (31, 180, 365)
 PAGE_SIZE = 100
-SELECTIONS = (('key:"cloudglue/chat_completions"', "chat_completions only"),
-              ('key:"cloudglue/*"', "all assets and checks"))
+SELECTIONS = (
+    ('key:"cloudglue/chat_completions"', "chat_completions only"),
+    ('key:"cloudglue/*"', "all assets and checks"),
+)
 
 
 @dataclass
@@ -133,9 +135,25 @@ class EmulatorProcess:
 
     def __init__(self, args: argparse.Namespace, days: int, key: str) -> None:
         cmd = [
-            sys.executable, "-m", "cloudglue_dagster.emulator", "--port", "0", "--api-key", key,
-            "--start", args.start.isoformat(), "--days", str(days), "--per-day", str(args.per_day),
-            "--seed", str(args.seed), "--latency-ms", str(args.latency_ms), "--text", args.text,
+            sys.executable,
+            "-m",
+            "cloudglue_dagster.emulator",
+            "--port",
+            "0",
+            "--api-key",
+            key,
+            "--start",
+            args.start.isoformat(),
+            "--days",
+            str(days),
+            "--per-day",
+            str(args.per_day),
+            "--seed",
+            str(args.seed),
+            "--latency-ms",
+            str(args.latency_ms),
+            "--text",
+            args.text,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -163,9 +181,11 @@ def sequential(base_url: str, key: str, after: str, before: str) -> tuple[Row, i
     offset, pages, ids = 0, 0, set()
     started, cpu0 = time.monotonic(), time.process_time()
     while True:
-        response = session.get(f"{base_url}/chat/completions",
-                               params={"limit": PAGE_SIZE, "offset": offset, "created_after": after,
-                                       "created_before": before}, timeout=60)
+        response = session.get(
+            f"{base_url}/chat/completions",
+            params={"limit": PAGE_SIZE, "offset": offset, "created_after": after, "created_before": before},
+            timeout=60,
+        )
         response.raise_for_status()
         body = json.loads(response.content)
         pages += 1
@@ -173,9 +193,14 @@ def sequential(base_url: str, key: str, after: str, before: str) -> tuple[Row, i
         offset += len(body["data"])
         if not body["data"] or offset >= body["total"]:
             break
-    row = Row("sequential client (1 page at a time)", time.monotonic() - started,
-              "bench/run.py: requests.Session().get + json.loads, offset += len(data)", pages, len(ids),
-              time.process_time() - cpu0)
+    row = Row(
+        "sequential client (1 page at a time)",
+        time.monotonic() - started,
+        "bench/run.py: requests.Session().get + json.loads, offset += len(data)",
+        pages,
+        len(ids),
+        time.process_time() - cpu0,
+    )
     return row, pages
 
 
@@ -189,9 +214,14 @@ def parse_cost(base_url: str, key: str, after: str, before: str, pages: int) -> 
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {key}"
     sample = [min(pages - 1, i * max(1, pages // 20)) for i in range(min(pages, 20))]
-    bodies = [session.get(f"{base_url}/chat/completions", timeout=60,
-                          params={"limit": PAGE_SIZE, "offset": p * PAGE_SIZE, "created_after": after,
-                                  "created_before": before}).content for p in sample]
+    bodies = [
+        session.get(
+            f"{base_url}/chat/completions",
+            timeout=60,
+            params={"limit": PAGE_SIZE, "offset": p * PAGE_SIZE, "created_after": after, "created_before": before},
+        ).content
+        for p in sample
+    ]
     # Best of three passes with the collector paused: the bound is the least the
     # parsing can cost, whatever else this process holds in memory by now.
     gc.collect()
@@ -221,16 +251,30 @@ def in_process_fetch(base_url: str, key: str, first: dt.date, last: dt.date, con
     sweep = WindowSweep(start, end)
     with CloudglueClient(key, base_url, max_concurrent_requests=concurrency) as client:
         frame = chat_completions_frame(sweep.completions(client))
-    row = Row("project fetch path, in-process (client + records + frame)", time.monotonic() - started,
-              f"bench/run.py: chat_completions_frame(WindowSweep(...).completions(CloudglueClient("
-              f"max_concurrent_requests={concurrency})))", sweep.requests, len(frame), time.process_time() - cpu0)
+    row = Row(
+        "project fetch path, in-process (client + records + frame)",
+        time.monotonic() - started,
+        f"bench/run.py: chat_completions_frame(WindowSweep(...).completions(CloudglueClient("
+        f"max_concurrent_requests={concurrency})))",
+        sweep.requests,
+        len(frame),
+        time.process_time() - cpu0,
+    )
     row.notes.append(f"sweep {sweep.seconds:.1f}s (frame built as pages arrive), sort {row.wall - sweep.seconds:.1f}s")
     return row
 
 
-def dagster_backfill(emu: EmulatorProcess, key: str, first: dt.date, last: dt.date, concurrency: int,
-                     max_partitions: int | None, workdir: Path, selection: str,
-                     label: str) -> tuple[Row, float | None, float]:
+def dagster_backfill(
+    emu: EmulatorProcess,
+    key: str,
+    first: dt.date,
+    last: dt.date,
+    concurrency: int,
+    max_partitions: int | None,
+    workdir: Path,
+    selection: str,
+    label: str,
+) -> tuple[Row, float | None, float]:
     """The command a user runs, in a fresh DAGSTER_HOME and DuckDB file.
 
     With ``max_partitions`` the range is cut into runs of that many days, one command each, one
@@ -262,8 +306,19 @@ def dagster_backfill(emu: EmulatorProcess, key: str, first: dt.date, last: dt.da
     emu_cpu0 = emu.cpu()
     commands = []
     for i, (a, b) in enumerate(ranges):
-        cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cloudglue_dagster.definitions",
-               "--select", selection, "--partition-range", f"{a.isoformat()}...{b.isoformat()}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "cloudglue_dagster.definitions",
+            "--select",
+            selection,
+            "--partition-range",
+            f"{a.isoformat()}...{b.isoformat()}",
+        ]
         commands.append(cmd)
         status, seconds, used, peak = run_measured(cmd, env, workdir / f"run-{i}.log")
         text = (workdir / f"run-{i}.log").read_text(errors="replace")
@@ -277,11 +332,21 @@ def dagster_backfill(emu: EmulatorProcess, key: str, first: dt.date, last: dt.da
     kept = sum(int(s) for s in re.findall(r"; kept (\d+)", log))
     shown = shlex.join(["dagster", *commands[0][3:]])
     command = shown if len(commands) == 1 else f"{len(commands)} commands, one per {max_partitions} days: {shown} ..."
-    row = Row(f"project: `dagster asset materialize --partition-range` ({label})", wall, command,
-              requests_made, kept, cpu, rss)
+    row = Row(
+        f"project: `dagster asset materialize --partition-range` ({label})",
+        wall,
+        command,
+        requests_made,
+        kept,
+        cpu,
+        rss,
+    )
     runs = len(re.findall(r"RUN_SUCCESS", log)) or len(ranges)
-    row.notes.append(f"{runs} run(s)" + (f" of <= {max_partitions} days" if max_partitions else "")
-                     + (f"; fetch phase {sum(fetch):.1f}s" if fetch else ""))
+    row.notes.append(
+        f"{runs} run(s)"
+        + (f" of <= {max_partitions} days" if max_partitions else "")
+        + (f"; fetch phase {sum(fetch):.1f}s" if fetch else "")
+    )
     if emu_cpu0 is not None and emu_cpu1 is not None:
         row.notes.append(f"emulator CPU {emu_cpu1 - emu_cpu0:.1f}s ({(emu_cpu1 - emu_cpu0) / wall:.0%} of the wall)")
     size = sum(p.stat().st_size for p in workdir.glob("bench.duckdb*") if p.is_file()) / 2**20
@@ -307,16 +372,32 @@ def dlt_worker(spec: dict) -> None:
     import dlt
     from dlt.sources.rest_api import rest_api_source
 
-    source = rest_api_source({
-        "client": {"base_url": spec["base_url"] + "/", "auth": {"type": "bearer", "token": spec["key"]},
-                   "paginator": {"type": "offset", "limit": spec["page_size"], "total_path": "total"}},
-        "resources": [{"name": "chat_completions", "endpoint": {
-            "path": "chat/completions", "data_selector": "data",
-            "params": {"created_after": spec["after"], "created_before": spec["before"]}}}],
-    })
+    source = rest_api_source(
+        {
+            "client": {
+                "base_url": spec["base_url"] + "/",
+                "auth": {"type": "bearer", "token": spec["key"]},
+                "paginator": {"type": "offset", "limit": spec["page_size"], "total_path": "total"},
+            },
+            "resources": [
+                {
+                    "name": "chat_completions",
+                    "endpoint": {
+                        "path": "chat/completions",
+                        "data_selector": "data",
+                        "params": {"created_after": spec["after"], "created_before": spec["before"]},
+                    },
+                }
+            ],
+        }
+    )
     workdir = Path(spec["workdir"])
-    pipeline = dlt.pipeline(pipeline_name="bench", destination=dlt.destinations.duckdb(str(workdir / "dlt.duckdb")),
-                            pipelines_dir=str(workdir / "dlt"), dataset_name="cloudglue")
+    pipeline = dlt.pipeline(
+        pipeline_name="bench",
+        destination=dlt.destinations.duckdb(str(workdir / "dlt.duckdb")),
+        pipelines_dir=str(workdir / "dlt"),
+        dataset_name="cloudglue",
+    )
     started, cpu0 = time.monotonic(), time.process_time()
     pipeline.run(source)
     wall, cpu = time.monotonic() - started, time.process_time() - cpu0
@@ -327,8 +408,14 @@ def dlt_worker(spec: dict) -> None:
 
 def dlt_rest_api(python: str, base_url: str, key: str, after: str, before: str, workdir: Path) -> Row:
     workdir.mkdir(parents=True)
-    spec = {"base_url": base_url, "key": key, "after": after, "before": before, "page_size": PAGE_SIZE,
-            "workdir": str(workdir)}
+    spec = {
+        "base_url": base_url,
+        "key": key,
+        "after": after,
+        "before": before,
+        "page_size": PAGE_SIZE,
+        "workdir": str(workdir),
+    }
     cmd = [python, str(Path(__file__).resolve()), "--dlt-worker", json.dumps(spec)]
     # The key is a throwaway token of this run's emulator; the environment is not the project's.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDGLUE_")}
@@ -337,9 +424,15 @@ def dlt_rest_api(python: str, base_url: str, key: str, after: str, before: str, 
     if status != 0:
         raise SystemExit(f"dlt failed:\n{text[-4000:]}")
     figures = json.loads(text.strip().splitlines()[-1])
-    row = Row("dlt `rest_api` source, offset paginator (to DuckDB)", figures["wall"],
-              f"{python} bench/run.py --dlt-worker: dlt.pipeline(destination=duckdb).run(rest_api_source(...))",
-              None, figures["rows"], figures["cpu"], rss)
+    row = Row(
+        "dlt `rest_api` source, offset paginator (to DuckDB)",
+        figures["wall"],
+        f"{python} bench/run.py --dlt-worker: dlt.pipeline(destination=duckdb).run(rest_api_source(...))",
+        None,
+        figures["rows"],
+        figures["cpu"],
+        rss,
+    )
     row.notes.append(f"dlt {figures['version']}, one page at a time; process wall {wall:.1f}s with imports")
     return row
 
@@ -347,9 +440,22 @@ def dlt_rest_api(python: str, base_url: str, key: str, after: str, before: str, 
 # ------------------------------------------------------------------------------------- ranges
 def range_command(args: argparse.Namespace, days: int) -> str:
     """The invocation that measures this range alone, with the same settings."""
-    cmd = ["python", "bench/run.py", "--ranges", str(days), "--per-day", str(args.per_day),
-           "--latency-ms", f"{args.latency_ms:g}", "--concurrency", str(args.concurrency), "--seed", str(args.seed),
-           "--start", args.start.isoformat()]
+    cmd = [
+        "python",
+        "bench/run.py",
+        "--ranges",
+        str(days),
+        "--per-day",
+        str(args.per_day),
+        "--latency-ms",
+        f"{args.latency_ms:g}",
+        "--concurrency",
+        str(args.concurrency),
+        "--seed",
+        str(args.seed),
+        "--start",
+        args.start.isoformat(),
+    ]
     if args.text != "realistic":
         cmd += ["--text", args.text]
     if args.max_partitions_per_run:
@@ -366,19 +472,38 @@ def measure_range(args: argparse.Namespace, days: int, skip: set[str], dlt_exe: 
     after, before = (first - dt.timedelta(days=1)).isoformat(), (last + dt.timedelta(days=1)).isoformat()
     key = secrets.token_hex(16)
     emu = EmulatorProcess(args, days, key)
-    result = RangeResult(days, first, last, emu.total, math.ceil(emu.total / PAGE_SIZE), args.latency_ms,
-                         args.concurrency, range_command(args, days))
+    result = RangeResult(
+        days,
+        first,
+        last,
+        emu.total,
+        math.ceil(emu.total / PAGE_SIZE),
+        args.latency_ms,
+        args.concurrency,
+        range_command(args, days),
+    )
     try:
-        print(f"[{days} days] emulator: {emu.total} completions, latency {args.latency_ms} ms,"
-              f" concurrency {args.concurrency}", file=sys.stderr)
+        print(
+            f"[{days} days] emulator: {emu.total} completions, latency {args.latency_ms} ms,"
+            f" concurrency {args.concurrency}",
+            file=sys.stderr,
+        )
         with tempfile.TemporaryDirectory(prefix="cloudglue-bench-") as tmp:
             work = Path(tmp)
             if "dagster" not in skip:
                 # chat_completions alone is the same job as dlt's: one table of the range into DuckDB.
                 for selection, label in SELECTIONS:
-                    row, fetch, size = dagster_backfill(emu, key, first, last, args.concurrency,
-                                                        args.max_partitions_per_run, work / label.split()[0],
-                                                        selection, label)
+                    row, fetch, size = dagster_backfill(
+                        emu,
+                        key,
+                        first,
+                        last,
+                        args.concurrency,
+                        args.max_partitions_per_run,
+                        work / label.split()[0],
+                        selection,
+                        label,
+                    )
                     result.rows.append(row)
                     result.backfills[label] = row
                     result.duckdb_mib[label] = size
@@ -410,46 +535,75 @@ def print_range(r: RangeResult, per_day: int) -> None:
     minimum = math.ceil(r.total / PAGE_SIZE)
     bound = r.bound + r.parse_seconds
     sequential_wall = next((x.wall for x in r.rows if x.name.startswith("sequential")), None)
-    print(f"\n### {r.days} days ({r.first}..{r.last}) x {per_day}/day: {r.total} completions,"
-          f" L = {r.latency_ms:g} ms, concurrency {r.concurrency}, page size {PAGE_SIZE}; minimum requests {minimum}\n")
+    print(
+        f"\n### {r.days} days ({r.first}..{r.last}) x {per_day}/day: {r.total} completions,"
+        f" L = {r.latency_ms:g} ms, concurrency {r.concurrency}, page size {PAGE_SIZE}; minimum requests {minimum}\n"
+    )
     print(f"Measured with `{r.command}`; each row's command is in its last column.\n")
-    print("| path | wall s | requests | vs minimum | completions | CPU s | CPU s / 100k | peak RSS MiB "
-          "| vs sequential | vs bound | notes | command |")
+    print(
+        "| path | wall s | requests | vs minimum | completions | CPU s | CPU s / 100k | peak RSS MiB "
+        "| vs sequential | vs bound | notes | command |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for x in r.rows:
-        print(_cells([
-            x.name, f"{x.wall:.1f}",
-            "" if x.requests is None else str(x.requests),
-            "" if x.requests is None else f"{x.requests / minimum:.3f}x",
-            "" if x.records is None else str(x.records),
-            "" if x.cpu is None else f"{x.cpu:.1f}",
-            "" if x.cpu is None or not x.records else f"{x.cpu / x.records * 100_000:.1f}",
-            "" if x.rss_mib is None else f"{x.rss_mib:.0f}",
-            "" if sequential_wall is None else f"{sequential_wall / x.wall:.1f}x faster",
-            f"{x.wall / bound:.2f}x",
-            "; ".join(x.notes),
-            f"`{x.command}`",
-        ]))
-    print(_cells([
-        f"latency bound: {r.pages} pages x {r.latency_ms:g} ms / {r.concurrency} + parse {r.parse_seconds:.1f}s",
-        f"{bound:.1f}", str(minimum), "1.000x", str(r.total), "", "", "", "", "1.00x",
-        "parse: a sample of 20 pages, json + parse_page, best of 3, scaled", "(arithmetic)",
-    ]))
+        print(
+            _cells(
+                [
+                    x.name,
+                    f"{x.wall:.1f}",
+                    "" if x.requests is None else str(x.requests),
+                    "" if x.requests is None else f"{x.requests / minimum:.3f}x",
+                    "" if x.records is None else str(x.records),
+                    "" if x.cpu is None else f"{x.cpu:.1f}",
+                    "" if x.cpu is None or not x.records else f"{x.cpu / x.records * 100_000:.1f}",
+                    "" if x.rss_mib is None else f"{x.rss_mib:.0f}",
+                    "" if sequential_wall is None else f"{sequential_wall / x.wall:.1f}x faster",
+                    f"{x.wall / bound:.2f}x",
+                    "; ".join(x.notes),
+                    f"`{x.command}`",
+                ]
+            )
+        )
+    print(
+        _cells(
+            [
+                f"latency bound: {r.pages} pages x {r.latency_ms:g} ms / {r.concurrency} + parse {r.parse_seconds:.1f}s",
+                f"{bound:.1f}",
+                str(minimum),
+                "1.000x",
+                str(r.total),
+                "",
+                "",
+                "",
+                "",
+                "1.00x",
+                "parse: a sample of 20 pages, json + parse_page, best of 3, scaled",
+                "(arithmetic)",
+            ]
+        )
+    )
     for label, fetch in r.fetch_phase.items():
         note = f", {sequential_wall / fetch:.1f}x faster than the sequential client" if sequential_wall else ""
-        print(f"\nDagster fetch phase ({label}): {fetch:.1f}s = {fetch / r.bound:.2f}x pages x L / concurrency"
-              f" ({fetch / bound:.2f}x with the parse time){note}.", end="")
+        print(
+            f"\nDagster fetch phase ({label}): {fetch:.1f}s = {fetch / r.bound:.2f}x pages x L / concurrency"
+            f" ({fetch / bound:.2f}x with the parse time){note}.",
+            end="",
+        )
     print()
 
 
 def print_summary(results: list[RangeResult]) -> None:
     cc, everything = (label for _, label in SELECTIONS)
     print("\n### Summary\n")
-    print("Bound = pages x L / concurrency (no parse time); ratio = wall / bound. Peak RSS: the run's"
-          " largest process (os.wait4). Walls in seconds.\n")
-    print("| range | completions | pages | `chat_completions` only | all assets + checks | bound | cc / bound "
-          "| all / bound | fetch phase (cc) / bound | dlt `rest_api` | dlt / cc | peak RSS MiB (cc / all / dlt) "
-          "| DuckDB MiB (cc / all) | command |")
+    print(
+        "Bound = pages x L / concurrency (no parse time); ratio = wall / bound. Peak RSS: the run's"
+        " largest process (os.wait4). Walls in seconds.\n"
+    )
+    print(
+        "| range | completions | pages | `chat_completions` only | all assets + checks | bound | cc / bound "
+        "| all / bound | fetch phase (cc) / bound | dlt `rest_api` | dlt / cc | peak RSS MiB (cc / all / dlt) "
+        "| DuckDB MiB (cc / all) | command |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         a, b = r.backfills.get(cc), r.backfills.get(everything)
@@ -458,37 +612,58 @@ def print_summary(results: list[RangeResult]) -> None:
         def num(x: float | None, fmt: str = "{:.1f}") -> str:
             return "" if x is None else fmt.format(x)
 
-        print(_cells([
-            f"{r.days} days ({r.first}..{r.last})", str(r.total), str(r.pages),
-            num(a and a.wall), num(b and b.wall), f"{r.bound:.1f}",
-            num(a and a.wall / r.bound, "{:.2f}x"), num(b and b.wall / r.bound, "{:.2f}x"),
-            "" if fetch is None else f"{fetch:.1f} = {fetch / r.bound:.2f}x",
-            num(r.dlt and r.dlt.wall) if r.dlt else "not measured",
-            num(r.dlt.wall / a.wall, "{:.1f}x") if r.dlt and a else "",
-            " / ".join(num(x and x.rss_mib, "{:.0f}") or "-" for x in (a, b, r.dlt)),
-            " / ".join(num(r.duckdb_mib.get(label), "{:.0f}") or "-" for label in (cc, everything)),
-            f"`{r.command}`",
-        ]))
+        print(
+            _cells(
+                [
+                    f"{r.days} days ({r.first}..{r.last})",
+                    str(r.total),
+                    str(r.pages),
+                    num(a and a.wall),
+                    num(b and b.wall),
+                    f"{r.bound:.1f}",
+                    num(a and a.wall / r.bound, "{:.2f}x"),
+                    num(b and b.wall / r.bound, "{:.2f}x"),
+                    "" if fetch is None else f"{fetch:.1f} = {fetch / r.bound:.2f}x",
+                    num(r.dlt and r.dlt.wall) if r.dlt else "not measured",
+                    num(r.dlt.wall / a.wall, "{:.1f}x") if r.dlt and a else "",
+                    " / ".join(num(x and x.rss_mib, "{:.0f}") or "-" for x in (a, b, r.dlt)),
+                    " / ".join(num(r.duckdb_mib.get(label), "{:.0f}") or "-" for label in (cc, everything)),
+                    f"`{r.command}`",
+                ]
+            )
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     span = parser.add_mutually_exclusive_group()
-    span.add_argument("--ranges", type=lambda s: [int(x) for x in s.split(",") if x.strip()],
-                      help=f"comma list of range lengths in days, each measured in turn"
-                           f" (default {','.join(map(str, DEFAULT_RANGES))})")
+    span.add_argument(
+        "--ranges",
+        type=lambda s: [int(x) for x in s.split(",") if x.strip()],
+        help=f"comma list of range lengths in days, each measured in turn"
+        f" (default {','.join(map(str, DEFAULT_RANGES))})",
+    )
     span.add_argument("--days", type=int, help="one range of this many days (same as --ranges N)")
     parser.add_argument("--per-day", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=25.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2025, 1, 1),
-                        help="first day of every range")
-    parser.add_argument("--text", choices=("realistic", "compact"), default="realistic",
-                        help="the emulator's texts (default realistic: as costly as real data)")
-    parser.add_argument("--max-partitions-per-run", type=int, default=None,
-                        help="cut the Dagster backfill into runs of this many days, as a capped backfill"
-                             " does (default: one run); peak RSS is then that of the largest run")
+    parser.add_argument(
+        "--start", type=dt.date.fromisoformat, default=dt.date(2025, 1, 1), help="first day of every range"
+    )
+    parser.add_argument(
+        "--text",
+        choices=("realistic", "compact"),
+        default="realistic",
+        help="the emulator's texts (default realistic: as costly as real data)",
+    )
+    parser.add_argument(
+        "--max-partitions-per-run",
+        type=int,
+        default=None,
+        help="cut the Dagster backfill into runs of this many days, as a capped backfill"
+        " does (default: one run); peak RSS is then that of the largest run",
+    )
     parser.add_argument("--skip", default="", help="comma list of: dagster,inprocess,sequential,dlt")
     parser.add_argument("--dlt-python", default=None, help="interpreter with dlt installed (see above)")
     parser.add_argument("--dlt-worker", default=None, help=argparse.SUPPRESS)

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .assets import CloudglueAssets, build_cloudglue_assets
-    from .client import CloudglueClient, DEFAULT_BASE_URL, RetryPolicy
+    from .client import DEFAULT_BASE_URL, CloudglueClient, RetryPolicy
     from .component import CloudglueComponent
+    from .duckdb import CloudglueDuckDBIOManager
     from .errors import (
         AuthenticationError,
         BadRequestError,
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
     )
     from .frames import ModelPrice
     from .guards import ShrinkGuard
-    from .duckdb import CloudglueDuckDBIOManager
     from .models import ChatCompletion, ChatCompletionPage, ChatMessage, Choice, Usage
     from .resource import CloudglueResource
 

@@ -357,9 +357,7 @@ def _build(
         yield output_days(context, io_manager_key, step.stream(), empty_frame(CHAT_MESSAGES_COLUMNS))
         yield from step.checks()
 
-    usage_check = build_usage_check(
-        chat_key=chat_key, usage_key=usage_key, partitions_def=partitions
-    )
+    usage_check = build_usage_check(chat_key=chat_key, usage_key=usage_key, partitions_def=partitions)
     job = dg.define_asset_job(
         name=f"{name}_daily",
         selection=dg.AssetSelection.assets(chat_key, messages_key, usage_key),

@@ -8,7 +8,6 @@ with the totals chat_completions recorded for each day. Both report one
 evaluation per partition, in single-day runs and range runs alike.
 """
 
-
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +112,9 @@ def _examples(values: Sequence[Any], limit: int = 10) -> str:
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
 
 
-def latest_materializations(instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]) -> dict[str, Any]:
+def latest_materializations(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, keys: Sequence[str]
+) -> dict[str, Any]:
     """The latest materialization record of each partition (None when it has none), in two
     queries whatever the number of partitions."""
     latest_ids = instance.get_latest_storage_id_by_partition(
@@ -273,7 +274,10 @@ def chat_check_outcomes(
             {
                 "ids_unique": (not dupes, {"duplicate_ids": len(dupes), "examples": _examples(dupes)}),
                 "created_at_in_partition": (outside == 0, {"rows_outside_window": outside}),
-                "tokens_non_negative": (negative.empty, {"rows": len(negative), "examples": _examples(negative["id"].tolist())}),
+                "tokens_non_negative": (
+                    negative.empty,
+                    {"rows": len(negative), "examples": _examples(negative["id"].tolist())},
+                ),
                 "total_tokens_consistent": (bad.empty, {"rows": len(bad), "examples": _examples(bad["id"].tolist())}),
             },
             {"rows": len(day)},
@@ -317,7 +321,10 @@ def usage_against_recorded(usage_day: pd.DataFrame, recorded: Mapping[str, Any] 
         "completions": int(usage_day["completions"].sum()),
         **{f: int(usage_day[f].sum()) for f in (*TOKEN_FIELDS, "completions_without_usage")},
     }
-    expected = {"completions": recorded.get(PARTITION_ROW_COUNT), **{f: recorded.get(f) for f in stored if f != "completions"}}
+    expected = {
+        "completions": recorded.get(PARTITION_ROW_COUNT),
+        **{f: recorded.get(f) for f in stored if f != "completions"},
+    }
     by_model = recorded.get(COMPLETIONS_BY_MODEL)
     out = [{"column": k, "expected": expected[k], "stored": v} for k, v in stored.items() if expected[k] != v]
     if by_model is not None:
@@ -347,7 +354,9 @@ def build_usage_check(
     )
     prefix = "__".join(usage_key.path[:-1]) or "cloudglue"
 
-    @dg.multi_asset_check(specs=[spec], name=f"{prefix}__token_usage_checks", ins={"token_usage": dg.AssetIn(key=usage_key)})
+    @dg.multi_asset_check(
+        specs=[spec], name=f"{prefix}__token_usage_checks", ins={"token_usage": dg.AssetIn(key=usage_key)}
+    )
     def usage_check(context: dg.AssetCheckExecutionContext, token_usage: pd.DataFrame):
         usage = conform(token_usage, TOKEN_USAGE_COLUMNS).sort_values("date", kind="stable")
         keys = context.op_execution_context.partition_keys

@@ -28,9 +28,9 @@ import requests
 from ._loopback import is_loopback
 from .errors import CloudglueConfigError
 from .models import ChatCompletion, ChatCompletionPage, decode_page, parse_page
+from .secrecy import display_url
 from .sweep import Fetch, Sweep, SweepStats
 from .throttle import Throttle
-from .secrecy import display_url
 from .transport import Logger, RetryPolicy, Transport
 
 __all__ = [
@@ -83,7 +83,7 @@ def validate_base_url(base_url: str) -> str:
     if parts.query or parts.fragment:
         raise CloudglueConfigError(f"base_url must not carry a query or fragment, got {shown!r}")
     try:
-        parts.port
+        parts.port  # noqa: B018  (reading it raises ValueError for a port that is not a number)
     except ValueError:
         raise CloudglueConfigError(f"base_url has an invalid port: {shown!r}") from None
     if parts.scheme == "http" and not is_loopback(parts.hostname):
@@ -162,9 +162,14 @@ class CloudglueClient:
     ) -> None:
         timeout = (_positive("connect_timeout", connect_timeout), _positive("read_timeout", read_timeout))
         deadline = _positive("request_deadline", request_deadline)
-        if isinstance(max_concurrent_requests, bool) or not isinstance(max_concurrent_requests, int) \
-                or max_concurrent_requests < 1:
-            raise CloudglueConfigError(f"max_concurrent_requests must be an integer >= 1, got {max_concurrent_requests!r}")
+        if (
+            isinstance(max_concurrent_requests, bool)
+            or not isinstance(max_concurrent_requests, int)
+            or max_concurrent_requests < 1
+        ):
+            raise CloudglueConfigError(
+                f"max_concurrent_requests must be an integer >= 1, got {max_concurrent_requests!r}"
+            )
         if retry is not None and max_retries is not None:
             raise CloudglueConfigError("give either retry= or max_retries=, not both")
         self.base_url = validate_base_url(base_url)

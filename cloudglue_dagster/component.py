@@ -74,7 +74,9 @@ class DuckDBStorage(dg.Model):
 class ShrinkGuardModel(dg.Model):
     """When a replace that removes most of a stored day is refused (see ``ShrinkGuard``)."""
 
-    max_loss_fraction: float = Field(default=0.5, description="Share of a day's stored rows a replace may remove (0..1).")
+    max_loss_fraction: float = Field(
+        default=0.5, description="Share of a day's stored rows a replace may remove (0..1)."
+    )
     min_stored_rows: int = Field(default=20, description="Days with fewer stored rows are not guarded.")
 
 
@@ -109,7 +111,8 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
         default=None, description="Key of the CloudglueResource created. Default: the key prefix joined with '_'."
     )
     io_manager: DuckDBStorage | None = Field(
-        default=None, description="Create a DuckDB I/O manager for the tables (under io_manager_key, or '<resource_key>_io_manager')."
+        default=None,
+        description="Create a DuckDB I/O manager for the tables (under io_manager_key, or '<resource_key>_io_manager').",
     )
     io_manager_key: str | None = Field(
         default=None,
@@ -175,9 +178,9 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             freshness_deadline_hour=self.freshness_deadline_hour,
             late_data_lookback_days=self.late_data_lookback_days,
             late_data_interval_seconds=self.late_data_interval_seconds,
-            shrink_guard=None if self.shrink_guard is None else ShrinkGuard(
-                self.shrink_guard.max_loss_fraction, self.shrink_guard.min_stored_rows
-            ),
+            shrink_guard=None
+            if self.shrink_guard is None
+            else ShrinkGuard(self.shrink_guard.max_loss_fraction, self.shrink_guard.min_stored_rows),
         )
         account = self.account
         optional = {

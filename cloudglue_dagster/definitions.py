@@ -26,8 +26,8 @@ import pydantic
 
 from .assets import CloudglueAssets, build_cloudglue_assets
 from .client import DEFAULT_BASE_URL
-from .errors import CloudglueConfigError
 from .duckdb import CloudglueDuckDBIOManager
+from .errors import CloudglueConfigError
 from .resource import CloudglueResource
 from .secrecy import display_url, validate_api_key
 

@@ -71,10 +71,16 @@ class DayRangeDeltaLakePandasTypeHandler(DeltaLakePandasTypeHandler):
         except TableNotFoundError:
             predicate = None  # the first write creates the table
         write_deltalake(
-            connection.table_uri, data, mode="overwrite", predicate=predicate, storage_options=connection.storage_options
+            connection.table_uri,
+            data,
+            mode="overwrite",
+            predicate=predicate,
+            storage_options=connection.storage_options,
         )
 
-    def load_input(self, context: dg.InputContext, table_slice: TableSlice, connection: TableConnection) -> pd.DataFrame:
+    def load_input(
+        self, context: dg.InputContext, table_slice: TableSlice, connection: TableConnection
+    ) -> pd.DataFrame:
         dataset = DeltaTable(connection.table_uri, storage_options=connection.storage_options).to_pyarrow_dataset()
         if not table_slice.partition_dimensions:
             return dataset.to_table(columns=table_slice.columns).to_pandas()

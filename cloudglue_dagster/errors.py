@@ -166,8 +166,11 @@ class InconsistentResponseError(CloudglueError):
         super().__init__(
             f"The Cloudglue API {what} for the window {window}, {len(problems)} times in a row"
             f" ({listed}). Nothing was stored: the previous rows are kept."
-            + ("" if transient else " This is a fault of the API's answers, not of the data;"
-                " a retry would meet it again.")
+            + (
+                ""
+                if transient
+                else " This is a fault of the API's answers, not of the data; a retry would meet it again."
+            )
         )
         self.created_after = created_after
         self.created_before = created_before

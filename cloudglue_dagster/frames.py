@@ -204,8 +204,23 @@ def _chat_columns(completions: Iterable[ChatCompletion]) -> dict[str, list]:
     """The contract's columns as lists, one pass over the records. The JSON columns are the
     records' own text (:class:`~cloudglue_dagster.models.CompletionJSON`): nothing is encoded here."""
     columns: tuple[list, ...] = tuple([] for _ in CHAT_COMPLETIONS_COLUMNS)
-    (ids, created, models, prompt_tokens, completion_tokens, total_tokens, temperatures, message_counts,
-     choice_counts, prompts, responses, collections, filters, payload_messages, choices) = columns
+    (
+        ids,
+        created,
+        models,
+        prompt_tokens,
+        completion_tokens,
+        total_tokens,
+        temperatures,
+        message_counts,
+        choice_counts,
+        prompts,
+        responses,
+        collections,
+        filters,
+        payload_messages,
+        choices,
+    ) = columns
     for c in completions:
         usage, messages, answers, raw = c.usage, c.messages, c.choices, c.raw
         ids.append(c.id)
@@ -259,9 +274,7 @@ def utc_day(created_at: pd.Series) -> pd.Series:
     return created_at.dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D").astype("datetime64[us]")
 
 
-def token_usage_frame(
-    chat_completions: pd.DataFrame, prices: Mapping[str, ModelPrice] | None = None
-) -> pd.DataFrame:
+def token_usage_frame(chat_completions: pd.DataFrame, prices: Mapping[str, ModelPrice] | None = None) -> pd.DataFrame:
     """Token usage per (UTC day, model) from a ``chat_completions`` frame.
 
     Sums skip unreported counts (a model-day where no completion reported a
@@ -296,7 +309,9 @@ def token_usage_frame(
 def _costs(usage: pd.DataFrame, prices: Mapping[str, ModelPrice]) -> dict[str, pd.Series]:
     """The cost columns of a usage frame: null where the model has no price."""
     per_token = {
-        side: usage["model"].map({m: getattr(p, f"{side}_per_million") / 1e6 for m, p in prices.items()}).astype("Float64")
+        side: usage["model"]
+        .map({m: getattr(p, f"{side}_per_million") / 1e6 for m, p in prices.items()})
+        .astype("Float64")
         for side in ("input", "output")
     }
     input_cost = usage["prompt_tokens"].astype("Float64") * per_token["input"]
@@ -338,7 +353,10 @@ _PROMPT_ROWS = msgspec.json.Decoder(list[_MessageRow])
 _CHOICE_ROWS = msgspec.json.Decoder(list[_ChoiceRow])
 _ROLE, _NAME, _CONTENT = attrgetter("role"), attrgetter("name"), attrgetter("content")
 _CHOICE_ROLE, _CHOICE_NAME, _CHOICE_CONTENT = (
-    attrgetter("message.role"), attrgetter("message.name"), attrgetter("message.content"))
+    attrgetter("message.role"),
+    attrgetter("message.name"),
+    attrgetter("message.content"),
+)
 
 
 def _message_columns(chat: pd.DataFrame) -> dict[str, Any]:
@@ -373,11 +391,18 @@ def _message_columns(chat: pd.DataFrame) -> dict[str, Any]:
     source[choice_rows] = "choice"
     choice_index = np.full(total, None, dtype=object)
     choice_index[choice_rows] = _objects(map(attrgetter("index"), choices), len(choices))
-    columns: dict[str, Any] = {"date": np.repeat(utc_day(chat["created_at"]).to_numpy(), per_row),
-                               "completion_id": np.repeat(chat["id"].to_numpy(dtype=object), per_row),
-                               "source": source, "position": position, "choice_index": choice_index}
-    for name, of_prompt, of_choice in (("role", _ROLE, _CHOICE_ROLE), ("name", _NAME, _CHOICE_NAME),
-                                       ("content", _CONTENT, _CHOICE_CONTENT)):
+    columns: dict[str, Any] = {
+        "date": np.repeat(utc_day(chat["created_at"]).to_numpy(), per_row),
+        "completion_id": np.repeat(chat["id"].to_numpy(dtype=object), per_row),
+        "source": source,
+        "position": position,
+        "choice_index": choice_index,
+    }
+    for name, of_prompt, of_choice in (
+        ("role", _ROLE, _CHOICE_ROLE),
+        ("name", _NAME, _CHOICE_NAME),
+        ("content", _CONTENT, _CHOICE_CONTENT),
+    ):
         column = np.empty(total, dtype=object)
         column[prompt_rows] = _objects(map(of_prompt, messages), len(messages))
         column[choice_rows] = _objects(map(of_choice, choices), len(choices))

@@ -40,8 +40,11 @@ class ShrinkGuard:
     def __post_init__(self) -> None:
         if not 0 <= self.max_loss_fraction < 1:
             raise CloudglueConfigError(f"max_loss_fraction must be in [0, 1), got {self.max_loss_fraction!r}")
-        if isinstance(self.min_stored_rows, bool) or not isinstance(self.min_stored_rows, int) \
-                or self.min_stored_rows < 1:
+        if (
+            isinstance(self.min_stored_rows, bool)
+            or not isinstance(self.min_stored_rows, int)
+            or self.min_stored_rows < 1
+        ):
             raise CloudglueConfigError(f"min_stored_rows must be an integer >= 1, got {self.min_stored_rows!r}")
 
     def shrinking(self, stored: Mapping[str, int], new: Mapping[str, int]) -> list[tuple[str, int, int]]:

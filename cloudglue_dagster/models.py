@@ -86,9 +86,7 @@ class Usage(msgspec.Struct, frozen=True, gc=False):
     @property
     def reported(self) -> bool:
         """True when the API reported at least one of the three counts."""
-        return not (
-            self.prompt_tokens is None and self.completion_tokens is None and self.total_tokens is None
-        )
+        return not (self.prompt_tokens is None and self.completion_tokens is None and self.total_tokens is None)
 
 
 class CompletionJSON(msgspec.Struct, frozen=True, gc=False):
@@ -143,8 +141,17 @@ class ChatCompletion(msgspec.Struct, frozen=True):
     raw: CompletionJSON
 
     def _key(self) -> tuple:
-        return (self.id, self.created_at, self.model, self.usage, self.choices, self.messages,
-                self.temperature, self.filter, self.collections)
+        return (
+            self.id,
+            self.created_at,
+            self.model,
+            self.usage,
+            self.choices,
+            self.messages,
+            self.temperature,
+            self.filter,
+            self.collections,
+        )
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not ChatCompletion:
@@ -219,7 +226,11 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 def _short(value: Any, width: int = 60) -> str:
     """``repr(value)`` cut to ``width`` characters (a hostile value can be megabytes long)."""
-    text = repr(value) if not (type(value) is int and abs(value) > 10**width) else f"<integer of {len(str(abs(value)))} digits>"
+    text = (
+        repr(value)
+        if not (type(value) is int and abs(value) > 10**width)
+        else f"<integer of {len(str(abs(value)))} digits>"
+    )
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -247,14 +258,18 @@ def _wrong(completion_id: str | None, path: str, expected: str, value: Any) -> I
         return InvalidResponseError(
             f"required field is missing (expected {expected})", completion_id=completion_id, field=path
         )
-    return InvalidResponseError(f"expected {expected}, got {_type_name(value)}", completion_id=completion_id, field=path)
+    return InvalidResponseError(
+        f"expected {expected}, got {_type_name(value)}", completion_id=completion_id, field=path
+    )
 
 
 def _int64(value: int, completion_id: str | None, path: str) -> int:
     if not _INT64_MIN <= value <= _INT64_MAX:
         raise InvalidResponseError(
             f"integer {value if abs(value) < 10**30 else f'of {len(str(abs(value)))} digits'} is out of"
-            " the 64-bit range", completion_id=completion_id, field=path,
+            " the 64-bit range",
+            completion_id=completion_id,
+            field=path,
         )
     return value
 
@@ -349,9 +364,7 @@ def parse_completion(raw: Any, *, position: str = "data[]") -> ChatCompletion:
         raw_messages = []
     elif type(raw_messages) is not list:
         raise _wrong(cid, "payload.messages", "an array", raw_messages)
-    messages = tuple(
-        _message(m, cid, lambda i=i: f"payload.messages[{i}]") for i, m in enumerate(raw_messages)
-    )
+    messages = tuple(_message(m, cid, lambda i=i: f"payload.messages[{i}]") for i, m in enumerate(raw_messages))
     collections = payload.get("collections")
     if collections is None:
         collections = ()
@@ -367,7 +380,9 @@ def parse_completion(raw: Any, *, position: str = "data[]") -> ChatCompletion:
             temperature = math.inf  # not a temperature; refused below
         if type(temperature) not in (int, float) or not math.isfinite(temperature):
             raise InvalidResponseError(
-                f"expected a finite number, got {_type_name(temperature)}", completion_id=cid, field="payload.temperature"
+                f"expected a finite number, got {_type_name(temperature)}",
+                completion_id=cid,
+                field="payload.temperature",
             )
         temperature = float(temperature)
     filter_ = payload.get("filter")
@@ -534,8 +549,16 @@ def _decode_page(body: bytes | bytearray | memoryview) -> ChatCompletionPage:
 
     records = []
     for r, p, m, mt, c, ct, k, kt, f, ft in zip(
-        data, payloads, messages, message_texts, choices, choice_texts, collections, collection_texts,
-        filters, filter_texts,
+        data,
+        payloads,
+        messages,
+        message_texts,
+        choices,
+        choice_texts,
+        collections,
+        collection_texts,
+        filters,
+        filter_texts,
     ):
         created = r.created_at
         if type(created) is int and created >= _MILLISECONDS_THRESHOLD:
@@ -549,10 +572,20 @@ def _decode_page(body: bytes | bytearray | memoryview) -> ChatCompletionPage:
             temperature = float(temperature)
         elif temperature is not None and not math.isfinite(temperature):
             raise ValueError("not a finite temperature")
-        records.append(ChatCompletion(
-            r.id, created_at, r.model, r.usage, c, m or (), temperature, f, k or (),
-            CompletionJSON("[]" if m is None else mt, ct, "[]" if k is None else kt, None if f is None else ft),
-        ))
+        records.append(
+            ChatCompletion(
+                r.id,
+                created_at,
+                r.model,
+                r.usage,
+                c,
+                m or (),
+                temperature,
+                f,
+                k or (),
+                CompletionJSON("[]" if m is None else mt, ct, "[]" if k is None else kt, None if f is None else ft),
+            )
+        )
     return ChatCompletionPage(tuple(records), page.total, page.limit, page.offset)
 
 

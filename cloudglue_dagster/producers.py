@@ -220,18 +220,24 @@ class ChatCompletionsStep(_Step):
 
     def on_written(self, stored: StoredDay) -> None:
         day, frame = stored.day, stored.frame
-        metadata = frame_metadata(frame, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=_CHAT_PREVIEW, time_column="created_at")
+        metadata = frame_metadata(
+            frame, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=_CHAT_PREVIEW, time_column="created_at"
+        )
         self._written.append(day.key)
         self._record(day, metadata, self._outcomes(stored))
 
     def on_resumed(self, stored: StoredDay) -> None:
         frame = conform(stored.frame, [c for c in CHAT_COMPLETIONS_COLUMNS if c.name in _CHAT_RESUME_COLUMNS])
-        metadata = frame_metadata(frame, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=_CHAT_PREVIEW, time_column="created_at")
+        metadata = frame_metadata(
+            frame, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=_CHAT_PREVIEW, time_column="created_at"
+        )
         self._record(stored.day, {**metadata, **_resumed(stored)}, self._outcomes(StoredDay(stored.day, frame)))
 
     def _outcomes(self, stored: StoredDay) -> dict[str, dict[str, Any]]:
         day = stored.day
-        return chat_check_outcomes(stored.frame, pd.Timestamp(day.start), pd.Timestamp(day.end), [(day.key, stored.frame)])
+        return chat_check_outcomes(
+            stored.frame, pd.Timestamp(day.start), pd.Timestamp(day.end), [(day.key, stored.frame)]
+        )
 
     def _sweep_metadata(self) -> dict[str, Any]:
         """What the run's sweep saw, so far (the figures of the whole run once it has ended)."""
@@ -277,7 +283,12 @@ class ChatMessagesStep(_Step):
     """chat_messages: each day's messages built from that day of chat_completions."""
 
     def __init__(
-        self, context: dg.AssetExecutionContext, *, key: dg.AssetKey, chat: DayFrames, retry_policy: dg.RetryPolicy | None
+        self,
+        context: dg.AssetExecutionContext,
+        *,
+        key: dg.AssetKey,
+        chat: DayFrames,
+        retry_policy: dg.RetryPolicy | None,
     ) -> None:
         super().__init__(context, key)
         self.chat, self.retry_policy = chat, retry_policy
@@ -338,7 +349,9 @@ def usage_by_day(
     for stored in chat:
         usage = token_usage_frame(conform(stored.frame, accounting), prices)
         metadata = frame_metadata(usage, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW)
-        context.add_asset_metadata({**metadata, **(cost_metadata(usage) if prices else {})}, partition_key=stored.day.key)
+        context.add_asset_metadata(
+            {**metadata, **(cost_metadata(usage) if prices else {})}, partition_key=stored.day.key
+        )
         frames.append(usage)
     return pd.concat(frames, ignore_index=True) if frames else empty_frame(TOKEN_USAGE_COLUMNS)
 
@@ -353,4 +366,3 @@ def frame_days(frame: pd.DataFrame, column: str, days: Sequence[UTCDay]) -> DayF
         return window_rows(frame, column, day.start, day.end)
 
     return DayFrames(days=list(days), load=load)
-

@@ -54,10 +54,16 @@ def build_freshness(
     when one can have become overdue.
     """
     checks = dg.build_time_partition_freshness_checks(
-        assets=list(assets), deadline_cron=f"0 {deadline_hour} * * *", timezone="UTC", severity=dg.AssetCheckSeverity.WARN
+        assets=list(assets),
+        deadline_cron=f"0 {deadline_hour} * * *",
+        timezone="UTC",
+        severity=dg.AssetCheckSeverity.WARN,
     )
     sensor = dg.build_sensor_for_freshness_checks(
-        freshness_checks=checks, name=sensor_name, minimum_interval_seconds=600, default_status=dg.DefaultSensorStatus.STOPPED
+        freshness_checks=checks,
+        name=sensor_name,
+        minimum_interval_seconds=600,
+        default_status=dg.DefaultSensorStatus.STOPPED,
     )
     return checks, sensor
 

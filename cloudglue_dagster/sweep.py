@@ -118,7 +118,8 @@ class _Read:
             return None
         return _Verdict(
             f"total moved {first} -> {self.totals[-1]} while it was paged and {distinct} distinct"
-            f" records were received", drift=True,
+            f" records were received",
+            drift=True,
         )
 
 

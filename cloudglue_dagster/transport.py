@@ -122,7 +122,6 @@ class _Retryable(Exception):
         self.retry_after = retry_after
 
 
-
 class _BearerAuth(requests.auth.AuthBase):
     """Sends the key as ``Authorization: Bearer <key>``.
 
@@ -140,6 +139,7 @@ class _BearerAuth(requests.auth.AuthBase):
 
     def __repr__(self) -> str:
         return "_BearerAuth(<redacted>)"
+
 
 class Transport:
     """GETs JSON from one API root with retries, a deadline, a shared throttle and redaction.
@@ -301,8 +301,12 @@ class Transport:
                 f"GET {display_url(url)} was redirected more than {MAX_REDIRECTS} times (a redirect"
                 " loop?). Check base_url: it should be the API root, e.g. https://api.cloudglue.dev/v1."
             ) from None
-        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError) as exc:
+        except (
+            requests.Timeout,
+            requests.ConnectionError,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as exc:
             if watch.aborted:
                 raise CloudglueError("The Cloudglue request was aborted (the sweep stopped).") from None
             if watch.expired:

@@ -92,7 +92,9 @@ class WindowSweep:
         started = time.monotonic()
         try:
             for completion in client.iter_chat_completions(
-                created_after=self.created_after, created_before=self.created_before, page_size=page_size,
+                created_after=self.created_after,
+                created_before=self.created_before,
+                page_size=page_size,
                 stats=self.pages,
             ):
                 self.received += 1

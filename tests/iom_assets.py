@@ -252,9 +252,7 @@ def iom_snapshot(config: SnapshotConfig) -> pd.DataFrame:
         # n holds only None in an object column: DuckDB cannot tell its type.
         return pd.DataFrame({"name": pd.array(["q"], dtype="string"), "n": [None]})
     if config.mode == "empty":
-        return pd.DataFrame(
-            {"name": pd.array([], dtype="string"), "n": pd.array([], dtype="Int64")}
-        )
+        return pd.DataFrame({"name": pd.array([], dtype="string"), "n": pd.array([], dtype="Int64")})
     # DuckDB cannot store complex numbers: the write fails.
     return pd.DataFrame({"name": ["z"], "n": np.array([1 + 2j])})
 
@@ -279,9 +277,7 @@ def io_manager(
 
 
 if os.environ.get("DAGSTER_IOM_DB"):
-    defs = dg.Definitions(
-        assets=ALL_ASSETS, resources={"io_manager": io_manager(os.environ["DAGSTER_IOM_DB"])}
-    )
+    defs = dg.Definitions(assets=ALL_ASSETS, resources={"io_manager": io_manager(os.environ["DAGSTER_IOM_DB"])})
 
 
 def main(argv: list[str]) -> int:
@@ -305,9 +301,7 @@ def main(argv: list[str]) -> int:
         }
     else:
         kwargs = {"partition_key": args.partition}
-    result = dg.materialize(
-        [iom_events], resources=resources, run_config=run_config, raise_on_error=False, **kwargs
-    )
+    result = dg.materialize([iom_events], resources=resources, run_config=run_config, raise_on_error=False, **kwargs)
     if not result.success:
         return 1
     if args.read_dump:

@@ -21,8 +21,10 @@ KEYS = {"acme": "sk-acme-0000000000000000", "beta": "sk-beta-1111111111111111"}
 @pytest.fixture
 def emulators():
     # Different seeds and sizes: different ids, counts and models per day.
-    with Emulator(Dataset(FIRST, LAST, per_day=25, seed=1), api_key=KEYS["acme"]) as acme, \
-            Emulator(Dataset(FIRST, LAST, per_day=60, seed=2), api_key=KEYS["beta"]) as beta:
+    with (
+        Emulator(Dataset(FIRST, LAST, per_day=25, seed=1), api_key=KEYS["acme"]) as acme,
+        Emulator(Dataset(FIRST, LAST, per_day=60, seed=2), api_key=KEYS["beta"]) as beta,
+    ):
         yield {"acme": acme, "beta": beta}
 
 
@@ -30,15 +32,20 @@ def account_definitions(emulators: dict[str, Emulator], database: Path) -> tuple
     built, resources = {}, {}
     for name, emu in emulators.items():
         built[name] = build_cloudglue_assets(
-            start_date=FIRST.isoformat(), key_prefix=f"cloudglue_{name}", resource_key=f"cloudglue_{name}",
-            io_manager_key=f"{name}_io_manager", retry_policy=None,
+            start_date=FIRST.isoformat(),
+            key_prefix=f"cloudglue_{name}",
+            resource_key=f"cloudglue_{name}",
+            io_manager_key=f"{name}_io_manager",
+            retry_policy=None,
         )
         resources[f"cloudglue_{name}"] = CloudglueResource(api_key=KEYS[name], base_url=emu.base_url)
         # One DuckDB file; each account in its own schema.
         resources[f"{name}_io_manager"] = CloudglueDuckDBIOManager(database=str(database), schema=f"cloudglue_{name}")
     everything = dg.define_asset_job("every_account", selection=dg.AssetSelection.groups("cloudglue"))
-    defs = dg.Definitions.merge(*(b.definitions() for b in built.values()),
-                                dg.Definitions(resources=resources, jobs=[everything], executor=dg.in_process_executor))
+    defs = dg.Definitions.merge(
+        *(b.definitions() for b in built.values()),
+        dg.Definitions(resources=resources, jobs=[everything], executor=dg.in_process_executor),
+    )
     return built, defs
 
 
@@ -49,7 +56,8 @@ def test_names_are_unique_per_account(emulators, tmp_path: Path) -> None:
     assert {j.name for j in repo.get_all_jobs()} >= {"cloudglue_acme_daily", "cloudglue_beta_daily"}
     assert {s.name for s in repo.schedule_defs} == {"cloudglue_acme_daily_schedule", "cloudglue_beta_daily_schedule"}
     assert {s.name for s in repo.sensor_defs} == {
-        f"cloudglue_{n}_{kind}" for n in KEYS for kind in ("freshness_sensor", "late_data_sensor")}
+        f"cloudglue_{n}_{kind}" for n in KEYS for kind in ("freshness_sensor", "late_data_sensor")
+    }
     nodes = [n.name for n in defs.resolve_job_def("every_account").graph.node_defs]
     assert len(nodes) == len(set(nodes))  # op names: asset ops, token_usage check ops, freshness check ops
     assert {b.chat_completions.op.pool for b in built.values()} == {"cloudglue_acme", "cloudglue_beta"}
@@ -84,8 +92,11 @@ def test_each_table_equals_its_own_emulator(emulators, tmp_path: Path) -> None:
                 assert int(rows["total_tokens"].sum()) == truth.total_tokens
                 assert dict(zip(rows["model"], rows["completions"])) == truth.by_model
             assert set(messages["completion_id"]) <= set(chat["id"])
-            n_messages = sum(len(r["payload"].get("messages") or []) + len(r["choices"])
-                             for day in (dt.date(2026, 3, 2), dt.date(2026, 3, 3)) for r in emu.records(day))
+            n_messages = sum(
+                len(r["payload"].get("messages") or []) + len(r["choices"])
+                for day in (dt.date(2026, 3, 2), dt.date(2026, 3, 3))
+                for r in emu.records(day)
+            )
             assert len(messages) == n_messages
     finally:
         conn.close()

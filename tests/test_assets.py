@@ -104,8 +104,11 @@ def test_range_is_one_sweep_with_per_partition_metadata(emu: Emulator, pipeline_
     # One evaluation per asset and partition, every rule in its metadata.
     assert sorted((c.asset_key.path[-1], c.check_name, c.partition) for c in checks) == sorted(
         (asset, name, d.isoformat())
-        for asset, name in [("chat_completions", "rows_valid"), ("chat_messages", "rows_valid"),
-                            ("token_usage", "sums_match_chat_completions")]
+        for asset, name in [
+            ("chat_completions", "rows_valid"),
+            ("chat_messages", "rows_valid"),
+            ("token_usage", "sums_match_chat_completions"),
+        ]
         for d in days
     )
     assert all(c.passed for c in checks)
@@ -206,9 +209,7 @@ def test_checks_fail_on_the_offending_partition_only(emu: Emulator, pipeline_fac
     pipeline = pipeline_factory(emu, "2026-03-01")
     result = pipeline.materialize("2026-03-02", "2026-03-04")
     assert result.success  # checks are not blocking: the data is loaded and flagged
-    outcomes = {
-        (c.asset_key.path[-1], c.check_name, c.partition): c for c in result.get_asset_check_evaluations()
-    }
+    outcomes = {(c.asset_key.path[-1], c.check_name, c.partition): c for c in result.get_asset_check_evaluations()}
     bad = outcomes[("chat_completions", "rows_valid", "2026-03-03")]
     assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR
     assert bad.metadata["failed_rules"].value == "tokens_non_negative"
@@ -224,10 +225,23 @@ def test_usage_check_catches_a_day_reloaded_in_one_table_only(emu: Emulator, pip
     pipeline = pipeline_factory(emu, "2026-03-01")
     assert pipeline.materialize("2026-03-03").success
     at = int(dt.datetime(2026, 3, 3, 9, tzinfo=UTC).timestamp() * 1000)
-    emu.add_record({"id": "late", "object": "chat.completion", "model": "nimbus-001", "usage": {"total_tokens": 9},
-                    "choices": [], "payload": {}}, at_ms=at)
-    chat_only = dg.materialize([pipeline.built.chat_completions], resources=pipeline.resources,
-                               instance=pipeline.instance, partition_key="2026-03-03")
+    emu.add_record(
+        {
+            "id": "late",
+            "object": "chat.completion",
+            "model": "nimbus-001",
+            "usage": {"total_tokens": 9},
+            "choices": [],
+            "payload": {},
+        },
+        at_ms=at,
+    )
+    chat_only = dg.materialize(
+        [pipeline.built.chat_completions],
+        resources=pipeline.resources,
+        instance=pipeline.instance,
+        partition_key="2026-03-03",
+    )
     assert chat_only.success
     job = dg.define_asset_job("usage_check", selection=dg.AssetSelection.checks(*pipeline.built.asset_checks))
     defs = dg.Definitions.merge(pipeline.built.definitions(), dg.Definitions(jobs=[job], resources=pipeline.resources))
@@ -264,12 +278,21 @@ def test_wrong_key_fails_fast_without_retries_and_keeps_data(emu: Emulator, tmp_
         ({"id": None}, "id"),
     ],
 )
-def test_malformed_record_fails_naming_it_and_keeps_data(emu: Emulator, pipeline_factory, record: dict, field: str) -> None:
+def test_malformed_record_fails_naming_it_and_keeps_data(
+    emu: Emulator, pipeline_factory, record: dict, field: str
+) -> None:
     pipeline = pipeline_factory(emu, "2026-03-01")
     assert pipeline.materialize("2026-03-02").success
     before = pipeline.table("chat_completions")
-    raw = {"id": "bad-record-1", "object": "chat.completion", "model": "m", "usage": {}, "choices": [], "payload": {},
-           "created_at": int(dt.datetime(2026, 3, 2, 9, tzinfo=UTC).timestamp() * 1000)}
+    raw = {
+        "id": "bad-record-1",
+        "object": "chat.completion",
+        "model": "m",
+        "usage": {},
+        "choices": [],
+        "payload": {},
+        "created_at": int(dt.datetime(2026, 3, 2, 9, tzinfo=UTC).timestamp() * 1000),
+    }
     raw.update(record)
     emu.add_record(raw, at_ms=int(dt.datetime(2026, 3, 2, 9, tzinfo=UTC).timestamp() * 1000))
     result = pipeline.materialize("2026-03-02", raise_on_error=False)
@@ -292,12 +315,25 @@ def test_results_do_not_depend_on_local_time_zone(emu: Emulator, tmp_path: Path)
         "CLOUDGLUE_DUCKDB_PATH": str(database),
         "DAGSTER_HOME": str(tmp_path),
     }
-    dagster = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cloudglue_dagster.definitions",
-               "--select", 'key:"cloudglue/*"']
-    for tz, partition in [("America/Los_Angeles", ["--partition-range", "2026-03-02...2026-03-05"]),
-                          ("Asia/Tokyo", ["--partition", "2026-03-03"]),
-                          ("Pacific/Kiritimati", ["--partition", "2026-03-04"])]:
-        done = subprocess.run([*dagster, *partition], env={**env, "TZ": tz}, capture_output=True, text=True, timeout=180)
+    dagster = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "cloudglue_dagster.definitions",
+        "--select",
+        'key:"cloudglue/*"',
+    ]
+    for tz, partition in [
+        ("America/Los_Angeles", ["--partition-range", "2026-03-02...2026-03-05"]),
+        ("Asia/Tokyo", ["--partition", "2026-03-03"]),
+        ("Pacific/Kiritimati", ["--partition", "2026-03-04"]),
+    ]:
+        done = subprocess.run(
+            [*dagster, *partition], env={**env, "TZ": tz}, capture_output=True, text=True, timeout=180
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     chat = read_table(database, "chat_completions")
     assert chat["id"].is_unique
@@ -308,8 +344,9 @@ def test_results_do_not_depend_on_local_time_zone(emu: Emulator, tmp_path: Path)
 
 
 def test_factory_options() -> None:
-    capped = build_cloudglue_assets(start_date="2026-01-01", max_partitions_per_run=31, key_prefix=["acme", "cg"],
-                                    group_name="acme")
+    capped = build_cloudglue_assets(
+        start_date="2026-01-01", max_partitions_per_run=31, key_prefix=["acme", "cg"], group_name="acme"
+    )
     assert capped.chat_completions.backfill_policy == dg.BackfillPolicy.multi_run(31)
     assert capped.chat_completions.key == dg.AssetKey(["acme", "cg", "chat_completions"])
     assert capped.token_usage.key == dg.AssetKey(["acme", "cg", "token_usage"])
@@ -335,7 +372,9 @@ def test_start_date_must_be_a_past_day(start: str) -> None:
         build_cloudglue_assets(start_date=start)
 
 
-def test_another_pandas_io_manager_gets_one_frame_per_range_with_each_days_metadata(emu: Emulator, pipeline_factory) -> None:
+def test_another_pandas_io_manager_gets_one_frame_per_range_with_each_days_metadata(
+    emu: Emulator, pipeline_factory
+) -> None:
     """Without our I/O manager (here the stock DuckDBPandasIOManager) nothing is streamed:
     each asset hands one DataFrame for the range, and the partitions still get their own
     row counts and check results."""

@@ -16,17 +16,17 @@ from cloudglue_dagster import (
     AuthenticationError,
     BadRequestError,
     CloudglueClient,
-    CloudglueResource,
     CloudglueConfigError,
+    CloudglueResource,
     InvalidResponseError,
     NotFoundError,
     RetriesExhaustedError,
     RetryPolicy,
 )
 from cloudglue_dagster.client import SweepStats
-from cloudglue_dagster.throttle import Throttle
 from cloudglue_dagster.emulator import FAULT_KINDS, Dataset, Emulator
 from cloudglue_dagster.models import parse_page
+from cloudglue_dagster.throttle import Throttle
 
 KEY = "sk-test-7f3a9c-SECRET"
 D0 = dt.date(2026, 3, 1)
@@ -88,7 +88,10 @@ def test_records_arriving_during_the_sweep_are_not_lost(emu: Emulator, order: st
         got = [next(it).id for _ in range(60)]
         base = next(iter(emu.records(D0 + dt.timedelta(days=1))))
         for i in range(3):  # placed mid-window, so they shift the pages still to come
-            emu.add_record(dict(base, id=f"late-{i}"), at_ms=int(dt.datetime(2026, 3, 2, 12, tzinfo=dt.timezone.utc).timestamp() * 1000) + i)
+            emu.add_record(
+                dict(base, id=f"late-{i}"),
+                at_ms=int(dt.datetime(2026, 3, 2, 12, tzinfo=dt.timezone.utc).timestamp() * 1000) + i,
+            )
         got += [c.id for c in it]
     assert len(got) == len(set(got))
     assert before <= set(got)
@@ -101,7 +104,9 @@ def test_window_shift_under_fan_out_triggers_a_reread(emu: Emulator, caplog: pyt
     with client_for(emu, max_concurrent_requests=4) as client, caplog.at_level(logging.WARNING):
         it = client.iter_chat_completions(page_size=20)
         got = [next(it).id]  # first page fetched and total known
-        emu.add_record(dict(base, id="late-x"), at_ms=int(dt.datetime(2026, 3, 2, 6, tzinfo=dt.timezone.utc).timestamp() * 1000))
+        emu.add_record(
+            dict(base, id="late-x"), at_ms=int(dt.datetime(2026, 3, 2, 6, tzinfo=dt.timezone.utc).timestamp() * 1000)
+        )
         got += [c.id for c in it]
     assert len(got) == len(set(got))
     assert before | {"late-x"} == set(got)
@@ -282,7 +287,9 @@ def test_key_appears_in_no_error_log_or_repr(emu: Emulator, caplog: pytest.LogCa
         emu.fault_kinds = ("500",)
         emu.fault_rate = 1.0
         try:
-            CloudglueClient(KEY, emu.base_url, retry=RetryPolicy(max_retries=1, initial_backoff=0.01)).list_chat_completions()
+            CloudglueClient(
+                KEY, emu.base_url, retry=RetryPolicy(max_retries=1, initial_backoff=0.01)
+            ).list_chat_completions()
         except RetriesExhaustedError as exc:
             texts.append(str(exc) + repr(exc))
         emu.api_key = "another-key"
@@ -326,8 +333,14 @@ def test_dates_accept_date_and_string(emu: Emulator) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["api.cloudglue.dev/v1", "ftp://api.cloudglue.dev/v1", "http://api.cloudglue.dev/v1", "https://", "https://h:99999/v1",
-     "https://api.cloudglue.dev/v1?x=1"],
+    [
+        "api.cloudglue.dev/v1",
+        "ftp://api.cloudglue.dev/v1",
+        "http://api.cloudglue.dev/v1",
+        "https://",
+        "https://h:99999/v1",
+        "https://api.cloudglue.dev/v1?x=1",
+    ],
 )
 def test_bad_base_urls(url: str) -> None:
     with pytest.raises(CloudglueConfigError, match="base_url"):
@@ -346,10 +359,15 @@ def test_empty_key_is_a_config_error() -> None:
         CloudglueClient("  ", "https://api.cloudglue.dev/v1")
 
 
-@pytest.mark.parametrize(("key", "kind"), [
-    ("sk-test\nSECRET-tail", "control character"), ("sk-test\tSECRET-tail", "control character"),
-    ("sk-test-SECRET-\x7f", "control character"), ("sk-test-SECRÉT-tail", "non-ASCII character"),
-])
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("sk-test\nSECRET-tail", "control character"),
+        ("sk-test\tSECRET-tail", "control character"),
+        ("sk-test-SECRET-\x7f", "control character"),
+        ("sk-test-SECRÉT-tail", "non-ASCII character"),
+    ],
+)
 def test_a_key_that_cannot_travel_in_a_header_is_refused_without_repeating_it(key: str, kind: str) -> None:
     for build in (lambda: CloudglueClient(key), lambda: CloudglueResource(api_key=key)):
         with pytest.raises(Exception) as info:
@@ -424,10 +442,15 @@ def _page_from(body: bytes):
 
 
 def _record(**changes: object) -> dict:
-    record = {"id": "c-1", "created_at": 1772323200000, "object": "chat.completion", "model": "m",
-              "usage": {"prompt_tokens": 3, "total_tokens": 5},
-              "choices": [{"index": 0, "message": {"role": "assistant", "content": "Zoë ✓\n"}}],
-              "payload": {"messages": [{"role": "user", "content": "q"}], "collections": ["c"], "temperature": 0.5}}
+    record = {
+        "id": "c-1",
+        "created_at": 1772323200000,
+        "object": "chat.completion",
+        "model": "m",
+        "usage": {"prompt_tokens": 3, "total_tokens": 5},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Zoë ✓\n"}}],
+        "payload": {"messages": [{"role": "user", "content": "q"}], "collections": ["c"], "temperature": 0.5},
+    }
     record.update(changes)
     return record
 
@@ -435,11 +458,15 @@ def _record(**changes: object) -> dict:
 @pytest.mark.parametrize(
     "body",
     [
-        json.dumps({"object": "list", "data": [_record()], "total": 1, "limit": 10, "offset": 0},
-                   ensure_ascii=False, separators=(",", ":")).encode(),
+        json.dumps(
+            {"object": "list", "data": [_record()], "total": 1, "limit": 10, "offset": 0},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        ).encode(),
         json.dumps({"object": "list", "data": [_record()], "total": 1, "limit": 10, "offset": 0}, indent=2).encode(),
-        json.dumps({"object": "list", "data": [_record(usage={"prompt_tokens": 3.0})], "total": 1, "limit": 10,
-                    "offset": 0}).encode(),  # the fast path declines: the careful one reads it
+        json.dumps(
+            {"object": "list", "data": [_record(usage={"prompt_tokens": 3.0})], "total": 1, "limit": 10, "offset": 0}
+        ).encode(),  # the fast path declines: the careful one reads it
     ],
     ids=["compact", "indented", "integral-float-tokens"],
 )

@@ -33,8 +33,14 @@ def test_registered_for_dg() -> None:
 
 def test_example_passes_dagster_definitions_validate() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDGLUE_")}  # no key needed to validate
-    done = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-                          cwd=EXAMPLE, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=EXAMPLE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "Validation successful for code location cloudglue_example" in done.stdout + done.stderr
 
@@ -60,8 +66,11 @@ def test_example_defs_load_in_the_sandbox(tmp_path: Path) -> None:
             warehouse = CloudglueDuckDBIOManager(database=str(tmp_path / "w.duckdb"))
             defs = dg.Definitions.merge(from_yaml, dg.Definitions(resources={"warehouse": warehouse}))
             keys = {k.to_user_string() for k in defs.resolve_all_asset_keys()}
-            assert keys == {f"{p}/{t}" for p in ("cloudglue", "cloudglue_research")
-                            for t in ("chat_completions", "chat_messages", "token_usage")}
+            assert keys == {
+                f"{p}/{t}"
+                for p in ("cloudglue", "cloudglue_research")
+                for t in ("chat_completions", "chat_messages", "token_usage")
+            }
             resources = defs.resources or {}
             main, research = resources["cloudglue"], resources["cloudglue_research"]
             # The API keys are read from the variables named in YAML, when a run starts.
@@ -72,26 +81,40 @@ def test_example_defs_load_in_the_sandbox(tmp_path: Path) -> None:
             research_chat = defs.resolve_assets_def(key("cloudglue_research/chat_completions"))
             assert research_chat.get_io_manager_key_for_asset_key(research_chat.key) == "warehouse"
             sensors = {s.name for s in defs.sensors or []}
-            assert sensors == {"cloudglue_freshness_sensor", "cloudglue_late_data_sensor",
-                               "cloudglue_research_freshness_sensor"}
-            assert {s.name for s in defs.schedules or []} == {"cloudglue_daily_schedule", "cloudglue_research_daily_schedule"}
+            assert sensors == {
+                "cloudglue_freshness_sensor",
+                "cloudglue_late_data_sensor",
+                "cloudglue_research_freshness_sensor",
+            }
+            assert {s.name for s in defs.schedules or []} == {
+                "cloudglue_daily_schedule",
+                "cloudglue_research_daily_schedule",
+            }
             chat = defs.resolve_assets_def(key("cloudglue/chat_completions"))
             assert chat.backfill_policy == dg.BackfillPolicy.multi_run(31)
 
 
 def account_yaml(name: str, emu: Emulator, database: Path, **extra) -> dict:
-    return {"type": TYPE, "attributes": {
-        "account": {"api_key_env_var": f"{name.upper()}_CLOUDGLUE_KEY", "base_url": emu.base_url},
-        "start_date": "2026-03-01", "key_prefix": name,
-        "io_manager": {"duckdb_path": str(database), "schema": name}, **extra}}
+    return {
+        "type": TYPE,
+        "attributes": {
+            "account": {"api_key_env_var": f"{name.upper()}_CLOUDGLUE_KEY", "base_url": emu.base_url},
+            "start_date": "2026-03-01",
+            "key_prefix": name,
+            "io_manager": {"duckdb_path": str(database), "schema": name},
+            **extra,
+        },
+    }
 
 
 def test_two_accounts_from_yaml_load_their_own_data(tmp_path: Path, monkeypatch) -> None:
     database = tmp_path / "w.duckdb"
     day = dt.date(2026, 3, 2)
-    with Emulator(Dataset(day, day, per_day=30, seed=5), api_key="key-of-acme") as acme, \
-            Emulator(Dataset(day, day, per_day=70, seed=6), api_key="key-of-beta") as beta, \
-            create_defs_folder_sandbox() as sandbox:
+    with (
+        Emulator(Dataset(day, day, per_day=30, seed=5), api_key="key-of-acme") as acme,
+        Emulator(Dataset(day, day, per_day=70, seed=6), api_key="key-of-beta") as beta,
+        create_defs_folder_sandbox() as sandbox,
+    ):
         monkeypatch.setenv("ACME_CLOUDGLUE_KEY", "key-of-acme")
         monkeypatch.setenv("BETA_CLOUDGLUE_KEY", "key-of-beta")
         prices = {"nimbus-001": {"input_per_million": 1.0, "output_per_million": 2.0}}
@@ -102,7 +125,9 @@ def test_two_accounts_from_yaml_load_their_own_data(tmp_path: Path, monkeypatch)
         with sandbox.build_all_defs() as defs:
             instance = dg.DagsterInstance.ephemeral()
             for name in ("acme", "beta"):
-                result = defs.resolve_job_def(f"{name}_daily").execute_in_process(instance=instance, partition_key="2026-03-02")
+                result = defs.resolve_job_def(f"{name}_daily").execute_in_process(
+                    instance=instance, partition_key="2026-03-02"
+                )
                 assert result.success
         conn = duckdb.connect(str(database), read_only=True)
         try:
@@ -133,7 +158,12 @@ def test_python_form_and_defaults(tmp_path: Path) -> None:
     resource = (defs.resources or {})["cloudglue"]
     assert isinstance(resource, CloudglueResource) and resource.max_concurrent_requests == 2
     assert (defs.resources or {})["cloudglue_io_manager"].schema_ == "cloudglue"
-    assert defs.resolve_assets_def(key("cloudglue/token_usage")).group_names_by_key[dg.AssetKey(["cloudglue", "token_usage"])] == "cloudglue"
+    assert (
+        defs.resolve_assets_def(key("cloudglue/token_usage")).group_names_by_key[
+            dg.AssetKey(["cloudglue", "token_usage"])
+        ]
+        == "cloudglue"
+    )
 
 
 @pytest.mark.parametrize("value", ["cg-live-4f9a8b7c6d5e", "{{ env.CLOUDGLUE_API_KEY }}", "has space"])
@@ -149,8 +179,11 @@ def test_yaml_errors_name_the_field() -> None:
     with create_defs_folder_sandbox() as sandbox:
         folder = sandbox.defs_folder_path / "bad"
         folder.mkdir()
-        (folder / "defs.yaml").write_text(yaml.safe_dump({"type": TYPE, "attributes": {
-            "account": {"api_key_env_var": "K"}, "start_date": "2999-01-01"}}))
+        (folder / "defs.yaml").write_text(
+            yaml.safe_dump(
+                {"type": TYPE, "attributes": {"account": {"api_key_env_var": "K"}, "start_date": "2999-01-01"}}
+            )
+        )
         with pytest.raises(Exception) as failure:
             with sandbox.build_all_defs():
                 pass
@@ -159,8 +192,12 @@ def test_yaml_errors_name_the_field() -> None:
 
 def test_cost_columns_have_a_stable_contract_regardless_of_prices() -> None:
     """Both ways of configuring give the same token_usage columns."""
-    defs = component_defs(component=CloudglueComponent(account=CloudglueAccount(api_key_env_var="K"), start_date="2026-01-01"))
-    schema = defs.resolve_assets_def(key("cloudglue/token_usage")).specs_by_key[dg.AssetKey(["cloudglue", "token_usage"])]
+    defs = component_defs(
+        component=CloudglueComponent(account=CloudglueAccount(api_key_env_var="K"), start_date="2026-01-01")
+    )
+    schema = defs.resolve_assets_def(key("cloudglue/token_usage")).specs_by_key[
+        dg.AssetKey(["cloudglue", "token_usage"])
+    ]
     names = [c.name for c in schema.metadata["dagster/column_schema"].columns]
     assert names[-3:] == ["input_cost", "output_cost", "total_cost"]
 
@@ -175,8 +212,11 @@ def test_the_shrink_guard_attribute_reaches_the_assets(
 
     port = free_port()
     monkeypatch.setenv("K", "k")
-    attributes = {"account": {"api_key_env_var": "K", "base_url": f"http://127.0.0.1:{port}/v1"},
-                  "start_date": "2026-06-01", "io_manager": {"duckdb_path": str(tmp_path / "w.duckdb")}}
+    attributes = {
+        "account": {"api_key_env_var": "K", "base_url": f"http://127.0.0.1:{port}/v1"},
+        "start_date": "2026-06-01",
+        "io_manager": {"duckdb_path": str(tmp_path / "w.duckdb")},
+    }
     if guard == "null":
         attributes["shrink_guard"] = None
     defs = component_defs(component=CloudglueComponent.model_validate(attributes))

@@ -88,10 +88,20 @@ def test_sdk_models_parse_every_page(emu: Emulator, unit: str) -> None:
             ids.extend(m.id for m in parsed.data)
         assert len(ids) == len(set(ids)) == emu.dataset.total
         expected = {
-            "usage:completion_tokens,prompt_tokens,total_tokens", "usage:empty", "usage:total_tokens",
-            "usage:completion_tokens,prompt_tokens", "temperature", "no-temperature", "no-filter",
-            "filter:metadata", "filter:video_info", "filter:file", "choice-name", "message-name",
-            "two-choices", "unknown-field",
+            "usage:completion_tokens,prompt_tokens,total_tokens",
+            "usage:empty",
+            "usage:total_tokens",
+            "usage:completion_tokens,prompt_tokens",
+            "temperature",
+            "no-temperature",
+            "no-filter",
+            "filter:metadata",
+            "filter:video_info",
+            "filter:file",
+            "choice-name",
+            "message-name",
+            "two-choices",
+            "unknown-field",
         }
         assert expected <= seen, expected - seen
     finally:

@@ -19,8 +19,17 @@ PRICES = {"m1": ModelPrice(input_per_million=2.0, output_per_million=10.0)}
 
 
 def completion(id: str, model: str, usage: dict):
-    return parse_completion({"id": id, "created_at": DAY, "object": "chat.completion", "model": model,
-                             "usage": usage, "choices": [], "payload": {}})
+    return parse_completion(
+        {
+            "id": id,
+            "created_at": DAY,
+            "object": "chat.completion",
+            "model": model,
+            "usage": usage,
+            "choices": [],
+            "payload": {},
+        }
+    )
 
 
 def by_model(usage: pd.DataFrame) -> dict[str, dict]:
@@ -28,12 +37,16 @@ def by_model(usage: pd.DataFrame) -> dict[str, dict]:
 
 
 def test_cost_per_model_day() -> None:
-    chat = chat_completions_frame([
-        completion("a", "m1", {"prompt_tokens": 1_000_000, "completion_tokens": 500_000, "total_tokens": 1_500_000}),
-        completion("b", "m1", {"prompt_tokens": 250_000}),  # completion tokens not reported: adds no output cost
-        completion("c", "m2", {"prompt_tokens": 10, "completion_tokens": 10}),  # no price
-        completion("d", "m3", {}),  # no price, no usage
-    ])
+    chat = chat_completions_frame(
+        [
+            completion(
+                "a", "m1", {"prompt_tokens": 1_000_000, "completion_tokens": 500_000, "total_tokens": 1_500_000}
+            ),
+            completion("b", "m1", {"prompt_tokens": 250_000}),  # completion tokens not reported: adds no output cost
+            completion("c", "m2", {"prompt_tokens": 10, "completion_tokens": 10}),  # no price
+            completion("d", "m3", {}),  # no price, no usage
+        ]
+    )
     rows = by_model(token_usage_frame(chat, {**PRICES, "m3": ModelPrice(1.0, 1.0)}))
     assert rows["m1"]["input_cost"] == pytest.approx(2.5) and rows["m1"]["output_cost"] == pytest.approx(5.0)
     assert rows["m1"]["total_cost"] == pytest.approx(7.5)
@@ -78,8 +91,11 @@ def test_stored_costs_and_metadata(pipeline_factory) -> None:
         assert row["input_cost"] == pytest.approx(row["prompt_tokens"] * price.input_per_million / 1e6)
         assert row["output_cost"] == pytest.approx(row["completion_tokens"] * price.output_per_million / 1e6)
         assert row["total_cost"] == pytest.approx(row["input_cost"] + row["output_cost"])
-    metadata = {e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
-                for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "token_usage"}
+    metadata = {
+        e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == "token_usage"
+    }
     for day, md in metadata.items():
         rows = usage[usage["date"] == pd.Timestamp(day)]
         assert md["total_cost_usd"] == pytest.approx(rows["total_cost"].sum(), abs=1e-6)
@@ -91,7 +107,10 @@ def test_no_prices_no_cost_metadata(pipeline_factory) -> None:
     with Emulator(Dataset(dt.date(2026, 3, 1), dt.date(2026, 3, 2), per_day=10, seed=3), api_key=TEST_KEY) as emu:
         pipeline = pipeline_factory(emu, "2026-03-01")
         result = pipeline.materialize("2026-03-02")
-    [md] = [e.materialization.metadata for e in result.get_asset_materialization_events()
-            if e.asset_key.path[-1] == "token_usage"]
+    [md] = [
+        e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == "token_usage"
+    ]
     assert "total_cost_usd" not in md
     assert pipeline.table("token_usage")["total_cost"].isna().all()

@@ -40,7 +40,9 @@ def _feed(assembler: DayAssembler, completions) -> list[list]:
     for c in completions:
         out.append(
             [
-                ("day", i.day.key, [x.id for x in i.completions]) if isinstance(i, CompleteDay) else ("reopen", i.day.key)
+                ("day", i.day.key, [x.id for x in i.completions])
+                if isinstance(i, CompleteDay)
+                else ("reopen", i.day.key)
                 for i in assembler.add(c)
             ]
         )
@@ -112,7 +114,11 @@ def test_a_late_record_of_a_day_handed_on_reopens_it_and_its_other_records_wait_
 
 
 def test_holding_days_to_the_end_never_reopens_one():
-    listing = [_completion("d4", "2026-03-04", 5), _completion("d3", "2026-03-03", 5), _completion("l", "2026-03-04", 1)]
+    listing = [
+        _completion("d4", "2026-03-04", 5),
+        _completion("d3", "2026-03-03", 5),
+        _completion("l", "2026-03-04", 1),
+    ]
     assembler = DayAssembler(DAYS, early=False)
     assert _feed(assembler, listing) == [[], [], []]
     finished = {d.day.key: sorted(c.id for c in d.completions) for d in assembler.finish()}

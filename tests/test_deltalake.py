@@ -33,10 +33,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pds
 import pytest
-from support.pipeline import TEST_KEY, Pipeline, day_range
 from dagster_deltalake import LocalConfig
 from dagster_deltalake_pandas import DeltaLakePandasIOManager
 from deltalake import DeltaTable, write_deltalake
+from support.pipeline import TEST_KEY, Pipeline, day_range
 
 from cloudglue_dagster import CloudglueResource
 from cloudglue_dagster.deltalake import CloudglueDeltaLakeIOManager
@@ -47,8 +47,11 @@ UTC = dt.timezone.utc
 FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 14)
 EMPTY = dt.date(2026, 3, 6)
 RANGE = ("2026-03-02", "2026-03-13")  # 12 days, EMPTY among them
-CONTRACTS = {"chat_completions": CHAT_COMPLETIONS_COLUMNS, "token_usage": TOKEN_USAGE_COLUMNS,
-             "chat_messages": CHAT_MESSAGES_COLUMNS}
+CONTRACTS = {
+    "chat_completions": CHAT_COMPLETIONS_COLUMNS,
+    "token_usage": TOKEN_USAGE_COLUMNS,
+    "chat_messages": CHAT_MESSAGES_COLUMNS,
+}
 # The pandas dtypes of the contract and the Arrow types Delta Lake stores them as (observed).
 ARROW_OF_DTYPE = {
     "string": pa.string(),
@@ -183,18 +186,28 @@ def test_a_range_backfill_into_delta_lake_equals_the_emulator_in_all_three_table
     assert len(stored(root, "chat_completions")) == sum(emu.ground_truth(d).count for d in days)
     # One check per asset and partition, every one evaluated and passed.
     checks = check_results(result)
-    expected = {(asset, check, d.isoformat()) for d in days for asset, check in (
-        ("chat_completions", "rows_valid"), ("chat_messages", "rows_valid"),
-        ("token_usage", "sums_match_chat_completions"))}
+    expected = {
+        (asset, check, d.isoformat())
+        for d in days
+        for asset, check in (
+            ("chat_completions", "rows_valid"),
+            ("chat_messages", "rows_valid"),
+            ("token_usage", "sums_match_chat_completions"),
+        )
+    }
     assert set(checks) == expected
     assert all(checks.values())
     # A range is one DataFrame and one Delta commit per table (it creates the table here).
     for name in CONTRACTS:
         assert delta(root, name).version() == 0
-    chat_md = {e.partition: e.materialization.metadata for e in result.get_asset_materialization_events()
-               if e.asset_key.path[-1] == "chat_completions"}
+    chat_md = {
+        e.partition: e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == "chat_completions"
+    }
     assert {k: v["dagster/partition_row_count"].value for k, v in chat_md.items()} == {
-        d.isoformat(): emu.ground_truth(d).count for d in days}
+        d.isoformat(): emu.ground_truth(d).count for d in days
+    }
 
 
 def test_rerunning_one_day_replaces_exactly_that_day_in_one_commit_and_leaves_its_neighbours_untouched(
@@ -209,10 +222,17 @@ def test_rerunning_one_day_replaces_exactly_that_day_in_one_commit_and_leaves_it
 
     # The API now holds one completion more on that day, and the table a row the API never had.
     at_ms = int(dt.datetime(2026, 3, 9, 12, tzinfo=UTC).timestamp() * 1000)
-    emu.add_record({"id": "chatcmpl-late-arrival", "object": "chat.completion", "model": "nimbus-001",
-                    "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": "late"}}],
-                    "payload": {"messages": [{"role": "user", "content": "hello?"}], "collections": []}}, at_ms=at_ms)
+    emu.add_record(
+        {
+            "id": "chatcmpl-late-arrival",
+            "object": "chat.completion",
+            "model": "nimbus-001",
+            "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "late"}}],
+            "payload": {"messages": [{"role": "user", "content": "hello?"}], "collections": []},
+        },
+        at_ms=at_ms,
+    )
     chat = delta(root, "chat_completions").to_pyarrow_table()
     start, end = (pa.scalar(dt.datetime(2026, 3, d, tzinfo=UTC), chat.schema.field("created_at").type) for d in (9, 10))
     of_day = (pds.field("created_at") >= start) & (pds.field("created_at") < end)
@@ -260,8 +280,11 @@ def test_an_empty_day_leaves_no_rows_and_a_table_with_the_contract_columns(tmp_p
         chat = delta(root, "chat_completions").to_pyarrow_table()
         moved = chat.slice(0, 1).to_pandas()
         moved["id"], moved["created_at"] = "stale-row", pd.Timestamp("2026-04-02 08:00", tz="UTC")
-        write_deltalake(str(root / "cloudglue" / "chat_completions"),
-                        pa.Table.from_pandas(moved, schema=chat.schema, preserve_index=False), mode="append")
+        write_deltalake(
+            str(root / "cloudglue" / "chat_completions"),
+            pa.Table.from_pandas(moved, schema=chat.schema, preserve_index=False),
+            mode="append",
+        )
         assert len(rows_of(root, "chat_completions", empty)) == 1
         # ... is gone after the day is re-run; the busy day is untouched and the table still reads.
         again = pipeline.materialize(empty.isoformat())

@@ -226,7 +226,10 @@ def test_boundary_readings(edges: Emulator, boundary: str) -> None:
     assert kept(created_after="2026-01-02", created_before="2026-01-04") == both
 
     after = {
-        "inclusive": [D2, D3, D4, D5], "exclusive": [D3, D4, D5], "half-open": [D2, D3, D4, D5], "strict": [D3, D4, D5]
+        "inclusive": [D2, D3, D4, D5],
+        "exclusive": [D3, D4, D5],
+        "half-open": [D2, D3, D4, D5],
+        "strict": [D3, D4, D5],
     }
     expect_after = instants(after[boundary]) | ({ms_of(D2) + DAY_MS - 1} if boundary == "strict" else set())
     assert kept(created_after="2026-01-02") == expect_after
@@ -409,8 +412,15 @@ def test_add_record_live_and_ground_truth(cloudglue_emulator_factory: Any) -> No
     before = get(emu).json()["total"]
     now_ms = int(time.time() * 1000)
     emu.add_record(
-        {"id": "live-1", "created_at": now_ms, "object": "chat.completion", "model": "nimbus-001",
-         "usage": {"total_tokens": 42}, "choices": [], "payload": {"messages": []}}
+        {
+            "id": "live-1",
+            "created_at": now_ms,
+            "object": "chat.completion",
+            "model": "nimbus-001",
+            "usage": {"total_tokens": 42},
+            "choices": [],
+            "payload": {"messages": []},
+        }
     )
     body = get(emu, created_after=today.isoformat()).json()
     assert body["total"] == 1 and body["data"][0]["id"] == "live-1" and body["data"][0]["created_at"] == now_ms
@@ -481,8 +491,9 @@ def test_fault_truncated(cloudglue_emulator_factory: Any) -> None:
     emu = _faulty(cloudglue_emulator_factory, "truncated")
     with pytest.raises((requests.exceptions.ChunkedEncodingError, requests.ConnectionError)):
         get(emu)
-    with requests.get(f"{emu.base_url}/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
-                      stream=True, timeout=5) as r:
+    with requests.get(
+        f"{emu.base_url}/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, stream=True, timeout=5
+    ) as r:
         declared = int(r.headers["Content-Length"])
         got = b""
         with pytest.raises(urllib3.exceptions.ProtocolError):
@@ -595,9 +606,25 @@ def test_fixture_defaults(cloudglue_emulator: Emulator, cloudglue_emulator_facto
 def test_cli_serves_and_stops_on_sigterm() -> None:
     env = {**os.environ, "CLOUDGLUE_API_KEY": "cli-key", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cloudglue_dagster.emulator", "--port", "0", "--start", "2026-01-01",
-         "--days", "3", "--per-day", "20", "--boundary", "exclusive"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "cloudglue_dagster.emulator",
+            "--port",
+            "0",
+            "--start",
+            "2026-01-01",
+            "--days",
+            "3",
+            "--per-day",
+            "20",
+            "--boundary",
+            "exclusive",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
@@ -631,6 +658,8 @@ def test_cli_text_option() -> None:
 def test_cli_refuses_remote_host() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "cloudglue_dagster.emulator", "--host", "0.0.0.0", "--port", "0"],
-        capture_output=True, text=True, timeout=20,
+        capture_output=True,
+        text=True,
+        timeout=20,
     )
     assert proc.returncode == 2 and "--allow-remote" in proc.stderr

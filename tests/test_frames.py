@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from cloudglue_dagster.checks import (
+    chat_check_outcomes,
     duplicate_ids,
     inconsistent_totals,
     negative_token_rows,
-    chat_check_outcomes,
     rows_outside,
     usage_against_recorded,
 )
@@ -67,7 +67,9 @@ def test_empty_and_full_frames_have_identical_columns_and_dtypes() -> None:
     full = chat_completions_frame([completion("a", DAY), completion("b", DAY + 1, usage={}, temperature=0.3)])
     empty = chat_completions_frame([])
     assert dtypes(full) == dtypes(empty) == [(c.name, c.dtype) for c in CHAT_COMPLETIONS_COLUMNS]
-    assert dtypes(token_usage_frame(full)) == dtypes(token_usage_frame(empty)) == dtypes(empty_frame(TOKEN_USAGE_COLUMNS))
+    assert (
+        dtypes(token_usage_frame(full)) == dtypes(token_usage_frame(empty)) == dtypes(empty_frame(TOKEN_USAGE_COLUMNS))
+    )
 
 
 def test_all_null_optional_columns_keep_their_dtypes() -> None:
@@ -89,7 +91,10 @@ def test_chat_row_content() -> None:
     assert json.loads(row["collections"]) == ["c1", "c2"]
     assert json.loads(row["filter"]) == flt
     assert json.loads(row["payload_messages"])[2] == {"role": "user", "content": 'last "question"\n?'}
-    assert json.loads(row["choices"])[1] == {"index": 0, "message": {"role": "assistant", "content": "first ✓", "name": "bot"}}
+    assert json.loads(row["choices"])[1] == {
+        "index": 0,
+        "message": {"role": "assistant", "content": "first ✓", "name": "bot"},
+    }
     assert "Zoë" in row["filter"]  # unicode kept readable, not \\u-escaped
 
 
@@ -113,19 +118,28 @@ def test_ties_on_created_at_are_ordered_by_id_and_equal_keys_keep_their_order() 
 
 def raw_completion(id: str, at_ms: int, **payload: object) -> dict:
     return {
-        "id": id, "created_at": at_ms, "object": "chat.completion", "model": "m1", "usage": {"total_tokens": 1},
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Zoë \"✓\"\n\\ 🎬", "name": "bot"}}],
+        "id": id,
+        "created_at": at_ms,
+        "object": "chat.completion",
+        "model": "m1",
+        "usage": {"total_tokens": 1},
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": 'Zoë "✓"\n\\ 🎬', "name": "bot"}}],
         "payload": {"messages": [{"role": "user", "content": "q\u2028é"}], "collections": ["c1"], **payload},
     }
 
 
-@pytest.mark.parametrize("dumps", [lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")),
-                                   lambda v: json.dumps(v, indent=1)], ids=["compact", "indented-ascii"])
+@pytest.mark.parametrize(
+    "dumps",
+    [lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":")), lambda v: json.dumps(v, indent=1)],
+    ids=["compact", "indented-ascii"],
+)
 def test_the_json_columns_are_the_same_text_from_bytes_or_from_decoded_json(dumps) -> None:
     """Whichever path parsed the page, and however the API spaced or escaped it, the JSON
     columns hold json's compact spelling of the API's values, unicode unescaped."""
-    records = [raw_completion("a", DAY, filter={"metadata": [{"valueText": "Zoë", "n": 2.5e-07}]}),
-               raw_completion("b", DAY + 1, temperature=1, unknown={"x": [1.0]})]
+    records = [
+        raw_completion("a", DAY, filter={"metadata": [{"valueText": "Zoë", "n": 2.5e-07}]}),
+        raw_completion("b", DAY + 1, temperature=1, unknown={"x": [1.0]}),
+    ]
     body = dumps({"object": "list", "data": records, "total": 2, "limit": 100, "offset": 0}).encode()
     from_bytes = chat_completions_frame(parse_page(body).data)
     from_dicts = chat_completions_frame(parse_completion(r) for r in json.loads(body)["data"])
@@ -133,7 +147,7 @@ def test_the_json_columns_are_the_same_text_from_bytes_or_from_decoded_json(dump
     spell = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     for row, record in zip(from_bytes.itertuples(), records):
         assert row.choices == spell(record["choices"]) and row.payload_messages == spell(record["payload"]["messages"])
-        assert row.collections == '["c1"]' and row.prompt == "q\u2028é" and row.response == "Zoë \"✓\"\n\\ 🎬"
+        assert row.collections == '["c1"]' and row.prompt == "q\u2028é" and row.response == 'Zoë "✓"\n\\ 🎬'
     assert from_bytes["filter"].tolist()[0] == '{"metadata":[{"valueText":"Zoë","n":2.5e-07}]}'
     assert pd.isna(from_bytes["filter"].tolist()[1])
 
@@ -152,7 +166,12 @@ def test_token_usage_never_invents_values() -> None:
     rows = {(r.date.date().isoformat(), r.model): r for r in usage.itertuples()}
     m1 = rows[("2026-01-01", "m1")]
     assert (m1.completions, m1.prompt_tokens, m1.completion_tokens, m1.total_tokens, m1.completions_without_usage) == (
-        3, 10, 5, 22, 1)
+        3,
+        10,
+        5,
+        22,
+        1,
+    )
     m2 = rows[("2026-01-01", "m2")]
     assert m2.completions == 1 and m2.completions_without_usage == 1
     assert pd.isna(m2.prompt_tokens) and pd.isna(m2.total_tokens)  # nobody reported: null, not 0
@@ -200,10 +219,18 @@ def test_check_rules() -> None:
 
 
 def test_usage_against_recorded_totals() -> None:
-    chat = chat_completions_frame([completion("a", DAY), completion("b", DAY + 1, usage={}), completion("c", DAY + 2, "m2")])
+    chat = chat_completions_frame(
+        [completion("a", DAY), completion("b", DAY + 1, usage={}), completion("c", DAY + 2, "m2")]
+    )
     usage = token_usage_frame(chat)
-    recorded = {"dagster/partition_row_count": 3, "prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30,
-                "completions_without_usage": 1, "completions_by_model": {"m1": 2, "m2": 1}}
+    recorded = {
+        "dagster/partition_row_count": 3,
+        "prompt_tokens": 20,
+        "completion_tokens": 10,
+        "total_tokens": 30,
+        "completions_without_usage": 1,
+        "completions_by_model": {"m1": 2, "m2": 1},
+    }
     assert usage_against_recorded(usage, recorded) == []
     drifted = dict(recorded, total_tokens=31, completions_by_model={"m1": 3})
     assert {m["column"] for m in usage_against_recorded(usage, drifted)} == {"total_tokens", "completions_by_model"}
@@ -211,8 +238,9 @@ def test_usage_against_recorded_totals() -> None:
 
 
 def test_chat_check_outcomes_per_day() -> None:
-    chat = chat_completions_frame([completion("a", DAY), completion("a", DAY + 1),
-                                   completion("n", DAY + 86_400_000, usage={"prompt_tokens": -1})])
+    chat = chat_completions_frame(
+        [completion("a", DAY), completion("a", DAY + 1), completion("n", DAY + 86_400_000, usage={"prompt_tokens": -1})]
+    )
     start = pd.Timestamp("2026-01-01T00:00:00Z")
     days = [("2026-01-01", chat.iloc[:2]), ("2026-01-02", chat.iloc[2:])]
     outcomes = chat_check_outcomes(chat, start, start + pd.Timedelta(days=2), days)["rows_valid"]
@@ -227,9 +255,14 @@ def test_chat_check_outcomes_per_day() -> None:
 # -- docs/tables.md documents the contract ----------------------------------------
 
 
-@pytest.mark.parametrize(("table", "columns"), [("chat_completions", CHAT_COMPLETIONS_COLUMNS),
-                                                ("token_usage", TOKEN_USAGE_COLUMNS),
-                                                ("chat_messages", CHAT_MESSAGES_COLUMNS)])
+@pytest.mark.parametrize(
+    ("table", "columns"),
+    [
+        ("chat_completions", CHAT_COMPLETIONS_COLUMNS),
+        ("token_usage", TOKEN_USAGE_COLUMNS),
+        ("chat_messages", CHAT_MESSAGES_COLUMNS),
+    ],
+)
 def test_the_tables_page_documents_the_contract(table: str, columns) -> None:
     text = TABLES_PAGE.read_text()
     section = text.split(f"<!-- contract:{table} -->", 1)[1].split("<!-- /contract -->", 1)[0]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from support.pipeline import TEST_KEY, Pipeline
 from dagster._core.test_utils import freeze_time
+from support.pipeline import TEST_KEY, Pipeline
 
 from cloudglue_dagster import CloudglueConfigError, build_cloudglue_assets
 from cloudglue_dagster.emulator import Dataset, Emulator
@@ -42,9 +42,12 @@ def test_freshness_checks_and_sensors_are_built_per_account() -> None:
 def march(tmp_path: Path):
     with Emulator(Dataset(dt.date(2026, 3, 1), dt.date(2026, 3, 5), per_day=10, seed=2), api_key=TEST_KEY) as emu:
         pipeline = Pipeline(emu, tmp_path / "w.duckdb", "2026-03-01")
-        freshness_job = dg.define_asset_job("freshness", selection=dg.AssetSelection.checks(*pipeline.built.freshness_checks))
-        defs = dg.Definitions.merge(pipeline.built.definitions(),
-                                    dg.Definitions(jobs=[freshness_job], resources=pipeline.resources))
+        freshness_job = dg.define_asset_job(
+            "freshness", selection=dg.AssetSelection.checks(*pipeline.built.freshness_checks)
+        )
+        defs = dg.Definitions.merge(
+            pipeline.built.definitions(), dg.Definitions(jobs=[freshness_job], resources=pipeline.resources)
+        )
         yield pipeline, defs
 
 
@@ -69,7 +72,8 @@ def test_the_daily_run_evaluates_freshness_after_loading(march) -> None:
     pipeline, defs = march
     with freeze_time(dt.datetime(2026, 3, 5, 7, tzinfo=UTC)):
         result = defs.resolve_job_def("cloudglue_daily").execute_in_process(
-            instance=pipeline.instance, partition_key="2026-03-04")
+            instance=pipeline.instance, partition_key="2026-03-04"
+        )
     evaluations = [e for e in result.get_asset_check_evaluations() if e.check_name == "freshness_check"]
     assert len(evaluations) == 3 and all(e.passed for e in evaluations)
 
@@ -95,8 +99,17 @@ def test_late_days_baselines() -> None:
 
 def late_record(emu: Emulator, day: dt.date, id: str) -> None:
     at = int(dt.datetime(day.year, day.month, day.day, 12, tzinfo=UTC).timestamp() * 1000)
-    emu.add_record({"id": id, "object": "chat.completion", "model": "nimbus-001",
-                    "usage": {"total_tokens": 3}, "choices": [], "payload": {}}, at_ms=at)
+    emu.add_record(
+        {
+            "id": id,
+            "object": "chat.completion",
+            "model": "nimbus-001",
+            "usage": {"total_tokens": 3},
+            "choices": [],
+            "payload": {},
+        },
+        at_ms=at,
+    )
 
 
 class Recent:
@@ -110,14 +123,20 @@ class Recent:
         (tmp_path / "home").mkdir(parents=True)
         self.pipeline.instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"))
         [self.sensor] = [s for s in self.pipeline.built.sensors if s.name.endswith("late_data_sensor")]
-        self.defs = dg.Definitions.merge(self.pipeline.built.definitions(), dg.Definitions(resources=self.pipeline.resources))
+        self.defs = dg.Definitions.merge(
+            self.pipeline.built.definitions(), dg.Definitions(resources=self.pipeline.resources)
+        )
         self.cursor: str | None = None
 
     def tick(self) -> list[str]:
         """One evaluation; the days it asks to re-load."""
         self.emu.reset_stats()
-        context = dg.build_sensor_context(instance=self.pipeline.instance, cursor=self.cursor, definitions=self.defs,
-                                          resources=self.pipeline.resources)
+        context = dg.build_sensor_context(
+            instance=self.pipeline.instance,
+            cursor=self.cursor,
+            definitions=self.defs,
+            resources=self.pipeline.resources,
+        )
         result = self.sensor.evaluate_tick(context)
         self.cursor = result.cursor or self.cursor
         return sorted(r.partition_key for r in result.run_requests or [])
@@ -150,7 +169,8 @@ def test_range_loaded_days_take_the_first_probe_as_baseline(recent_factory) -> N
     probes = [q.query for q in r.emu.request_log]
     assert len(probes) == 3 and all(q["limit"] == "1" for q in probes)  # one cheap request per loaded day
     assert {(q["created_after"], q["created_before"]) for q in probes} == {
-        ((x - dt.timedelta(days=1)).isoformat(), (x + dt.timedelta(days=1)).isoformat()) for x in r.days[1:4]}
+        ((x - dt.timedelta(days=1)).isoformat(), (x + dt.timedelta(days=1)).isoformat()) for x in r.days[1:4]
+    }
     late_record(r.emu, r.days[2], "late-1")
     assert r.tick() == [d[2]]  # only the day that changed
     assert r.tick() == [d[2]]  # asked again until it is re-loaded (the run key deduplicates)

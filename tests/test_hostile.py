@@ -19,8 +19,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from support.pipeline import TEST_KEY, Pipeline
 from support.hostile_server import HostileProxy
+from support.pipeline import TEST_KEY, Pipeline
 from support.reliability import cli_env, materialize_cmd, read_table
 
 from cloudglue_dagster import (
@@ -93,7 +93,9 @@ def failed_at_once(result: dg.ExecuteInProcessResult) -> str:
 
 
 @pytest.mark.parametrize("lie", ["empty_first_page", "same_page", "more_than_total"])
-def test_a_self_contradictory_sweep_fails_at_once_and_keeps_every_row(proxy: HostileProxy, tmp_path: Path, lie: str) -> None:
+def test_a_self_contradictory_sweep_fails_at_once_and_keeps_every_row(
+    proxy: HostileProxy, tmp_path: Path, lie: str
+) -> None:
     """An empty first page while total > 0, the same page for every offset, and pages holding
     more records than total: each used to succeed and delete stored rows. Now the window is
     read again (page by page), and when the answer stays inconsistent the run fails with
@@ -151,10 +153,14 @@ def test_a_sharp_shrink_is_refused_unless_the_run_allows_it(emu: Emulator, tmp_p
         assert_unchanged(before, pipeline.database)
 
         allowed = dg.materialize(
-            [*pipeline.built.assets, *pipeline.built.asset_checks], resources=pipeline.resources,
+            [*pipeline.built.assets, *pipeline.built.asset_checks],
+            resources=pipeline.resources,
             instance=pipeline.instance,
-            tags={"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": LAST,
-                  ALLOW_SHRINK_TAG: "true"},
+            tags={
+                "dagster/asset_partition_range_start": FIRST,
+                "dagster/asset_partition_range_end": LAST,
+                ALLOW_SHRINK_TAG: "true",
+            },
         )
         assert allowed.success
         truth = sum(other.ground_truth(dt.date.fromisoformat(d)).count for d in (FIRST, "2026-05-04", LAST))
@@ -219,9 +225,13 @@ def test_a_value_duckdb_refuses_fails_naming_its_cause_table_partitions_and_comp
 def test_only_cloudglue_errors_leave_the_client(proxy: HostileProxy) -> None:
     """Deep nesting, huge integers and redirect loops are typed, permanent errors that name
     the completion and field where there is one; a trickling body is cut at the deadline."""
-    expected = {"huge_tokens": InvalidResponseError, "huge_total": InvalidResponseError,
-                "long_integer": InvalidResponseError, "deep_json": InvalidResponseError,
-                "redirect_loop": CloudglueRequestError}
+    expected = {
+        "huge_tokens": InvalidResponseError,
+        "huge_total": InvalidResponseError,
+        "long_integer": InvalidResponseError,
+        "deep_json": InvalidResponseError,
+        "redirect_loop": CloudglueRequestError,
+    }
     for lie, kind in expected.items():
         proxy.lie = lie
         with CloudglueClient(TEST_KEY, proxy.base_url) as client:
@@ -245,7 +255,6 @@ def test_a_trickling_server_is_cut_at_the_request_deadline(proxy: HostileProxy) 
     assert time.monotonic() - started < 15  # the body alone would take over an hour
 
 
-
 # -- 4. stopping when told ---------------------------------------------------------------------
 
 
@@ -260,8 +269,14 @@ def test_a_terminated_run_stops_within_seconds_without_retry_and_keeps_every_row
     dataset = Dataset(START, days[-1], seed=5, counts=dict.fromkeys(days, 300))
     home, database = tmp_path / "home", tmp_path / "w.duckdb"
     with Emulator(dataset, api_key=TEST_KEY) as emu:
-        env = cli_env(key=TEST_KEY, base_url=emu.base_url, start=START.isoformat(), database=database, home=home,
-                      CLOUDGLUE_MAX_CONCURRENT_REQUESTS="2")
+        env = cli_env(
+            key=TEST_KEY,
+            base_url=emu.base_url,
+            start=START.isoformat(),
+            database=database,
+            home=home,
+            CLOUDGLUE_MAX_CONCURRENT_REQUESTS="2",
+        )
         command = materialize_cmd("--partition-range", f"{FIRST}...{LAST}")
         seeded = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
         assert seeded.returncode == 0, seeded.stderr[-3000:]
@@ -304,8 +319,9 @@ def test_transient_errors_get_step_retries_and_the_delays_are_dagsters(emu: Emul
     """An outage that outlasts the client's retries is transient: the step is retried per the
     factory's retry_policy, then fails; the rows stay. The default policy's delays are
     Dagster's exponential backoff, (2**n - 1) x 30 s +- 30 s: about 30, 90 and 210 s."""
-    pipeline = Pipeline(emu, tmp_path / "w.duckdb", START.isoformat(),
-                        retry_policy=dg.RetryPolicy(max_retries=2, delay=0.1))
+    pipeline = Pipeline(
+        emu, tmp_path / "w.duckdb", START.isoformat(), retry_policy=dg.RetryPolicy(max_retries=2, delay=0.1)
+    )
     assert pipeline.materialize(FIRST, LAST).success
     before = stored(pipeline.database)
     pipeline.resources["cloudglue"] = CloudglueResource(api_key=TEST_KEY, base_url=emu.base_url, max_retries=0)
@@ -313,8 +329,10 @@ def test_transient_errors_get_step_retries_and_the_delays_are_dagsters(emu: Emul
     result = pipeline.materialize(FIRST, LAST, raise_on_error=False)
     assert not result.success
     kinds = [e.event_type_value for e in result.all_events]
-    assert kinds.count("STEP_UP_FOR_RETRY") == 2 and "RetriesExhaustedError" in result.get_step_failure_events()[0] \
-        .step_failure_data.error.to_string()
+    assert (
+        kinds.count("STEP_UP_FOR_RETRY") == 2
+        and "RetriesExhaustedError" in result.get_step_failure_events()[0].step_failure_data.error.to_string()
+    )
     assert_unchanged(before, pipeline.database)
     for retry, base in enumerate((30, 90, 210)):
         delays = {round(retry_delay(DEFAULT_RETRY_POLICY, retry)) for _ in range(200)}
@@ -324,7 +342,9 @@ def test_transient_errors_get_step_retries_and_the_delays_are_dagsters(emu: Emul
 # -- 6. decisions ---------------------------------------------------------------------------------
 
 
-def test_a_completion_that_moves_to_another_day_is_stored_where_each_load_saw_it(proxy: HostileProxy, tmp_path: Path) -> None:
+def test_a_completion_that_moves_to_another_day_is_stored_where_each_load_saw_it(
+    proxy: HostileProxy, tmp_path: Path
+) -> None:
     """Decision (README, "Guarantees"): each day holds what the API said of it when it was
     loaded. A completion whose created_at the API moves from D to D+1 is kept on D by D's
     earlier load and added to D+1 by D+1's load, until D is loaded again; a run covering both

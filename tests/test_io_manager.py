@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+import pydantic
 import pytest
 
 # iom_assets is also run as a script by the subprocesses: import it the same way here.
@@ -152,8 +153,7 @@ def failed_at_once(result: dg.ExecuteInProcessResult) -> SerializableErrorInfo:
 
 def materialization_metadata(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     return {
-        e.materialization.partition: dict(e.materialization.metadata)
-        for e in result.get_asset_materialization_events()
+        e.materialization.partition: dict(e.materialization.metadata) for e in result.get_asset_materialization_events()
     }
 
 
@@ -185,9 +185,7 @@ def hold_lock(db: Path, seconds: float, read_only: bool = False) -> subprocess.P
         f"time.sleep({seconds})\n"
         "conn.close()\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "locked"
     return proc
@@ -229,9 +227,7 @@ def test_range_run_replaces_and_loads_the_whole_window(db: Path) -> None:
     materialize_events(db, start="2026-01-01", end="2026-01-05", version=1)
 
     # The range's first day now has no rows at all: the delete must still cover it.
-    result = materialize_events(
-        db, start="2026-01-02", end="2026-01-04", version=2, empty_days=["2026-01-02"]
-    )
+    result = materialize_events(db, start="2026-01-02", end="2026-01-04", version=2, empty_days=["2026-01-02"])
     assert versions_by_id(db) == expected({"2026-01-01": 1, "2026-01-03": 2, "2026-01-04": 2, "2026-01-05": 1})
 
     # No partition of a range run claims the range's row count as its own.
@@ -289,9 +285,7 @@ def test_partition_range_from_the_dagster_cli(db: Path, tmp_path: Path) -> None:
         timeout=120,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    assert versions_by_id(db) == expected(
-        {"2026-01-01": 1, "2026-01-02": 2, "2026-01-03": 2, "2026-01-04": 1}
-    )
+    assert versions_by_id(db) == expected({"2026-01-01": 1, "2026-01-02": 2, "2026-01-03": 2, "2026-01-04": 1})
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,9 +325,7 @@ def test_failed_insert_leaves_the_previous_rows(db: Path) -> None:
 
     # tokens holds 1e20, out of the table's BIGINT range: the INSERT fails after the day's
     # DELETE and after the new column's ALTER TABLE ran in the same transaction.
-    result = materialize_events(
-        db, partition="2026-01-02", version=2, mode="overflow", raise_on_error=False
-    )
+    result = materialize_events(db, partition="2026-01-02", version=2, mode="overflow", raise_on_error=False)
     error = failed_at_once(result)
     assert error.cls_name == DuckDBWriteError.__name__
     assert (
@@ -360,9 +352,7 @@ def test_failed_replace_of_an_unpartitioned_table_leaves_it(db: Path) -> None:
     result = snapshot("v1")
     assert materialization_metadata(result)[None]["dagster/row_count"].value == 3
     assert not snapshot("bad_type", raise_on_error=False).success
-    assert query(db, f"SELECT name, n FROM {ia.SCHEMA}.iom_snapshot ORDER BY name") == [
-        ("a", 1), ("b", 2), ("c", 3)
-    ]
+    assert query(db, f"SELECT name, n FROM {ia.SCHEMA}.iom_snapshot ORDER BY name") == [("a", 1), ("b", 2), ("c", 3)]
 
     # A column without a type of its own keeps the table's.
     snapshot("unknown_n")
@@ -462,9 +452,12 @@ def test_results_do_not_depend_on_the_local_time_zone(tmp_path: Path) -> None:
     procs = [
         run_helper(
             db,
-            "--partition", "2026-01-02",
-            "--config", json.dumps({"version": 2}),
-            "--read-dump", str(dump),
+            "--partition",
+            "2026-01-02",
+            "--config",
+            json.dumps({"version": 2}),
+            "--read-dump",
+            str(dump),
             tz=zone,
         )  # fmt: skip
         for zone, (db, dump) in runs.items()
@@ -473,9 +466,7 @@ def test_results_do_not_depend_on_the_local_time_zone(tmp_path: Path) -> None:
         finish(proc)
 
     for zone, (db, dump) in runs.items():
-        assert versions_by_id(db) == expected(
-            {"2026-01-01": 1, "2026-01-02": 2, "2026-01-03": 1}
-        ), zone
+        assert versions_by_id(db) == expected({"2026-01-01": 1, "2026-01-02": 2, "2026-01-03": 1}), zone
         loaded = json.loads(dump.read_text())
         assert loaded["versions"] == expected({"2026-01-02": 2}), zone
         assert loaded["created_at"] == [
@@ -639,9 +630,7 @@ def test_lock_timeout_fails_with_an_error_naming_the_file(db: Path) -> None:
     holder = hold_lock(db, seconds=60)
     try:
         started = time.monotonic()
-        result = materialize_events(
-            db, partition="2026-01-01", version=2, lock_timeout_seconds=1, raise_on_error=False
-        )
+        result = materialize_events(db, partition="2026-01-01", version=2, lock_timeout_seconds=1, raise_on_error=False)
         elapsed = time.monotonic() - started
     finally:
         holder.kill()
@@ -674,7 +663,7 @@ def test_config_fields_and_defaults() -> None:
     assert manager.lock_timeout_seconds == 120.0
     assert manager.connection_config == {}
     assert CloudglueDuckDBIOManager(database="x.duckdb").schema_ is None
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError):
         CloudglueDuckDBIOManager(database="x.duckdb", lock_timeout_seconds=-1)
 
 
@@ -698,7 +687,8 @@ def test_rows_too_long_for_the_default_memory_limit_are_retried_uncapped(db: Pat
         assert "ran out of memory under memory_limit=" in run_log(instance, result)
     stored = query(db, f"SELECT count(*), min(length(model)), sum(length(model)) FROM {TABLE}")
     expected_frame = ia.events_frame(
-        pd.Timestamp("2026-01-02"), pd.Timestamp("2026-01-03"),
+        pd.Timestamp("2026-01-02"),
+        pd.Timestamp("2026-01-03"),
         ia.EventsConfig(mode="long_text", rows=rows, text_chars=chars),
     )
     lengths = expected_frame["model"].str.len()
@@ -714,8 +704,13 @@ def test_a_memory_limit_you_set_fails_clearly_and_keeps_the_rows(db: Path) -> No
     materialize_events(db, partition="2026-01-02", version=1)
     before = query(db, f"SELECT * FROM {TABLE} ORDER BY id")
     result = materialize_events(
-        db, partition="2026-01-02", mode="long_text", rows=4096, text_chars=20_000,
-        connection_config={"memory_limit": DEFAULT_MEMORY_LIMIT}, raise_on_error=False,
+        db,
+        partition="2026-01-02",
+        mode="long_text",
+        rows=4096,
+        text_chars=20_000,
+        connection_config={"memory_limit": DEFAULT_MEMORY_LIMIT},
+        raise_on_error=False,
     )
     assert not result.success
     error = result.get_step_failure_events()[0].event_specific_data.error
@@ -734,8 +729,7 @@ def test_connections_are_capped_and_writes_use_one_thread(db: Path) -> None:
         conn = open_connection(str(db), read_only=read_only, config=config, lock_timeout_seconds=1)
         try:
             return conn.execute(
-                "SELECT current_setting('memory_limit'), current_setting('threads'),"
-                " current_setting('TimeZone')"
+                "SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('TimeZone')"
             ).fetchall()[0]
         finally:
             conn.close()

@@ -36,8 +36,6 @@ from test_io_manager import (  # noqa: E402
     versions_by_id,
 )
 
-from cloudglue_dagster.duckdb import errors as duckdb_errors
-from cloudglue_dagster.errors import CloudglueConfigError, CloudglueError, is_transient
 from cloudglue_dagster.duckdb import (
     CloudglueDuckDBIOManager,
     DuckDBPathError,
@@ -46,6 +44,8 @@ from cloudglue_dagster.duckdb import (
     DuckDBStorageError,
     DuckDBWriteError,
 )
+from cloudglue_dagster.duckdb import errors as duckdb_errors
+from cloudglue_dagster.errors import CloudglueConfigError, CloudglueError, is_transient
 
 
 @pytest.fixture
@@ -282,8 +282,7 @@ def test_a_lone_surrogate_fails_naming_duckdbs_cause_the_partitions_and_the_row(
         " (0xd800 to 0xdfff), likely due to invalid UTF-8. Row at fault:" in error.message
     ), error.message
     assert (
-        "Row at fault: id '2026-01-02-noon', column 'model' (a lone surrogate U+D800 at"
-        " character 6, not valid UTF-8)."
+        "Row at fault: id '2026-01-02-noon', column 'model' (a lone surrogate U+D800 at character 6, not valid UTF-8)."
     ) in error.message
     assert stored(db) == before
 
@@ -293,9 +292,7 @@ def test_a_not_null_constraint_added_outside_names_the_row_that_breaks_it(db: Pa
     with duckdb.connect(str(db)) as conn:
         conn.execute(f"ALTER TABLE iom.{TABLE} ALTER COLUMN version SET NOT NULL")
     before = stored(db)
-    result = materialize_events(
-        db, partition="2026-01-02", version=2, drop_columns=["version"], raise_on_error=False
-    )
+    result = materialize_events(db, partition="2026-01-02", version=2, drop_columns=["version"], raise_on_error=False)
     error = failed_at_once(result)
     assert error.cls_name == DuckDBWriteError.__name__
     # DuckDB 2.x quotes the keyword column ("version"), 1.x (Python 3.10 gets 1.5) does not.
@@ -341,8 +338,10 @@ def test_a_column_type_changed_outside_the_pipeline_is_refused_not_cast(db: Path
 
 @pytest.mark.parametrize(
     ("mode", "difference"),
-    [("bad_type", "tokens is BIGINT in the table, VARCHAR in the frame"),
-     ("fractional", "tokens is BIGINT in the table, DOUBLE in the frame")],
+    [
+        ("bad_type", "tokens is BIGINT in the table, VARCHAR in the frame"),
+        ("fractional", "tokens is BIGINT in the table, DOUBLE in the frame"),
+    ],
     ids=["text into BIGINT", "10.5 into BIGINT"],
 )
 def test_a_frame_column_that_changed_type_is_refused_not_cast(db: Path, mode: str, difference: str) -> None:

@@ -26,10 +26,17 @@ FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 5)
 
 
 def completion(id: str, at_ms: int, messages: list[dict], choices: list[dict]):
-    return parse_completion({
-        "id": id, "created_at": at_ms, "object": "chat.completion", "model": "m", "usage": {},
-        "choices": choices, "payload": {"messages": messages, "collections": []},
-    })
+    return parse_completion(
+        {
+            "id": id,
+            "created_at": at_ms,
+            "object": "chat.completion",
+            "model": "m",
+            "usage": {},
+            "choices": choices,
+            "payload": {"messages": messages, "collections": []},
+        }
+    )
 
 
 def rows(frame: pd.DataFrame) -> list[tuple]:
@@ -37,13 +44,21 @@ def rows(frame: pd.DataFrame) -> list[tuple]:
 
 
 def test_one_row_per_prompt_message_then_per_choice() -> None:
-    chat = chat_completions_frame([
-        completion("b", DAY + 86_400_000 - 1, [{"role": "user", "content": "late ✓"}], []),
-        completion("a", DAY, [{"role": "system", "content": "be brief"}, {"role": "user", "content": 'say "hi"\n', "name": "zoë"}],
-                   [{"index": 1, "message": {"role": "assistant", "content": "second"}},
-                    {"index": 0, "message": {"role": "assistant", "content": "first", "name": "bot"}}]),
-        completion("c", DAY + 86_400_000, [], []),  # next day, nothing to list
-    ])
+    chat = chat_completions_frame(
+        [
+            completion("b", DAY + 86_400_000 - 1, [{"role": "user", "content": "late ✓"}], []),
+            completion(
+                "a",
+                DAY,
+                [{"role": "system", "content": "be brief"}, {"role": "user", "content": 'say "hi"\n', "name": "zoë"}],
+                [
+                    {"index": 1, "message": {"role": "assistant", "content": "second"}},
+                    {"index": 0, "message": {"role": "assistant", "content": "first", "name": "bot"}},
+                ],
+            ),
+            completion("c", DAY + 86_400_000, [], []),  # next day, nothing to list
+        ]
+    )
     messages = chat_messages_frame(chat[[c.name for c in MESSAGE_SOURCE_COLUMNS]])
     day = pd.Timestamp("2026-01-01")
     assert rows(messages) == [
@@ -56,8 +71,11 @@ def test_one_row_per_prompt_message_then_per_choice() -> None:
     expected = [(c.name, c.dtype) for c in CHAT_MESSAGES_COLUMNS]
     assert [(n, str(t)) for n, t in messages.dtypes.items()] == expected
     empty = chat_messages_frame(chat.iloc[:0])
-    assert [(n, str(t)) for n, t in empty.dtypes.items()] == expected == [
-        (n, str(t)) for n, t in empty_frame(CHAT_MESSAGES_COLUMNS).dtypes.items()]
+    assert (
+        [(n, str(t)) for n, t in empty.dtypes.items()]
+        == expected
+        == [(n, str(t)) for n, t in empty_frame(CHAT_MESSAGES_COLUMNS).dtypes.items()]
+    )
 
 
 def test_the_vectorised_reading_equals_the_cell_by_cell_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,23 +88,33 @@ def test_the_vectorised_reading_equals_the_cell_by_cell_one(monkeypatch: pytest.
     monkeypatch.setattr(frames, "_message_columns_cell_by_cell", None)  # the fast path must not need it
     fast = chat_messages_frame(chat)
     pd.testing.assert_frame_equal(fast, slow, check_exact=True)
-    assert len(fast) == sum(len(r["payload"].get("messages") or []) + len(r["choices"])
-                            for d in dataset.days for r in dataset.records(d))
+    assert len(fast) == sum(
+        len(r["payload"].get("messages") or []) + len(r["choices"]) for d in dataset.days for r in dataset.records(d)
+    )
 
 
 def test_json_this_package_does_not_write_is_read_cell_by_cell() -> None:
     """Stored JSON from elsewhere: a non-string content is kept as its JSON, an item that is
     not an object is skipped, a choice without a message or an index gets nulls, a null cell
     lists nothing."""
-    chat = pd.DataFrame({
-        "id": pd.Series(["a", "b", "c"], dtype="string"),
-        "created_at": pd.to_datetime([DAY, DAY + 1, DAY + 2], unit="ms", utc=True),
-        "payload_messages": pd.Series(['[{"role":"user","content":[{"type":"text","text":"hé"}]},"junk",{"role":"user"}]',
-                                       None, "[]"], dtype="string"),
-        "choices": pd.Series(['[{"index":0},{"message":null},{"index":1.0,"message":{"role":"assistant","content":7}}]',
-                              '[{"index":3,"message":{"role":"assistant","content":"ok","name":null}}]', "[]"],
-                             dtype="string"),
-    })
+    chat = pd.DataFrame(
+        {
+            "id": pd.Series(["a", "b", "c"], dtype="string"),
+            "created_at": pd.to_datetime([DAY, DAY + 1, DAY + 2], unit="ms", utc=True),
+            "payload_messages": pd.Series(
+                ['[{"role":"user","content":[{"type":"text","text":"hé"}]},"junk",{"role":"user"}]', None, "[]"],
+                dtype="string",
+            ),
+            "choices": pd.Series(
+                [
+                    '[{"index":0},{"message":null},{"index":1.0,"message":{"role":"assistant","content":7}}]',
+                    '[{"index":3,"message":{"role":"assistant","content":"ok","name":null}}]',
+                    "[]",
+                ],
+                dtype="string",
+            ),
+        }
+    )
     day = pd.Timestamp("2026-01-01")
     assert rows(chat_messages_frame(chat)) == [
         (day, "a", "prompt", 0, None, "user", None, '[{"type":"text","text":"hé"}]'),
@@ -99,10 +127,17 @@ def test_json_this_package_does_not_write_is_read_cell_by_cell() -> None:
 
 
 def test_message_check_rules() -> None:
-    chat = chat_completions_frame([
-        completion("a", DAY, [{"role": "user", "content": "q"}], [{"index": 0, "message": {"role": "assistant", "content": "r"}}]),
-        completion("b", DAY + 1, [{"role": "user", "content": "q"}], []),
-    ])
+    chat = chat_completions_frame(
+        [
+            completion(
+                "a",
+                DAY,
+                [{"role": "user", "content": "q"}],
+                [{"index": 0, "message": {"role": "assistant", "content": "r"}}],
+            ),
+            completion("b", DAY + 1, [{"role": "user", "content": "q"}], []),
+        ]
+    )
     messages = chat_messages_frame(chat)
     assert duplicate_message_keys(messages) == [] and message_count_mismatches(messages, chat) == []
     doubled = pd.concat([messages, messages.iloc[:1]], ignore_index=True)
@@ -115,7 +150,9 @@ def test_message_check_rules() -> None:
 
 @pytest.fixture
 def emu():
-    with Emulator(Dataset(FIRST, LAST, per_day=30, seed=11, empty_days=[dt.date(2026, 3, 4)]), api_key=TEST_KEY) as server:
+    with Emulator(
+        Dataset(FIRST, LAST, per_day=30, seed=11, empty_days=[dt.date(2026, 3, 4)]), api_key=TEST_KEY
+    ) as server:
         yield server
 
 
@@ -136,8 +173,11 @@ def test_messages_equal_the_api_records_per_day(emu: Emulator, pipeline_factory)
     assert result.success
     table = pipeline.table("chat_messages")
     days = day_range(dt.date(2026, 3, 2), dt.date(2026, 3, 5))
-    metadata = {e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
-                for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "chat_messages"}
+    metadata = {
+        e.partition: {k: v.value for k, v in e.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.path[-1] == "chat_messages"
+    }
     for day in days:
         got = table[table["date"] == pd.Timestamp(day)].drop(columns="date")
         assert set(rows(got)) == expected_rows(emu, day), day
@@ -145,8 +185,11 @@ def test_messages_equal_the_api_records_per_day(emu: Emulator, pipeline_factory)
         assert metadata[day.isoformat()]["dagster/partition_row_count"] == len(got)
         assert metadata[day.isoformat()]["completions"] == got["completion_id"].nunique()
     assert metadata["2026-03-04"]["dagster/partition_row_count"] == 0  # the empty day
-    checks = {(c.check_name, c.partition): c.passed for c in result.get_asset_check_evaluations()
-              if c.asset_key == pipeline.built.chat_messages.key}
+    checks = {
+        (c.check_name, c.partition): c.passed
+        for c in result.get_asset_check_evaluations()
+        if c.asset_key == pipeline.built.chat_messages.key
+    }
     assert checks == {("rows_valid", d.isoformat()): True for d in days}
 
 
@@ -163,14 +206,19 @@ def test_counts_check_flags_the_day_whose_stored_completions_disagree(emu: Emula
     pipeline = pipeline_factory(emu, "2026-03-01")
     assert pipeline.materialize("2026-03-02", "2026-03-03").success
     conn = duckdb.connect(str(pipeline.database))
-    victim = conn.execute("SELECT id FROM cloudglue.chat_completions WHERE created_at >= '2026-03-03' LIMIT 1").fetchone()[0]
+    victim = conn.execute(
+        "SELECT id FROM cloudglue.chat_completions WHERE created_at >= '2026-03-03' LIMIT 1"
+    ).fetchone()[0]
     conn.execute("UPDATE cloudglue.chat_completions SET message_count = message_count + 1 WHERE id = ?", [victim])
     conn.close()
     built = pipeline.built
-    result = dg.materialize([built.chat_completions, built.chat_messages], selection=[built.chat_messages.key],
-                            resources=pipeline.resources, instance=pipeline.instance,
-                            tags={"dagster/asset_partition_range_start": "2026-03-02",
-                                  "dagster/asset_partition_range_end": "2026-03-03"})
+    result = dg.materialize(
+        [built.chat_completions, built.chat_messages],
+        selection=[built.chat_messages.key],
+        resources=pipeline.resources,
+        instance=pipeline.instance,
+        tags={"dagster/asset_partition_range_start": "2026-03-02", "dagster/asset_partition_range_end": "2026-03-03"},
+    )
     outcomes = {(c.check_name, c.partition): c for c in result.get_asset_check_evaluations()}
     bad = outcomes[("rows_valid", "2026-03-03")]
     assert not bad.passed and bad.metadata["counts_match_chat_completions.examples"].value == victim

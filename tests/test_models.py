@@ -29,7 +29,7 @@ RAW = {
     "object": "chat.completion",
     "model": "nimbus-001",
     "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42},
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hé \"quoted\"\nline", "name": "bot"}}],
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": 'Hé "quoted"\nline', "name": "bot"}}],
     "payload": {
         "messages": [
             {"role": "system", "content": "be brief"},
@@ -95,7 +95,7 @@ def test_full_record() -> None:
     assert c.model == "nimbus-001"
     assert (c.usage.prompt_tokens, c.usage.completion_tokens, c.usage.total_tokens) == (12, 30, 42)
     assert c.usage.reported
-    assert c.choices[0].message.content == "Hé \"quoted\"\nline"
+    assert c.choices[0].message.content == 'Hé "quoted"\nline'
     assert c.choices[0].message.name == "bot"
     assert [m.role for m in c.messages] == ["system", "user"]
     assert c.messages[0].name is None
@@ -144,8 +144,13 @@ def test_partial_usage_and_unknown_fields() -> None:
 def test_wrong_shape_names_completion_and_field(mutate, field: str, has_id: bool, as_bytes: bool) -> None:
     record = raw()
     mutate(record)
-    body = {"object": "list", "data": [raw(id=f"ok-{i}") for i in range(3)] + [record], "total": 4, "limit": 100,
-            "offset": 0}
+    body = {
+        "object": "list",
+        "data": [raw(id=f"ok-{i}") for i in range(3)] + [record],
+        "total": 4,
+        "limit": 100,
+        "offset": 0,
+    }
     with pytest.raises(InvalidResponseError) as info:
         parse_page(compact(body) if as_bytes else body)
     assert info.value.field == field
@@ -197,25 +202,47 @@ def page_of(*records: dict) -> dict:
     return {"object": "list", "data": list(records), "total": len(records), "limit": 100, "offset": 0}
 
 
-AWKWARD = "Zoë 视频 🎬 \"q\" \\ back\\u2028 \n\r\t\b\f \x01\x1f \x7f \u2028\u2029 </script> \\/ é"
+AWKWARD = 'Zoë 视频 🎬 "q" \\ back\\u2028 \n\r\t\b\f \x01\x1f \x7f \u2028\u2029 </script> \\/ é'
 VARIANTS = [
     raw(),
-    raw(id="awkward", choices=[{"index": 0, "message": {"role": "assistant", "content": AWKWARD}}],
-        payload={"messages": [{"role": "user", "content": AWKWARD, "name": "zoë"}], "collections": ["c-é"],
-                 "filter": {"metadata": [{"path": "speaker", "valueText": AWKWARD}]}}),
+    raw(
+        id="awkward",
+        choices=[{"index": 0, "message": {"role": "assistant", "content": AWKWARD}}],
+        payload={
+            "messages": [{"role": "user", "content": AWKWARD, "name": "zoë"}],
+            "collections": ["c-é"],
+            "filter": {"metadata": [{"path": "speaker", "valueText": AWKWARD}]},
+        },
+    ),
     raw(id="sparse", usage={"total_tokens": 7}, payload={}),
-    raw(id="nulls", usage={"prompt_tokens": None}, payload={"messages": None, "collections": None, "filter": None,
-                                                            "temperature": None}),
+    raw(
+        id="nulls",
+        usage={"prompt_tokens": None},
+        payload={"messages": None, "collections": None, "filter": None, "temperature": None},
+    ),
     raw(id="empty", choices=[], payload={"messages": [], "collections": []}),
     raw(id="name-null", choices=[{"index": 0, "message": {"role": "assistant", "content": "x", "name": None}}]),
-    raw(id="grown", usage={"total_tokens": 3, "prompt_tokens_details": {"cached_tokens": 1}},
-        choices=[{"index": 1, "message": {"role": "assistant", "content": "a", "refusal": None}, "finish_reason": "stop",
-                  "logprobs": {"content": [{"token": "a", "logprob": -1e-07}]}},
-                 {"message": {"content": "b", "role": "assistant"}, "index": 0}],
-        payload={"messages": [{"content": "q", "role": "user", "attachments": [{"kind": "video", "seconds": 2.5}]}],
-                 "collections": ["c1"], "temperature": 1, "new_knob": [1.5, -0.0, 10**20],
-                 "filter": {"file": [{"path": "bytes", "operator": "GreaterThan", "valueNumber": 1048576.0}]}},
-        system_fingerprint="fp_1"),
+    raw(
+        id="grown",
+        usage={"total_tokens": 3, "prompt_tokens_details": {"cached_tokens": 1}},
+        choices=[
+            {
+                "index": 1,
+                "message": {"role": "assistant", "content": "a", "refusal": None},
+                "finish_reason": "stop",
+                "logprobs": {"content": [{"token": "a", "logprob": -1e-07}]},
+            },
+            {"message": {"content": "b", "role": "assistant"}, "index": 0},
+        ],
+        payload={
+            "messages": [{"content": "q", "role": "user", "attachments": [{"kind": "video", "seconds": 2.5}]}],
+            "collections": ["c1"],
+            "temperature": 1,
+            "new_knob": [1.5, -0.0, 10**20],
+            "filter": {"file": [{"path": "bytes", "operator": "GreaterThan", "valueNumber": 1048576.0}]},
+        },
+        system_fingerprint="fp_1",
+    ),
     raw(id="seconds", created_at=1767225600.25),
     raw(id="iso", created_at="2026-01-01T00:00:00.250Z"),
     raw(id="small-int", created_at=1767225600, payload={"temperature": 0}),
@@ -251,7 +278,8 @@ def test_json_columns_keep_their_spelling_whatever_the_api_spacing_or_escaping()
             source = next(v for v in VARIANTS if v["id"] == c.id)
             payload = source["payload"]
             assert c.raw == CompletionJSON(
-                spelled(payload.get("messages") or []), spelled(source["choices"]),
+                spelled(payload.get("messages") or []),
+                spelled(source["choices"]),
                 spelled(payload.get("collections") or []),
                 None if payload.get("filter") is None else spelled(payload["filter"]),
             )
@@ -262,7 +290,12 @@ def test_json_columns_keep_their_spelling_whatever_the_api_spacing_or_escaping()
 
 def test_numbers_spelled_otherwise_by_the_api_are_spelled_as_json_does() -> None:
     body = compact(page_of(VARIANTS[6]))
-    for ours, theirs in ((b"-1e-07", b"-1e-7"), (b"1048576.0", b"1.048576E6"), (b"-0.0", b"-0.00"), (b'"index":0', b'"index":-0')):
+    for ours, theirs in (
+        (b"-1e-07", b"-1e-7"),
+        (b"1048576.0", b"1.048576E6"),
+        (b"-0.0", b"-0.00"),
+        (b'"index":0', b'"index":-0'),
+    ):
         assert ours in body
         body = body.replace(ours, theirs)
     fast = decode_page(body)
@@ -336,8 +369,10 @@ def test_integers_beyond_64_bits_are_refused_on_either_path(record: dict, field:
 
 
 def test_64_bit_extremes_are_read() -> None:
-    record = raw(usage={"prompt_tokens": 2**63 - 1, "completion_tokens": -(2**63), "total_tokens": 0},
-                 choices=[{"index": 2**63 - 1, "message": {"role": "assistant", "content": "x"}}])
+    record = raw(
+        usage={"prompt_tokens": 2**63 - 1, "completion_tokens": -(2**63), "total_tokens": 0},
+        choices=[{"index": 2**63 - 1, "message": {"role": "assistant", "content": "x"}}],
+    )
     body = compact({**page_of(record), "total": 2**63 - 1, "offset": 2**63 - 1, "limit": -(2**63)})
     assert_same_records(decode_page(body), parse_page(json.loads(body)))
 
@@ -355,7 +390,9 @@ def test_hostile_bodies_never_crash_the_fast_path() -> None:
     error is what the transport turns into an InvalidResponseError."""
     long_integer = b'{"object":"list","data":[],"limit":100,"offset":0,"total":' + b"9" * 5000 + b"}"
     deep = b"[" * 100_000 + b"]" * 100_000
-    deep_in_a_column = compact(page_of(RAW)).replace(b'"collections":[', b'"collections":' + b"[" * 100_000 + b'"x"' + b"]" * 100_000 + b',"c":[')
+    deep_in_a_column = compact(page_of(RAW)).replace(
+        b'"collections":[', b'"collections":' + b"[" * 100_000 + b'"x"' + b"]" * 100_000 + b',"c":['
+    )
     for body, error in ((long_integer, ValueError), (deep, RecursionError), (deep_in_a_column, RecursionError)):
         assert decode_page(body) is None
         with pytest.raises(error):
@@ -372,7 +409,9 @@ def test_records_compare_hash_and_print_without_their_raw_json() -> None:
     a = parse_completion(raw(payload={"messages": [{"role": "user", "content": "q"}]}))
     b = decode_page(json.dumps(page_of(raw(payload={"messages": [{"role": "user", "content": "q"}]}))).encode()).data[0]
     assert a == b and hash(a) == hash(b) and a != "x"
-    assert "raw" not in repr(a) and repr(a).startswith(f"ChatCompletion(id={RAW['id']!r}, created_at=datetime.datetime(")
+    assert "raw" not in repr(a) and repr(a).startswith(
+        f"ChatCompletion(id={RAW['id']!r}, created_at=datetime.datetime("
+    )
     with pytest.raises(AttributeError):
         a.id = "other"  # type: ignore[misc]
     assert ChatMessage("user", "q") == ChatMessage(role="user", content="q", name=None)

@@ -173,7 +173,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     days = [dataset.start + dt.timedelta(days=i) for i in range(DAYS)]
     # Every request takes 50 ms, so steps that overlap show at the emulators.
     emu = Emulator(dataset, api_key=KEY, latency_seconds=0.05)
-    capped_emu = Emulator(Dataset.recent(days=DAYS, per_day=40, seed=14, empty_days=[]), api_key=KEY, latency_seconds=0.05)
+    capped_emu = Emulator(
+        Dataset.recent(days=DAYS, per_day=40, seed=14, empty_days=[]), api_key=KEY, latency_seconds=0.05
+    )
     procs: list[subprocess.Popen] = []
     with PostgresServer() as pg, emu, capped_emu:
         home = root / "home"
@@ -202,25 +204,46 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         dagster_bin = Path(sys.executable).parent
         subprocess.run(
             [str(dagster_bin / "dagster"), "instance", "concurrency", "set", "capped", str(POOL_LIMIT)],
-            env=env, check=True, capture_output=True, timeout=120,
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         port = free_port()
         commands = {
-            "webserver.log": [str(dagster_bin / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
+            "webserver.log": [
+                str(dagster_bin / "dagster-webserver"),
+                "-w",
+                str(workspace),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
             "daemon.log": [str(dagster_bin / "dagster-daemon"), "run", "-w", str(workspace)],
         }
         logs = []
         for name, cmd in commands.items():
             logs.append(root / name)
             with open(root / name, "wb") as out:
-                procs.append(subprocess.Popen(cmd, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+                procs.append(
+                    subprocess.Popen(
+                        cmd, env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
         # This process reads the same instance (its dagster.yaml reads DAGSTER_PG_*).
         saved = {k: os.environ.get(k) for k in env if k.startswith("DAGSTER_")}
         os.environ.update({k: env[k] for k in saved})
         try:
             d = Deployment(
-                home=home, env=env, graphql=f"http://127.0.0.1:{port}/graphql", emu=emu, capped_emu=capped_emu,
-                database=root / "warehouse.duckdb", capped_database=root / "capped.duckdb", days=days,
+                home=home,
+                env=env,
+                graphql=f"http://127.0.0.1:{port}/graphql",
+                emu=emu,
+                capped_emu=capped_emu,
+                database=root / "warehouse.duckdb",
+                capped_database=root / "capped.duckdb",
+                days=days,
             )
             wait_for_locations(d, procs, logs)
             d.launched_at = time.monotonic()
@@ -315,7 +338,9 @@ def test_the_schedule_requests_yesterday_and_the_late_data_sensor_replaces_a_day
     wait_for_backfill(deployment, deployment.backfills["cloudglue"])
     instance = deployment.instance()
     defs = build_definitions(
-        start_date=deployment.days[0].isoformat(), duckdb_path=str(deployment.database), base_url=deployment.emu.base_url
+        start_date=deployment.days[0].isoformat(),
+        duckdb_path=str(deployment.database),
+        base_url=deployment.emu.base_url,
     )
     tick = dt.datetime.combine(deployment.days[-1] + dt.timedelta(days=1), dt.time(1, 0), tzinfo=UTC)
     schedule = defs.get_schedule_def("cloudglue_daily_schedule")
@@ -341,8 +366,14 @@ def test_the_schedule_requests_yesterday_and_the_late_data_sensor_replaces_a_day
     late_id = "chatcmpl-late-production"
     at = int(dt.datetime.combine(deployment.days[-1], dt.time(12), tzinfo=UTC).timestamp() * 1000)
     deployment.emu.add_record(
-        {"id": late_id, "object": "chat.completion", "model": "nimbus-001",
-         "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}, "choices": [], "payload": {}},
+        {
+            "id": late_id,
+            "object": "chat.completion",
+            "model": "nimbus-001",
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            "choices": [],
+            "payload": {},
+        },
         at_ms=at,
     )
     data = deployment.gql(START_SENSOR, selector={**REPOSITORY, "sensorName": "cloudglue_late_data_sensor"})

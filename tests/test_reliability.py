@@ -93,12 +93,18 @@ def test_backfill_under_faults_of_every_kind_equals_ground_truth(tmp_path: Path)
     """
     dataset = Dataset(F_START, F_END, per_day=40, seed=606)
     database = tmp_path / "warehouse.duckdb"
-    with Emulator(dataset, api_key=KEY, fault_rate=FAULT_RATE, fault_seed=2026, retry_after_seconds=0,
-                  slow_seconds=1.0) as emu:
+    with Emulator(
+        dataset, api_key=KEY, fault_rate=FAULT_RATE, fault_seed=2026, retry_after_seconds=0, slow_seconds=1.0
+    ) as emu:
         pipeline = Pipeline(emu, database, F_START.isoformat())
         pipeline.resources["cloudglue"] = CloudglueResource(
-            api_key=KEY, base_url=emu.base_url, timeout_seconds=0.5, connect_timeout_seconds=5,
-            max_retries=MAX_RETRIES, page_size=PAGE_SIZE, max_concurrent_requests=8,
+            api_key=KEY,
+            base_url=emu.base_url,
+            timeout_seconds=0.5,
+            connect_timeout_seconds=5,
+            max_retries=MAX_RETRIES,
+            page_size=PAGE_SIZE,
+            max_concurrent_requests=8,
         )
         wanted = days(F_FIRST, F_LAST)
         accounted = {"requests": 0, "rate_limited": 0, "pages": 0}
@@ -143,10 +149,16 @@ def test_backfill_under_faults_of_every_kind_equals_ground_truth(tmp_path: Path)
         emu.fault_seed = pick_fault_seed(0.5, FAULT_KINDS, needed, max_faults=5, min_kinds=4)
         emu.slow_seconds = 0.3
         emu.reset_stats()  # restart the fault sequence at request 0
-        env = cli_env(key=KEY, base_url=emu.base_url, start=F_START.isoformat(), database=database,
-                      home=tmp_path / "home")
-        done = subprocess.run(materialize_cmd("--partition-range", f"{cli_first}...{cli_last}"), env=env,
-                              capture_output=True, text=True, timeout=180)
+        env = cli_env(
+            key=KEY, base_url=emu.base_url, start=F_START.isoformat(), database=database, home=tmp_path / "home"
+        )
+        done = subprocess.run(
+            materialize_cmd("--partition-range", f"{cli_first}...{cli_last}"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert done.returncode == 0, done.stderr[-4000:]
         met = faults_before_success(emu.fault_seed, 0.5, FAULT_KINDS, needed)
         assert {k: n for k, n in emu.faults_injected.items() if n and k != "slow"} == Counter(met)
@@ -165,8 +177,7 @@ def test_eight_parallel_cli_runs_write_one_partition_each(tmp_path: Path) -> Non
     The test holds the DuckDB file's lock until every run has fetched its day, so all of them
     reach their writes while the file is locked and then contend for it at once.
     """
-    dataset = Dataset(dt.date(2026, 8, 1), dt.date(2026, 8, 12), per_day=40, seed=88,
-                      empty_days=[dt.date(2026, 8, 5)])
+    dataset = Dataset(dt.date(2026, 8, 1), dt.date(2026, 8, 12), per_day=40, seed=88, empty_days=[dt.date(2026, 8, 5)])
     database = tmp_path / "warehouse.duckdb"
     partitions = days(dt.date(2026, 8, 2), dt.date(2026, 8, 9))
     with Emulator(dataset, api_key=KEY) as emu:
@@ -178,8 +189,13 @@ def test_eight_parallel_cli_runs_write_one_partition_each(tmp_path: Path) -> Non
         procs: list[subprocess.Popen] = []
         try:
             procs = [
-                subprocess.Popen(materialize_cmd("--partition", day.isoformat()), env=env, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                subprocess.Popen(
+                    materialize_cmd("--partition", day.isoformat()),
+                    env=env,
+                    text=True,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
                 for day in partitions
             ]
             deadline = time.monotonic() + 120
@@ -216,8 +232,15 @@ def _sparse_records() -> list[tuple[dict, int]]:
     noon = dt.datetime(2026, 6, 2, 12, tzinfo=UTC)
     base = {"object": "chat.completion", "model": "sparse-model", "usage": {}}
     return [
-        ({**base, "id": "sparse-1", "choices": [{"index": 0, "message": {"role": "assistant", "content": "a"}}],
-          "payload": {"messages": [{"role": "user", "content": "q"}], "collections": []}}, ms(noon)),
+        (
+            {
+                **base,
+                "id": "sparse-1",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "a"}}],
+                "payload": {"messages": [{"role": "user", "content": "q"}], "collections": []},
+            },
+            ms(noon),
+        ),
         ({**base, "id": "sparse-2", "choices": [], "payload": {}}, ms(noon) + 1),
     ]
 
@@ -232,12 +255,20 @@ GROWN_RECORD = {
     "temperature": 9.9,
     "prompt": "TOP-LEVEL, NOT THE PROMPT",
     "metadata": {"team": "a"},
-    "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42, "reasoning_tokens": 7,
-              "prompt_tokens_details": {"cached_tokens": 5}},
+    "usage": {
+        "prompt_tokens": 30,
+        "completion_tokens": 12,
+        "total_tokens": 42,
+        "reasoning_tokens": 7,
+        "prompt_tokens_details": {"cached_tokens": 5},
+    },
     "choices": [
         {"index": 1, "message": {"role": "assistant", "content": "second"}, "finish_reason": "stop"},
-        {"index": 0, "message": {"role": "assistant", "content": "first", "refusal": None,
-                                 "annotations": [{"type": "url"}]}, "logprobs": None},
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "first", "refusal": None, "annotations": [{"type": "url"}]},
+            "logprobs": None,
+        },
     ],
     "payload": {
         "messages": [
@@ -270,8 +301,15 @@ def test_sparse_empty_and_grown_partitions_keep_the_contract(tmp_path: Path) -> 
             "chat_completions": [(c.name, DUCKDB_TYPE[c.dtype]) for c in CHAT_COMPLETIONS_COLUMNS],
             "token_usage": [(c.name, DUCKDB_TYPE[c.dtype]) for c in TOKEN_USAGE_COLUMNS],
         }
-        for partition in [SPARSE, EMPTY, GROWN, (dt.date(2026, 6, 5), dt.date(2026, 6, 6)), dt.date(2026, 6, 1),
-                          SPARSE, EMPTY]:
+        for partition in [
+            SPARSE,
+            EMPTY,
+            GROWN,
+            (dt.date(2026, 6, 5), dt.date(2026, 6, 6)),
+            dt.date(2026, 6, 1),
+            SPARSE,
+            EMPTY,
+        ]:
             first, last = partition if isinstance(partition, tuple) else (partition, None)
             assert pipeline.materialize(first.isoformat(), last and last.isoformat()).success, partition
             for table, columns in contract.items():
@@ -296,7 +334,9 @@ def test_sparse_empty_and_grown_partitions_keep_the_contract(tmp_path: Path) -> 
         assert json.loads(grown["filter"]) == GROWN_RECORD["payload"]["filter"]
         messages = json.loads(grown["payload_messages"])
         assert [(m["role"], m["content"], m.get("name")) for m in messages] == [
-            ("system", "sys", None), ("user", "hello", "ana")]
+            ("system", "sys", None),
+            ("user", "hello", "ana"),
+        ]
         choices = json.loads(grown["choices"])
         assert sorted((c["index"], c["message"]["content"]) for c in choices) == [(0, "first"), (1, "second")]
 
@@ -309,7 +349,8 @@ def test_sparse_empty_and_grown_partitions_keep_the_contract(tmp_path: Path) -> 
         usage = read_table(pipeline.database, "token_usage")
         sparse_usage = usage[usage["date"] == pd.Timestamp(SPARSE)]
         assert sparse_usage[["model", "completions", "completions_without_usage"]].values.tolist() == [
-            ["sparse-model", 2, 2]]
+            ["sparse-model", 2, 2]
+        ]
         assert sparse_usage[["prompt_tokens", "completion_tokens", "total_tokens"]].isna().all().all()
         assert usage[usage["date"] == pd.Timestamp(EMPTY)].empty
 
@@ -348,7 +389,9 @@ def _envelope_cases() -> list:
 
 
 @pytest.mark.parametrize(("body", "expected"), _envelope_cases())
-def test_wrong_envelope_fails_naming_it_and_keeps_the_partition(tmp_path: Path, body: object, expected: list[str]) -> None:
+def test_wrong_envelope_fails_naming_it_and_keeps_the_partition(
+    tmp_path: Path, body: object, expected: list[str]
+) -> None:
     """A 200 whose JSON has the wrong shape fails the run at once (no client or step retry),
     with a message saying what is wrong, and leaves the partition's stored rows as they were."""
     day = dt.date(2026, 3, 2)
@@ -359,8 +402,12 @@ def test_wrong_envelope_fails_naming_it_and_keeps_the_partition(tmp_path: Path, 
     assert len(before["chat_completions"]) == emu.ground_truth(day).count > 0
 
     with http_server("127.0.0.1", json_reply(body)) as (root, seen):
-        bad = Pipeline(SimpleNamespace(base_url=f"{root}/v1"), database, "2026-03-01",  # type: ignore[arg-type]
-                       retry_policy=dg.RetryPolicy(max_retries=2))
+        bad = Pipeline(
+            SimpleNamespace(base_url=f"{root}/v1"),
+            database,
+            "2026-03-01",  # type: ignore[arg-type]
+            retry_policy=dg.RetryPolicy(max_retries=2),
+        )
         result = bad.materialize(day.isoformat(), raise_on_error=False)
     assert not result.success
     message = failure_message(result)
@@ -398,19 +445,31 @@ def test_completions_outside_the_window_are_dropped_and_counted_exactly(pipeline
         result = pipeline.materialize(first.isoformat(), last.isoformat(), checks=False)
         assert result.success
         after, before = first - dt.timedelta(days=1), last + dt.timedelta(days=1)
-        served = [raw["created_at"] for d in days(dt.date(2026, 7, 1), dt.date(2026, 7, 8))
-                  for raw in emu.dataset.records(d, "ms") if _in_window(raw["created_at"], after, before, boundary)]
+        served = [
+            raw["created_at"]
+            for d in days(dt.date(2026, 7, 1), dt.date(2026, 7, 8))
+            for raw in emu.dataset.records(d, "ms")
+            if _in_window(raw["created_at"], after, before, boundary)
+        ]
         kept = sum(emu.ground_truth(d).count for d in days(first, last))
         dropped = len(served) - kept
-        assert dropped == {"inclusive": emu.ground_truth(after).count + emu.ground_truth(before).count,
-                           "exclusive": 0,
-                           "half-open": emu.ground_truth(after).count,
-                           "strict": emu.ground_truth(after).count - 1}[boundary]  # minus 00:00:00.000
+        assert (
+            dropped
+            == {
+                "inclusive": emu.ground_truth(after).count + emu.ground_truth(before).count,
+                "exclusive": 0,
+                "half-open": emu.ground_truth(after).count,
+                "strict": emu.ground_truth(after).count - 1,
+            }[boundary]
+        )  # minus 00:00:00.000
         md = chat_metadata(result)
         assert sorted(md) == [d.isoformat() for d in days(first, last)]
         for partition in md.values():
             assert (partition["window_received"], partition["window_kept"], partition["window_dropped"]) == (
-                len(served), kept, dropped)
+                len(served),
+                kept,
+                dropped,
+            )
         assert_tables_equal_truth(pipeline.database, emu, days(first, last))
 
 
@@ -418,27 +477,47 @@ def test_completions_outside_the_window_are_dropped_and_counted_exactly(pipeline
     ("env", "expected"),
     [
         pytest.param({}, None, id="valid"),
-        pytest.param({"CLOUDGLUE_START_DATE": "2999-01-01"},
-                     ["start_date", "2999-01-01", "not in the past", "CLOUDGLUE_START_DATE='2999-01-01'"],
-                     id="start-in-the-future"),
-        pytest.param({"CLOUDGLUE_START_DATE": "01/02/2026"}, ["start_date", "01/02/2026", "YYYY-MM-DD"],
-                     id="start-not-a-date"),
-        pytest.param({"CLOUDGLUE_BASE_URL": "http://example.com/v1"},
-                     ["base_url", "http://example.com/v1", "unencrypted", "CLOUDGLUE_BASE_URL="], id="remote-http"),
-        pytest.param({"CLOUDGLUE_BASE_URL": "api.cloudglue.dev/v1"}, ["base_url", "api.cloudglue.dev/v1"],
-                     id="no-scheme"),
-        pytest.param({"CLOUDGLUE_MAX_CONCURRENT_REQUESTS": "0"}, ["max_concurrent_requests", "CLOUDGLUE_MAX_CONCURRENT_REQUESTS"],
-                     id="concurrency-zero"),
+        pytest.param(
+            {"CLOUDGLUE_START_DATE": "2999-01-01"},
+            ["start_date", "2999-01-01", "not in the past", "CLOUDGLUE_START_DATE='2999-01-01'"],
+            id="start-in-the-future",
+        ),
+        pytest.param(
+            {"CLOUDGLUE_START_DATE": "01/02/2026"}, ["start_date", "01/02/2026", "YYYY-MM-DD"], id="start-not-a-date"
+        ),
+        pytest.param(
+            {"CLOUDGLUE_BASE_URL": "http://example.com/v1"},
+            ["base_url", "http://example.com/v1", "unencrypted", "CLOUDGLUE_BASE_URL="],
+            id="remote-http",
+        ),
+        pytest.param(
+            {"CLOUDGLUE_BASE_URL": "api.cloudglue.dev/v1"}, ["base_url", "api.cloudglue.dev/v1"], id="no-scheme"
+        ),
+        pytest.param(
+            {"CLOUDGLUE_MAX_CONCURRENT_REQUESTS": "0"},
+            ["max_concurrent_requests", "CLOUDGLUE_MAX_CONCURRENT_REQUESTS"],
+            id="concurrency-zero",
+        ),
     ],
 )
 def test_invalid_config_is_rejected_when_the_definitions_load(tmp_path: Path, env: dict, expected: list | None) -> None:
     """``dagster definitions validate -m cloudglue_dagster.definitions`` fails on an invalid
     environment, before any run, with a message naming the field and the value (and never the
     key); a valid environment validates."""
-    base = cli_env(key=KEY, base_url="https://api.cloudglue.dev/v1", start="2026-01-01",
-                   database=tmp_path / "w.duckdb", home=tmp_path / "home")
-    done = subprocess.run(dagster("definitions", "validate", "-m", "cloudglue_dagster.definitions"),
-                          env={**base, **env}, capture_output=True, text=True, timeout=120)
+    base = cli_env(
+        key=KEY,
+        base_url="https://api.cloudglue.dev/v1",
+        start="2026-01-01",
+        database=tmp_path / "w.duckdb",
+        home=tmp_path / "home",
+    )
+    done = subprocess.run(
+        dagster("definitions", "validate", "-m", "cloudglue_dagster.definitions"),
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = done.stdout + done.stderr
     assert KEY not in output
     if expected is None:
@@ -464,4 +543,6 @@ def test_the_guarantees_page_names_existing_tests() -> None:
     for path, name in cited:
         assert re.search(rf"^def {name}\(", (root / path).read_text(), flags=re.M), f"{path}::{name} not found"
     mine = set(re.findall(r"^def (test_\w+)\(", Path(__file__).read_text(), flags=re.M))
-    assert mine - {"test_the_guarantees_page_names_existing_tests"} <= {n for p, n in cited if p.endswith("test_reliability.py")}
+    assert mine - {"test_the_guarantees_page_names_existing_tests"} <= {
+        n for p, n in cited if p.endswith("test_reliability.py")
+    }

@@ -59,16 +59,26 @@ def test_env_var_key_and_a_working_client(monkeypatch: pytest.MonkeyPatch) -> No
 
         result = dg.materialize(
             [probe],
-            resources={"cloudglue": CloudglueResource(api_key=dg.EnvVar("CLOUDGLUE_API_KEY"), base_url=emu.base_url,
-                                                      page_size=10, max_concurrent_requests=2)},
+            resources={
+                "cloudglue": CloudglueResource(
+                    api_key=dg.EnvVar("CLOUDGLUE_API_KEY"),
+                    base_url=emu.base_url,
+                    page_size=10,
+                    max_concurrent_requests=2,
+                )
+            },
         )
         assert result.output_for_node("probe") == 7
 
 
 def test_client_gets_the_configured_values() -> None:
     resource = CloudglueResource(
-        api_key=KEY, base_url="http://127.0.0.1:9/v1/", timeout_seconds=3, connect_timeout_seconds=2,
-        max_retries=7, max_concurrent_requests=3,
+        api_key=KEY,
+        base_url="http://127.0.0.1:9/v1/",
+        timeout_seconds=3,
+        connect_timeout_seconds=2,
+        max_retries=7,
+        max_concurrent_requests=3,
     )
     client = resource.get_client()
     assert client.base_url == "http://127.0.0.1:9/v1"

@@ -42,14 +42,14 @@ from support.reliability import (
 
 from cloudglue_dagster import (
     AuthenticationError,
-    CloudglueClient,
     BadRequestError,
+    CloudglueClient,
     CloudglueResource,
     RetriesExhaustedError,
     build_cloudglue_assets,
 )
-from cloudglue_dagster.emulator import Dataset, Emulator
 from cloudglue_dagster.duckdb import CloudglueDuckDBIOManager
+from cloudglue_dagster.emulator import Dataset, Emulator
 
 WEBSERVER = str(Path(sys.executable).parent / "dagster-webserver")
 
@@ -134,7 +134,10 @@ class WebUI:
         self.answers: list[bytes] = []
         self.proc = subprocess.Popen(
             [WEBSERVER, "-w", str(workspace), "-h", "127.0.0.1", "-p", str(self.port)],
-            env=env, cwd=workspace.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=workspace.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 90
         while True:
@@ -148,7 +151,8 @@ class WebUI:
 
     def graphql(self, query: str, **variables: Any) -> dict[str, Any]:
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
+            f"http://127.0.0.1:{self.port}/graphql",
+            data=json.dumps({"query": query, "variables": variables}).encode(),
             headers={"Content-Type": "application/json"},
         )
         raw = urllib.request.urlopen(request, timeout=60).read()
@@ -179,8 +183,9 @@ def test_key_is_in_no_output_file_or_ui_after_real_runs(tmp_path: Path, key: str
         needed = pages(emu, dt.date(2026, 9, 2), dt.date(2026, 9, 5), 100)
         emu.fault_rate = 0.6
         emu.fault_seed = pick_fault_seed(0.6, RETRYABLE_FAULTS, needed, max_faults=5, min_kinds=4)
-        ok = subprocess.run(materialize_cmd("--partition-range", "2026-09-02...2026-09-05"), env=env,
-                            capture_output=True, timeout=180)
+        ok = subprocess.run(
+            materialize_cmd("--partition-range", "2026-09-02...2026-09-05"), env=env, capture_output=True, timeout=180
+        )
         assert ok.returncode == 0, ok.stderr[-4000:].decode()
         met = faults_before_success(emu.fault_seed, 0.6, RETRYABLE_FAULTS, needed)
         assert {k: n for k, n in emu.faults_injected.items() if n} == Counter(met)
@@ -188,13 +193,16 @@ def test_key_is_in_no_output_file_or_ui_after_real_runs(tmp_path: Path, key: str
 
         # A run that fails: the key was rotated on the server.
         emu.api_key = "sk-cg-rotated-key"
-        failed = subprocess.run(materialize_cmd("--partition", "2026-09-03"), env=env, capture_output=True,
-                                timeout=180)
+        failed = subprocess.run(materialize_cmd("--partition", "2026-09-03"), env=env, capture_output=True, timeout=180)
         assert failed.returncode != 0
         assert b"refused the API key" in failed.stderr and b"CLOUDGLUE_API_KEY" in failed.stderr
 
-    for name, stream in [("run stdout", ok.stdout), ("run stderr", ok.stderr), ("failed run stdout", failed.stdout),
-                         ("failed run stderr", failed.stderr)]:
+    for name, stream in [
+        ("run stdout", ok.stdout),
+        ("run stderr", ok.stderr),
+        ("failed run stdout", failed.stdout),
+        ("failed run stderr", failed.stderr),
+    ]:
         assert_absent(stream, key, name)
 
     # What the web UI shows, from the same DAGSTER_HOME, with the key in its environment.
@@ -216,8 +224,9 @@ def test_key_is_in_no_output_file_or_ui_after_real_runs(tmp_path: Path, key: str
         configured = {v["key"]: (v["value"], v["type"]) for v in resources["cloudglue"]["configuredValues"]}
         assert configured["api_key"] == ("CLOUDGLUE_API_KEY", "ENV_VAR")  # the name, never the value
         assert "api_key" in {f["name"] for f in resources["cloudglue"]["configFields"]}
-        env_vars = ui.graphql(ENV_VARS_QUERY, selector={"repositoryLocationName": location["name"],
-                                                        "repositoryName": repository["name"]})
+        env_vars = ui.graphql(
+            ENV_VARS_QUERY, selector={"repositoryLocationName": location["name"], "repositoryName": repository["name"]}
+        )
         assert "CLOUDGLUE_API_KEY" in {v["envVarName"] for v in env_vars["utilizedEnvVarsOrError"]["results"]}
 
         runs = ui.graphql(RUNS_QUERY)["runsOrError"]["results"]
@@ -261,8 +270,13 @@ def _echo_server(mode: dict[str, int]):
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [(401, AuthenticationError), (403, AuthenticationError), (400, BadRequestError), (503, RetriesExhaustedError),
-     (500, RetriesExhaustedError)],
+    [
+        (401, AuthenticationError),
+        (403, AuthenticationError),
+        (400, BadRequestError),
+        (503, RetriesExhaustedError),
+        (500, RetriesExhaustedError),
+    ],
 )
 def test_key_is_in_no_exception_log_or_repr_when_the_server_echoes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, status: int, error: type
@@ -289,11 +303,14 @@ def test_key_is_in_no_exception_log_or_repr_when_the_server_echoes_it(
         built = build_cloudglue_assets(start_date="2026-01-01", retry_policy=None)
         (tmp_path / "instance").mkdir()
         instance = dg.DagsterInstance.local_temp(str(tmp_path / "instance"))
-        resources = {"cloudglue": resource,
-                     "io_manager": CloudglueDuckDBIOManager(database=str(tmp_path / "w.duckdb"), schema="cloudglue")}
+        resources = {
+            "cloudglue": resource,
+            "io_manager": CloudglueDuckDBIOManager(database=str(tmp_path / "w.duckdb"), schema="cloudglue"),
+        }
         probe_run = dg.materialize([probe], resources=resources, instance=instance, raise_on_error=False)
-        asset_run = dg.materialize(list(built.assets), resources=resources, instance=instance,
-                                   partition_key="2026-01-02", raise_on_error=False)
+        asset_run = dg.materialize(
+            list(built.assets), resources=resources, instance=instance, partition_key="2026-01-02", raise_on_error=False
+        )
     assert len(seen) >= 2 and all(s.headers["Authorization"] == f"Bearer {key}" for s in seen)  # the key was sent
     assert not probe_run.success and not asset_run.success
     texts = list(seen_reprs)
@@ -349,8 +366,13 @@ def test_a_key_with_a_control_character_is_refused_without_being_shown(tmp_path:
                 "io_manager": CloudglueDuckDBIOManager(database=str(tmp_path / "w.duckdb"), schema="cloudglue"),
             }
             instance = dg.DagsterInstance.ephemeral()
-            run = dg.materialize(list(built.assets), resources=resources, instance=instance,
-                                 partition_key="2026-09-02", raise_on_error=False)
+            run = dg.materialize(
+                list(built.assets),
+                resources=resources,
+                instance=instance,
+                partition_key="2026-09-02",
+                raise_on_error=False,
+            )
         finally:
             del os.environ["CLOUDGLUE_BAD_KEY"]
         assert emu.requests_served == 0  # refused before anything was sent
@@ -378,13 +400,22 @@ def test_the_key_is_masked_in_every_encoding_a_server_echoes(tmp_path: Path, key
                 "io_manager": CloudglueDuckDBIOManager(database=str(tmp_path / "w.duckdb"), schema="cloudglue"),
             }
             instance = dg.DagsterInstance.ephemeral()
-            run = dg.materialize(list(built.assets), resources=resources, instance=instance,
-                                 partition_key="2026-09-02", raise_on_error=False)
+            run = dg.materialize(
+                list(built.assets),
+                resources=resources,
+                instance=instance,
+                partition_key="2026-09-02",
+                raise_on_error=False,
+            )
     assert not run.success
     message = str(info.value)
     assert message.count("***") >= 7  # every form was there, and masked
-    texts = [message, repr(info.value), run.get_step_failure_events()[0].step_failure_data.error.to_string(),
-             *(str(r) for r in instance.all_logs(run.run_id))]
+    texts = [
+        message,
+        repr(info.value),
+        run.get_step_failure_events()[0].step_failure_data.error.to_string(),
+        *(str(r) for r in instance.all_logs(run.run_id)),
+    ]
     for i, text in enumerate(texts):
         assert_no_encoding(text, key, f"text {i}")
 
@@ -399,7 +430,11 @@ def test_user_info_in_base_url_is_refused_and_never_shown(tmp_path: Path, key: s
     assert "user info" in str(info.value)
     assert_no_encoding(str(info.value), password, "the resource's error")
     env = cli_env(key=key, base_url=url, start="2026-01-01", database=tmp_path / "w.duckdb", home=tmp_path / "home")
-    done = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-m",
-                           "cloudglue_dagster.definitions"], env=env, capture_output=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "cloudglue_dagster.definitions"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert done.returncode != 0 and b"user info" in done.stdout + done.stderr
     assert_no_encoding(done.stdout + done.stderr, password, "dagster definitions validate")

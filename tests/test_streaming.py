@@ -16,10 +16,10 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from support.pipeline import TEST_KEY
-from support.hostile_server import HostileProxy
-from support.reliability import expected_for, ms, read_table
 from dagster._core.definitions.reconstruct import ReconstructableJob
+from support.hostile_server import HostileProxy
+from support.pipeline import TEST_KEY
+from support.reliability import expected_for, ms, read_table
 
 from cloudglue_dagster.duckdb.day_store import PROGRESS_TABLE
 from cloudglue_dagster.emulator import Dataset, Emulator
@@ -64,7 +64,10 @@ def job_env(proxy: HostileProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def run_range(instance: dg.DagsterInstance, **kwargs) -> dg.ExecuteJobResult:
-    tags = {"dagster/asset_partition_range_start": FIRST.isoformat(), "dagster/asset_partition_range_end": LAST.isoformat()}
+    tags = {
+        "dagster/asset_partition_range_start": FIRST.isoformat(),
+        "dagster/asset_partition_range_end": LAST.isoformat(),
+    }
     # By file: the step subprocesses import it without tests/ on their path.
     job = ReconstructableJob.for_file(JOB_FILE, "daily_job")
     with dg.execute_job(job, instance=instance, tags=tags, raise_on_error=False, **kwargs) as result:
@@ -74,7 +77,9 @@ def run_range(instance: dg.DagsterInstance, **kwargs) -> dg.ExecuteJobResult:
 def assert_exact(emu: Emulator, database: Path, moves: dict[str, dt.date] | None = None) -> None:
     """chat_completions and token_usage hold exactly the emulator's records of every day."""
     wanted = [FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)]
-    expected = expected_for(emu, [w - dt.timedelta(days=1) for w in wanted[:1]] + wanted + [LAST + dt.timedelta(days=1)])
+    expected = expected_for(
+        emu, [w - dt.timedelta(days=1) for w in wanted[:1]] + wanted + [LAST + dt.timedelta(days=1)]
+    )
     for cid, day in (moves or {}).items():
         for ids in expected.ids.values():
             ids.discard(cid)
@@ -153,7 +158,9 @@ def test_a_reexecution_of_a_failed_range_run_fetches_only_the_days_it_had_not_co
     proxy.on_request = lambda n: setattr(proxy, "lie", "huge_tokens") if n == int(full * 0.8) else None
     failed = run_range(instance)
     assert not failed.success
-    committed = read_table(job_env, PROGRESS_TABLE, f"WHERE run_id = '{failed.run_id}' AND asset_key LIKE '%chat_completions'")
+    committed = read_table(
+        job_env, PROGRESS_TABLE, f"WHERE run_id = '{failed.run_id}' AND asset_key LIKE '%chat_completions'"
+    )
     assert len(committed) >= 0.5 * (LAST - FIRST).days
     assert_exact(emu, job_env)  # committed days are new and exact, the others still the first run's
 

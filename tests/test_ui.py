@@ -46,7 +46,11 @@ pytestmark = pytest.mark.timeout(180)
 def chromium_path() -> str:
     """The system Chromium; fails the test (never skips) when there is none."""
     configured = os.environ.get("CHROMIUM")
-    candidates = [configured] if configured else [shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium"]
+    candidates = (
+        [configured]
+        if configured
+        else [shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium"]
+    )
     for path in candidates:
         if path and Path(path).is_file() and os.access(path, os.X_OK):
             return path
@@ -222,7 +226,9 @@ def check_asset_graph(served: Served, page) -> None:
     slack = 0.1 * c["width"]
 
     def near_right(point, box) -> bool:
-        return abs(point["x"] - (box["x"] + box["width"])) <= slack and box["y"] <= point["y"] <= box["y"] + box["height"]
+        return (
+            abs(point["x"] - (box["x"] + box["width"])) <= slack and box["y"] <= point["y"] <= box["y"] + box["height"]
+        )
 
     def near_left(point, box) -> bool:
         return abs(point["x"] - box["x"]) <= slack and box["y"] <= point["y"] <= box["y"] + box["height"]
@@ -244,8 +250,10 @@ def check_token_usage_page(served: Served, page) -> None:
     def metadata_row(key: str, value: int):
         # A row of the Metadata table (the Columns table lists the same names, without values)
         # whose value cell is exactly ``value``.
-        return page.get_by_role("row").filter(has=page.get_by_text(key, exact=True)).filter(
-            has=page.get_by_text(str(value), exact=True)
+        return (
+            page.get_by_role("row")
+            .filter(has=page.get_by_text(key, exact=True))
+            .filter(has=page.get_by_text(str(value), exact=True))
         )
 
     # The latest materialization's metadata: the last day's totals, as the emulator served them.

@@ -30,26 +30,12 @@ Child processes run in their own process groups and are stopped as groups
 (POSIX only, like the Makefile).
 """
 
-from .backfill import BackfillResult
-from .settings import DEFAULT_DAYS
-from .settings import DEFAULT_HOME
-from .settings import DEFAULT_PER_DAY
-from .settings import DEFAULT_SEED
-from .summary import DayRow
-from .settings import DemoError
-from .processes import EmulatorProcess
-from .settings import Settings
-from .summary import Summary
-from .processes import dagster_env
-from .summary import format_summary
-from .processes import prepare_home
-from .summary import read_summary
-from .settings import resolve_window
-from .backfill import run_backfill
-from .commands import run_demo
-from .commands import run_ui
-from .summary import verify
+from .backfill import BackfillResult, run_backfill
 from .cli import main
+from .commands import run_demo, run_ui
+from .processes import EmulatorProcess, dagster_env, prepare_home
+from .settings import DEFAULT_DAYS, DEFAULT_HOME, DEFAULT_PER_DAY, DEFAULT_SEED, DemoError, Settings, resolve_window
+from .summary import DayRow, Summary, format_summary, read_summary, verify
 
 __all__ = [
     "BackfillResult",

@@ -140,7 +140,9 @@ def _error_check_failures(dagster_home: str | None, run_id: str | None) -> Count
     import dagster as dg
 
     with dg.DagsterInstance.from_config(dagster_home) as instance:
-        records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=100_000)
+        records = instance.get_records_for_run(
+            run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=100_000
+        )
         for record in records.records:
             evaluation = record.event_log_entry.dagster_event.event_specific_data
             if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
@@ -183,7 +185,9 @@ def run_backfill(settings: Settings, env: Mapping[str, str], *, out: IO[str] | N
     if code != 0:
         if result.errors:
             detail = "\n".join("    " + e for e in result.errors[-5:])
-            raise DemoError(f"the Dagster backfill failed (exit status {code}):\n{detail}\nFull log: {shown_path(log_path)}")
+            raise DemoError(
+                f"the Dagster backfill failed (exit status {code}):\n{detail}\nFull log: {shown_path(log_path)}"
+            )
         raise DemoError(
             f"the Dagster backfill failed (exit status {code}). Last lines of its log"
             f" ({shown_path(log_path)}):\n{last_lines(list(recent))}"

@@ -12,9 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from .commands import run_demo, run_ui
-from .settings import DEFAULT_DAYS, DEFAULT_HOME, DEFAULT_PER_DAY, DEFAULT_SEED, DUCKDB_FILE, DemoError, Settings, resolve_window, say
+from .settings import (
+    DEFAULT_DAYS,
+    DEFAULT_HOME,
+    DEFAULT_PER_DAY,
+    DEFAULT_SEED,
+    DUCKDB_FILE,
+    DemoError,
+    Settings,
+    resolve_window,
+    say,
+)
 
 __all__ = ["build_parser", "main"]
+
 
 def _int_at_least(minimum: int):
     def parse(value: str) -> int:

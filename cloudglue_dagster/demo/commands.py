@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import IO
 
 from .backfill import run_backfill
-from .processes import EmulatorProcess, check_duckdb_unlocked, dagster_env, port_free, prepare_home, spawn_process, stop_process, wait_http
+from .processes import (
+    EmulatorProcess,
+    check_duckdb_unlocked,
+    dagster_env,
+    port_free,
+    prepare_home,
+    spawn_process,
+    stop_process,
+    wait_http,
+)
 from .settings import DEFINITIONS_MODULE, DemoError, Settings, demo_dataset, last_lines, say, shown_path
 from .summary import Summary, format_summary, read_summary, verify
 
@@ -98,24 +107,37 @@ def run_ui(settings: Settings, host: str, port: int, *, out: IO[str] | None = No
         say(f"Cloudglue emulator listening on {emulator.base_url} ({settings.start}..{settings.end})", out=out)
         env = dagster_env(settings, emulator.base_url, api_key)
         if not _has_data(settings):
-            say(f"{shown_path(settings.duckdb)} lacks days of {settings.start}..{settings.end}: running the backfill first.", out=out)
+            say(
+                f"{shown_path(settings.duckdb)} lacks days of {settings.start}..{settings.end}: running the backfill first.",
+                out=out,
+            )
             check_duckdb_unlocked(settings.duckdb)
             run_backfill(settings, env, out=out)
         shown = ["dagster", "dev", *location, "-h", host, "-p", str(port)]
-        say(f"Starting: {shlex.join(shown)}  (DAGSTER_HOME={shown_path(settings.home)}, log: {shown_path(log_path)})", out=out)
+        say(
+            f"Starting: {shlex.join(shown)}  (DAGSTER_HOME={shown_path(settings.home)}, log: {shown_path(log_path)})",
+            out=out,
+        )
         with open(log_path, "w", encoding="utf-8") as log:
-            proc = spawn_process([sys.executable, "-m", "dagster", *shown[1:]], env, stdout=log, stderr=subprocess.STDOUT)
+            proc = spawn_process(
+                [sys.executable, "-m", "dagster", *shown[1:]], env, stdout=log, stderr=subprocess.STDOUT
+            )
             try:
                 url_host = f"[{host}]" if ":" in host else host
                 url = f"http://{url_host}:{port}"
                 if not wait_http(f"{url}/server_info", proc, timeout=180):
                     log.flush()
                     lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
-                    raise DemoError(f"`dagster dev` did not start. Last lines of {shown_path(log_path)}:\n{last_lines(lines)}")
+                    raise DemoError(
+                        f"`dagster dev` did not start. Last lines of {shown_path(log_path)}:\n{last_lines(lines)}"
+                    )
                 say("", out=out)
                 say(f"Dagster UI: {url}", out=out)
                 say(f"  asset lineage:   {url}/asset-groups/cloudglue", out=out)
-                say(f"  token usage:     {url}/assets/cloudglue/token_usage  (Metadata > Plots: tokens per partition)", out=out)
+                say(
+                    f"  token usage:     {url}/assets/cloudglue/token_usage  (Metadata > Plots: tokens per partition)",
+                    out=out,
+                )
                 say(f"  demo runs:       {url}/runs", out=out)
                 say("Press Ctrl-C to stop (the emulator stops with it).", out=out)
                 code = proc.wait()

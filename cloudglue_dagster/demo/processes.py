@@ -125,6 +125,7 @@ class EmulatorProcess:
         if proc.stdout is not None:
             proc.stdout.close()
 
+
 _DAGSTER_YAML_HEADER = "# Written by `python -m cloudglue_dagster.demo`"
 _DAGSTER_YAML = f"""\
 {_DAGSTER_YAML_HEADER} (make demo / make ui): the demo's Dagster

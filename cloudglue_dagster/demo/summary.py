@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .settings import DemoError, SCHEMA, Settings, demo_dataset, shown_path
+from .settings import SCHEMA, DemoError, Settings, demo_dataset, shown_path
 
 __all__ = ["DayRow", "Summary", "format_summary", "read_summary", "verify"]
 
@@ -85,7 +85,9 @@ def read_summary(settings: Settings) -> Summary:
             """
         ).fetchall()
     except duckdb.CatalogException as exc:
-        raise DemoError(f"the DuckDB file {shown_path(settings.duckdb)} has no {SCHEMA}.token_usage table: {exc}") from exc
+        raise DemoError(
+            f"the DuckDB file {shown_path(settings.duckdb)} has no {SCHEMA}.token_usage table: {exc}"
+        ) from exc
     finally:
         conn.close()
     by_day: dict[dt.date, list[tuple[str, int, int, int, int]]] = {}
@@ -137,7 +139,9 @@ def verify(settings: Settings, summary: Summary) -> list[str]:
         got = (row.completions, row.prompt_tokens, row.completion_tokens, row.total_tokens)
         expected = (want.count, want.prompt_tokens, want.completion_tokens, want.total_tokens)
         if got != expected:
-            problems.append(f"{row.day}: token_usage (completions, prompt, completion, total) = {got}, expected {expected}")
+            problems.append(
+                f"{row.day}: token_usage (completions, prompt, completion, total) = {got}, expected {expected}"
+            )
         models = {m: n for m, n, _ in row.by_model}
         if models != {m: n for m, n in want.by_model.items() if n}:
             problems.append(f"{row.day}: completions by model {models}, expected {want.by_model}")

@@ -26,9 +26,18 @@ from .errors import (
     display_path,
     is_file_database,
 )
-from .sql import partition_where_clause, plain_table, qualified_table, quote_identifier, schema_table, select_statement, table_columns
+from .sql import (
+    partition_where_clause,
+    plain_table,
+    qualified_table,
+    quote_identifier,
+    schema_table,
+    select_statement,
+    table_columns,
+)
 
 __all__ = ["UTCDuckDbClient"]
+
 
 class UTCDuckDbClient(DbClient):
     """DuckDB client for ``DbIOManager`` with transactional writes, UTC sessions and lock waits.
@@ -53,7 +62,7 @@ class UTCDuckDbClient(DbClient):
         self.lock_timeout_seconds = lock_timeout_seconds
         self.memory_limit: str | None = None if "memory_limit" in connection_config else DEFAULT_MEMORY_LIMIT
 
-    def uncapped(self) -> "UTCDuckDbClient":
+    def uncapped(self) -> UTCDuckDbClient:
         """A copy of this client whose connections run under DuckDB's own memory limit."""
         clone = copy.copy(self)
         clone.memory_limit = None
@@ -154,8 +163,7 @@ class UTCDuckDbClient(DbClient):
         if is_file_database(self.database) and not Path(self.database).exists():
             upstream = context.asset_key.to_user_string() if context.has_asset_key else "upstream"
             raise DuckDBPathError(
-                f"DuckDB database {display_path(self.database)} does not exist yet: materialize"
-                f" {upstream} first.",
+                f"DuckDB database {display_path(self.database)} does not exist yet: materialize {upstream} first.",
                 database=display_path(self.database),
             )
         conn = open_connection(

@@ -13,7 +13,15 @@ import duckdb
 
 from .errors import DuckDBLockTimeoutError, display_path, is_file_database, open_error, parent_error
 
-__all__ = ["DEFAULT_MEMORY_LIMIT", "create_parent", "database_of", "is_lock_error", "is_out_of_memory", "open_connection", "quietly"]
+__all__ = [
+    "DEFAULT_MEMORY_LIMIT",
+    "create_parent",
+    "database_of",
+    "is_lock_error",
+    "is_out_of_memory",
+    "open_connection",
+    "quietly",
+]
 
 DEFAULT_MEMORY_LIMIT = "32MB"
 """DuckDB's ``memory_limit`` for each read and write, unless ``connection_config`` sets one.
@@ -112,9 +120,7 @@ def open_connection(
     return conn
 
 
-def _connect_once(
-    database: str, *, read_only: bool, config: Mapping[str, Any]
-) -> duckdb.DuckDBPyConnection:
+def _connect_once(database: str, *, read_only: bool, config: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(database, read_only=read_only, config=dict(config))
     except duckdb.ConnectionException as exc:
@@ -159,7 +165,5 @@ def quietly(cleanup: Callable[[], object]) -> None:
 
 def database_of(conn: duckdb.DuckDBPyConnection) -> str:
     """The connection's database as :func:`~cloudglue_dagster.duckdb.errors.display_path` shows it."""
-    ((path,),) = conn.execute(
-        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
-    ).fetchall()
+    ((path,),) = conn.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
     return display_path(path) if path else ":memory:"

@@ -92,10 +92,14 @@ def _progress(conn: duckdb.DuckDBPyConnection, schema: str, create: bool) -> str
     return name if exists else None
 
 
-def _mark(conn: duckdb.DuckDBPyConnection, schema: str, run_id: str, asset: str, keys: Sequence[tuple[str, int]]) -> None:
+def _mark(
+    conn: duckdb.DuckDBPyConnection, schema: str, run_id: str, asset: str, keys: Sequence[tuple[str, int]]
+) -> None:
     table = _progress(conn, schema, create=True)
     for key, rows in keys:
-        conn.execute(f"DELETE FROM {table} WHERE run_id = ? AND asset_key = ? AND partition_key = ?", [run_id, asset, key])
+        conn.execute(
+            f"DELETE FROM {table} WHERE run_id = ? AND asset_key = ? AND partition_key = ?", [run_id, asset, key]
+        )
         conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?, now())", [run_id, asset, key, rows])
 
 
@@ -215,7 +219,9 @@ class DayStore:
                     [context.run_id, self.asset, key],
                 )
 
-    def read(self, context: dg.InputContext | dg.OutputContext, day: UTCDay, columns: Sequence[str] | None) -> pd.DataFrame:
+    def read(
+        self, context: dg.InputContext | dg.OutputContext, day: UTCDay, columns: Sequence[str] | None
+    ) -> pd.DataFrame:
         """One day's rows, as the pandas handler loads them."""
         day_slice = _day_slice(self.table_slice, day, columns)
         with self.client.connect(context, day_slice) as conn:
@@ -256,4 +262,3 @@ def day_frames(store: DayStore, context: dg.InputContext, days: Sequence[UTCDay]
     """The input's days, each loaded when iterated."""
     columns = store.table_slice.columns
     return DayFrames(days=list(days), load=lambda day: store.read(context, day, columns))
-

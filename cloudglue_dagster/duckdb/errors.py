@@ -155,9 +155,7 @@ class DuckDBWriteError(DuckDBStorageError):
             message += f" Row at fault: {row.describe()}."
         column = row.column if row else None
         row_key = row.key if row else None
-        super().__init__(
-            message, database=database, table=table, partitions=partitions, row_key=row_key, column=column
-        )
+        super().__init__(message, database=database, table=table, partitions=partitions, row_key=row_key, column=column)
         self.table = table
         self.partitions = partitions
         self.row_key = row_key
@@ -400,8 +398,7 @@ def open_error(database: str, exc: duckdb.Error, config: Mapping[str, Any]) -> D
     if not isinstance(exc, duckdb.IOException):
         # Option names only: a value may be a secret (motherduck_token).
         return DuckDBStorageError(
-            f"Cannot open DuckDB database {path} with connection_config options {sorted(config)}."
-            f" DuckDB said: {exc}",
+            f"Cannot open DuckDB database {path} with connection_config options {sorted(config)}. DuckDB said: {exc}",
             database=path,
         )
     return DuckDBPathError(
@@ -425,7 +422,4 @@ def _path_hint(database: str) -> str:
             )
     except OSError:
         pass
-    return (
-        ": check that it names a DuckDB file, or a path where one can be created, that this"
-        " process may write."
-    )
+    return ": check that it names a DuckDB file, or a path where one can be created, that this process may write."

@@ -62,6 +62,7 @@ from .sql import table_columns
 
 __all__ = ["CloudglueDuckDBIOManager"]
 
+
 class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     """Stores pandas DataFrames in a DuckDB file; loads them back as DataFrames.
 
@@ -171,8 +172,7 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
         default=None,
         alias="schema",
         description=(
-            "Schema for assets that set no 'schema' metadata. If unset, the asset key prefix is"
-            " used, else 'public'."
+            "Schema for assets that set no 'schema' metadata. If unset, the asset key prefix is used, else 'public'."
         ),
     )  # schema is a reserved word for pydantic
     lock_timeout_seconds: float = Field(
@@ -222,7 +222,7 @@ class _MemoryRetryingDbIOManager(DbIOManager):
     switched back and forth.
     """
 
-    def __init__(self, *, db_client: "UTCDuckDbClient", **kwargs: Any):
+    def __init__(self, *, db_client: UTCDuckDbClient, **kwargs: Any):
         super().__init__(db_client=db_client, **kwargs)
         self._uncapped = (
             None if db_client.memory_limit is None else DbIOManager(db_client=db_client.uncapped(), **kwargs)

@@ -11,8 +11,14 @@ from dagster._core.definitions.partitions.utils import TimeWindow
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice, static_where_clause
 
 __all__ = [
-    "partition_where_clause", "plain_table", "qualified_table", "quote_identifier", "schema_table",
-    "select_statement", "table_columns", "time_window_where_clause",
+    "partition_where_clause",
+    "plain_table",
+    "qualified_table",
+    "quote_identifier",
+    "schema_table",
+    "select_statement",
+    "table_columns",
+    "time_window_where_clause",
 ]
 
 # Plain literals (no offset) compare correctly with TIMESTAMPTZ, TIMESTAMP, TIMESTAMP_NS, DATE
@@ -21,9 +27,7 @@ __all__ = [
 _DUCKDB_DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
-def table_columns(
-    conn: duckdb.DuckDBPyConnection, schema: str, table: str
-) -> dict[str, tuple[str, str]] | None:
+def table_columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> dict[str, tuple[str, str]] | None:
     """Returns ``{lower-case name: (name, DuckDB type)}`` of a table's columns, or None if the
     table does not exist. Names compare case-insensitively, as DuckDB resolves them.
     """
@@ -57,8 +61,7 @@ def time_window_where_clause(dimension: TablePartitionDimension) -> str:
     """``expr >= start AND expr < end`` with the window's bounds written in UTC."""
     start, end = cast("TimeWindow", dimension.partitions)
     return (
-        f"{dimension.partition_expr} >= '{_utc_literal(start)}'"
-        f" AND {dimension.partition_expr} < '{_utc_literal(end)}'"
+        f"{dimension.partition_expr} >= '{_utc_literal(start)}' AND {dimension.partition_expr} < '{_utc_literal(end)}'"
     )
 
 

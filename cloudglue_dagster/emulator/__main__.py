@@ -15,12 +15,12 @@ import threading
 from datetime import date, datetime, timedelta, timezone
 from types import FrameType
 
+from .._loopback import is_loopback
 from .content import TEXT_MODES
 from .data import Dataset
 from .faults import FAULT_KINDS, validate_kinds
 from .server import Emulator
 from .timeutil import BOUNDARY_READINGS, ORDERS, TIMESTAMP_UNITS
-from .._loopback import is_loopback
 
 DEFAULT_DAYS = 14
 
@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-day", type=int, default=200, help="mean completions per non-empty day (default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--text", choices=TEXT_MODES, default="realistic",
+        "--text",
+        choices=TEXT_MODES,
+        default="realistic",
         help="realistic: distinct texts per completion, ~1.4 KB of JSON each (default); "
         "compact: texts from a pool of 256 bodies, which repeat",
     )

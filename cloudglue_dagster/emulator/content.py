@@ -23,7 +23,14 @@ from typing import Any, NamedTuple
 from .text import TextMaker, placeholder, skeleton
 
 __all__ = [
-    "MODELS", "TEXT_MODES", "Generated", "LazyBody", "RecordFactory", "collection_pool", "make_body", "new_uuid",
+    "MODELS",
+    "TEXT_MODES",
+    "Generated",
+    "LazyBody",
+    "RecordFactory",
+    "collection_pool",
+    "make_body",
+    "new_uuid",
 ]
 
 #: Kinds of generated text: ``realistic`` (distinct texts per completion) or ``compact`` (a pool).
@@ -58,7 +65,7 @@ _SPECIAL = (
     "Family emoji 👨‍👩‍👧‍👦 and flags 🇵🇹🇯🇵.",
     "Path on disk: C:\\videos\\2026\\clip_01.mp4 and regex \\d+\\.mp4",
     "Line one\nLine two\n\tindented line three\r\nwindows line",
-    "JSON-ish text: {\"key\": [1, 2, 3], \"nested\": {\"a\": null}}",
+    'JSON-ish text: {"key": [1, 2, 3], "nested": {"a": null}}',
     "Greek: Σύνοψη βίντεο. Russian: Краткое содержание. Arabic: ملخص الفيديو.",
     "Separators\u2028inside\u2029text and a zero\u200bwidth space.",
     "Math: ∑ x² ≤ ∞, arrows → ⇒, quotes ‘single’ “double”.",
@@ -135,12 +142,20 @@ def _usage(rng: random.Random) -> tuple[int | None, int | None, int | None, byte
     if u < 0.82:
         if rng.random() < 0.03:
             cached = _int(rng, 0, prompt)
-            return prompt, completion, total, (
-                b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
-                b'"prompt_tokens_details":{"cached_tokens":%d}}' % (prompt, completion, total, cached)
+            return (
+                prompt,
+                completion,
+                total,
+                (
+                    b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
+                    b'"prompt_tokens_details":{"cached_tokens":%d}}' % (prompt, completion, total, cached)
+                ),
             )
-        return prompt, completion, total, (
-            b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (prompt, completion, total)
+        return (
+            prompt,
+            completion,
+            total,
+            (b'{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}' % (prompt, completion, total)),
         )
     if u < 0.89:
         return None, None, None, b"{}"
@@ -178,9 +193,7 @@ def _filter(rng: random.Random) -> dict[str, Any] | None:
     if u < 0.95:
         return {"file": [{"path": "filename", "operator": "Like", "valueText": "%.mp4"}]}
     return {
-        "metadata": [
-            {"path": "tags", "operator": "ContainsAny", "valueTextArray": ["demo", "launch", "café"]}
-        ],
+        "metadata": [{"path": "tags", "operator": "ContainsAny", "valueTextArray": ["demo", "launch", "café"]}],
         "file": [{"path": "bytes", "operator": "GreaterThan", "valueText": "1048576"}],
     }
 
@@ -321,7 +334,10 @@ class RecordFactory:
         body: LazyBody | None = None
         if self._bodies:
             tail = b',"object":"chat.completion","model":"%s","usage":%s,%s%s}' % (
-                _MODEL_JSON[model], usage, self._bodies[pick], extra,
+                _MODEL_JSON[model],
+                usage,
+                self._bodies[pick],
+                extra,
             )
         else:
             tail = b',"object":"chat.completion","model":"%s","usage":%s,' % (_MODEL_JSON[model], usage)

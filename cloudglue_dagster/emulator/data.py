@@ -17,11 +17,11 @@ import json
 import random
 import threading
 from bisect import bisect_left
-from operator import attrgetter
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
+from operator import attrgetter
 from typing import Any
 
 from .content import TEXT_MODES, Generated, LazyBody, RecordFactory
@@ -63,7 +63,17 @@ class _Stored:
     """One record: canonical time, facts for ground truth, serialized JSON."""
 
     __slots__ = (
-        "at_ms", "sort_id", "id", "model", "prompt", "completion", "total", "head", "tail", "body", "fixed",
+        "at_ms",
+        "sort_id",
+        "id",
+        "model",
+        "prompt",
+        "completion",
+        "total",
+        "head",
+        "tail",
+        "body",
+        "fixed",
     )
     at_ms: int  # canonical time, epoch ms (placement, filtering, ordering)
     sort_id: str  # tie-breaker of the order
@@ -483,6 +493,5 @@ class Dataset:
 
     def __repr__(self) -> str:
         return (
-            f"Dataset(start={self.start}, end={self.end}, per_day={self.per_day}, seed={self.seed},"
-            f" text={self.text!r})"
+            f"Dataset(start={self.start}, end={self.end}, per_day={self.per_day}, seed={self.seed}, text={self.text!r})"
         )

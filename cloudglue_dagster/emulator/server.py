@@ -32,8 +32,15 @@ ENDPOINT = "/v1/chat/completions"
 
 _INT_RE = re.compile(r"-?\d{1,18}")
 _REASONS = {
-    200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
 }
 
 
@@ -378,8 +385,10 @@ class Emulator:
         self._stopping.clear()
         self._server = _Server((self.host, self._requested_port), self, family)
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"cloudglue-emulator:{self.port}", daemon=True,
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"cloudglue-emulator:{self.port}",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -560,4 +569,3 @@ def _date_param(query: dict[str, str], name: str) -> date | None:
         return parse_query_date(raw)
     except ValueError:
         raise _BadRequest(f"{name} must be a date in YYYY-MM-DD format") from None
-

@@ -31,9 +31,9 @@ import hashlib
 import json
 import random
 import re
+import struct
 import sys
 import threading
-import struct
 from array import array
 from collections.abc import Callable, Sequence
 from itertools import accumulate
@@ -236,9 +236,14 @@ class _Language(NamedTuple):
 # Separators before a phrase, JSON-escaped UTF-8, as (separator, next word capitalized), out of
 # 256: mostly a space, sometimes a comma, a full stop, a question mark or a paragraph break.
 _SEPARATORS = {
-    "latin": [(b" ", False)] * 200 + [(b", ", False)] * 24 + [(b". ", True)] * 25 + [(b"? ", True)] * 2
+    "latin": [(b" ", False)] * 200
+    + [(b", ", False)] * 24
+    + [(b". ", True)] * 25
+    + [(b"? ", True)] * 2
     + [(b".\\n\\n", True)] * 5,
-    "cjk": [(b"", False)] * 206 + [("，".encode(), False)] * 30 + [("。".encode(), False)] * 18
+    "cjk": [(b"", False)] * 206
+    + [("，".encode(), False)] * 30
+    + [("。".encode(), False)] * 18
     + [("。\\n\\n".encode(), False)] * 2,
 }
 # Shares of the 8,192 distinct phrases, as slot bounds: two to six words (3.6 on average: one
@@ -382,7 +387,7 @@ class TextMaker:
                 tuple(_language(name).ends[k] + seg for k, seg in zip(skel.kinds, skel.segments[1:]))
                 for name in _LANG_NAMES
             )
-            unpack = struct.Struct("<%dI" % (1 + 3 * n)).unpack
+            unpack = struct.Struct(f"<{1 + 3 * n}I").unpack
             lengths = tuple(_LENGTH_OF_BYTE[k] for k in skel.kinds)
             self._compiled.append(_Compiled(skel.segments[0], lengths, per_lang, 4 * (1 + 3 * n), unpack))
 

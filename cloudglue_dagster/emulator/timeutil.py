@@ -93,9 +93,7 @@ def parse_query_date(value: str) -> date:
     return date.fromisoformat(value)
 
 
-def window_ms(
-    created_after: date | None, created_before: date | None, boundary: str
-) -> tuple[int | None, int | None]:
+def window_ms(created_after: date | None, created_before: date | None, boundary: str) -> tuple[int | None, int | None]:
     """Half-open epoch-ms window ``[lo, hi)`` selected by the date filters.
 
     ``None`` means unbounded on that side. See :data:`BOUNDARY_READINGS`.

@@ -14,8 +14,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, quote_plus, urlsplit
 
@@ -107,7 +107,9 @@ class HostileProxy:
     # -- answers ----------------------------------------------------------------------------
 
     def _forward(self, path: str, auth: str | None) -> tuple[int, Any]:
-        request = urllib.request.Request(self.emu.base_url.removesuffix("/v1") + path, headers={"Authorization": auth or ""})
+        request = urllib.request.Request(
+            self.emu.base_url.removesuffix("/v1") + path, headers={"Authorization": auth or ""}
+        )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status, json.loads(response.read())
@@ -124,11 +126,23 @@ class HostileProxy:
         if lie == "deep_json":
             return 200, {}, b"[" * 100_000 + b"]" * 100_000, False
         if lie == "long_integer":
-            return 200, {}, b'{"object": "list", "data": [], "limit": 100, "offset": 0, "total": ' + b"9" * 5000 + b"}", False
+            return (
+                200,
+                {},
+                b'{"object": "list", "data": [], "limit": 100, "offset": 0, "total": ' + b"9" * 5000 + b"}",
+                False,
+            )
         if lie == "echo_key":
             key = (auth or "").removeprefix("Bearer ")
-            forms = [key, repr(key), quote(key, safe=""), quote_plus(key), base64.b64encode(key.encode()).decode(),
-                     base64.b64encode(f"x{key}".encode()).decode(), base64.urlsafe_b64encode(f"ab{key}".encode()).decode()]
+            forms = [
+                key,
+                repr(key),
+                quote(key, safe=""),
+                quote_plus(key),
+                base64.b64encode(key.encode()).decode(),
+                base64.b64encode(f"x{key}".encode()).decode(),
+                base64.urlsafe_b64encode(f"ab{key}".encode()).decode(),
+            ]
             return 401, {}, json.dumps({"error": "invalid key: " + " | ".join(forms)}).encode(), False
         if lie == "same_page":
             path = path.replace(f"offset={offset}", "offset=0")

@@ -41,10 +41,18 @@ class Pipeline:
         """Materialize one day, or the range first..last as one run."""
         selection: Sequence[Any] = [*self.built.assets, *(self.built.asset_checks if checks else ())]
         if last is None:
-            return dg.materialize(selection, resources=self.resources, instance=self.instance,
-                                  partition_key=first, raise_on_error=raise_on_error)
+            return dg.materialize(
+                selection,
+                resources=self.resources,
+                instance=self.instance,
+                partition_key=first,
+                raise_on_error=raise_on_error,
+            )
         return dg.materialize(
-            selection, resources=self.resources, instance=self.instance, raise_on_error=raise_on_error,
+            selection,
+            resources=self.resources,
+            instance=self.instance,
+            raise_on_error=raise_on_error,
             tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
         )
 

@@ -88,7 +88,9 @@ class PostgresServer:
             os.chown(self.root, account.pw_uid, account.pw_gid)
         self._run(initdb, "-D", str(self.data), "-U", self.user, "-A", "trust", "--no-sync", "-E", "UTF8")
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        self._run(pg_ctl, "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start")
+        self._run(
+            pg_ctl, "-D", str(self.data), "-l", str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start"
+        )
         self._started = True
         atexit.register(self.stop)
         self._create_database()

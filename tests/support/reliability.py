@@ -21,10 +21,11 @@ from typing import Any
 
 import duckdb
 import pandas as pd
-from .pipeline import read_table  # noqa: F401  (re-exported for the reliability tests)
 
 from cloudglue_dagster.emulator import FAULT_KINDS, Emulator
 from cloudglue_dagster.emulator.faults import FaultPlan
+
+from .pipeline import read_table  # noqa: F401  (re-exported for the reliability tests)
 
 UTC = dt.timezone.utc
 RETRYABLE_FAULTS = tuple(k for k in FAULT_KINDS if k != "slow")
@@ -119,7 +120,10 @@ def assert_tables_equal_truth(database: Path, emu: Emulator, wanted: Sequence[dt
     usage = read_table(database, "token_usage")
     have_usage = {
         (r.date.date(), r.model): (
-            r.completions, _value(r.prompt_tokens), _value(r.completion_tokens), _value(r.total_tokens),
+            r.completions,
+            _value(r.prompt_tokens),
+            _value(r.completion_tokens),
+            _value(r.total_tokens),
             r.completions_without_usage,
         )
         for r in usage.itertuples()
@@ -176,8 +180,12 @@ def pages(emu: Emulator, first: dt.date, last: dt.date, page_size: int) -> int:
 def cli_env(*, key: str, base_url: str, start: str, database: Path, home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDGLUE_")}
     env.update(
-        CLOUDGLUE_API_KEY=key, CLOUDGLUE_BASE_URL=base_url, CLOUDGLUE_START_DATE=start,
-        CLOUDGLUE_DUCKDB_PATH=str(database), DAGSTER_HOME=str(home), **extra,
+        CLOUDGLUE_API_KEY=key,
+        CLOUDGLUE_BASE_URL=base_url,
+        CLOUDGLUE_START_DATE=start,
+        CLOUDGLUE_DUCKDB_PATH=str(database),
+        DAGSTER_HOME=str(home),
+        **extra,
     )
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
