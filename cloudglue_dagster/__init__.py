@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .guards import ShrinkGuard
     from .models import ChatCompletion, ChatCompletionPage, ChatMessage, Choice, Usage
     from .resource import CloudglueResource
+    from .translator import CloudglueTranslator, CloudglueTranslatorData
 
 _HOME = {
     "DEFAULT_BASE_URL": "client",
@@ -50,6 +51,8 @@ _HOME = {
     "CloudglueHTTPError": "errors",
     "CloudglueRequestError": "errors",
     "CloudglueResource": "resource",
+    "CloudglueTranslator": "translator",
+    "CloudglueTranslatorData": "translator",
     "InconsistentResponseError": "errors",
     "InvalidResponseError": "errors",
     "ModelPrice": "frames",
@@ -80,6 +83,8 @@ __all__ = [
     "CloudglueHTTPError",
     "CloudglueRequestError",
     "CloudglueResource",
+    "CloudglueTranslator",
+    "CloudglueTranslatorData",
     "InconsistentResponseError",
     "InvalidResponseError",
     "ModelPrice",

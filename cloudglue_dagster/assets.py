@@ -1,4 +1,9 @@
-"""The asset factory: daily UTC partitions of chat completions, their messages and token usage."""
+"""The asset factory: daily UTC partitions of chat completions, their messages and token usage.
+
+:func:`build_cloudglue_assets` checks its options (:mod:`.options`), asks the translator for
+each table's spec (:mod:`.translator`), and wires the three assets to their steps
+(:mod:`.producers`); the job, schedule and sensors come from :mod:`.automation`.
+"""
 
 import datetime as dt
 import warnings
@@ -10,25 +15,26 @@ import dagster as dg
 import pandas as pd
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from .automation import Automation, build_automation
 from .checks import build_usage_check, chat_check_specs, messages_check_specs
 from .days import UTCDay
-from .errors import CloudglueConfigError
 from .frames import (
     ACCOUNTING_COLUMNS,
     CHAT_COMPLETIONS_COLUMNS,
     CHAT_MESSAGES_COLUMNS,
     MESSAGE_SOURCE_COLUMNS,
     TOKEN_USAGE_COLUMNS,
+    Column,
     ModelPrice,
     empty_frame,
 )
 from .guards import ShrinkGuard
 from .metadata import column_schema
-from .partitions import account_name
+from .options import DEFAULT_POOL, AssetOptions
 from .producers import ChatCompletionsStep, ChatMessagesStep, frame_days, output_days, run_days, usage_by_day
 from .run_control import TerminationWatch, step_errors
-from .sensors import build_freshness, build_late_data_sensor
 from .streams import DAY_BY_DAY_INPUT, DayFrames
+from .translator import TABLES, CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
 
 __all__ = [
     "DEFAULT_POOL",
@@ -48,12 +54,15 @@ retries): Dagster's exponential backoff, (2**n - 1) x 30 s, so about 30, 90 and 
 DEFAULT_SHRINK_GUARD = ShrinkGuard()
 """Refuse a replace that removes more than half of a stored day of 20 rows or more."""
 
-DEFAULT_POOL = "{key_prefix}"
-"""The default concurrency pool: ``{key_prefix}`` stands for the key prefix
-joined with ``_`` (``cloudglue`` by default), so each account has its own."""
-
 ACCOUNTING_COLUMN_NAMES = [c.name for c in ACCOUNTING_COLUMNS]
 MESSAGE_SOURCE_COLUMN_NAMES = [c.name for c in MESSAGE_SOURCE_COLUMNS]
+
+_PARTITION_EXPR = {"chat_completions": "created_at", "chat_messages": "date", "token_usage": "date"}
+_COLUMNS: dict[str, Sequence[Column]] = {
+    "chat_completions": CHAT_COMPLETIONS_COLUMNS,
+    "chat_messages": CHAT_MESSAGES_COLUMNS,
+    "token_usage": TOKEN_USAGE_COLUMNS,
+}
 
 
 @dataclass(frozen=True)
@@ -98,34 +107,6 @@ class CloudglueAssets:
         )
 
 
-def _day_input(columns: Sequence[str]) -> dict[str, Any]:
-    """Input metadata: load only ``columns``, one day at a time where the I/O manager can."""
-    return {"columns": list(columns), DAY_BY_DAY_INPUT: True}
-
-
-def _as_days(chat_completions: Any, days: Sequence[UTCDay]) -> DayFrames:
-    if isinstance(chat_completions, DayFrames):
-        return chat_completions
-    return frame_days(chat_completions, "created_at", days)
-
-
-def _parse_start_date(start_date: str | dt.date) -> dt.date:
-    if isinstance(start_date, dt.datetime):
-        start_date = start_date.date()
-    if isinstance(start_date, str):
-        try:
-            start_date = dt.date.fromisoformat(start_date)
-        except ValueError:
-            raise CloudglueConfigError(f"start_date must be 'YYYY-MM-DD', got {start_date!r}") from None
-    today = dt.datetime.now(dt.timezone.utc).date()
-    if start_date >= today:
-        raise CloudglueConfigError(
-            f"start_date {start_date.isoformat()} is not in the past: the first daily partition must be a"
-            f" UTC day that has ended (today is {today.isoformat()} UTC)."
-        )
-    return start_date
-
-
 def build_cloudglue_assets(
     *,
     start_date: str | dt.date,
@@ -143,6 +124,7 @@ def build_cloudglue_assets(
     freshness_deadline_hour: int | None = 6,
     late_data_lookback_days: int | None = 7,
     late_data_interval_seconds: int = 3600,
+    translator: CloudglueTranslator | None = None,
 ) -> CloudglueAssets:
     """Build the Cloudglue assets, their checks, a job, a daily schedule and sensors.
 
@@ -190,10 +172,33 @@ def build_cloudglue_assets(
             the day was loaded. None: no such sensor.
         late_data_interval_seconds: seconds between two evaluations of that
             sensor; each costs one API request per watched, loaded day.
+        translator: a :class:`CloudglueTranslator` (subclass) giving each table's key,
+            group, description, owners, tags, kinds, code version and automation
+            condition (see :mod:`.translator`). ``key_prefix``, ``group_name`` and
+            ``storage_kind`` feed its default; the job, schedule, sensors and pool
+            keep the ``key_prefix`` names whatever keys it gives.
 
     Partitions are UTC days from ``start_date`` to yesterday: today is still
     receiving completions, so it is never a partition.
     """
+    options = AssetOptions.of(
+        start_date=start_date,
+        key_prefix=key_prefix,
+        group_name=group_name,
+        resource_key=resource_key,
+        io_manager_key=io_manager_key,
+        max_partitions_per_run=max_partitions_per_run,
+        retry_policy=retry_policy,
+        shrink_guard=shrink_guard,
+        storage_kind=storage_kind,
+        schedule_hour=schedule_hour,
+        pool=pool,
+        prices=dict(prices or {}),
+        freshness_deadline_hour=freshness_deadline_hour,
+        late_data_lookback_days=late_data_lookback_days,
+        late_data_interval_seconds=late_data_interval_seconds,
+        translator=CloudglueTranslator() if translator is None else translator,
+    )
     # Single-run backfills and partitioned checks are what this integration is
     # built on; Dagster labels them beta/preview. Time-partition freshness
     # checks are labelled superseded by FreshnessPolicy, which only looks at
@@ -204,199 +209,134 @@ def build_cloudglue_assets(
         warnings.simplefilter("ignore", dg.BetaWarning)
         warnings.simplefilter("ignore", dg.PreviewWarning)
         warnings.simplefilter("ignore", dg.SupersessionWarning)
-        return _build(
-            first_day=_parse_start_date(start_date),
-            key_prefix=key_prefix,
-            group_name=group_name,
-            resource_key=resource_key,
-            io_manager_key=io_manager_key,
-            max_partitions_per_run=max_partitions_per_run,
-            retry_policy=retry_policy,
-            shrink_guard=shrink_guard,
-            storage_kind=storage_kind,
-            schedule_hour=schedule_hour,
-            pool=pool,
-            prices=dict(prices or {}),
-            freshness_deadline_hour=freshness_deadline_hour,
-            late_data_lookback_days=late_data_lookback_days,
-            late_data_interval_seconds=late_data_interval_seconds,
-        )
+        return _build(options)
 
 
-def _build(
-    *,
-    first_day: dt.date,
-    key_prefix: str | Sequence[str],
-    group_name: str,
-    resource_key: str,
-    io_manager_key: str,
-    max_partitions_per_run: int | None,
-    retry_policy: dg.RetryPolicy | None,
-    shrink_guard: ShrinkGuard | None,
-    storage_kind: str,
-    schedule_hour: int,
-    pool: str | None,
-    prices: dict[str, ModelPrice],
-    freshness_deadline_hour: int | None,
-    late_data_lookback_days: int | None,
-    late_data_interval_seconds: int,
-) -> CloudglueAssets:
-    prefix = [key_prefix] if isinstance(key_prefix, str) else list(key_prefix)
-    if not prefix or not all(isinstance(p, str) and p for p in prefix):
-        raise CloudglueConfigError(f"key_prefix must be one or more non-empty strings, got {key_prefix!r}")
-    name = account_name(prefix)
-    if max_partitions_per_run is not None and max_partitions_per_run < 1:
-        raise CloudglueConfigError(f"max_partitions_per_run must be >= 1 or None, got {max_partitions_per_run}")
-    if not 0 <= schedule_hour <= 23:
-        raise CloudglueConfigError(f"schedule_hour must be 0..23, got {schedule_hour}")
-    if freshness_deadline_hour is not None and not schedule_hour < freshness_deadline_hour <= 23:
-        raise CloudglueConfigError(
-            f"freshness_deadline_hour must be after schedule_hour ({schedule_hour}) on the same UTC day"
-            f" (..23), got {freshness_deadline_hour}; None disables the freshness checks"
-        )
-    if late_data_lookback_days is not None and late_data_lookback_days < 1:
-        raise CloudglueConfigError(f"late_data_lookback_days must be >= 1 or None, got {late_data_lookback_days}")
-    if late_data_interval_seconds < 30:
-        raise CloudglueConfigError(f"late_data_interval_seconds must be >= 30, got {late_data_interval_seconds}")
-    for model, price in prices.items():
-        if not isinstance(price, ModelPrice):
-            raise CloudglueConfigError(f"prices[{model!r}] must be a ModelPrice, got {type(price).__name__}")
-    if retry_policy is not None and not isinstance(retry_policy, dg.RetryPolicy):
-        raise CloudglueConfigError(f"retry_policy must be a dg.RetryPolicy or None, got {type(retry_policy).__name__}")
-    if shrink_guard is not None and not isinstance(shrink_guard, ShrinkGuard):
-        raise CloudglueConfigError(f"shrink_guard must be a ShrinkGuard or None, got {type(shrink_guard).__name__}")
-    if pool is not None:
-        pool = pool.replace(DEFAULT_POOL, name)
-    partitions = dg.DailyPartitionsDefinition(start_date=first_day.isoformat(), timezone="UTC")
-    backfill_policy = (
-        dg.BackfillPolicy.single_run()
-        if max_partitions_per_run is None
-        else dg.BackfillPolicy.multi_run(max_partitions_per_run)
+def _build(options: AssetOptions) -> CloudglueAssets:
+    specs = _specs(options)
+    chat = _chat_completions_asset(options, specs["chat_completions"])
+    messages = _chat_messages_asset(options, specs["chat_messages"], chat.key)
+    usage = _token_usage_asset(options, specs["token_usage"], chat.key)
+    usage_check = build_usage_check(chat_key=chat.key, usage_key=usage.key, partitions_def=options.partitions_def)
+    automation: Automation = build_automation(options, chat, messages, usage)
+    return CloudglueAssets(
+        chat_completions=chat,
+        chat_messages=messages,
+        token_usage=usage,
+        asset_checks=(usage_check,),
+        freshness_checks=automation.freshness_checks,
+        partitions_def=options.partitions_def,
+        job=automation.job,
+        schedule=automation.schedule,
+        sensors=automation.sensors,
     )
-    shared = {  # what the three assets have in common
-        "partitions_def": partitions,
-        "backfill_policy": backfill_policy,
-        "group_name": group_name,
-        "kinds": {"cloudglue", "pandas", storage_kind},
-        "io_manager_key": io_manager_key,
-        # No retry_policy here: see run_control (step_errors applies it to transient errors).
+
+
+def _specs(options: AssetOptions) -> dict[str, dg.AssetSpec]:
+    specs = {
+        table: asset_spec_for(
+            options.translator,
+            CloudglueTranslatorData(table, options.key_prefix, options.group_name, options.storage_kind),
+        )
+        for table in TABLES
     }
-    chat_key = dg.AssetKey([*prefix, "chat_completions"])
-    messages_key = dg.AssetKey([*prefix, "chat_messages"])
-    usage_key = dg.AssetKey([*prefix, "token_usage"])
+    check_distinct_keys([specs[t].key for t in TABLES])
+    return specs
+
+
+def _asset_arguments(options: AssetOptions, spec: dg.AssetSpec, table: str) -> dict[str, Any]:
+    """``@dg.asset`` arguments: the translator's spec, then what the assets need on top of it."""
+    return {
+        "key": spec.key,
+        "description": spec.description,
+        "group_name": spec.group_name,
+        "owners": spec.owners,
+        "tags": {k: v for k, v in spec.tags.items() if not k.startswith("dagster/kind/")},
+        "kinds": spec.kinds,
+        "code_version": spec.code_version,
+        "automation_condition": spec.automation_condition,
+        "freshness_policy": spec.freshness_policy,
+        # Merged last, so a spec cannot drop what the I/O manager and the UI read.
+        "metadata": {
+            **spec.metadata,
+            "partition_expr": _PARTITION_EXPR[table],
+            "dagster/column_schema": column_schema(_COLUMNS[table]),
+        },
+        "partitions_def": options.partitions_def,
+        "backfill_policy": options.backfill_policy,
+        "io_manager_key": options.io_manager_key,
+        # No retry_policy: see run_control (step_errors applies it to transient errors only).
+    }
+
+
+def _day_input(key: dg.AssetKey, columns: Sequence[str]) -> dg.AssetIn:
+    """Load only ``columns`` of ``key``, one day at a time where the I/O manager can."""
+    return dg.AssetIn(key=key, metadata={"columns": list(columns), DAY_BY_DAY_INPUT: True})
+
+
+def _as_days(chat_completions: Any, days: Sequence[UTCDay]) -> DayFrames:
+    """chat_completions as DayFrames: ours come so; other I/O managers hand over the range."""
+    if isinstance(chat_completions, DayFrames):
+        return chat_completions
+    return frame_days(chat_completions, "created_at", days)
+
+
+def _chat_completions_asset(options: AssetOptions, spec: dg.AssetSpec) -> dg.AssetsDefinition:
+    partitions = options.partitions_def
 
     @dg.asset(
-        key=chat_key,
-        **shared,
-        required_resource_keys={resource_key},
-        pool=pool,
-        check_specs=chat_check_specs(chat_key, partitions),
-        description=(
-            "Every Cloudglue chat completion created in the partition's UTC day, one row per"
-            " completion (GET /v1/chat/completions). A range of days is fetched in one paged sweep"
-            " and written a day at a time."
-        ),
-        metadata={
-            "partition_expr": "created_at",
-            "dagster/column_schema": column_schema(CHAT_COMPLETIONS_COLUMNS),
-        },
+        **_asset_arguments(options, spec, "chat_completions"),
+        required_resource_keys={options.resource_key},
+        pool=options.resolved_pool,
+        check_specs=chat_check_specs(spec.key, partitions),
     )
     def chat_completions(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
         step = ChatCompletionsStep(
             context,
-            key=chat_key,
+            key=spec.key,
             partitions_def=partitions,
-            resource=getattr(context.resources, resource_key),
-            retry_policy=retry_policy,
-            shrink_guard=shrink_guard,
+            resource=getattr(context.resources, options.resource_key),
+            retry_policy=options.retry_policy,
+            shrink_guard=options.shrink_guard,
         )
         # Our I/O manager commits each day as the sweep completes it; the checks report after.
-        yield output_days(context, io_manager_key, step.stream(), empty_frame(CHAT_COMPLETIONS_COLUMNS))
+        yield output_days(context, options.io_manager_key, step.stream(), empty_frame(CHAT_COMPLETIONS_COLUMNS))
         yield from step.checks()
 
-    @dg.asset(
-        key=usage_key,
-        ins={"chat_completions": dg.AssetIn(key=chat_key, metadata=_day_input(ACCOUNTING_COLUMN_NAMES))},
-        **shared,
-        description=(
-            "Token usage per UTC day and model, summed from chat_completions over the completions"
-            " that report each count (unreported counts stay null, never zero), with its cost in USD"
-            " for the models given a price (null for the others)."
-        ),
-        metadata={
-            "partition_expr": "date",
-            "dagster/column_schema": column_schema(TOKEN_USAGE_COLUMNS),
-        },
-    )
-    def token_usage(context: dg.AssetExecutionContext, chat_completions: Any) -> pd.DataFrame:
-        # chat_completions: DayFrames from our I/O manager, a DataFrame of the range from others.
-        with step_errors(context, retry_policy):
-            TerminationWatch(context).check()
-        chat = _as_days(chat_completions, run_days(context, partitions))
-        return usage_by_day(context, chat, ACCOUNTING_COLUMNS, prices)
+    return chat_completions
+
+
+def _chat_messages_asset(options: AssetOptions, spec: dg.AssetSpec, chat_key: dg.AssetKey) -> dg.AssetsDefinition:
+    partitions = options.partitions_def
 
     @dg.asset(
-        key=messages_key,
-        ins={"chat_completions": dg.AssetIn(key=chat_key, metadata=_day_input(MESSAGE_SOURCE_COLUMN_NAMES))},
-        **shared,
-        check_specs=messages_check_specs(messages_key, partitions),
-        description=(
-            "One row per message of each completion: the prompt's messages, then the answer's choices,"
-            " from chat_completions' stored JSON (payload_messages, choices)."
-        ),
-        metadata={
-            "partition_expr": "date",
-            "dagster/column_schema": column_schema(CHAT_MESSAGES_COLUMNS),
-        },
+        **_asset_arguments(options, spec, "chat_messages"),
+        ins={"chat_completions": _day_input(chat_key, MESSAGE_SOURCE_COLUMN_NAMES)},
+        check_specs=messages_check_specs(spec.key, partitions),
     )
     def chat_messages(
         context: dg.AssetExecutionContext, chat_completions: Any
     ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
         chat = _as_days(chat_completions, run_days(context, partitions))
-        step = ChatMessagesStep(context, key=messages_key, chat=chat, retry_policy=retry_policy)
-        yield output_days(context, io_manager_key, step.stream(), empty_frame(CHAT_MESSAGES_COLUMNS))
+        step = ChatMessagesStep(context, key=spec.key, chat=chat, retry_policy=options.retry_policy)
+        yield output_days(context, options.io_manager_key, step.stream(), empty_frame(CHAT_MESSAGES_COLUMNS))
         yield from step.checks()
 
-    usage_check = build_usage_check(chat_key=chat_key, usage_key=usage_key, partitions_def=partitions)
-    job = dg.define_asset_job(
-        name=f"{name}_daily",
-        selection=dg.AssetSelection.assets(chat_key, messages_key, usage_key),
-        description="Materializes Cloudglue chat completions, messages and token usage for a day (or a range).",
+    return chat_messages
+
+
+def _token_usage_asset(options: AssetOptions, spec: dg.AssetSpec, chat_key: dg.AssetKey) -> dg.AssetsDefinition:
+    partitions = options.partitions_def
+
+    @dg.asset(
+        **_asset_arguments(options, spec, "token_usage"),
+        ins={"chat_completions": _day_input(chat_key, ACCOUNTING_COLUMN_NAMES)},
     )
-    schedule = dg.build_schedule_from_partitioned_job(
-        job,
-        hour_of_day=schedule_hour,
-        description=f"Each day at {schedule_hour:02d}:00 UTC, loads the UTC day that just ended.",
-    )
-    freshness_checks: Sequence[dg.AssetChecksDefinition] = ()
-    sensors: list[dg.SensorDefinition] = []
-    if freshness_deadline_hour is not None:
-        freshness_checks, freshness_sensor = build_freshness(
-            assets=[chat_completions, chat_messages, token_usage],
-            deadline_hour=freshness_deadline_hour,
-            sensor_name=f"{name}_freshness_sensor",
-        )
-        sensors.append(freshness_sensor)
-    if late_data_lookback_days is not None:
-        sensors.append(
-            build_late_data_sensor(
-                name=f"{name}_late_data_sensor",
-                job=job,
-                chat_key=chat_key,
-                partitions_def=partitions,
-                resource_key=resource_key,
-                lookback_days=late_data_lookback_days,
-                minimum_interval_seconds=late_data_interval_seconds,
-            )
-        )
-    return CloudglueAssets(
-        chat_completions=chat_completions,
-        chat_messages=chat_messages,
-        token_usage=token_usage,
-        asset_checks=(usage_check,),
-        freshness_checks=tuple(freshness_checks),
-        partitions_def=partitions,
-        job=job,
-        schedule=schedule,
-        sensors=tuple(sensors),
-    )
+    def token_usage(context: dg.AssetExecutionContext, chat_completions: Any) -> pd.DataFrame:
+        # chat_completions: DayFrames from our I/O manager, a DataFrame of the range from others.
+        with step_errors(context, options.retry_policy):
+            TerminationWatch(context).check()
+        chat = _as_days(chat_completions, run_days(context, partitions))
+        return usage_by_day(context, chat, ACCOUNTING_COLUMNS, options.prices)
+
+    return token_usage

@@ -19,8 +19,10 @@ schedule, the sensors and the concurrency pool, so nothing is shared.
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
 import dagster as dg
+from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
 from pydantic import Field
 
 from .assets import build_cloudglue_assets
@@ -31,6 +33,7 @@ from .frames import ModelPrice
 from .guards import ShrinkGuard
 from .partitions import account_name
 from .resource import CloudglueResource
+from .translator import CloudglueTranslator, CloudglueTranslatorData
 
 __all__ = ["CloudglueAccount", "CloudglueComponent", "DuckDBStorage", "Price"]
 
@@ -136,6 +139,23 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
     prices: dict[str, Price] | None = Field(
         default=None, description="Model name -> price per million tokens, for token_usage's cost columns."
     )
+    translation: (
+        Annotated[
+            TranslationFn[CloudglueTranslatorData],
+            TranslationFnResolver[CloudglueTranslatorData](
+                lambda data: {"table": data.table, "account": data.account, "data": data}
+            ),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description=(
+            "Asset attributes for each table (key, group_name, description, owners, tags, kinds,"
+            " code_version, automation_condition), templated with {{ table }} (chat_completions,"
+            " chat_messages, token_usage), {{ account }} and {{ spec }}; partitions, partition_expr and"
+            " the column schema are kept whatever it says."
+        ),
+    )
     shrink_guard: ShrinkGuardModel | None = Field(
         default_factory=ShrinkGuardModel,
         description=(
@@ -156,6 +176,15 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
     def name(self) -> str:
         """The key prefix joined with ``_``: the default of every per-account name."""
         return account_name(self.key_prefix)
+
+    def get_asset_spec(self, data: CloudglueTranslatorData) -> dg.AssetSpec:
+        """The spec of one table: :class:`CloudglueTranslator`'s, then ``translation``.
+
+        Override in a subclass for what YAML cannot say; the factory still merges the
+        partitions, ``partition_expr`` and the column schema in afterwards.
+        """
+        spec = CloudglueTranslator().get_asset_spec(data)
+        return spec if self.translation is None else self.translation(spec, data)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         if not _ENV_VAR_NAME.fullmatch(self.account.api_key_env_var):
@@ -181,6 +210,7 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             shrink_guard=None
             if self.shrink_guard is None
             else ShrinkGuard(self.shrink_guard.max_loss_fraction, self.shrink_guard.min_stored_rows),
+            translator=_ComponentTranslator(self),
         )
         account = self.account
         optional = {
@@ -201,3 +231,13 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
                 database=self.io_manager.duckdb_path, schema=self.io_manager.schema_ or self.name
             )
         return dg.Definitions.merge(built.definitions(), dg.Definitions(resources=resources))
+
+
+class _ComponentTranslator(CloudglueTranslator):
+    """Asks the component, so a subclass's ``get_asset_spec`` and the YAML both apply."""
+
+    def __init__(self, component: CloudglueComponent) -> None:
+        self.component = component
+
+    def get_asset_spec(self, data: CloudglueTranslatorData) -> dg.AssetSpec:
+        return self.component.get_asset_spec(data)

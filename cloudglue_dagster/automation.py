@@ -1,0 +1,67 @@
+"""What runs the assets: the account's job, its daily schedule, freshness checks and sensors.
+
+Every name comes from the account (the key prefix joined with ``_``), never from the asset
+keys a translator chose, so renaming the assets does not rename a running schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from .options import AssetOptions
+from .sensors import build_freshness, build_late_data_sensor
+
+__all__ = ["Automation", "build_automation"]
+
+
+@dataclass(frozen=True)
+class Automation:
+    job: UnresolvedAssetJobDefinition
+    schedule: dg.ScheduleDefinition
+    freshness_checks: tuple[dg.AssetChecksDefinition, ...]
+    sensors: tuple[dg.SensorDefinition, ...]
+
+
+def build_automation(
+    options: AssetOptions,
+    chat: dg.AssetsDefinition,
+    messages: dg.AssetsDefinition,
+    usage: dg.AssetsDefinition,
+) -> Automation:
+    """The job over the three assets, its schedule, and the enabled checks and sensors."""
+    job = dg.define_asset_job(
+        name=f"{options.name}_daily",
+        selection=dg.AssetSelection.assets(chat.key, messages.key, usage.key),
+        description="Materializes Cloudglue chat completions, messages and token usage for a day (or a range).",
+    )
+    schedule = dg.build_schedule_from_partitioned_job(
+        job,
+        hour_of_day=options.schedule_hour,
+        description=f"Each day at {options.schedule_hour:02d}:00 UTC, loads the UTC day that just ended.",
+    )
+    freshness_checks: Sequence[dg.AssetChecksDefinition] = ()
+    sensors: list[dg.SensorDefinition] = []
+    if options.freshness_deadline_hour is not None:
+        freshness_checks, freshness_sensor = build_freshness(
+            assets=[chat, messages, usage],
+            deadline_hour=options.freshness_deadline_hour,
+            sensor_name=f"{options.name}_freshness_sensor",
+        )
+        sensors.append(freshness_sensor)
+    if options.late_data_lookback_days is not None:
+        sensors.append(
+            build_late_data_sensor(
+                name=f"{options.name}_late_data_sensor",
+                job=job,
+                chat_key=chat.key,
+                partitions_def=options.partitions_def,
+                resource_key=options.resource_key,
+                lookback_days=options.late_data_lookback_days,
+                minimum_interval_seconds=options.late_data_interval_seconds,
+            )
+        )
+    return Automation(job, schedule, tuple(freshness_checks), tuple(sensors))
