@@ -33,6 +33,7 @@ from .frames import ModelPrice
 from .guards import ShrinkGuard
 from .partitions import account_name
 from .resource import CloudglueResource
+from .scaffolder import CloudglueScaffolder
 from .translator import CloudglueTranslator, CloudglueTranslatorData
 
 __all__ = ["CloudglueAccount", "CloudglueComponent", "DuckDBStorage", "Price"]
@@ -90,6 +91,7 @@ class Price(dg.Model):
     output_per_million: float = Field(description="USD per million completion tokens.")
 
 
+@dg.scaffold_with(CloudglueScaffolder)
 class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
     """Daily UTC partitions of one Cloudglue account's chat completions, messages and token usage.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -43,6 +44,87 @@ def test_example_passes_dagster_definitions_validate() -> None:
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "Validation successful for code location cloudglue_example" in done.stdout + done.stderr
+
+
+DG = Path(sys.executable).with_name("dg")  # dagster-dg-cli, a dev dependency
+
+
+def dg_cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDGLUE_")}  # no key needed
+    env["PATH"] = f"{DG.parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.run([str(DG), *args], cwd=project, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_dg_scaffolds_a_defs_yaml_that_passes_dg_check_defs_as_written(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLE, project)
+    database = tmp_path / "acme.duckdb"
+    options = ["--api-key-env-var", "ACME_KEY", "--key-prefix", "acme_main", "--duckdb-path", str(database)]
+    made = dg_cli(project, "scaffold", "defs", TYPE, "acme", *options)
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-3000:]
+    default = dg_cli(project, "scaffold", "defs", TYPE, "plain-account")  # every option defaulted
+    assert default.returncode == 0, default.stdout[-2000:] + default.stderr[-3000:]
+    checked = dg_cli(project, "check", "defs")
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-3000:]
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+    listed = dg_cli(project, "list", "defs", "--json")
+    jobs = {job["name"] for job in json.loads(listed.stdout)["jobs"]}
+    assert {"acme_main_daily", "plain_account_daily", "cloudglue_daily"} <= jobs
+
+    defs_folder = project / "cloudglue_example" / "defs"
+    acme = yaml.safe_load((defs_folder / "acme" / "defs.yaml").read_text())
+    assert acme["type"] == TYPE
+    assert acme["attributes"]["account"] == {"api_key_env_var": "ACME_KEY"}
+    assert acme["attributes"]["io_manager"] == {"duckdb_path": str(database)}
+    assert acme["attributes"]["key_prefix"] == "acme_main"
+    plain = yaml.safe_load((defs_folder / "plain-account" / "defs.yaml").read_text())["attributes"]
+    assert plain["key_prefix"] == "plain_account"  # the folder's name, made a valid job name
+    thirty_days_ago = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=30)
+    assert plain["start_date"] == thirty_days_ago.isoformat()
+    assert plain["account"]["api_key_env_var"] == "CLOUDGLUE_API_KEY"
+    assert plain["io_manager"]["duckdb_path"] == "warehouse.duckdb"
+
+
+def test_the_scaffolded_yaml_loads_a_day_once_its_variable_is_set(tmp_path: Path, monkeypatch) -> None:
+    from cloudglue_dagster.scaffolder import CloudglueScaffoldParams, scaffolded_yaml
+
+    day = dt.date(2026, 3, 2)
+    database = tmp_path / "w.duckdb"
+    params = CloudglueScaffoldParams(api_key_env_var="ACME_KEY", start_date="2026-03-01", duckdb_path=str(database))
+    attributes = yaml.safe_load(scaffolded_yaml(TYPE, params, "acme"))["attributes"]
+    with (
+        Emulator(Dataset(day, day, per_day=30, seed=4), api_key="acme-key") as emu,
+        create_defs_folder_sandbox() as sandbox,
+    ):
+        attributes["account"]["base_url"] = emu.base_url  # the one line a test adds: the API is the emulator
+        monkeypatch.setenv("ACME_KEY", "acme-key")
+        (sandbox.defs_folder_path / "acme").mkdir()
+        (sandbox.defs_folder_path / "acme" / "defs.yaml").write_text(
+            yaml.safe_dump({"type": TYPE, "attributes": attributes})
+        )
+        with sandbox.build_all_defs() as defs:
+            job = defs.resolve_job_def("acme_daily")
+            assert job.execute_in_process(
+                instance=dg.DagsterInstance.ephemeral(), partition_key=day.isoformat()
+            ).success
+        conn = duckdb.connect(str(database), read_only=True)
+        try:
+            assert set(conn.execute("SELECT id FROM acme.chat_completions").df()["id"]) == set(
+                emu.ground_truth(day).ids
+            )
+        finally:
+            conn.close()
+
+
+def test_dg_scaffold_refuses_a_pasted_key_without_echoing_it(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLE, project)
+    pasted = "cg-live-4f9a8b7c6d5e"
+    done = dg_cli(project, "scaffold", "defs", TYPE, "oops", "--api-key-env-var", pasted)
+    assert done.returncode != 0
+    assert "must be the NAME of an environment variable" in done.stdout + done.stderr
+    assert pasted not in done.stdout + done.stderr
+    assert not (project / "cloudglue_example" / "defs" / "oops").exists()  # no half-made folder left
 
 
 def key(text: str) -> dg.AssetKey:
