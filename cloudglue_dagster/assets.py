@@ -2,7 +2,7 @@
 
 :func:`build_cloudglue_assets` checks its options (:mod:`.options`), asks the translator for
 each table's spec (:mod:`.translator`), and wires the three assets to their steps
-(:mod:`.producers`); the job, schedule and sensors come from :mod:`.automation`.
+(:mod:`.steps`); the job, schedule and sensors come from :mod:`.automation`.
 """
 
 import datetime as dt
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from .automation import Automation, build_automation
@@ -31,8 +30,7 @@ from .frames import (
 from .guards import ShrinkGuard
 from .metadata import column_schema
 from .options import DEFAULT_POOL, AssetOptions
-from .producers import ChatCompletionsStep, ChatMessagesStep, frame_days, output_days, run_days, usage_by_day
-from .run_control import TerminationWatch, step_errors
+from .steps import ChatCompletionsStep, ChatMessagesStep, TokenUsageStep, frame_days, output_days, run_days
 from .streams import DAY_BY_DAY_INPUT, DayFrames
 from .translator import TABLES, CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
 
@@ -299,9 +297,9 @@ def _chat_completions_asset(options: AssetOptions, spec: dg.AssetSpec) -> dg.Ass
             retry_policy=options.retry_policy,
             shrink_guard=options.shrink_guard,
         )
-        # Our I/O manager commits each day as the sweep completes it; the checks report after.
+        # Our I/O manager commits each day as the sweep completes it; checks and run figures after.
         yield output_days(context, options.io_manager_key, step.stream(), empty_frame(CHAT_COMPLETIONS_COLUMNS))
-        yield from step.checks()
+        yield from step.report()
 
     return chat_completions
 
@@ -320,7 +318,7 @@ def _chat_messages_asset(options: AssetOptions, spec: dg.AssetSpec, chat_key: dg
         chat = _as_days(chat_completions, run_days(context, partitions))
         step = ChatMessagesStep(context, key=spec.key, chat=chat, retry_policy=options.retry_policy)
         yield output_days(context, options.io_manager_key, step.stream(), empty_frame(CHAT_MESSAGES_COLUMNS))
-        yield from step.checks()
+        yield from step.report()
 
     return chat_messages
 
@@ -332,11 +330,15 @@ def _token_usage_asset(options: AssetOptions, spec: dg.AssetSpec, chat_key: dg.A
         **_asset_arguments(options, spec, "token_usage"),
         ins={"chat_completions": _day_input(chat_key, ACCOUNTING_COLUMN_NAMES)},
     )
-    def token_usage(context: dg.AssetExecutionContext, chat_completions: Any) -> pd.DataFrame:
+    def token_usage(
+        context: dg.AssetExecutionContext, chat_completions: Any
+    ) -> Iterator[dg.Output | dg.AssetObservation]:
         # chat_completions: DayFrames from our I/O manager, a DataFrame of the range from others.
-        with step_errors(context, options.retry_policy):
-            TerminationWatch(context).check()
         chat = _as_days(chat_completions, run_days(context, partitions))
-        return usage_by_day(context, chat, ACCOUNTING_COLUMNS, options.prices)
+        step = TokenUsageStep(
+            context, key=spec.key, chat=chat, retry_policy=options.retry_policy, prices=options.prices
+        )
+        yield output_days(context, options.io_manager_key, step.stream(), empty_frame(TOKEN_USAGE_COLUMNS))
+        yield from step.report()
 
     return token_usage

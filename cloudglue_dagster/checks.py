@@ -152,6 +152,8 @@ def _evaluations(
     )
 
     partitions = sorted({p for by_partition in outcomes.values() for p in by_partition})
+    if not partitions:
+        return
     latest = latest_materializations(instance, asset_key, partitions)
     for check_name, by_partition in outcomes.items():
         for partition, outcome in by_partition.items():

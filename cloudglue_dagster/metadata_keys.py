@@ -16,7 +16,9 @@ COMPLETIONS_BY_MODEL: Final = "completions_by_model"
 """Completions per model of a chat_completions day (written by :mod:`.metadata`; read by the usage check)."""
 
 RUN_PARTITIONS: Final = "run_partitions"
-"""Days in the run that wrote the partition (written by :mod:`.producers`; read by the late-data sensor)."""
+"""Days in the run (written by :mod:`.steps.base`, on a one-day run's materialization and every run's
+observation; read by the late-data sensor)."""
 
 WINDOW_RECEIVED: Final = "window_received"
-"""Completions the run's padded sweep received (written by :mod:`.producers`; read by the late-data sensor)."""
+"""Completions the run's padded sweep received (written by :mod:`.steps.chat_completions`; read by the
+late-data sensor)."""

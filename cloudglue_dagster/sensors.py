@@ -76,7 +76,8 @@ class LoadedDay:
         storage_id: its event's storage id (a new load has a new one).
         received: ``window_received`` when it was a single-day run, i.e. the
             ``total`` of exactly the query the sensor repeats; None for a day
-            loaded by a range run, whose ``window_received`` covers the range.
+            loaded by a range run (its sweep covered the range, and its figures are
+            on the run's observation, not on the day).
     """
 
     storage_id: int

@@ -18,8 +18,9 @@ range, as before (``supports_days``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -45,11 +46,14 @@ class StoredDay:
         day: the partition and its UTC window.
         frame: the rows (the table's contract).
         resumed_from: for a day read back, the run that committed it; None otherwise.
+        metadata: what the warehouse says of the stored day, for its partition's
+            materialization (the DuckDB I/O manager: the day's load ``Query``).
     """
 
     day: UTCDay
     frame: pd.DataFrame
     resumed_from: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,7 +66,8 @@ class DayStream:
             and, for a re-execution of a failed run, the runs it descends from.
         produce: yields each day not in ``skip`` once complete, plus a :class:`ReopenedDay`
             when a day handed on earlier must be undone (it is produced again later).
-        on_written: called after each produced day has been committed.
+        on_written: called after each produced day has been committed (with the
+            warehouse's ``metadata`` of the day).
         on_resumed: called for each day already committed, with its rows read back.
         resume_columns: the columns ``on_resumed`` needs (None: all).
         written: the keys committed by this stream so far.

@@ -11,7 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from support.pipeline import TEST_KEY, Pipeline, day_range, read_table
+from support.pipeline import TEST_KEY, Pipeline, day_range, read_table, run_figures
 
 from cloudglue_dagster import CloudglueConfigError, CloudglueResource, build_cloudglue_assets
 from cloudglue_dagster.emulator import BOUNDARY_READINGS, Dataset, Emulator
@@ -74,6 +74,8 @@ def test_one_day(emu: Emulator, pipeline_factory) -> None:
     assert md["window_kept"] == truth.count
     assert md["window_dropped"] == md["window_received"] - truth.count > 0  # the padding days
     assert md["api_requests"] >= 1
+    assert md["run_partitions"] == 1  # a one-day run: the run is the day, so its figures are the day's too
+    assert run_figures(result, "chat_completions")["api_requests"] == md["api_requests"]
     assert md["first_created_at"] == dt.datetime(2026, 3, 2, tzinfo=UTC).timestamp()  # the 00:00:00.000 record
     assert md["last_created_at"] == pytest.approx(dt.datetime(2026, 3, 3, tzinfo=UTC).timestamp() - 0.001)
     assert "| created_at |" in md["preview"]
@@ -100,6 +102,24 @@ def test_range_is_one_sweep_with_per_partition_metadata(emu: Emulator, pipeline_
         truth = emu.ground_truth(day)
         assert chat_md[day.isoformat()]["dagster/partition_row_count"] == truth.count  # the day's, not the range's
         assert chat_md[day.isoformat()]["total_tokens"] == truth.total_tokens
+    # Each partition's metadata describes that partition only; the run's figures are reported once.
+    run_keys = {"api_requests", "fetch_seconds", "window_received", "run_partitions", "days_written", "days_resumed"}
+    for name in ("chat_completions", "chat_messages", "token_usage"):
+        by_day = materializations(result, name)
+        for day in days:
+            md = by_day[day.isoformat()]
+            assert not run_keys & set(md), f"{name} {day}: run figures on a partition"
+            next_day = (day + dt.timedelta(days=1)).isoformat()
+            assert f">= '{day.isoformat()} 00:00:00' AND" in md["Query"] and f"< '{next_day} 00:00:00'" in md["Query"]
+        usage_rows = read_table(pipeline.database, "token_usage").groupby("date").size()
+        if name == "token_usage":  # the UI's per-partition plot is no flat line at the range total
+            assert [by_day[d.isoformat()]["dagster/partition_row_count"] for d in days] == [
+                int(usage_rows.get(pd.Timestamp(d), 0)) for d in days
+            ]
+        figures = run_figures(result, name)
+        assert (figures["run_partitions"], figures["days_written"], figures["days_resumed"]) == (5, 5, 0)
+        assert figures["run_days"] == "2026-03-02...2026-03-06"
+    assert run_figures(result, "chat_completions")["api_requests"] == emu.requests_served
     checks = result.get_asset_check_evaluations()
     # One evaluation per asset and partition, every rule in its metadata.
     assert sorted((c.asset_key.path[-1], c.check_name, c.partition) for c in checks) == sorted(

@@ -20,7 +20,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from support.pipeline import TEST_KEY, Pipeline
+from support.pipeline import TEST_KEY, Pipeline, run_figures
 from support.reliability import (
     EMPTY_PAGE,
     UTC,
@@ -115,7 +115,8 @@ def test_backfill_under_faults_of_every_kind_equals_ground_truth(tmp_path: Path)
             assert result.success
             md = chat_metadata(result)
             assert sorted(md) == [d.isoformat() for d in days(first, last or first)]
-            sweep = md[first.isoformat()]  # the run's sweep, repeated on each partition
+            sweep = run_figures(result, "chat_completions")  # the run's sweep, reported once
+            assert sweep["run_partitions"] == len(md) and sweep["days_written"] == len(md)
             accounted["requests"] += sweep["api_requests"]
             accounted["rate_limited"] += sweep["api_rate_limited"]
             accounted["pages"] += pages(emu, first, last or first, PAGE_SIZE)
@@ -462,14 +463,9 @@ def test_completions_outside_the_window_are_dropped_and_counted_exactly(pipeline
                 "strict": emu.ground_truth(after).count - 1,
             }[boundary]
         )  # minus 00:00:00.000
-        md = chat_metadata(result)
-        assert sorted(md) == [d.isoformat() for d in days(first, last)]
-        for partition in md.values():
-            assert (partition["window_received"], partition["window_kept"], partition["window_dropped"]) == (
-                len(served),
-                kept,
-                dropped,
-            )
+        assert sorted(chat_metadata(result)) == [d.isoformat() for d in days(first, last)]
+        sweep = run_figures(result, "chat_completions")
+        assert (sweep["window_received"], sweep["window_kept"], sweep["window_dropped"]) == (len(served), kept, dropped)
         assert_tables_equal_truth(pipeline.database, emu, days(first, last))
 
 

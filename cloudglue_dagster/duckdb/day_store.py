@@ -13,6 +13,7 @@ everything again.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -219,6 +220,10 @@ class DayStore:
                     [context.run_id, self.asset, key],
                 )
 
+    def describe(self, day: UTCDay) -> dict[str, Any]:
+        """The day's metadata: the query that loads it (the partition's own, not the range's)."""
+        return {"Query": dg.MetadataValue.text(self.client.get_select_statement(_day_slice(self.table_slice, day)))}
+
     def read(
         self, context: dg.InputContext | dg.OutputContext, day: UTCDay, columns: Sequence[str] | None
     ) -> pd.DataFrame:
@@ -228,8 +233,8 @@ class DayStore:
             return self.handler.load_input(context, day_slice, conn)
 
 
-def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) -> dict[str, Any]:
-    """Commit ``stream`` day by day (module docstring); returns the output's metadata."""
+def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) -> None:
+    """Commit ``stream`` day by day (module docstring), telling it of each day with its query."""
     done = store.committed(context, stream.resume_from, set(stream.keys))
     if done:
         runs = sorted(set(done.values()))
@@ -242,7 +247,7 @@ def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) 
         if day.key in done:
             frame = store.read(context, day, stream.resume_columns)
             resumed_rows[day.key] = len(frame)
-            stream.on_resumed(StoredDay(day, frame, resumed_from=done[day.key]))
+            stream.on_resumed(StoredDay(day, frame, resumed_from=done[day.key], metadata=store.describe(day)))
             del frame
     store.adopt(context, [k for k, run in done.items() if run != context.run_id], resumed_rows)
     try:
@@ -252,10 +257,9 @@ def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) 
                 continue
             store.write(context, item)
             stream.written.append(item.day.key)
-            stream.on_written(item)
+            stream.on_written(dataclasses.replace(item, metadata=store.describe(item.day)))
     finally:
         store.close()
-    return {"days_resumed": len(done), "days_written": len(stream.written)}
 
 
 def day_frames(store: DayStore, context: dg.InputContext, days: Sequence[UTCDay]) -> DayFrames:

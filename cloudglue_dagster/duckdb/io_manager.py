@@ -129,7 +129,9 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     ``dagster/partition_row_count`` only when the output is one partition (``dagster/row_count``
     for an unpartitioned asset). A range run reports no counts, since Dagster would attach the
     range's total to every partition: the asset should add them with
-    ``context.add_asset_metadata(..., partition_key=k)``.
+    ``context.add_asset_metadata(..., partition_key=k)``. A :class:`~cloudglue_dagster.streams.DayStream`
+    output gets only the first three: each day's ``Query`` goes to the stream with the day
+    (``StoredDay.metadata``), for the step to put on that day's partition.
 
     Example:
         .. code-block:: python
@@ -256,18 +258,18 @@ class _MemoryRetryingDbIOManager(DbIOManager):
 
     def _write_days(self, context: dg.OutputContext, stream: DayStream) -> None:
         store = self._store(context, context)
-        metadata = write_stream(store, context, stream)
+        write_stream(store, context, stream)
         with store.client.connect(context, store.table_slice) as conn:
             columns = table_columns(conn, store.table_slice.schema, store.table_slice.table) or {}
+        # Output metadata lands on every partition of a range, so only what is true of each:
+        # each day's Query and row count travel with its StoredDay, the run's figures elsewhere.
         context.add_output_metadata(
             {
                 "dagster/storage_kind": "duckdb",
                 "dagster/column_schema": dg.TableSchema(
                     columns=[dg.TableColumn(name=name, type=typ) for name, typ in columns.values()]
                 ),
-                "Query": self._db_client.get_select_statement(store.table_slice),
                 "dagster/table_name": self._db_client.get_table_name(store.table_slice),
-                **metadata,
             }
         )
 

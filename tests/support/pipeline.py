@@ -68,3 +68,16 @@ def read_table(database: Path, name: str, where: str = "") -> pd.DataFrame:
         return conn.execute(f'SELECT * FROM "{database.stem}".cloudglue.{name} {where}').df()
     finally:
         conn.close()
+
+
+def run_figures(result: dg.ExecuteInProcessResult, name: str) -> dict[str, Any]:
+    """The run's own figures for the asset named ``name``: its one observation without a partition."""
+    observations = [
+        e.event_specific_data.asset_observation
+        for e in result.all_events
+        if e.event_type_value == "ASSET_OBSERVATION"
+        and e.event_specific_data.asset_observation.asset_key.path[-1] == name
+    ]
+    assert len(observations) == 1, f"{len(observations)} run observations of {name}"
+    assert observations[0].partition is None
+    return {k: v.value for k, v in observations[0].metadata.items()}

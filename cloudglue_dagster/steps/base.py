@@ -1,0 +1,141 @@
+"""What every asset's step shares: the run's days, resuming, handing days on, per-day records.
+
+Every step produces its table one day at a time (:class:`~cloudglue_dagster.streams.StoredDay`)
+and records each day's metadata and check outcomes as the day is written. The asset then
+hands the days on in one of two ways (:func:`output_days`):
+
+* to an I/O manager that stores days (``supports_days``, our DuckDB one): as a
+  :class:`~cloudglue_dagster.streams.DayStream`, so each day is committed as soon as it is
+  complete and a range run holds only the days in flight;
+* to any other pandas I/O manager: as one DataFrame for the range, written at the end (the
+  whole range in memory, as in earlier releases).
+
+Metadata follows one rule: a partition's materialization describes that partition. What the
+run did as a whole (its days, its sweep) is reported once, as an observation of the asset
+without a partition (:meth:`Step.report`); a one-day run also puts it on its one
+materialization, where the run is the day (the late-data sensor reads it there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from ..checks import report_checks
+from ..days import ReopenedDay, UTCDay
+from ..frames import window_rows
+from ..metadata_keys import RUN_PARTITIONS
+from ..streams import DayFrames, DayStream, StoredDay, supports_days
+
+__all__ = ["Step", "frame_days", "output_days", "resume_runs", "resumed_metadata", "run_days"]
+
+_FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+def run_days(context: dg.AssetExecutionContext, partitions_def: dg.TimeWindowPartitionsDefinition) -> list[UTCDay]:
+    """The run's days, oldest first, each with its UTC window."""
+    days = []
+    for key in context.partition_keys:
+        window = partitions_def.time_window_for_partition_key(key)
+        days.append(UTCDay(key, window.start, window.end))
+    return days
+
+
+def resume_runs(context: dg.AssetExecutionContext) -> list[str]:
+    """Runs whose committed days this step keeps: itself (a step retry), then the run it
+    re-executes if that one failed or was canceled. A fresh run, or a re-execution of a
+    run that succeeded, resumes nothing of another run and replaces every day."""
+    # Only an earlier attempt of this step can have left marks under this run's id; asking
+    # for none on a first attempt keeps the warehouse out of the way until a day is complete.
+    runs = [context.run.run_id] if context.retry_number > 0 else []
+    parent_id = context.run.parent_run_id
+    if parent_id:
+        parent = context.instance.get_run_by_id(parent_id)
+        if parent is not None and parent.status in _FAILED:
+            runs.append(parent_id)
+    return runs
+
+
+def output_days(
+    context: dg.AssetExecutionContext,
+    io_manager_key: str,
+    stream: DayStream,
+    empty: pd.DataFrame,
+) -> dg.Output:
+    """The step's output: ``stream`` itself for an I/O manager that stores days, else the
+    range's rows in one frame (each day still goes through ``on_written`` before the write)."""
+    if supports_days(getattr(context.resources, io_manager_key, None)):
+        return dg.Output(stream)
+    frames = []
+    for item in stream.produce(()):
+        if isinstance(item, StoredDay):
+            stream.on_written(item)
+            frames.append(item.frame)
+    return dg.Output(pd.concat(frames, ignore_index=True) if frames else empty)
+
+
+def resumed_metadata(stored: StoredDay) -> dict[str, Any]:
+    """A day committed earlier and read back: which run committed it."""
+    return {"resumed_from_run": dg.MetadataValue.text(stored.resumed_from or "")}
+
+
+def frame_days(frame: pd.DataFrame, column: str, days: Sequence[UTCDay]) -> DayFrames:
+    """A whole-range frame (from an I/O manager that does not load by day) seen as days."""
+    if column not in frame.columns:  # pd.DataFrame() for a range with nothing stored
+        return DayFrames(days=list(days), load=lambda day: frame)
+    frame = frame.sort_values(column, kind="stable", ignore_index=True)
+
+    def load(day: UTCDay) -> pd.DataFrame:
+        return window_rows(frame, column, day.start, day.end)
+
+    return DayFrames(days=list(days), load=load)
+
+
+class Step:
+    """Per-day bookkeeping shared by the steps: metadata by partition, check outcomes, and
+    the run's own figures (see the module docstring)."""
+
+    def __init__(self, context: dg.AssetExecutionContext, key: dg.AssetKey, days: Sequence[UTCDay]) -> None:
+        self.context, self.key, self.days = context, key, list(days)
+        self.outcomes: dict[str, dict[str, Any]] = {}
+        self.written: list[str] = []
+        self.resumed: list[str] = []
+
+    def _record(
+        self, stored: StoredDay, metadata: Mapping[str, Any], outcomes: Mapping[str, Mapping[str, Any]] = {}
+    ) -> None:
+        """The day's materialization metadata (with the warehouse's, and the run's in a
+        one-day run) and its check outcomes."""
+        (self.resumed if stored.resumed_from else self.written).append(stored.day.key)
+        extra = resumed_metadata(stored) if stored.resumed_from else {}
+        self.context.add_asset_metadata({**metadata, **stored.metadata, **extra}, partition_key=stored.day.key)
+        for check, by_day in outcomes.items():
+            self.outcomes.setdefault(check, {}).update(by_day)
+
+    def produce(self, skip: Collection[str]) -> Iterator[StoredDay | ReopenedDay]:
+        """:meth:`days_to_write`, then, in a one-day run, the run's figures on that day (only
+        now are they final; the materialization is recorded after the write)."""
+        yield from self.days_to_write(skip)
+        if len(self.days) == 1:
+            self.context.add_asset_metadata(self.run_metadata(), partition_key=self.days[0].key)
+
+    def days_to_write(self, skip: Collection[str]) -> Iterator[StoredDay | ReopenedDay]:
+        """Each day not in ``skip``, once complete (and a ReopenedDay to undo one)."""
+        raise NotImplementedError
+
+    def run_metadata(self) -> dict[str, Any]:
+        """What this run did, as a whole; subclasses add their own figures."""
+        return {
+            RUN_PARTITIONS: dg.MetadataValue.int(len(self.days)),
+            "run_days": dg.MetadataValue.text(f"{self.days[0].key}...{self.days[-1].key}" if self.days else ""),
+            "days_written": dg.MetadataValue.int(len(self.written)),
+            "days_resumed": dg.MetadataValue.int(len(self.resumed)),
+        }
+
+    def report(self) -> Iterator[dg.AssetCheckEvaluation | dg.Output | dg.AssetObservation]:
+        """After the output: each day's check evaluations, then the run's figures, once."""
+        yield from report_checks(self.context, self.key, self.outcomes)
+        yield dg.AssetObservation(asset_key=self.key, metadata=self.run_metadata())
