@@ -209,7 +209,7 @@ def parse_cost(base_url: str, key: str, after: str, before: str, pages: int) -> 
 
     Measured on a sample of pages (fetched once, parsed in-process) and scaled to all pages.
     """
-    from cloudglue_dagster.models import parse_page
+    from cloudglue_dagster.parsing import parse_page
 
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {key}"

@@ -26,8 +26,10 @@ from urllib.parse import urlsplit
 import requests
 
 from ._loopback import is_loopback
+from .decoding import decode_page
 from .errors import CloudglueConfigError
-from .models import ChatCompletion, ChatCompletionPage, decode_page, parse_page
+from .models import ChatCompletion, ChatCompletionPage
+from .parsing import parse_page
 from .secrecy import display_url
 from .sweep import Fetch, Sweep, SweepStats
 from .throttle import Throttle

@@ -210,7 +210,7 @@ class Transport:
         lowers the concurrency; other failures back off this request alone. ``cancel`` (or
         :meth:`close`) ends the retries at once.
 
-        ``fast`` reads a 200's bytes first (:func:`~cloudglue_dagster.models.decode_page`):
+        ``fast`` reads a 200's bytes first (:func:`~cloudglue_dagster.decoding.decode_page`):
         what it returns is the result, unless it is None, and then the body is decoded with
         ``json.loads`` as always, its failures retried or refused as below.
 

@@ -25,7 +25,7 @@ from cloudglue_dagster import (
 )
 from cloudglue_dagster.client import SweepStats
 from cloudglue_dagster.emulator import FAULT_KINDS, Dataset, Emulator
-from cloudglue_dagster.models import parse_page
+from cloudglue_dagster.parsing import parse_page
 from cloudglue_dagster.throttle import Throttle
 
 KEY = "sk-test-7f3a9c-SECRET"

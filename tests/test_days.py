@@ -3,7 +3,7 @@
 import datetime as dt
 
 from cloudglue_dagster.days import CompleteDay, DayAssembler, ReopenedDay, UTCDay, assemble
-from cloudglue_dagster.models import parse_completion
+from cloudglue_dagster.parsing import parse_completion
 
 UTC = dt.timezone.utc
 

@@ -27,7 +27,7 @@ from cloudglue_dagster.frames import (
     empty_frame,
     token_usage_frame,
 )
-from cloudglue_dagster.models import parse_completion, parse_page
+from cloudglue_dagster.parsing import parse_completion, parse_page
 
 TABLES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "tables.md"
 

@@ -19,7 +19,7 @@ from cloudglue_dagster.frames import (
     chat_messages_frame,
     empty_frame,
 )
-from cloudglue_dagster.models import parse_completion
+from cloudglue_dagster.parsing import parse_completion
 
 DAY = 1767225600000  # 2026-01-01T00:00:00Z in ms
 FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 5)
