@@ -40,3 +40,22 @@ def test_the_readme_is_a_landing_page_that_links_every_docs_page() -> None:
     assert len(text.splitlines()) <= 200
     for page in (ROOT / "docs").glob("*.md"):
         assert f"(docs/{page.name})" in text, page.name
+
+
+def test_the_layout_table_names_every_module_of_the_package_and_no_other() -> None:
+    """docs/development.md's "Where things live" is how a newcomer finds the file to change."""
+    text = (ROOT / "docs" / "development.md").read_text()
+    section = text[text.index("### Where things live") :]
+    rows = "\n".join(line.split("|")[2] for line in section.splitlines() if line.startswith("| ") and "`" in line)
+    named: set[str] = set()
+    for folder, inside in re.findall(r"`(\w+)/` \(([^)]*)\)", rows):
+        named |= {f"{folder}/{m}" for m in re.findall(r"`(\w+\.py)`", inside)}
+    named |= set(re.findall(r"`((?:\w+/)*\w+\.py)`", re.sub(r"`\w+/` \([^)]*\)", "", rows)))
+    package = ROOT / "cloudglue_dagster"
+    modules = {
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if p.name not in ("__init__.py", "__main__.py") and "__pycache__" not in p.parts
+    }
+    assert sorted(modules - named) == [], "modules the table does not list"
+    assert sorted(named - modules) == [], "modules the table lists that do not exist"
