@@ -15,12 +15,14 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from .automation import Automation, build_automation
-from .checks import build_usage_check, chat_check_specs, messages_check_specs
+from .checks import chat_check_specs, messages_check_specs
 from .days import UTCDay
 from .frames import (
     ACCOUNTING_COLUMNS,
     CHAT_COMPLETIONS_COLUMNS,
     CHAT_MESSAGES_COLUMNS,
+    COLLECTION_SOURCE_COLUMNS,
+    COLLECTION_USAGE_COLUMNS,
     MESSAGE_SOURCE_COLUMNS,
     TOKEN_USAGE_COLUMNS,
     Column,
@@ -30,9 +32,18 @@ from .frames import (
 from .guards import ShrinkGuard
 from .metadata import column_schema
 from .options import DEFAULT_POOL, AssetOptions
-from .steps import ChatCompletionsStep, ChatMessagesStep, TokenUsageStep, frame_days, output_days, run_days
+from .steps import (
+    ChatCompletionsStep,
+    ChatMessagesStep,
+    CollectionUsageStep,
+    TokenUsageStep,
+    frame_days,
+    output_days,
+    run_days,
+)
 from .streams import DAY_BY_DAY_INPUT, DayFrames
-from .translator import TABLES, CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
+from .translator import CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
+from .usage_checks import build_collection_usage_check, build_usage_check
 
 __all__ = [
     "DEFAULT_POOL",
@@ -52,14 +63,19 @@ retries): Dagster's exponential backoff, (2**n - 1) x 30 s, so about 30, 90 and 
 DEFAULT_SHRINK_GUARD = ShrinkGuard()
 """Refuse a replace that removes more than half of a stored day of 20 rows or more."""
 
-ACCOUNTING_COLUMN_NAMES = [c.name for c in ACCOUNTING_COLUMNS]
 MESSAGE_SOURCE_COLUMN_NAMES = [c.name for c in MESSAGE_SOURCE_COLUMNS]
 
-_PARTITION_EXPR = {"chat_completions": "created_at", "chat_messages": "date", "token_usage": "date"}
+_PARTITION_EXPR = {
+    "chat_completions": "created_at",
+    "chat_messages": "date",
+    "token_usage": "date",
+    "collection_usage": "date",
+}
 _COLUMNS: dict[str, Sequence[Column]] = {
     "chat_completions": CHAT_COMPLETIONS_COLUMNS,
     "chat_messages": CHAT_MESSAGES_COLUMNS,
     "token_usage": TOKEN_USAGE_COLUMNS,
+    "collection_usage": COLLECTION_USAGE_COLUMNS,
 }
 
 
@@ -69,9 +85,10 @@ class CloudglueAssets:
 
     Attributes:
         chat_completions, chat_messages, token_usage: the three assets.
-        asset_checks: the token_usage check, to list in your definitions (the
-            chat_completions and chat_messages checks are part of those assets
-            and run with them).
+        collection_usage: the fourth, with ``collection_usage=True``; else None.
+        asset_checks: the token_usage check (and the collection_usage one), to list in
+            your definitions (the chat_completions and chat_messages checks are part
+            of those assets and run with them).
         freshness_checks: one freshness check per asset (empty when disabled).
         partitions_def: the daily UTC partitions all three share.
         job: a job materializing all three (one partition or a range per run).
@@ -89,10 +106,12 @@ class CloudglueAssets:
     job: UnresolvedAssetJobDefinition
     schedule: dg.ScheduleDefinition
     sensors: tuple[dg.SensorDefinition, ...]
+    collection_usage: dg.AssetsDefinition | None = None
 
     @property
     def assets(self) -> tuple[dg.AssetsDefinition, ...]:
-        return (self.chat_completions, self.chat_messages, self.token_usage)
+        extra = () if self.collection_usage is None else (self.collection_usage,)
+        return (self.chat_completions, self.chat_messages, self.token_usage, *extra)
 
     def definitions(self) -> dg.Definitions:
         """Assets, checks, job, schedule and sensors (no resources) as ``dg.Definitions``, to merge into yours."""
@@ -123,6 +142,7 @@ def build_cloudglue_assets(
     late_data_lookback_days: int | None = 7,
     late_data_interval_seconds: int = 3600,
     translator: CloudglueTranslator | None = None,
+    collection_usage: bool = False,
 ) -> CloudglueAssets:
     """Build the Cloudglue assets, their checks, a job, a daily schedule and sensors.
 
@@ -196,6 +216,7 @@ def build_cloudglue_assets(
         late_data_lookback_days=late_data_lookback_days,
         late_data_interval_seconds=late_data_interval_seconds,
         translator=CloudglueTranslator() if translator is None else translator,
+        collection_usage=collection_usage,
     )
     # Single-run backfills and partitioned checks are what this integration is
     # built on; Dagster labels them beta/preview. Time-partition freshness
@@ -214,14 +235,31 @@ def _build(options: AssetOptions) -> CloudglueAssets:
     specs = _specs(options)
     chat = _chat_completions_asset(options, specs["chat_completions"])
     messages = _chat_messages_asset(options, specs["chat_messages"], chat.key)
-    usage = _token_usage_asset(options, specs["token_usage"], chat.key)
-    usage_check = build_usage_check(chat_key=chat.key, usage_key=usage.key, partitions_def=options.partitions_def)
-    automation: Automation = build_automation(options, chat, messages, usage)
+    usage = _usage_asset(options, specs["token_usage"], chat.key, "token_usage")
+    checks = [
+        build_usage_check(
+            chat_key=chat.key, usage_key=usage.key, partitions_def=options.partitions_def, name=options.name
+        )
+    ]
+    collections = None
+    if options.collection_usage:
+        collections = _usage_asset(options, specs["collection_usage"], chat.key, "collection_usage")
+        checks.append(
+            build_collection_usage_check(
+                collections_key=collections.key,
+                usage_key=usage.key,
+                partitions_def=options.partitions_def,
+                name=options.name,
+            )
+        )
+    assets = [chat, messages, usage, *([collections] if collections is not None else [])]
+    automation: Automation = build_automation(options, assets)
     return CloudglueAssets(
         chat_completions=chat,
         chat_messages=messages,
         token_usage=usage,
-        asset_checks=(usage_check,),
+        collection_usage=collections,
+        asset_checks=tuple(checks),
         freshness_checks=automation.freshness_checks,
         partitions_def=options.partitions_def,
         job=automation.job,
@@ -236,9 +274,9 @@ def _specs(options: AssetOptions) -> dict[str, dg.AssetSpec]:
             options.translator,
             CloudglueTranslatorData(table, options.key_prefix, options.group_name, options.storage_kind),
         )
-        for table in TABLES
+        for table in options.tables
     }
-    check_distinct_keys([specs[t].key for t in TABLES])
+    check_distinct_keys({table: spec.key for table, spec in specs.items()})
     return specs
 
 
@@ -323,22 +361,26 @@ def _chat_messages_asset(options: AssetOptions, spec: dg.AssetSpec, chat_key: dg
     return chat_messages
 
 
-def _token_usage_asset(options: AssetOptions, spec: dg.AssetSpec, chat_key: dg.AssetKey) -> dg.AssetsDefinition:
+def _usage_asset(options: AssetOptions, spec: dg.AssetSpec, chat_key: dg.AssetKey, table: str) -> dg.AssetsDefinition:
+    """token_usage or collection_usage: sums of each day of chat_completions."""
     partitions = options.partitions_def
+    step_class, source_columns = _USAGE_STEPS[table]
 
     @dg.asset(
-        **_asset_arguments(options, spec, "token_usage"),
-        ins={"chat_completions": _day_input(chat_key, ACCOUNTING_COLUMN_NAMES)},
+        **_asset_arguments(options, spec, table),
+        ins={"chat_completions": _day_input(chat_key, source_columns)},
     )
-    def token_usage(
-        context: dg.AssetExecutionContext, chat_completions: Any
-    ) -> Iterator[dg.Output | dg.AssetObservation]:
+    def usage(context: dg.AssetExecutionContext, chat_completions: Any) -> Iterator[dg.Output | dg.AssetObservation]:
         # chat_completions: DayFrames from our I/O manager, a DataFrame of the range from others.
         chat = _as_days(chat_completions, run_days(context, partitions))
-        step = TokenUsageStep(
-            context, key=spec.key, chat=chat, retry_policy=options.retry_policy, prices=options.prices
-        )
-        yield output_days(context, options.io_manager_key, step.stream(), empty_frame(TOKEN_USAGE_COLUMNS))
+        step = step_class(context, key=spec.key, chat=chat, retry_policy=options.retry_policy, prices=options.prices)
+        yield output_days(context, options.io_manager_key, step.stream(), empty_frame(_COLUMNS[table]))
         yield from step.report()
 
-    return token_usage
+    return usage
+
+
+_USAGE_STEPS: dict[str, tuple[type[TokenUsageStep], list[str]]] = {
+    "token_usage": (TokenUsageStep, [c.name for c in ACCOUNTING_COLUMNS]),
+    "collection_usage": (CollectionUsageStep, [c.name for c in COLLECTION_SOURCE_COLUMNS]),
+}

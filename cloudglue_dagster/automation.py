@@ -26,16 +26,13 @@ class Automation:
     sensors: tuple[dg.SensorDefinition, ...]
 
 
-def build_automation(
-    options: AssetOptions,
-    chat: dg.AssetsDefinition,
-    messages: dg.AssetsDefinition,
-    usage: dg.AssetsDefinition,
-) -> Automation:
-    """The job over the three assets, its schedule, and the enabled checks and sensors."""
+def build_automation(options: AssetOptions, assets: Sequence[dg.AssetsDefinition]) -> Automation:
+    """The job over the account's assets (chat_completions first), its schedule, and the
+    enabled checks and sensors."""
+    chat = assets[0]
     job = dg.define_asset_job(
         name=f"{options.name}_daily",
-        selection=dg.AssetSelection.assets(chat.key, messages.key, usage.key),
+        selection=dg.AssetSelection.assets(*(a.key for a in assets)),
         description="Materializes Cloudglue chat completions, messages and token usage for a day (or a range).",
     )
     schedule = dg.build_schedule_from_partitioned_job(
@@ -47,7 +44,7 @@ def build_automation(
     sensors: list[dg.SensorDefinition] = []
     if options.freshness_deadline_hour is not None:
         freshness_checks, freshness_sensor = build_freshness(
-            assets=[chat, messages, usage],
+            assets=list(assets),
             deadline_hour=options.freshness_deadline_hour,
             sensor_name=f"{options.name}_freshness_sensor",
         )

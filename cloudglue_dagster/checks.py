@@ -15,21 +15,21 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from .frames import TOKEN_FIELDS, TOKEN_USAGE_COLUMNS, conform
-from .metadata_keys import COMPLETIONS_BY_MODEL, PARTITION_ROW_COUNT
-from .partitions import partition_slices
+from .frames import TOKEN_FIELDS
+from .metadata_keys import PARTITION_ROW_COUNT
 
 __all__ = [
+    "Outcome",
     "CHAT_RULES",
     "MESSAGE_RULES",
     "ROWS_VALID",
-    "build_usage_check",
     "chat_check_outcomes",
     "chat_check_specs",
     "duplicate_ids",
     "duplicate_message_keys",
     "inconsistent_totals",
     "latest_materializations",
+    "report_checks",
     "message_count_mismatches",
     "messages_check_outcomes",
     "messages_check_specs",
@@ -101,7 +101,7 @@ def message_count_mismatches(messages: pd.DataFrame, chat: pd.DataFrame) -> list
 
 
 @dataclass(frozen=True)
-class _Outcome:
+class Outcome:
     passed: bool
     metadata: Mapping[str, Any]
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
@@ -144,7 +144,7 @@ def recorded_row_counts(instance: dg.DagsterInstance, asset_key: dg.AssetKey, ke
 def _evaluations(
     instance: dg.DagsterInstance,
     asset_key: dg.AssetKey,
-    outcomes: Mapping[str, Mapping[str, _Outcome]],
+    outcomes: Mapping[str, Mapping[str, Outcome]],
 ) -> Iterator[dg.AssetCheckEvaluation]:
     """One evaluation per (check, partition), tied to the partition's latest materialization."""
     from dagster._core.definitions.asset_checks.asset_check_evaluation import (
@@ -177,7 +177,7 @@ def _evaluations(
 def report_checks(
     context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
     asset_key: dg.AssetKey,
-    outcomes: Mapping[str, Mapping[str, _Outcome]],
+    outcomes: Mapping[str, Mapping[str, Outcome]],
 ) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
     """Per-partition evaluations, then the (empty) check outputs Dagster expects of the op.
 
@@ -231,7 +231,7 @@ def _combined(
     rules: Sequence[tuple[str, str, dg.AssetCheckSeverity]],
     results: Mapping[str, tuple[bool, Mapping[str, Any]]],
     counts: Mapping[str, int],
-) -> _Outcome:
+) -> Outcome:
     """One outcome from each rule's ``(passed, metadata)``: failed if any rule failed, with
     the severity of the worst failed rule; ``counts`` first, then each rule's metadata
     prefixed with its name."""
@@ -248,7 +248,7 @@ def _combined(
         if failed
         else dg.AssetCheckSeverity.ERROR
     )
-    return _Outcome(not failed, metadata, severity=worst)
+    return Outcome(not failed, metadata, severity=worst)
 
 
 def chat_check_specs(chat_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
@@ -258,7 +258,7 @@ def chat_check_specs(chat_key: dg.AssetKey, partitions_def: dg.PartitionsDefinit
 
 def chat_check_outcomes(
     frame: pd.DataFrame, window_start: pd.Timestamp, window_end: pd.Timestamp, days: Iterable[tuple[str, pd.DataFrame]]
-) -> dict[str, dict[str, _Outcome]]:
+) -> dict[str, dict[str, Outcome]]:
     """The chat_completions check for each ``(partition key, rows of that day)``.
 
     ``frame`` holds the rows being checked and ``[window_start, window_end)`` their window (a
@@ -266,7 +266,7 @@ def chat_check_outcomes(
     ``created_at_in_partition`` for every partition given.
     """
     outside = rows_outside(frame, window_start, window_end)
-    outcomes: dict[str, _Outcome] = {}
+    outcomes: dict[str, Outcome] = {}
     for key, day in days:
         dupes = duplicate_ids(day)
         negative = negative_token_rows(day)
@@ -294,9 +294,9 @@ def messages_check_specs(messages_key: dg.AssetKey, partitions_def: dg.Partition
 
 def messages_check_outcomes(
     days: Iterable[tuple[str, pd.DataFrame, pd.DataFrame]],
-) -> dict[str, dict[str, _Outcome]]:
+) -> dict[str, dict[str, Outcome]]:
     """The chat_messages check for each ``(partition key, message rows, chat_completions rows)`` of a day."""
-    outcomes: dict[str, _Outcome] = {}
+    outcomes: dict[str, Outcome] = {}
     for key, messages, chat in days:
         dupes = duplicate_message_keys(messages)
         mismatched = message_count_mismatches(messages, chat)
@@ -312,68 +312,3 @@ def messages_check_outcomes(
             {"rows": len(messages), "completions": len(chat)},
         )
     return {ROWS_VALID: outcomes}
-
-
-def usage_against_recorded(usage_day: pd.DataFrame, recorded: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Differences between one day of stored ``token_usage`` and the totals that
-    ``chat_completions`` recorded for that day when it was written."""
-    if recorded is None:
-        return [{"column": "chat_completions", "expected": "a materialization", "stored": None}]
-    stored = {
-        "completions": int(usage_day["completions"].sum()),
-        **{f: int(usage_day[f].sum()) for f in (*TOKEN_FIELDS, "completions_without_usage")},
-    }
-    expected = {
-        "completions": recorded.get(PARTITION_ROW_COUNT),
-        **{f: recorded.get(f) for f in stored if f != "completions"},
-    }
-    by_model = recorded.get(COMPLETIONS_BY_MODEL)
-    out = [{"column": k, "expected": expected[k], "stored": v} for k, v in stored.items() if expected[k] != v]
-    if by_model is not None:
-        stored_by_model = {str(m): int(n) for m, n in zip(usage_day["model"], usage_day["completions"])}
-        if stored_by_model != by_model:
-            out.append({"column": COMPLETIONS_BY_MODEL, "expected": by_model, "stored": stored_by_model})
-    return out
-
-
-def build_usage_check(
-    *,
-    chat_key: dg.AssetKey,
-    usage_key: dg.AssetKey,
-    partitions_def: dg.TimeWindowPartitionsDefinition,
-) -> dg.AssetChecksDefinition:
-    """Stored ``token_usage`` equals, per day, the totals ``chat_completions`` recorded
-    when it was written: catches a day re-loaded in one table and not the other."""
-    spec = dg.AssetCheckSpec(
-        name="sums_match_chat_completions",
-        asset=usage_key,
-        partitions_def=partitions_def,
-        additional_deps=[chat_key],
-        description=(
-            "Stored token_usage equals the per-day totals (completions, tokens, per model) that"
-            " chat_completions recorded when it was written."
-        ),
-    )
-    prefix = "__".join(usage_key.path[:-1]) or "cloudglue"
-
-    @dg.multi_asset_check(
-        specs=[spec], name=f"{prefix}__token_usage_checks", ins={"token_usage": dg.AssetIn(key=usage_key)}
-    )
-    def usage_check(context: dg.AssetCheckExecutionContext, token_usage: pd.DataFrame):
-        usage = conform(token_usage, TOKEN_USAGE_COLUMNS).sort_values("date", kind="stable")
-        keys = context.op_execution_context.partition_keys
-        latest = latest_materializations(context.instance, chat_key, keys)
-        outcomes: dict[str, _Outcome] = {}
-        for key, usage_day in partition_slices(usage, "date", partitions_def, keys):
-            record = latest[key]
-            recorded = None
-            if record is not None:
-                materialization = record.asset_materialization
-                recorded = {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}
-            mismatches = usage_against_recorded(usage_day, recorded)
-            outcomes[key] = _Outcome(
-                not mismatches, {"mismatches": len(mismatches), "details": dg.MetadataValue.json(mismatches[:10])}
-            )
-        yield from report_checks(context, usage_key, {spec.name: outcomes})
-
-    return usage_check

@@ -141,6 +141,13 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
     prices: dict[str, Price] | None = Field(
         default=None, description="Model name -> price per million tokens, for token_usage's cost columns."
     )
+    collection_usage: bool = Field(
+        default=False,
+        description=(
+            "Also build <prefix>/collection_usage: token usage per day, collection and model, with a check"
+            " that it sums to token_usage."
+        ),
+    )
     translation: (
         Annotated[
             TranslationFn[CloudglueTranslatorData],
@@ -213,6 +220,7 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             if self.shrink_guard is None
             else ShrinkGuard(self.shrink_guard.max_loss_fraction, self.shrink_guard.min_stored_rows),
             translator=_ComponentTranslator(self),
+            collection_usage=self.collection_usage,
         )
         account = self.account
         optional = {

@@ -26,12 +26,15 @@ import numpy as np
 import pandas as pd
 
 from .errors import CloudglueConfigError
-from .models import ChatCompletion, Choice
+from .models import ChatCompletion, Choice, encode_json
 
 __all__ = [
     "ACCOUNTING_COLUMNS",
     "CHAT_COMPLETIONS_COLUMNS",
     "CHAT_MESSAGES_COLUMNS",
+    "COLLECTION_SOURCE_COLUMNS",
+    "COLLECTION_USAGE_COLUMNS",
+    "COST_COLUMNS",
     "MESSAGE_SOURCE_COLUMNS",
     "TOKEN_FIELDS",
     "TOKEN_USAGE_COLUMNS",
@@ -41,7 +44,6 @@ __all__ = [
     "chat_messages_frame",
     "conform",
     "empty_frame",
-    "token_usage_frame",
     "utc_day",
     "window_rows",
 ]
@@ -54,6 +56,16 @@ class Column:
     name: str
     dtype: str
     description: str
+
+
+COST_COLUMNS: tuple[Column, ...] = (
+    Column("input_cost", "Float64", "prompt_tokens x the model's input price, USD; null without a price or a count."),
+    Column(
+        "output_cost", "Float64", "completion_tokens x the model's output price, USD; null without a price or a count."
+    ),
+    Column("total_cost", "Float64", "input_cost + output_cost, USD; null when either is null."),
+)
+"""The cost columns of the usage tables (USD, from :class:`ModelPrice`)."""
 
 
 CHAT_COMPLETIONS_COLUMNS: tuple[Column, ...] = (
@@ -86,11 +98,32 @@ TOKEN_USAGE_COLUMNS: tuple[Column, ...] = (
     ),
     Column("total_tokens", "Int64", "Sum of total_tokens over the completions that report it; null if none do."),
     Column("completions_without_usage", "Int64", "Completions that reported none of the three token counts."),
-    Column("input_cost", "Float64", "prompt_tokens x the model's input price, USD; null without a price or a count."),
+    *COST_COLUMNS,
+)
+
+COLLECTION_USAGE_COLUMNS: tuple[Column, ...] = (
+    Column("date", "datetime64[us]", "The UTC day (midnight, no time zone attached)."),
+    Column("collection", "string", "A collection id the completions named; null for those that named none."),
+    Column("model", "string", "Model."),
     Column(
-        "output_cost", "Float64", "completion_tokens x the model's output price, USD; null without a price or a count."
+        "completions",
+        "Int64",
+        "Completions of that model that day naming the collection (one naming k collections counts in each).",
     ),
-    Column("total_cost", "Float64", "input_cost + output_cost, USD; null when either is null."),
+    Column(
+        "attributed_completions",
+        "Float64",
+        "The same completions counted 1/k each: summed over collections, token_usage.completions.",
+    ),
+    Column(
+        "prompt_tokens",
+        "Int64",
+        "prompt_tokens split evenly over the k collections, in whole tokens (remainder to the first"
+        " collections in id order); summed over collections, token_usage's; null if none report it.",
+    ),
+    Column("completion_tokens", "Int64", "completion_tokens, split the same way."),
+    Column("total_tokens", "Int64", "total_tokens, split the same way."),
+    *COST_COLUMNS,
 )
 
 CHAT_MESSAGES_COLUMNS: tuple[Column, ...] = (
@@ -112,6 +145,11 @@ ACCOUNTING_COLUMNS: tuple[Column, ...] = tuple(
 )
 """The chat_completions columns that token usage and the checks read: loading
 only these (the I/O manager's ``columns`` input metadata) skips the text."""
+
+COLLECTION_SOURCE_COLUMNS: tuple[Column, ...] = tuple(
+    c for c in CHAT_COMPLETIONS_COLUMNS if c.name in ("id", "created_at", "model", *TOKEN_FIELDS, "collections")
+)
+"""The chat_completions columns that collection_usage is built from."""
 
 MESSAGE_SOURCE_COLUMNS: tuple[Column, ...] = tuple(
     c
@@ -147,10 +185,6 @@ def empty_frame(columns: Sequence[Column]) -> pd.DataFrame:
 
 def _typed(data: Mapping[str, Any], columns: Sequence[Column]) -> pd.DataFrame:
     return pd.DataFrame({c.name: pd.Series(data[c.name], dtype=c.dtype) for c in columns})
-
-
-# The spelling of the JSON columns (models.CompletionJSON): compact, unicode kept readable.
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def chat_completions_frame(completions: Iterable[ChatCompletion]) -> pd.DataFrame:
@@ -272,52 +306,6 @@ def window_rows(frame: pd.DataFrame, column: str, start: Any, end: Any) -> pd.Da
 def utc_day(created_at: pd.Series) -> pd.Series:
     """The UTC day of each timestamp, as naive midnight (``datetime64[us]``)."""
     return created_at.dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D").astype("datetime64[us]")
-
-
-def token_usage_frame(chat_completions: pd.DataFrame, prices: Mapping[str, ModelPrice] | None = None) -> pd.DataFrame:
-    """Token usage per (UTC day, model) from a ``chat_completions`` frame.
-
-    Sums skip unreported counts (a model-day where no completion reported a
-    field gets null, never zero); ``completions_without_usage`` counts the
-    completions that reported none of them. Sorted by date then model.
-
-    ``prices`` (model name -> :class:`ModelPrice`) fills the cost columns, in
-    USD; a model without a price, or a count nobody reported, gets a null cost.
-    """
-    if chat_completions.empty:
-        return empty_frame(TOKEN_USAGE_COLUMNS)
-    frame = pd.DataFrame(
-        {
-            "date": utc_day(chat_completions["created_at"]),
-            "model": chat_completions["model"].astype("string"),
-            **{f: chat_completions[f].astype("Int64") for f in TOKEN_FIELDS},
-        }
-    )
-    frame["no_usage"] = frame[list(TOKEN_FIELDS)].isna().all(axis=1).astype("Int64")
-    grouped = frame.groupby(["date", "model"], sort=True, dropna=False)
-    usage = pd.DataFrame(
-        {
-            "completions": grouped.size(),
-            **{f: grouped[f].sum(min_count=1) for f in TOKEN_FIELDS},
-            "completions_without_usage": grouped["no_usage"].sum(),
-        }
-    ).reset_index()
-    usage = usage.assign(**_costs(usage, prices or {}))
-    return usage.astype({c.name: c.dtype for c in TOKEN_USAGE_COLUMNS})[[c.name for c in TOKEN_USAGE_COLUMNS]]
-
-
-def _costs(usage: pd.DataFrame, prices: Mapping[str, ModelPrice]) -> dict[str, pd.Series]:
-    """The cost columns of a usage frame: null where the model has no price."""
-    per_token = {
-        side: usage["model"]
-        .map({m: getattr(p, f"{side}_per_million") / 1e6 for m, p in prices.items()})
-        .astype("Float64")
-        for side in ("input", "output")
-    }
-    input_cost = usage["prompt_tokens"].astype("Float64") * per_token["input"]
-    output_cost = usage["completion_tokens"].astype("Float64") * per_token["output"]
-    # Sum only when both halves are known: a partial total would pass for a full one.
-    return {"input_cost": input_cost, "output_cost": output_cost, "total_cost": input_cost + output_cost}
 
 
 def chat_messages_frame(chat_completions: pd.DataFrame) -> pd.DataFrame:
@@ -448,7 +436,7 @@ def _json_list(text: Any) -> list[dict[str, Any]]:
 
 def _text(value: Any) -> str | None:
     # The API's contents are strings; anything else is kept as its JSON rather than dropped.
-    return value if value is None or isinstance(value, str) else _encode(value)
+    return value if value is None or isinstance(value, str) else encode_json(value)
 
 
 def conform(frame: pd.DataFrame, columns: Sequence[Column]) -> pd.DataFrame:

@@ -75,19 +75,24 @@ def _usage_metadata(frame: pd.DataFrame) -> dict[str, Any]:
         metadata["completions_without_usage"] = dg.MetadataValue.int(
             int(frame["completions_without_usage"].sum()) if len(frame) else 0
         )
-    else:
+    elif "attributed_completions" not in frame.columns:  # chat_completions: one row per completion
         metadata["completions_without_usage"] = dg.MetadataValue.int(
             int(frame[list(TOKEN_FIELDS)].isna().all(axis=1).sum())
         )
-    if "completions" in frame.columns:
-        by_model = frame.groupby("model")["completions"].sum()
-    else:
-        by_model = frame["model"].value_counts()
+    by_model = _completions_by_model(frame)
     metadata[COMPLETIONS_BY_MODEL] = dg.MetadataValue.json({str(m): int(n) for m, n in sorted(by_model.items())})
     models = sorted(frame["model"].dropna().unique().tolist())
     metadata["models"] = dg.MetadataValue.text(", ".join(models) if models else "(none)")
     metadata["model_count"] = dg.MetadataValue.int(len(models))
     return metadata
+
+
+def _completions_by_model(frame: pd.DataFrame) -> pd.Series:
+    if "attributed_completions" in frame.columns:  # collection_usage: a completion's shares sum to 1
+        return frame.groupby("model")["attributed_completions"].sum().round()
+    if "completions" in frame.columns:  # token_usage
+        return frame.groupby("model")["completions"].sum()
+    return frame["model"].value_counts()
 
 
 def cost_metadata(usage: pd.DataFrame) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from .errors import CloudglueConfigError
 from .frames import ModelPrice
 from .guards import ShrinkGuard
 from .partitions import account_name
-from .translator import CloudglueTranslator
+from .translator import TABLES, CloudglueTranslator
 
 __all__ = ["DEFAULT_POOL", "AssetOptions", "parse_start_date"]
 
@@ -72,6 +72,12 @@ class AssetOptions:
     late_data_lookback_days: int | None
     late_data_interval_seconds: int
     translator: CloudglueTranslator
+    collection_usage: bool = False
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables this account builds, in build order."""
+        return tuple(t for t in TABLES if t != "collection_usage" or self.collection_usage)
 
     @property
     def name(self) -> str:

@@ -21,7 +21,7 @@ daily UTC partitions, the backfill policy and the dependencies between the table
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
@@ -30,8 +30,9 @@ from .errors import CloudglueConfigError
 
 __all__ = ["TABLES", "CloudglueTranslator", "CloudglueTranslatorData", "asset_spec_for", "check_distinct_keys"]
 
-TABLES = ("chat_completions", "chat_messages", "token_usage")
-"""The tables, in the order the factory builds them (chat_completions first: the others read it)."""
+TABLES = ("chat_completions", "chat_messages", "token_usage", "collection_usage")
+"""The tables, in the order the factory builds them (chat_completions first: the others read
+it); ``collection_usage`` only when asked for."""
 
 _DESCRIPTIONS = {
     "chat_completions": (
@@ -48,6 +49,11 @@ _DESCRIPTIONS = {
         " that report each count (unreported counts stay null, never zero), with its cost in USD"
         " for the models given a price (null for the others)."
     ),
+    "collection_usage": (
+        "Token usage per UTC day, collection (payload.collections) and model: a completion naming k"
+        " collections is split evenly over them in whole tokens, one naming none goes to a null"
+        " collection, so summed over collections each day and model equals token_usage."
+    ),
 }
 
 
@@ -56,7 +62,7 @@ class CloudglueTranslatorData:
     """What the translator knows about one table when it is asked for its spec.
 
     Attributes:
-        table: ``chat_completions``, ``chat_messages`` or ``token_usage``.
+        table: ``chat_completions``, ``chat_messages``, ``token_usage`` or ``collection_usage``.
         key_prefix: the factory's ``key_prefix`` (the account), as a tuple.
         group_name: the factory's ``group_name``.
         storage_kind: the factory's ``storage_kind`` (``duckdb`` by default).
@@ -115,8 +121,8 @@ def asset_spec_for(translator: CloudglueTranslator, data: CloudglueTranslatorDat
     return spec
 
 
-def check_distinct_keys(keys: Sequence[dg.AssetKey]) -> None:
-    """Refuse a translator that gives two tables the same key."""
-    if len(set(keys)) != len(keys):
-        named = ", ".join(f"{table}={key.to_user_string()}" for table, key in zip(TABLES, keys))
+def check_distinct_keys(keys: Mapping[str, dg.AssetKey]) -> None:
+    """Refuse a translator that gives two tables (table -> key) the same key."""
+    if len(set(keys.values())) != len(keys):
+        named = ", ".join(f"{table}={key.to_user_string()}" for table, key in keys.items())
         raise CloudglueConfigError(f"The translator gave two tables the same asset key: {named}")

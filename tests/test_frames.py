@@ -16,18 +16,19 @@ from cloudglue_dagster.checks import (
     inconsistent_totals,
     negative_token_rows,
     rows_outside,
-    usage_against_recorded,
 )
 from cloudglue_dagster.frames import (
     CHAT_COMPLETIONS_COLUMNS,
     CHAT_MESSAGES_COLUMNS,
+    COLLECTION_USAGE_COLUMNS,
     TOKEN_USAGE_COLUMNS,
     chat_completions_frame,
     conform,
     empty_frame,
-    token_usage_frame,
 )
 from cloudglue_dagster.parsing import parse_completion, parse_page
+from cloudglue_dagster.usage import token_usage_frame
+from cloudglue_dagster.usage_checks import usage_against_recorded
 
 TABLES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "tables.md"
 
@@ -261,6 +262,7 @@ def test_chat_check_outcomes_per_day() -> None:
         ("chat_completions", CHAT_COMPLETIONS_COLUMNS),
         ("token_usage", TOKEN_USAGE_COLUMNS),
         ("chat_messages", CHAT_MESSAGES_COLUMNS),
+        ("collection_usage", COLLECTION_USAGE_COLUMNS),
     ],
 )
 def test_the_tables_page_documents_the_contract(table: str, columns) -> None:

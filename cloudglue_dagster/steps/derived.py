@@ -1,5 +1,6 @@
 """The steps that build a table from chat_completions, one stored day at a time:
-chat_messages (each completion's messages) and token_usage (sums per day and model)."""
+chat_messages (each completion's messages), token_usage (sums per day and model) and
+collection_usage (sums per day, collection and model)."""
 
 from __future__ import annotations
 
@@ -13,22 +14,25 @@ from ..days import UTCDay
 from ..frames import (
     ACCOUNTING_COLUMNS,
     CHAT_MESSAGES_COLUMNS,
+    COLLECTION_SOURCE_COLUMNS,
+    COLLECTION_USAGE_COLUMNS,
     MESSAGE_SOURCE_COLUMNS,
     TOKEN_USAGE_COLUMNS,
     ModelPrice,
     chat_messages_frame,
     conform,
-    token_usage_frame,
 )
 from ..metadata import cost_metadata, frame_metadata, messages_metadata
 from ..run_control import TerminationWatch, step_errors
 from ..streams import DayFrames, DayStream, StoredDay
+from ..usage import collection_usage_frame, token_usage_frame
 from .base import Step, resume_runs
 
-__all__ = ["ChatMessagesStep", "TokenUsageStep"]
+__all__ = ["ChatMessagesStep", "CollectionUsageStep", "TokenUsageStep"]
 
 _USAGE_PREVIEW = ("date", "model", "completions", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost")
 _MESSAGES_PREVIEW = ("completion_id", "source", "position", "role", "content")
+_COLLECTIONS_PREVIEW = ("date", "collection", "model", "completions", "attributed_completions", "total_tokens")
 
 
 class _DerivedStep(Step):
@@ -128,4 +132,26 @@ class TokenUsageStep(_DerivedStep):
     def on_resumed(self, stored: StoredDay) -> None:
         self.on_written(
             StoredDay(stored.day, conform(stored.frame, TOKEN_USAGE_COLUMNS), stored.resumed_from, stored.metadata)
+        )
+
+
+class CollectionUsageStep(TokenUsageStep):
+    """collection_usage: each day's sums per collection and model (see :mod:`..usage` for the
+    attribution rule), priced like token_usage."""
+
+    def build(self, day: UTCDay) -> StoredDay:
+        chat = conform(self.chat.load(day), COLLECTION_SOURCE_COLUMNS)
+        return StoredDay(day, collection_usage_frame(chat, self.prices))
+
+    def on_written(self, stored: StoredDay) -> None:
+        usage = stored.frame
+        metadata = frame_metadata(usage, columns=COLLECTION_USAGE_COLUMNS, preview_columns=_COLLECTIONS_PREVIEW)
+        collections = usage["collection"].dropna().nunique()
+        self._record(
+            stored, {**metadata, "collections": dg.MetadataValue.int(int(collections)), **cost_metadata(usage)}
+        )
+
+    def on_resumed(self, stored: StoredDay) -> None:
+        self.on_written(
+            StoredDay(stored.day, conform(stored.frame, COLLECTION_USAGE_COLUMNS), stored.resumed_from, stored.metadata)
         )
