@@ -32,6 +32,7 @@ from .frames import (
 from .guards import ShrinkGuard
 from .metadata import column_schema
 from .options import DEFAULT_POOL, AssetOptions
+from .plan_job import build_plan_job
 from .steps import (
     ChatCompletionsStep,
     ChatMessagesStep,
@@ -92,6 +93,7 @@ class CloudglueAssets:
         freshness_checks: one freshness check per asset (empty when disabled).
         partitions_def: the daily UTC partitions all three share.
         job: a job materializing all three (one partition or a range per run).
+        plan_job: ``<account>_plan_backfill``, which plans a backfill (:mod:`.plan_job`).
         schedule: runs ``job`` daily for the day that just ended (stopped by default).
         sensors: the freshness-check sensor and the late-data sensor, those
             enabled (both stopped by default).
@@ -107,6 +109,7 @@ class CloudglueAssets:
     schedule: dg.ScheduleDefinition
     sensors: tuple[dg.SensorDefinition, ...]
     collection_usage: dg.AssetsDefinition | None = None
+    plan_job: dg.JobDefinition | None = None
 
     @property
     def assets(self) -> tuple[dg.AssetsDefinition, ...]:
@@ -118,7 +121,7 @@ class CloudglueAssets:
         return dg.Definitions(
             assets=list(self.assets),
             asset_checks=[*self.asset_checks, *self.freshness_checks],
-            jobs=[self.job],
+            jobs=[self.job, *([self.plan_job] if self.plan_job is not None else [])],
             schedules=[self.schedule],
             sensors=list(self.sensors),
         )
@@ -265,6 +268,13 @@ def _build(options: AssetOptions) -> CloudglueAssets:
         job=automation.job,
         schedule=automation.schedule,
         sensors=automation.sensors,
+        plan_job=build_plan_job(
+            name=options.name,
+            chat_key=chat.key,
+            first_day=options.first_day,
+            resource_key=options.resource_key,
+            max_partitions_per_run=options.max_partitions_per_run,
+        ),
     )
 
 
