@@ -115,6 +115,28 @@ class Step:
         for check, by_day in outcomes.items():
             self.outcomes.setdefault(check, {}).update(by_day)
 
+    resume_columns: Sequence[str] | None = None
+    """The columns :meth:`on_resumed` needs of a day read back (None: all)."""
+
+    def stream(self) -> DayStream:
+        """The step's output for an I/O manager that stores days."""
+        return DayStream(
+            days=self.days,
+            resume_from=resume_runs(self.context),
+            produce=self.produce,
+            on_written=self.on_written,
+            on_resumed=self.on_resumed,
+            resume_columns=self.resume_columns,
+        )
+
+    def on_written(self, stored: StoredDay) -> None:
+        """Record a day just committed (its metadata and check outcomes)."""
+        raise NotImplementedError
+
+    def on_resumed(self, stored: StoredDay) -> None:
+        """Record a day an earlier attempt committed, read back."""
+        raise NotImplementedError
+
     def produce(self, skip: Collection[str]) -> Iterator[StoredDay | ReopenedDay]:
         """:meth:`days_to_write`, then, in a one-day run, the run's figures on that day (only
         now are they final; the materialization is recorded after the write)."""

@@ -16,9 +16,9 @@ from ..metadata import frame_metadata
 from ..metadata_keys import WINDOW_RECEIVED
 from ..resource import CloudglueResource
 from ..run_control import TerminationWatch, step_errors
-from ..streams import DayStream, StoredDay
+from ..streams import StoredDay
 from ..window import WindowSweep
-from .base import Step, resume_runs, run_days
+from .base import Step, run_days
 
 __all__ = ["ChatCompletionsStep"]
 
@@ -51,15 +51,7 @@ class ChatCompletionsStep(Step):
         self._recorded: Mapping[str, int] = {}
         self._allow_shrink = context.run.tags.get(ALLOW_SHRINK_TAG, "").strip().lower() == "true"
 
-    def stream(self) -> DayStream:
-        return DayStream(
-            days=self.days,
-            resume_from=resume_runs(self.context),
-            produce=self.produce,
-            on_written=self.on_written,
-            on_resumed=self.on_resumed,
-            resume_columns=_CHAT_RESUME_COLUMNS,
-        )
+    resume_columns = _CHAT_RESUME_COLUMNS  # the JSON columns are not needed to report a kept day
 
     def days_to_write(self, skip: Collection[str]) -> Iterator[StoredDay | ReopenedDay]:
         todo = [d for d in self.days if d.key not in skip]

@@ -24,9 +24,9 @@ from ..frames import (
 )
 from ..metadata import cost_metadata, frame_metadata, messages_metadata
 from ..run_control import TerminationWatch, step_errors
-from ..streams import DayFrames, DayStream, StoredDay
+from ..streams import DayFrames, StoredDay
 from ..usage import collection_usage_frame, token_usage_frame
-from .base import Step, resume_runs
+from .base import Step
 
 __all__ = ["ChatMessagesStep", "CollectionUsageStep", "TokenUsageStep"]
 
@@ -50,15 +50,6 @@ class _DerivedStep(Step):
         self.chat, self.retry_policy = chat, retry_policy
         self.termination = TerminationWatch(context)
 
-    def stream(self) -> DayStream:
-        return DayStream(
-            days=self.days,
-            resume_from=resume_runs(self.context),
-            produce=self.produce,
-            on_written=self.on_written,
-            on_resumed=self.on_resumed,
-        )
-
     def days_to_write(self, skip: Collection[str]) -> Iterator[StoredDay]:
         for day in self.days:
             if day.key in skip:
@@ -68,12 +59,7 @@ class _DerivedStep(Step):
             yield self.build(day)
 
     def build(self, day: UTCDay) -> StoredDay:
-        raise NotImplementedError
-
-    def on_written(self, stored: StoredDay) -> None:
-        raise NotImplementedError
-
-    def on_resumed(self, stored: StoredDay) -> None:
+        """The day's rows, built from that day of chat_completions."""
         raise NotImplementedError
 
 
