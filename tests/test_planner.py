@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from support.pipeline import TEST_KEY, Pipeline
+from support.reliability import cli_env, materialize_cmd
 
 from cloudglue_dagster import CloudglueClient, CloudglueConfigError, CloudglueResource, build_cloudglue_assets
 from cloudglue_dagster.emulator import Dataset, Emulator
@@ -53,25 +54,22 @@ def test_the_planned_requests_are_exactly_what_the_runs_then_make(
 
 def test_the_time_estimate_is_within_25_percent_of_a_cli_backfill(tmp_path: Path) -> None:
     """At a fixed latency of 0.5 s per request the API dominates; the estimate's other terms
-    (start-up, CPU per completion) are the defaults measured by ``make bench``."""
+    (start-up, work per day and per completion) are the defaults fitted by
+    ``bench/planner_calibration.py``."""
     dataset = Dataset(FIRST, LAST, per_day=300, seed=9)
     first, last = dt.date(2026, 5, 2), dt.date(2026, 5, 13)
     with Emulator(dataset, api_key=TEST_KEY, latency_seconds=0.5) as emu:
         with CloudglueClient(TEST_KEY, emu.base_url, max_concurrent_requests=4) as client:
             plan = plan_backfill(client, first, last, assumptions=Assumptions(concurrency=4))
-        env = {
-            **os.environ,
-            "CLOUDGLUE_API_KEY": TEST_KEY,
-            "CLOUDGLUE_BASE_URL": emu.base_url,
-            "CLOUDGLUE_START_DATE": "2026-05-01",
-            "CLOUDGLUE_DUCKDB_PATH": str(tmp_path / "w.duckdb"),
-            "CLOUDGLUE_MAX_CONCURRENT_REQUESTS": "4",
-            "DAGSTER_HOME": str(tmp_path),
-        }
-        command = [
-            sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cloudglue_dagster.definitions",
-            "--select", 'key:"cloudglue/*"', "--partition-range", f"{first}...{last}",
-        ]  # fmt: skip
+        env = cli_env(
+            key=TEST_KEY,
+            base_url=emu.base_url,
+            start="2026-05-01",
+            database=tmp_path / "w.duckdb",
+            home=tmp_path / "home",
+            CLOUDGLUE_MAX_CONCURRENT_REQUESTS="4",
+        )
+        command = materialize_cmd("--partition-range", f"{first}...{last}")
         began = time.monotonic()
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
         measured = time.monotonic() - began
