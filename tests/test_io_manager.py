@@ -722,20 +722,27 @@ def test_a_memory_limit_you_set_fails_clearly_and_keeps_the_rows(db: Path) -> No
     assert query(db, f"SELECT * FROM {TABLE} ORDER BY id") == before
 
 
-def test_connections_are_capped_and_writes_use_one_thread(db: Path) -> None:
+def test_connections_are_capped_and_writes_use_one_thread_zstd_and_rare_checkpoints(db: Path) -> None:
     db.parent.mkdir(parents=True)
 
     def settings(read_only: bool, **config) -> tuple:
         conn = open_connection(str(db), read_only=read_only, config=config, lock_timeout_seconds=1)
         try:
             return conn.execute(
-                "SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('TimeZone')"
+                "SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('TimeZone'),"
+                " current_setting('checkpoint_threshold'), current_setting('force_compression')"
             ).fetchall()[0]
         finally:
             conn.close()
 
     machine_threads = duckdb.connect().execute("SELECT current_setting('threads')").fetchall()[0][0]
-    assert settings(False) == ("30.5 MiB", 1, "UTC")
-    assert settings(True) == ("30.5 MiB", machine_threads, "UTC")
+    assert settings(False) == ("30.5 MiB", 1, "UTC", "953.6 MiB", "zstd")
+    assert settings(True)[:3] == ("30.5 MiB", machine_threads, "UTC")
     # What connection_config sets wins.
-    assert settings(False, memory_limit="1GB", threads=2)[:2] == ("953.6 MiB", 2)
+    assert settings(False, memory_limit="1GB", threads=2, checkpoint_threshold="16MB", force_compression="auto") == (
+        "953.6 MiB",
+        2,
+        "UTC",
+        "15.2 MiB",
+        "auto",
+    )

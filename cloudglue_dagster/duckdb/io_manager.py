@@ -121,7 +121,10 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     with ``threads`` = 1. A read or write that runs out of memory under that cap (rows of very
     long texts) is rolled back and retried once with DuckDB's own limit (80% of RAM), with a
     warning in the run's log. Under a ``memory_limit`` you set, it fails with
-    :class:`DuckDBMemoryLimitError` instead.
+    :class:`DuckDBMemoryLimitError` instead. Writes also run with ``checkpoint_threshold`` =
+    1GB (a day-by-day range then checkpoints when its connection closes, every few seconds,
+    not every few days' WAL, which re-compressed the growing table each time) and
+    ``force_compression`` = zstd (text checkpoints in half the time into half the file).
 
     Metadata on each materialization: ``dagster/table_name`` (``<file stem>.<schema>.<table>``,
     the name DuckDB itself resolves), ``dagster/storage_kind``, ``dagster/column_schema`` (the
@@ -166,8 +169,10 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
             " https://duckdb.org/docs/sql/configuration.html. The session time zone is always"
             " UTC. memory_limit defaults to 32MB (DuckDB spills beyond it to a temp folder"
             " beside the file; a read or write that needs more is retried once with DuckDB's"
-            " own limit, 80% of RAM) and writes run with threads=1. Setting either here"
-            " replaces that default; a memory_limit set here is never exceeded."
+            " own limit, 80% of RAM) and writes run with threads=1, checkpoint_threshold=1GB and"
+            " force_compression=zstd ('auto' is DuckDB's own choice)."
+            " Setting any of them here replaces that default; a memory_limit set here is never"
+            " exceeded."
         ),
     )
     schema_: str | None = Field(
