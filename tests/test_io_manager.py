@@ -722,6 +722,25 @@ def test_a_memory_limit_you_set_fails_clearly_and_keeps_the_rows(db: Path) -> No
     assert query(db, f"SELECT * FROM {TABLE} ORDER BY id") == before
 
 
+def test_a_file_of_an_older_storage_version_keeps_duckdbs_own_compression(db: Path) -> None:
+    # Forced on a v1.0.0 file, zstd is stored uncompressed: the file would grow severalfold.
+    db.parent.mkdir(parents=True)
+    creator = duckdb.connect()
+    creator.execute(f"ATTACH '{db}' AS old (STORAGE_VERSION 'v1.0.0')")
+    creator.close()
+    conn = open_connection(str(db), read_only=False, config={}, lock_timeout_seconds=1)
+    try:
+        assert conn.execute("SELECT current_setting('force_compression')").fetchall() == [("auto",)]
+        conn.execute("CREATE TABLE t AS SELECT 'completion ' || (i % 50) AS text FROM range(200000) r(i)")
+        conn.execute("CHECKPOINT")
+        used = conn.execute(
+            "SELECT DISTINCT compression FROM pragma_storage_info('t') WHERE segment_type = 'VARCHAR'"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert used and ("Uncompressed",) not in used
+
+
 def test_connections_are_capped_and_writes_use_one_thread_zstd_and_rare_checkpoints(db: Path) -> None:
     db.parent.mkdir(parents=True)
 
@@ -736,7 +755,9 @@ def test_connections_are_capped_and_writes_use_one_thread_zstd_and_rare_checkpoi
             conn.close()
 
     machine_threads = duckdb.connect().execute("SELECT current_setting('threads')").fetchall()[0][0]
-    assert settings(False) == ("30.5 MiB", 1, "UTC", "953.6 MiB", "zstd")
+    # zstd where the file's storage version has it: every file DuckDB 2 creates (1.x: v1.0.0).
+    zstd = "zstd" if int(duckdb.__version__.split(".")[0]) >= 2 else "auto"
+    assert settings(False) == ("30.5 MiB", 1, "UTC", "953.6 MiB", zstd)
     assert settings(True)[:3] == ("30.5 MiB", machine_threads, "UTC")
     # What connection_config sets wins.
     assert settings(False, memory_limit="1GB", threads=2, checkpoint_threshold="16MB", force_compression="auto") == (

@@ -4,6 +4,7 @@ process's file lock; the tests of DuckDB's errors (lock, out of memory) in one p
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -56,8 +57,9 @@ one (``'auto'`` is DuckDB's own choice).
 Text is most of these tables, and DuckDB's own choice for it (DICT_FSST) is both slower to
 analyse and larger: 60 days of the benchmark's completions took 3.2 s to checkpoint into
 53 MiB, and 1.6 s into 29 MiB with zstd (reading a day back: 28 and 30 ms). Only text
-columns use zstd; numbers, times and booleans keep their own encodings. DuckDB reads zstd
-segments since 1.2.
+columns use zstd; numbers, times and booleans keep their own encodings. Only on files whose
+storage version has zstd (v1.2.0 and later: every file DuckDB 2 creates, which only DuckDB 2
+reads anyway); an older file keeps DuckDB's own choice.
 """
 
 # Exponential backoff for lock waits: first wait, growth factor and longest single wait.
@@ -138,7 +140,7 @@ def open_connection(
             conn.execute(f"SET threads = {_WRITE_THREADS}")
         if not read_only and "checkpoint_threshold" not in config:
             conn.execute(f"SET checkpoint_threshold = '{WRITE_CHECKPOINT_THRESHOLD}'")
-        if not read_only and "force_compression" not in config:
+        if not read_only and "force_compression" not in config and _stores_zstd(conn):
             conn.execute(f"SET force_compression = '{WRITE_COMPRESSION}'")
     except BaseException:
         quietly(conn.close)
@@ -156,6 +158,18 @@ def _connect_once(database: str, *, read_only: bool, config: Mapping[str, Any]) 
         if read_only and "different configuration" in str(exc):
             return duckdb.connect(database, read_only=False, config=dict(config))
         raise
+
+
+def _stores_zstd(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the file's storage version has zstd segments (v1.2.0 and later).
+
+    DuckDB 2 creates files at v2.0.0, but a file created by an older DuckDB keeps its
+    version, and there a forced zstd is stored *uncompressed* (DuckDB 1.5 on a v1.0.0 file:
+    every text segment Uncompressed). An in-memory database has no version: left alone."""
+    rows = conn.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
+    version = str((rows[0][0] or {}).get("storage_version", "")) if rows else ""
+    match = re.match(r"v(\d+)\.(\d+)\.(\d+)", version)
+    return bool(match) and tuple(int(part) for part in match.groups()) >= (1, 2, 0)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

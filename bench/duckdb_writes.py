@@ -1,0 +1,121 @@
+"""Benchmark: writing day after day into DuckDB under the write settings, in isolation.
+
+What a day-by-day range run does to the DuckDB file, without Dagster or HTTP: N days of the
+emulator's realistic completions (``--per-day``) are decoded and built into frames as the
+assets build them, then written one transaction a day (delete nothing, insert, commit)
+through :func:`cloudglue_dagster.duckdb.open_connection` and
+:func:`cloudglue_dagster.duckdb.write_frame`, the connection closed and reopened every
+``HOLD_SECONDS`` as the day store does (a close checkpoints). Each ``--config`` is one
+``connection_config`` (JSON) and one row: ``{}`` is this package's defaults; DuckDB's own are
+``{"checkpoint_threshold": "16MB", "force_compression": "auto"}``.
+
+Prints a markdown table: seconds inserting, committing, closing (checkpoints), in all, per
+day, and the file's size. Not part of the tests: ``python bench/duckdb_writes.py --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from cloudglue_dagster.decoding import decode_page
+from cloudglue_dagster.duckdb import open_connection, write_frame
+from cloudglue_dagster.duckdb.day_store import HOLD_SECONDS
+from cloudglue_dagster.emulator.data import Dataset
+from cloudglue_dagster.frames import chat_completions_frame
+
+DUCKDB_DEFAULTS = '{"checkpoint_threshold": "16MB", "force_compression": "auto"}'
+
+
+def day_frames(days: int, per_day: int, seed: int) -> list[pd.DataFrame]:
+    """The frames of ``days`` days from 2025-01-01, as the chat_completions step builds them."""
+    start = dt.date(2025, 1, 1)
+    data = Dataset(start, start + dt.timedelta(days=days - 1), per_day=per_day, seed=seed, text="realistic")
+    frames = []
+    for day in data.days:
+        lo = int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp() * 1000)
+        total, records = data.select(lo, lo + 86_400_000, 0, max(1, data.count(day)))
+        body = (
+            b'{"object":"list","data":['
+            + b",".join(records)
+            + b'],"total":%d,"limit":%d,"offset":0}'
+            % (
+                total,
+                max(1, total),
+            )
+        )
+        page = decode_page(body)
+        assert page is not None, "the emulator's page did not decode"
+        frames.append(chat_completions_frame(page.data))
+    return frames
+
+
+def write_days(frames: list[pd.DataFrame], config: dict, folder: Path) -> dict[str, float]:
+    """Write ``frames`` a day per transaction; the seconds of each phase and the file's MiB."""
+    path = folder / f"w{abs(hash(json.dumps(config, sort_keys=True)))}.duckdb"
+    spent = {"insert": 0.0, "commit": 0.0, "close": 0.0}
+    conn, opened = None, 0.0
+    started = time.perf_counter()
+    for frame in frames:
+        if conn is None:
+            conn, opened = (
+                open_connection(str(path), read_only=False, config=config, lock_timeout_seconds=5),
+                time.monotonic(),
+            )
+        a = time.perf_counter()
+        conn.begin()
+        write_frame(conn, frame, schema="cloudglue", table="chat_completions", replace_table=False)
+        b = time.perf_counter()
+        conn.commit()
+        c = time.perf_counter()
+        spent["insert"] += b - a
+        spent["commit"] += c - b
+        if time.monotonic() - opened > HOLD_SECONDS:
+            conn.close()
+            conn = None
+            spent["close"] += time.perf_counter() - c
+    if conn is not None:
+        c = time.perf_counter()
+        conn.close()
+        spent["close"] += time.perf_counter() - c
+    spent["total"] = time.perf_counter() - started
+    spent["mib"] = sum(p.stat().st_size for p in folder.glob(path.name + "*")) / 2**20
+    return spent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--days", type=int, default=150)
+    parser.add_argument("--per-day", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--config",
+        action="append",
+        help=f"a connection_config as JSON (repeatable); default: {{}} and {DUCKDB_DEFAULTS}",
+    )
+    args = parser.parse_args()
+    configs = args.config or ["{}", DUCKDB_DEFAULTS]
+    frames = day_frames(args.days, args.per_day, args.seed)
+    rows = sum(len(f) for f in frames)
+    print(
+        f"{args.days} days, {rows} completions (`python bench/duckdb_writes.py --days {args.days} --per-day {args.per_day}`)\n"
+    )
+    print("| connection_config | insert s | commit s | close (checkpoints) s | total s | ms per day | file MiB |")
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        for text in configs:
+            s = write_days(frames, json.loads(text), Path(folder))
+            print(
+                f"| `{text}` | {s['insert']:.1f} | {s['commit']:.1f} | {s['close']:.1f} | {s['total']:.1f}"
+                f" | {s['total'] / len(frames) * 1000:.0f} | {s['mib']:.0f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
