@@ -68,6 +68,7 @@ def write_days(frames: list[pd.DataFrame], config: dict, folder: Path) -> dict[s
                 open_connection(str(path), read_only=False, config=config, lock_timeout_seconds=5),
                 time.monotonic(),
             )
+            conn.execute("CREATE SCHEMA IF NOT EXISTS cloudglue")
         a = time.perf_counter()
         conn.begin()
         write_frame(conn, frame, schema="cloudglue", table="chat_completions", replace_table=False)
