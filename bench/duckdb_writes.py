@@ -5,12 +5,15 @@ emulator's realistic completions (``--per-day``) are decoded and built into fram
 assets build them, then written one transaction a day (delete nothing, insert, commit)
 through :func:`cloudglue_dagster.duckdb.open_connection` and
 :func:`cloudglue_dagster.duckdb.write_frame`, the connection closed and reopened every
-``HOLD_SECONDS`` as the day store does (a close checkpoints). Each ``--config`` is one
-``connection_config`` (JSON) and one row: ``{}`` is this package's defaults; DuckDB's own are
-``{"checkpoint_threshold": "16MB", "force_compression": "auto"}``.
+``HOLD_SECONDS`` as the day store does (a close checkpoints), or every ``--days-per-connection``
+days (1: the pattern of a daily schedule, one run and one checkpoint per day). Each
+``--config`` is one ``connection_config`` (JSON) and one row: ``{}`` is this package's
+defaults; DuckDB's own are ``{"checkpoint_threshold": "16MB", "force_compression": "auto",
+"max_vacuum_tasks": 100}``.
 
 Prints a markdown table: seconds inserting, committing, closing (checkpoints), in all, per
-day, and the file's size. Not part of the tests: ``python bench/duckdb_writes.py --help``.
+day, the file's size and its table's row groups. Not part of the tests:
+``python bench/duckdb_writes.py --help``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from cloudglue_dagster.decoding import decode_page
@@ -30,7 +34,7 @@ from cloudglue_dagster.duckdb.day_store import HOLD_SECONDS
 from cloudglue_dagster.emulator.data import Dataset
 from cloudglue_dagster.frames import chat_completions_frame
 
-DUCKDB_DEFAULTS = '{"checkpoint_threshold": "16MB", "force_compression": "auto"}'
+DUCKDB_DEFAULTS = '{"checkpoint_threshold": "16MB", "force_compression": "auto", "max_vacuum_tasks": 100}'
 
 
 def day_frames(days: int, per_day: int, seed: int) -> list[pd.DataFrame]:
@@ -56,13 +60,17 @@ def day_frames(days: int, per_day: int, seed: int) -> list[pd.DataFrame]:
     return frames
 
 
-def write_days(frames: list[pd.DataFrame], config: dict, folder: Path) -> dict[str, float]:
-    """Write ``frames`` a day per transaction; the seconds of each phase and the file's MiB."""
+def write_days(
+    frames: list[pd.DataFrame], config: dict, folder: Path, days_per_connection: int | None
+) -> dict[str, float]:
+    """Write ``frames`` a day per transaction, the connection closed every ``HOLD_SECONDS``
+    (or every ``days_per_connection`` days); the seconds of each phase, the file's MiB and
+    the table's row groups."""
     path = folder / f"w{abs(hash(json.dumps(config, sort_keys=True)))}.duckdb"
     spent = {"insert": 0.0, "commit": 0.0, "close": 0.0}
     conn, opened = None, 0.0
     started = time.perf_counter()
-    for frame in frames:
+    for day, frame in enumerate(frames, start=1):
         if conn is None:
             conn, opened = (
                 open_connection(str(path), read_only=False, config=config, lock_timeout_seconds=5),
@@ -77,7 +85,8 @@ def write_days(frames: list[pd.DataFrame], config: dict, folder: Path) -> dict[s
         c = time.perf_counter()
         spent["insert"] += b - a
         spent["commit"] += c - b
-        if time.monotonic() - opened > HOLD_SECONDS:
+        due = day % days_per_connection == 0 if days_per_connection else time.monotonic() - opened > HOLD_SECONDS
+        if due:
             conn.close()
             conn = None
             spent["close"] += time.perf_counter() - c
@@ -87,6 +96,11 @@ def write_days(frames: list[pd.DataFrame], config: dict, folder: Path) -> dict[s
         spent["close"] += time.perf_counter() - c
     spent["total"] = time.perf_counter() - started
     spent["mib"] = sum(p.stat().st_size for p in folder.glob(path.name + "*")) / 2**20
+    with duckdb.connect(str(path), read_only=True) as conn:
+        ((groups,),) = conn.execute(
+            "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('cloudglue.chat_completions')"
+        ).fetchall()
+    spent["row_groups"] = groups
     return spent
 
 
@@ -96,6 +110,11 @@ def main() -> None:
     parser.add_argument("--per-day", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--days-per-connection",
+        type=int,
+        help=f"close (checkpoint) every N days; default: every {HOLD_SECONDS:g} s, as the day store does",
+    )
+    parser.add_argument(
         "--config",
         action="append",
         help=f"a connection_config as JSON (repeatable); default: {{}} and {DUCKDB_DEFAULTS}",
@@ -104,17 +123,22 @@ def main() -> None:
     configs = args.config or ["{}", DUCKDB_DEFAULTS]
     frames = day_frames(args.days, args.per_day, args.seed)
     rows = sum(len(f) for f in frames)
+    every = f" --days-per-connection {args.days_per_connection}" if args.days_per_connection else ""
     print(
-        f"{args.days} days, {rows} completions (`python bench/duckdb_writes.py --days {args.days} --per-day {args.per_day}`)\n"
+        f"{args.days} days, {rows} completions (`python bench/duckdb_writes.py --days {args.days}"
+        f" --per-day {args.per_day}{every}`)\n"
     )
-    print("| connection_config | insert s | commit s | close (checkpoints) s | total s | ms per day | file MiB |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| connection_config | insert s | commit s | close (checkpoints) s | total s | ms per day | file MiB"
+        " | row groups |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         for text in configs:
-            s = write_days(frames, json.loads(text), Path(folder))
+            s = write_days(frames, json.loads(text), Path(folder), args.days_per_connection)
             print(
                 f"| `{text}` | {s['insert']:.1f} | {s['commit']:.1f} | {s['close']:.1f} | {s['total']:.1f}"
-                f" | {s['total'] / len(frames) * 1000:.0f} | {s['mib']:.0f} |"
+                f" | {s['total'] / len(frames) * 1000:.0f} | {s['mib']:.0f} | {s['row_groups']:.0f} |"
             )
 
 

@@ -741,7 +741,40 @@ def test_a_file_of_an_older_storage_version_keeps_duckdbs_own_compression(db: Pa
     assert used and ("Uncompressed",) not in used
 
 
-def test_connections_are_capped_and_writes_use_one_thread_zstd_and_rare_checkpoints(db: Path) -> None:
+def test_each_checkpoint_writes_its_own_rows_instead_of_merging_the_row_groups_before(db: Path) -> None:
+    # With DuckDB's vacuum (max_vacuum_tasks=100) the three writes below end in one row group:
+    # each checkpoint rewrote the rows before it. Without, a day written again still drops
+    # its old row group whole.
+    db.parent.mkdir(parents=True)
+
+    def write(days: range, **config) -> None:
+        conn = open_connection(str(db), read_only=False, config=config, lock_timeout_seconds=1)
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS t (day INTEGER, text VARCHAR)")
+            for day in days:
+                conn.execute("DELETE FROM t WHERE day = ?", [day])
+                conn.execute("INSERT INTO t SELECT ?, 'completion ' || i FROM range(5000) r(i)", [day])
+        finally:
+            conn.close()  # a checkpoint
+
+    def row_groups() -> int:
+        conn = duckdb.connect(str(db), read_only=True)
+        try:
+            return conn.execute("SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('t')").fetchall()[0][0]
+        finally:
+            conn.close()
+
+    for days in (range(0, 2), range(2, 4), range(4, 6)):
+        write(days)
+    assert row_groups() == 3
+    write(range(2, 4))  # the middle checkpoint's days again
+    assert row_groups() == 3
+    assert query(db, "SELECT count(*), count(DISTINCT day) FROM t") == [(30000, 6)]
+    write(range(6, 8), max_vacuum_tasks=100)
+    assert row_groups() == 1
+
+
+def test_connections_are_capped_and_writes_use_one_thread_zstd_rare_checkpoints_and_no_vacuum(db: Path) -> None:
     db.parent.mkdir(parents=True)
 
     def settings(read_only: bool, **config) -> tuple:
@@ -749,7 +782,8 @@ def test_connections_are_capped_and_writes_use_one_thread_zstd_and_rare_checkpoi
         try:
             return conn.execute(
                 "SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('TimeZone'),"
-                " current_setting('checkpoint_threshold'), current_setting('force_compression')"
+                " current_setting('checkpoint_threshold'), current_setting('force_compression'),"
+                " current_setting('max_vacuum_tasks')"
             ).fetchall()[0]
         finally:
             conn.close()
@@ -757,13 +791,8 @@ def test_connections_are_capped_and_writes_use_one_thread_zstd_and_rare_checkpoi
     machine_threads = duckdb.connect().execute("SELECT current_setting('threads')").fetchall()[0][0]
     # zstd where the file's storage version has it: every file DuckDB 2 creates (1.x: v1.0.0).
     zstd = "zstd" if int(duckdb.__version__.split(".")[0]) >= 2 else "auto"
-    assert settings(False) == ("30.5 MiB", 1, "UTC", "953.6 MiB", zstd)
+    assert settings(False) == ("30.5 MiB", 1, "UTC", "953.6 MiB", zstd, 0)
     assert settings(True)[:3] == ("30.5 MiB", machine_threads, "UTC")
     # What connection_config sets wins.
-    assert settings(False, memory_limit="1GB", threads=2, checkpoint_threshold="16MB", force_compression="auto") == (
-        "953.6 MiB",
-        2,
-        "UTC",
-        "15.2 MiB",
-        "auto",
-    )
+    overrides = dict(memory_limit="1GB", threads=2, checkpoint_threshold="16MB", force_compression="auto")
+    assert settings(False, **overrides, max_vacuum_tasks=100) == ("953.6 MiB", 2, "UTC", "15.2 MiB", "auto", 100)
