@@ -24,6 +24,7 @@ import pytest
 # iom_assets is also run as a script by the subprocesses: import it the same way here.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import iom_assets as ia  # noqa: E402
+from dagster._core.storage.db_io_manager import TableSlice
 from dagster._utils.error import SerializableErrorInfo
 
 from cloudglue_dagster.duckdb import (
@@ -31,10 +32,13 @@ from cloudglue_dagster.duckdb import (
     CloudglueDuckDBIOManager,
     DuckDBLockTimeoutError,
     DuckDBMemoryLimitError,
+    DuckDBSchemaError,
     DuckDBWriteError,
+    UTCDuckDbClient,
     open_connection,
     write_frame,
 )
+from cloudglue_dagster.duckdb.sql import remember_catalog, table_columns
 
 TESTS_DIR = Path(__file__).resolve().parent
 HELPER = TESTS_DIR / "iom_assets.py"
@@ -739,6 +743,46 @@ def test_a_file_of_an_older_storage_version_keeps_duckdbs_own_compression(db: Pa
     finally:
         conn.close()
     assert used and ("Uncompressed",) not in used
+
+
+def test_a_held_writer_sees_the_columns_its_own_writes_add(db: Path) -> None:
+    # The day store's connection remembers the catalog; its own CREATE and ALTER are forgotten
+    # as they are made, so a later day's insert and types check see the new column.
+    db.parent.mkdir(parents=True)
+    conn = open_connection(str(db), read_only=False, config={}, lock_timeout_seconds=1)
+    try:
+        remember_catalog(conn)
+        conn.execute("CREATE SCHEMA s")
+        write_frame(conn, pd.DataFrame({"id": ["a"]}), schema="s", table="t", replace_table=False)
+        assert list(table_columns(conn, "s", "t") or {}) == ["id"]
+        write_frame(conn, pd.DataFrame({"id": ["b"], "n": [1]}), schema="s", table="t", replace_table=False)
+        assert table_columns(conn, "s", "t") == {"id": ("id", "VARCHAR"), "n": ("n", "BIGINT")}
+        with pytest.raises(DuckDBSchemaError, match="n is BIGINT in the table, DOUBLE in the frame"):
+            write_frame(conn, pd.DataFrame({"id": ["c"], "n": [2.5]}), schema="s", table="t", replace_table=False)
+    finally:
+        conn.close()
+    assert query(db, "SELECT id, n FROM s.t ORDER BY id") == [("a", None), ("b", 1)]
+
+
+def test_a_held_writer_forgets_a_table_whose_creation_was_rolled_back(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    client = UTCDuckDbClient(database=str(db), connection_config={}, lock_timeout_seconds=1)
+    context = dg.build_output_context(asset_key=dg.AssetKey(["s", "t"]))
+    table_slice = TableSlice(table="t", schema="s", database=str(db))
+    conn = open_connection(str(db), read_only=False, config={}, lock_timeout_seconds=1)
+    try:
+        remember_catalog(conn)
+        conn.execute("CREATE SCHEMA s")
+        with pytest.raises(DuckDBWriteError), client.transaction(context, table_slice, conn):
+            write_frame(conn, pd.DataFrame({"id": ["a"]}), schema="s", table="t", replace_table=False)
+            assert table_columns(conn, "s", "t") is not None  # as the handler asks, for its metadata
+            conn.execute("SELECT * FROM s.missing")  # fails the day after its table was created
+        # Remembered, the rolled-back table would make this an INSERT into nothing.
+        with client.transaction(context, table_slice, conn):
+            write_frame(conn, pd.DataFrame({"id": ["b"]}), schema="s", table="t", replace_table=False)
+    finally:
+        conn.close()
+    assert query(db, "SELECT id FROM s.t") == [("b",)]
 
 
 def test_each_checkpoint_writes_its_own_rows_instead_of_merging_the_row_groups_before(db: Path) -> None:

@@ -27,6 +27,9 @@ from .errors import (
     is_file_database,
 )
 from .sql import (
+    catalog_name,
+    create_once,
+    forget_catalog,
     partition_where_clause,
     plain_table,
     qualified_table,
@@ -106,6 +109,7 @@ class UTCDuckDbClient(DbClient):
             # Covers KeyboardInterrupt too. A hard kill never gets here and need not:
             # DuckDB makes a transaction durable only at COMMIT.
             quietly(conn.rollback)
+            forget_catalog(conn)
             failure = self._write_failure(conn, context, table_slice, exc)
             if failure is exc:
                 raise
@@ -211,9 +215,10 @@ class UTCDuckDbClient(DbClient):
     def ensure_schema_exists(
         context: dg.OutputContext, table_slice: TableSlice, connection: duckdb.DuckDBPyConnection
     ) -> None:
-        ((catalog,),) = connection.execute("SELECT current_database()").fetchall()
-        connection.execute(
-            f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(catalog)}.{quote_identifier(table_slice.schema)}"
+        catalog = catalog_name(connection)
+        create_once(
+            connection,
+            f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(catalog)}.{quote_identifier(table_slice.schema)}",
         )
 
     @staticmethod

@@ -29,6 +29,7 @@ from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSl
 from ..days import ReopenedDay, UTCDay
 from ..streams import DayFrames, DayStream, StoredDay
 from .errors import DuckDBMemoryLimitError
+from .sql import catalog_name, create_once, remember_catalog
 
 if TYPE_CHECKING:
     from .client import UTCDuckDbClient
@@ -78,12 +79,13 @@ def _quoted(name: str) -> str:
 
 def _progress(conn: duckdb.DuckDBPyConnection, schema: str, create: bool) -> str | None:
     """The progress table's qualified name; None when it does not exist (and ``create`` is False)."""
-    ((catalog,),) = conn.execute("SELECT current_database()").fetchall()
+    catalog = catalog_name(conn)
     name = f"{_quoted(catalog)}.{_quoted(schema)}.{_quoted(PROGRESS_TABLE)}"
     if create:
-        conn.execute(
+        create_once(
+            conn,
             f"CREATE TABLE IF NOT EXISTS {name} (run_id VARCHAR NOT NULL, asset_key VARCHAR NOT NULL,"
-            " partition_key VARCHAR NOT NULL, row_count BIGINT NOT NULL, committed_at TIMESTAMPTZ NOT NULL)"
+            " partition_key VARCHAR NOT NULL, row_count BIGINT NOT NULL, committed_at TIMESTAMPTZ NOT NULL)",
         )
         return name
     exists = conn.execute(
@@ -136,6 +138,7 @@ class DayStore:
         if self._conn is None or self._conn_client is not client:
             self.close()
             self._conn, self._conn_client, self._opened = client.open_writer(context), client, time.monotonic()
+            remember_catalog(self._conn)
         try:
             with client.transaction(context, day_slice, self._conn) as conn:
                 yield conn

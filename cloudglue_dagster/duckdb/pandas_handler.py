@@ -15,7 +15,15 @@ from ..metadata_keys import PARTITION_ROW_COUNT
 from .connections import database_of, is_out_of_memory, quietly
 from .day_store import partitions_label
 from .errors import DuckDBSchemaError, DuckDBStorageError, DuckDBWriteError, display_path, find_row_at_fault
-from .sql import plain_table, qualified_table, quote_identifier, schema_table, select_statement, table_columns
+from .sql import (
+    forget_table,
+    plain_table,
+    qualified_table,
+    quote_identifier,
+    schema_table,
+    select_statement,
+    table_columns,
+)
 
 __all__ = ["DuckDBPandasReplaceTypeHandler", "to_nullable_dtypes", "write_frame"]
 
@@ -153,6 +161,8 @@ def write_frame(
         ]
         frame_types = _frame_types(frame, scanned)
         select = _frame_select(frame_types, scanned, existing)
+        if replace_table or existing is None:
+            forget_table(conn, schema, table)
         if replace_table:
             conn.execute(f"CREATE OR REPLACE TABLE {target} AS {select}")
         elif existing is None:
@@ -163,6 +173,7 @@ def write_frame(
                 if name.lower() not in existing:
                     column_type = "VARCHAR" if frame_type == _UNKNOWN_TYPE else frame_type
                     column = quote_identifier(name)
+                    forget_table(conn, schema, table)
                     conn.execute(f"ALTER TABLE {target} ADD COLUMN {column} {column_type}")
             conn.execute(f"INSERT INTO {target} BY NAME {select}")
     except BaseException:
