@@ -126,7 +126,8 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     not every few days' WAL, which re-compressed the growing table each time),
     ``force_compression`` = zstd (text checkpoints in half the time into half the file) and
     ``max_vacuum_tasks`` = 0 (a checkpoint writes its new rows only, instead of merging them
-    into the row groups before: half the checkpoint time of a range run or a daily schedule).
+    into the row groups before: a quarter to a third of the checkpoint time of a range run or
+    of a daily schedule).
 
     Metadata on each materialization: ``dagster/table_name`` (``<file stem>.<schema>.<table>``,
     the name DuckDB itself resolves), ``dagster/storage_kind``, ``dagster/column_schema`` (the

@@ -14,6 +14,7 @@ from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSl
 __all__ = [
     "catalog_name",
     "create_once",
+    "forget_catalog",
     "forget_table",
     "partition_where_clause",
     "plain_table",
@@ -47,11 +48,12 @@ _REMEMBERED: WeakKeyDictionary[duckdb.DuckDBPyConnection, _Catalog] = WeakKeyDic
 def remember_catalog(conn: duckdb.DuckDBPyConnection) -> None:
     """Remember ``conn``'s catalog name, table columns and created tables until it closes.
 
-    A day's write asked DuckDB's catalog the same questions some ten times, each a statement
-    that, inside a run, waits for the GIL the fetch threads hold. Only for a connection
-    through which nothing else changes the catalog: the day store's held writer, whose own
-    DDL (:func:`write_frame <cloudglue_dagster.duckdb.write_frame>`) forgets what it changes
-    and whose failed transaction closes it. Other connections are asked every time.
+    A day's write asked DuckDB's catalog the same questions again and again (18 calls a day
+    where 9 do), and inside a run each call also waits for the GIL the fetch threads hold
+    (docs/performance.md). Only for a connection through which nothing else changes the
+    catalog: the day store's held writer, whose own DDL (:func:`write_frame
+    <cloudglue_dagster.duckdb.write_frame>`) forgets what it changes, and whose rollback
+    forgets everything. Other connections are asked every time.
     """
     _REMEMBERED[conn] = _Catalog(_current_database(conn))
 
