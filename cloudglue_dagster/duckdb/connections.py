@@ -71,7 +71,8 @@ them. Written a few days per checkpoint, as a range run's day store writes, the 
 newest row groups were merged again and again, in a binary-counter pattern: most of a range
 run's checkpoint time. Without vacuum each checkpoint writes only its new rows, and a
 wholly deleted row group (its days written again) is still dropped; a day written again out
-of a row group it shares with other days leaves its old rows stored until the rest go too.
+of a row group it shares with other days leaves its old rows stored until the rest go too
+(as it did with DuckDB's vacuum).
 Figures in docs/performance.md (``python bench/duckdb_writes.py``): 150 days a transaction
 each, a checkpoint every 10 days, 7.8 s instead of 13.0 s; 120 daily runs 16.9 s instead of
 26.3 s, into a smaller file. The price is more row groups (one per checkpoint), which a
