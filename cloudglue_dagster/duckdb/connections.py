@@ -73,6 +73,7 @@ run's checkpoint time. Without vacuum each checkpoint writes only its new rows, 
 wholly deleted row group (its days written again) is still dropped; a day written again out
 of a row group it shares with other days leaves its old rows stored until the rest go too
 (as it did with DuckDB's vacuum).
+
 Figures in docs/performance.md (``python bench/duckdb_writes.py``): 150 days a transaction
 each, a checkpoint every 10 days, 7.8 s instead of 13.0 s; 120 daily runs 16.9 s instead of
 26.3 s, into a smaller file. The price is more row groups (one per checkpoint), which a
