@@ -80,6 +80,14 @@ each, a checkpoint every 10 days, 7.8 s instead of 13.0 s; 120 daily runs 16.9 s
 scan did not notice.
 """
 
+_WRITE_DEFAULTS: Mapping[str, int | str] = {
+    "threads": _WRITE_THREADS,
+    "checkpoint_threshold": WRITE_CHECKPOINT_THRESHOLD,
+    "max_vacuum_tasks": WRITE_VACUUM_TASKS,
+}
+"""What writable connections set unless ``connection_config`` does (``force_compression``
+too, where the file has zstd: :func:`_stores_zstd`)."""
+
 # Exponential backoff for lock waits: first wait, growth factor and longest single wait.
 _LOCK_BACKOFF_START_SECONDS = 0.05
 _LOCK_BACKOFF_FACTOR = 2.0
@@ -154,12 +162,10 @@ def open_connection(
         if "memory_limit" not in config:
             limit = "RESET memory_limit" if memory_limit is None else f"SET memory_limit = '{memory_limit}'"
             conn.execute(limit)
-        if not read_only and "threads" not in config:
-            conn.execute(f"SET threads = {_WRITE_THREADS}")
-        if not read_only and "checkpoint_threshold" not in config:
-            conn.execute(f"SET checkpoint_threshold = '{WRITE_CHECKPOINT_THRESHOLD}'")
-        if not read_only and "max_vacuum_tasks" not in config:
-            conn.execute(f"SET max_vacuum_tasks = {WRITE_VACUUM_TASKS}")
+        if not read_only:
+            for name, value in _WRITE_DEFAULTS.items():
+                if name not in config:
+                    conn.execute(f"SET {name} = {value!r}")
         if not read_only and "force_compression" not in config and _stores_zstd(conn):
             conn.execute(f"SET force_compression = '{WRITE_COMPRESSION}'")
     except BaseException:

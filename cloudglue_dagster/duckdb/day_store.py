@@ -29,7 +29,7 @@ from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSl
 from ..days import ReopenedDay, UTCDay
 from ..streams import DayFrames, DayStream, StoredDay
 from .errors import DuckDBMemoryLimitError
-from .sql import catalog_name, create_once, remember_catalog
+from .sql import catalog_name, create_once, qualified_table, remember_catalog
 
 if TYPE_CHECKING:
     from .client import UTCDuckDbClient
@@ -73,14 +73,10 @@ def _day_slice(table_slice: TableSlice, day: UTCDay, columns: Sequence[str] | No
     )
 
 
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _progress(conn: duckdb.DuckDBPyConnection, schema: str, create: bool) -> str | None:
     """The progress table's qualified name; None when it does not exist (and ``create`` is False)."""
     catalog = catalog_name(conn)
-    name = f"{_quoted(catalog)}.{_quoted(schema)}.{_quoted(PROGRESS_TABLE)}"
+    name = qualified_table(conn, schema, PROGRESS_TABLE)
     if create:
         create_once(
             conn,
