@@ -37,11 +37,11 @@ from cloudglue_dagster.frames import chat_completions_frame
 DUCKDB_DEFAULTS = '{"checkpoint_threshold": "16MB", "force_compression": "auto", "max_vacuum_tasks": 100}'
 
 
-def day_frames(days: int, per_day: int, seed: int) -> list[pd.DataFrame]:
-    """The frames of ``days`` days from 2025-01-01, as the chat_completions step builds them."""
+def day_records(days: int, per_day: int, seed: int) -> list[list]:
+    """The decoded completions of ``days`` days from 2025-01-01, a list per day."""
     start = dt.date(2025, 1, 1)
     data = Dataset(start, start + dt.timedelta(days=days - 1), per_day=per_day, seed=seed, text="realistic")
-    frames = []
+    out = []
     for day in data.days:
         lo = int(dt.datetime.combine(day, dt.time(), dt.timezone.utc).timestamp() * 1000)
         total, records = data.select(lo, lo + 86_400_000, 0, max(1, data.count(day)))
@@ -56,8 +56,13 @@ def day_frames(days: int, per_day: int, seed: int) -> list[pd.DataFrame]:
         )
         page = decode_page(body)
         assert page is not None, "the emulator's page did not decode"
-        frames.append(chat_completions_frame(page.data))
-    return frames
+        out.append(list(page.data))
+    return out
+
+
+def day_frames(days: int, per_day: int, seed: int) -> list[pd.DataFrame]:
+    """The frames of ``days`` days from 2025-01-01, as the chat_completions step builds them."""
+    return [chat_completions_frame(records) for records in day_records(days, per_day, seed)]
 
 
 def write_days(

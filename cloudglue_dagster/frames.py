@@ -184,7 +184,9 @@ def empty_frame(columns: Sequence[Column]) -> pd.DataFrame:
 
 
 def _typed(data: Mapping[str, Any], columns: Sequence[Column]) -> pd.DataFrame:
-    return pd.DataFrame({c.name: pd.Series(data[c.name], dtype=c.dtype) for c in columns})
+    # Arrays, not Series: a frame made of Series aligns their indexes, which took as long as
+    # building the columns (2.1 of 5.2 ms for a day of the benchmark's completions).
+    return pd.DataFrame({c.name: pd.array(data[c.name], dtype=c.dtype) for c in columns}, copy=False)
 
 
 def chat_completions_frame(completions: Iterable[ChatCompletion]) -> pd.DataFrame:
@@ -213,6 +215,8 @@ def _by_time_then_id(frame: pd.DataFrame) -> pd.DataFrame:
         edges = np.diff(np.concatenate(([False], ties, [False])).astype(np.int8))
         for start, end in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) + 1):
             order[start:end] = sorted(order[start:end].tolist(), key=ids.__getitem__)  # stable
+    if (order[1:] > order[:-1]).all():
+        return frame  # in order already: no copy of every column
     return frame.take(order).reset_index(drop=True)
 
 

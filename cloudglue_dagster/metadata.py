@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 
 from .frames import TOKEN_FIELDS, Column
@@ -31,9 +33,10 @@ def markdown_preview(frame: pd.DataFrame, columns: Sequence[str], rows: int = 5,
         text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
         return text if len(text) <= width else text[: width - 1] + "…"
 
-    head = frame.head(rows)
+    # Column by column: a five-row frame of the columns costs pandas more than the cells.
+    cells = zip(*(frame[column].iloc[:rows].tolist() for column in columns))
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for record in head[list(columns)].itertuples(index=False, name=None):
+    for record in cells:
         lines.append("| " + " | ".join(cell(v) for v in record) + " |")
     if len(frame) > rows:
         lines.append(f"\n_{rows} of {len(frame)} rows_")
@@ -76,23 +79,26 @@ def _usage_metadata(frame: pd.DataFrame) -> dict[str, Any]:
             int(frame["completions_without_usage"].sum()) if len(frame) else 0
         )
     elif "attributed_completions" not in frame.columns:  # chat_completions: one row per completion
-        metadata["completions_without_usage"] = dg.MetadataValue.int(
-            int(frame[list(TOKEN_FIELDS)].isna().all(axis=1).sum())
-        )
+        unreported = np.logical_and.reduce([frame[field].isna().to_numpy() for field in TOKEN_FIELDS])
+        metadata["completions_without_usage"] = dg.MetadataValue.int(int(unreported.sum()))
     by_model = _completions_by_model(frame)
     metadata[COMPLETIONS_BY_MODEL] = dg.MetadataValue.json({str(m): int(n) for m, n in sorted(by_model.items())})
-    models = sorted(frame["model"].dropna().unique().tolist())
+    models = sorted(str(m) for m in by_model)  # the models that are not null, each once
     metadata["models"] = dg.MetadataValue.text(", ".join(models) if models else "(none)")
     metadata["model_count"] = dg.MetadataValue.int(len(models))
     return metadata
 
 
-def _completions_by_model(frame: pd.DataFrame) -> pd.Series:
+def _completions_by_model(frame: pd.DataFrame) -> Mapping[Any, float]:
+    """Completions per model (models that are null left out)."""
     if "attributed_completions" in frame.columns:  # collection_usage: a completion's shares sum to 1
         return frame.groupby("model")["attributed_completions"].sum().round()
     if "completions" in frame.columns:  # token_usage
         return frame.groupby("model")["completions"].sum()
-    return frame["model"].value_counts()
+    # Counted in Python: pandas' value_counts of a string column cost ten times as much here.
+    counts = Counter(frame["model"].to_numpy(dtype=object, na_value=None).tolist())
+    counts.pop(None, None)
+    return counts
 
 
 def cost_metadata(usage: pd.DataFrame) -> dict[str, Any]:

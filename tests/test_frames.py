@@ -26,6 +26,7 @@ from cloudglue_dagster.frames import (
     conform,
     empty_frame,
 )
+from cloudglue_dagster.metadata import frame_metadata
 from cloudglue_dagster.parsing import parse_completion, parse_page
 from cloudglue_dagster.usage import token_usage_frame
 from cloudglue_dagster.usage_checks import usage_against_recorded
@@ -217,6 +218,60 @@ def test_check_rules() -> None:
     assert inconsistent_totals(chat)["id"].tolist() == ["t"]
     start = pd.Timestamp("2026-01-01T00:00:00.001Z")
     assert rows_outside(chat, start, start + pd.Timedelta(days=1)) == 1
+
+
+def test_token_rules_compare_counts_exactly_however_large_and_fractions_as_they_are() -> None:
+    big = 2**62
+    chat = chat_completions_frame(
+        [
+            completion("exact", DAY, usage={"prompt_tokens": big, "completion_tokens": 1, "total_tokens": big + 1}),
+            # As floats both sides would be 2**62: only integer arithmetic sees the difference.
+            completion("off", DAY + 1, usage={"prompt_tokens": big, "completion_tokens": 1, "total_tokens": big + 2}),
+            completion("null", DAY + 2, usage={"prompt_tokens": None, "completion_tokens": 1, "total_tokens": -5}),
+        ]
+    )
+    assert inconsistent_totals(chat)["id"].tolist() == ["off"]
+    assert negative_token_rows(chat)["id"].tolist() == ["null"]
+    # A user's frame of float counts is compared as floats: 1.5 + 1 is 2.5, not 2.
+    floats = pd.DataFrame(
+        {"id": ["f", "g"], "prompt_tokens": [1.5, 1.0], "completion_tokens": [1.0, -0.5], "total_tokens": [2.5, 2.5]}
+    )
+    assert inconsistent_totals(floats)["id"].tolist() == ["g"]
+    assert negative_token_rows(floats)["id"].tolist() == ["g"]
+
+
+def test_check_rules_that_find_nothing_return_no_rows_with_the_frames_columns() -> None:
+    chat = chat_completions_frame([completion("a", DAY), completion("b", DAY + 1)])
+    for rows in (negative_token_rows(chat), inconsistent_totals(chat)):
+        assert rows.empty and list(rows.columns) == list(chat.columns)
+
+
+def test_a_days_metadata_counts_its_models_and_unreported_usage_and_previews_its_first_rows() -> None:
+    chat = chat_completions_frame(
+        [
+            completion("a", DAY, "m2"),
+            completion("b", DAY + 1, "m1", usage={}),
+            completion("c", DAY + 2, "m1", usage={"total_tokens": 3}),
+            *(completion(f"d{i}", DAY + 3 + i, "m1") for i in range(3)),
+        ]
+    )
+    chat.loc[5, "model"] = pd.NA
+    chat.loc[0, "prompt"] = "a | b"
+    md = frame_metadata(chat, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=("id", "model", "prompt"))
+    assert md["completions_by_model"].data == {"m1": 4, "m2": 1}  # the null model left out
+    assert (md["models"].text, md["model_count"].value) == ("m1, m2", 2)
+    assert md["completions_without_usage"].value == 1  # "c" reports one count of three
+    assert md["preview"].md_str.splitlines() == [
+        "| id | model | prompt |",
+        "|---|---|---|",
+        "| a | m2 | a \\| b |",
+        '| b | m1 | last "question" ? |',
+        '| c | m1 | last "question" ? |',
+        '| d0 | m1 | last "question" ? |',
+        '| d1 | m1 | last "question" ? |',
+        "",
+        "_5 of 6 rows_",
+    ]
 
 
 def test_usage_against_recorded_totals() -> None:

@@ -764,6 +764,41 @@ def test_a_held_writer_sees_the_columns_its_own_writes_add(db: Path) -> None:
     assert query(db, "SELECT id, n FROM s.t ORDER BY id") == [("a", None), ("b", 1)]
 
 
+def test_a_frame_with_two_columns_of_one_name_is_refused_before_anything_is_written(db: Path) -> None:
+    db.parent.mkdir(parents=True)
+    frame = pd.DataFrame([["a", "b", 1]], columns=["id", "id", "n"]).astype({"id": "string"})
+    conn = open_connection(str(db), read_only=False, config={}, lock_timeout_seconds=1)
+    try:
+        conn.execute("CREATE SCHEMA s")
+        with pytest.raises(ValueError, match="more than one column named id; columns are written by name"):
+            write_frame(conn, frame, schema="s", table="t", replace_table=False)
+        assert table_columns(conn, "s", "t") is None
+    finally:
+        conn.close()
+
+
+def test_text_columns_are_written_as_they_are_in_a_frame_with_its_own_index(db: Path) -> None:
+    # Text columns are handed to DuckDB as objects (one new frame, the index kept): every
+    # value, <NA> as NULL, in its row beside the other columns.
+    db.parent.mkdir(parents=True)
+    frame = pd.DataFrame(
+        {"id": pd.array(["a", "b", None], dtype="string"), "n": [1, 2, 3], "note": pd.array(["x", None, "é|z"])},
+        index=[10, 5, 7],
+    ).astype({"note": "string"})
+    conn = open_connection(str(db), read_only=False, config={}, lock_timeout_seconds=1)
+    try:
+        conn.execute("CREATE SCHEMA s")
+        write_frame(conn, frame, schema="s", table="t", replace_table=False)
+    finally:
+        conn.close()
+    assert query(db, "SELECT n, id, note FROM s.t ORDER BY n") == [(1, "a", "x"), (2, "b", None), (3, None, "é|z")]
+    assert query(db, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 't'") == [
+        ("id", "VARCHAR"),
+        ("n", "BIGINT"),
+        ("note", "VARCHAR"),
+    ]
+
+
 def test_a_held_writer_forgets_a_table_whose_creation_was_rolled_back(db: Path) -> None:
     db.parent.mkdir(parents=True)
     client = UTCDuckDbClient(database=str(db), connection_config={}, lock_timeout_seconds=1)

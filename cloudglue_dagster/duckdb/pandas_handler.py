@@ -143,8 +143,15 @@ def write_frame(
     missing, and the frame's new columns are added to it. An object column holding only
     None/NaN keeps the table's type, or becomes VARCHAR if the table lacks it. An append whose
     cast would change a value raises :class:`DuckDBSchemaError` (rules in
-    :class:`CloudglueDuckDBIOManager`); DuckDB's own errors are raised as they are.
+    :class:`CloudglueDuckDBIOManager`), a frame with two columns of one name ``ValueError``;
+    DuckDB's own errors are raised as they are.
     """
+    if frame.columns.has_duplicates:
+        repeated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        raise ValueError(
+            f"the frame has more than one column named {', '.join(repeated)}; columns are written by"
+            " name, so each name must be unique"
+        )
     existing = table_columns(conn, schema, table)
     target = qualified_table(conn, schema, table)
     if frame.shape[1] == 0:
@@ -273,14 +280,16 @@ def _strings_as_objects(frame: pd.DataFrame) -> pd.DataFrame:
     on a 26k-row chat_completions frame the insert peaked at 398 MiB RSS, and at 367 MiB
     with object columns. The conversion copies pointers, not text.
     """
-    text = [c for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)]
-    if not text:
+    text = [isinstance(dtype, pd.StringDtype) for dtype in frame.dtypes]
+    if not any(text):
         return frame
-    out = frame.copy(deep=False)
-    for column in text:
-        # One pass (na_value replaces <NA> as it copies): a third of astype + where's time.
-        out[column] = frame[column].to_numpy(dtype=object, na_value=None)
-    return out
+    # One new frame rather than one assignment per column: a third of the time. One pass per
+    # column (na_value replaces <NA> as it copies): a third of astype + where's time.
+    columns = {
+        name: frame[name].to_numpy(dtype=object, na_value=None) if is_text else frame[name]
+        for name, is_text in zip(frame.columns, text, strict=True)
+    }
+    return pd.DataFrame(columns, index=frame.index, copy=False)
 
 
 def to_nullable_dtypes(frame: pd.DataFrame, duckdb_types: Sequence[str]) -> pd.DataFrame:
