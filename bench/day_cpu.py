@@ -5,7 +5,9 @@ N days of the emulator's realistic completions (as ``bench/duckdb_writes.py`` ma
 are built into the contract's frame (:func:`~cloudglue_dagster.frames.chat_completions_frame`),
 described (:func:`~cloudglue_dagster.metadata.frame_metadata`), checked
 (:func:`~cloudglue_dagster.checks.chat_check_outcomes`) and inserted into a DuckDB file
-(:func:`~cloudglue_dagster.duckdb.write_frame`, a transaction a day). Each stage is timed
+(:func:`~cloudglue_dagster.duckdb.write_frame`, a transaction a day); then what the
+``chat_messages`` and ``token_usage`` steps build, describe and check from each day of it
+(the rows read back from DuckDB are not timed here). Each stage is timed
 by the CPU time of this thread (``time.thread_time``), best of ``--repeat`` passes.
 
 Inside a run the same work costs more (the fetch threads take the GIL in turns with it),
@@ -27,10 +29,17 @@ from typing import Any
 import pandas as pd
 from duckdb_writes import day_records
 
-from cloudglue_dagster.checks import chat_check_outcomes
+from cloudglue_dagster.checks import chat_check_outcomes, messages_check_outcomes
 from cloudglue_dagster.duckdb import open_connection, write_frame
-from cloudglue_dagster.frames import CHAT_COMPLETIONS_COLUMNS, chat_completions_frame
-from cloudglue_dagster.metadata import frame_metadata
+from cloudglue_dagster.frames import (
+    CHAT_COMPLETIONS_COLUMNS,
+    CHAT_MESSAGES_COLUMNS,
+    TOKEN_USAGE_COLUMNS,
+    chat_completions_frame,
+    chat_messages_frame,
+)
+from cloudglue_dagster.metadata import frame_metadata, messages_metadata
+from cloudglue_dagster.usage import token_usage_frame
 
 PREVIEW = ("created_at", "model", "total_tokens", "prompt", "response")  # as the step previews
 
@@ -55,8 +64,8 @@ def main() -> None:
     days = day_records(args.days, args.per_day, args.seed)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     spent: dict[str, float] = {}
-    spent["frame"], frames = best_cpu(chat_completions_frame, days, args.repeat)
-    spent["metadata"], _ = best_cpu(
+    spent["chat_completions: frame"], frames = best_cpu(chat_completions_frame, days, args.repeat)
+    spent["chat_completions: metadata"], _ = best_cpu(
         lambda f: frame_metadata(
             f, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=PREVIEW, time_column="created_at"
         ),
@@ -68,7 +77,7 @@ def main() -> None:
         start = frame["created_at"].min().floor("D")
         return chat_check_outcomes(frame, start, start + pd.Timedelta(days=1), [("day", frame)])
 
-    spent["checks"], _ = best_cpu(check, frames, args.repeat)
+    spent["chat_completions: checks"], _ = best_cpu(check, frames, args.repeat)
     with tempfile.TemporaryDirectory() as folder:
         conn = open_connection(str(Path(folder) / "w.duckdb"), read_only=False, config={}, lock_timeout_seconds=5)
         conn.execute("CREATE SCHEMA cloudglue")
@@ -78,8 +87,22 @@ def main() -> None:
             write_frame(conn, frame, schema="cloudglue", table="chat_completions", replace_table=False)
             conn.commit()
 
-        spent["insert"], _ = best_cpu(insert, frames, 1)  # each pass appends: one is the run's
+        spent["chat_completions: insert"], _ = best_cpu(insert, frames, 1)  # each pass appends: one is the run's
         conn.close()
+    spent["chat_messages: frame"], messages = best_cpu(chat_messages_frame, frames, args.repeat)
+    spent["chat_messages: metadata"], _ = best_cpu(
+        lambda m: {**frame_metadata(m, columns=CHAT_MESSAGES_COLUMNS, preview_columns=()), **messages_metadata(m)},
+        messages,
+        args.repeat,
+    )
+    spent["chat_messages: checks"], _ = best_cpu(
+        lambda pair: messages_check_outcomes([("day", *pair)]), list(zip(messages, frames, strict=True)), args.repeat
+    )
+    spent["token_usage: frame and metadata"], _ = best_cpu(
+        lambda f: frame_metadata(token_usage_frame(f), columns=TOKEN_USAGE_COLUMNS, preview_columns=()),
+        frames,
+        args.repeat,
+    )
     rows = sum(len(f) for f in frames)
     print(
         f"{args.days} days, {rows} completions, commit {commit or '?'} (`python bench/day_cpu.py"

@@ -148,6 +148,27 @@ def test_message_check_rules() -> None:
     assert message_count_mismatches(messages.iloc[:0], chat.iloc[:0]) == []
 
 
+def test_message_check_rules_judge_rows_no_completion_names_and_counts_chat_does_not_know() -> None:
+    chat = chat_completions_frame(
+        [
+            completion("a", DAY, [{"role": "user", "content": "q"}], []),
+            completion("b", DAY + 1, [{"role": "user", "content": "q"}], []),
+            completion("c", DAY + 2, [{"role": "user", "content": "q"}], []),
+        ]
+    )
+    messages = chat_messages_frame(chat)
+    orphan = pd.concat([messages, messages.iloc[:1]], ignore_index=True)
+    orphan.loc[3, "completion_id"] = pd.NA  # a row that names no completion
+    orphan.loc[2, "source"] = "tool"  # neither prompt nor choice: c now lacks its prompt row
+    unknown = chat.copy()
+    unknown.loc[1, "message_count"] = pd.NA  # b's count is not known: nothing to match
+    assert message_count_mismatches(orphan, unknown) == ["<NA>", "b", "c"]
+    assert duplicate_message_keys(orphan) == []  # the copied row now has a key of its own
+    # A completion held twice (a listing that repeated it) is judged by its last row.
+    twice = pd.concat([chat, chat.iloc[:1].assign(message_count=2)], ignore_index=True)
+    assert message_count_mismatches(messages, twice) == ["a"]
+
+
 @pytest.fixture
 def emu():
     with Emulator(
