@@ -83,7 +83,7 @@ def _usage_metadata(frame: pd.DataFrame) -> dict[str, Any]:
         metadata["completions_without_usage"] = dg.MetadataValue.int(int(unreported.sum()))
     by_model = _completions_by_model(frame)
     metadata[COMPLETIONS_BY_MODEL] = dg.MetadataValue.json({str(m): int(n) for m, n in sorted(by_model.items())})
-    models = sorted(str(m) for m in by_model)  # the models that are not null, each once
+    models = sorted(str(m) for m in by_model.keys())  # the models that are not null, each once
     metadata["models"] = dg.MetadataValue.text(", ".join(models) if models else "(none)")
     metadata["model_count"] = dg.MetadataValue.int(len(models))
     return metadata

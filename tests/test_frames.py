@@ -274,6 +274,16 @@ def test_a_days_metadata_counts_its_models_and_unreported_usage_and_previews_its
     ]
 
 
+def test_a_usage_days_metadata_names_its_models_and_counts_their_completions() -> None:
+    chat = chat_completions_frame(
+        [completion("a", DAY, "m2"), completion("b", DAY + 1, "m1"), completion("c", DAY + 2, "m1")]
+    )
+    chat.loc[0, "model"] = pd.NA  # a completion without a model: its own row, left out of the counts
+    md = frame_metadata(token_usage_frame(chat), columns=TOKEN_USAGE_COLUMNS, preview_columns=("model",))
+    assert (md["models"].text, md["model_count"].value) == ("m1", 1)
+    assert md["completions_by_model"].data == {"m1": 2}
+
+
 def test_usage_against_recorded_totals() -> None:
     chat = chat_completions_frame(
         [completion("a", DAY), completion("b", DAY + 1, usage={}), completion("c", DAY + 2, "m2")]
