@@ -7,7 +7,8 @@ described (:func:`~cloudglue_dagster.metadata.frame_metadata`), checked
 (:func:`~cloudglue_dagster.checks.chat_check_outcomes`) and inserted into a DuckDB file
 (:func:`~cloudglue_dagster.duckdb.write_frame`, a transaction a day); then what the
 ``chat_messages`` and ``token_usage`` steps build, describe and check from each day of it
-(the rows read back from DuckDB are not timed here). Each stage is timed
+(from the frames; the ``read back`` row times loading each day from the DuckDB file as the
+I/O manager loads an input: the query, DuckDB's frame and the nullable dtypes). Each stage is timed
 by the CPU time of this thread (``time.thread_time``), best of ``--repeat`` passes.
 
 Inside a run the same work costs more (the fetch threads take the GIL in turns with it),
@@ -31,6 +32,7 @@ from duckdb_writes import day_records
 
 from cloudglue_dagster.checks import chat_check_outcomes, messages_check_outcomes
 from cloudglue_dagster.duckdb import open_connection, write_frame
+from cloudglue_dagster.duckdb.pandas_handler import to_nullable_dtypes
 from cloudglue_dagster.frames import (
     CHAT_COMPLETIONS_COLUMNS,
     CHAT_MESSAGES_COLUMNS,
@@ -88,6 +90,16 @@ def main() -> None:
             conn.commit()
 
         spent["chat_completions: insert"], _ = best_cpu(insert, frames, 1)  # each pass appends: one is the run's
+
+        def read_back(frame: pd.DataFrame) -> pd.DataFrame:
+            start = frame["created_at"].min().floor("D")
+            relation = conn.sql(
+                "SELECT * FROM cloudglue.chat_completions WHERE created_at >= ? AND created_at < ?",
+                params=[start.to_pydatetime(), (start + pd.Timedelta(days=1)).to_pydatetime()],
+            )
+            return to_nullable_dtypes(relation.df(), [str(t) for t in relation.types])
+
+        spent["chat_completions: read back"], _ = best_cpu(read_back, frames, args.repeat)
         conn.close()
     spent["chat_messages: frame"], messages = best_cpu(chat_messages_frame, frames, args.repeat)
     spent["chat_messages: metadata"], _ = best_cpu(

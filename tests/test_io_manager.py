@@ -38,6 +38,7 @@ from cloudglue_dagster.duckdb import (
     open_connection,
     write_frame,
 )
+from cloudglue_dagster.duckdb.pandas_handler import to_nullable_dtypes
 from cloudglue_dagster.duckdb.sql import remember_catalog, table_columns
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -797,6 +798,19 @@ def test_text_columns_are_written_as_they_are_in_a_frame_with_its_own_index(db: 
         ("n", "BIGINT"),
         ("note", "VARCHAR"),
     ]
+
+
+def test_loaded_columns_get_nullable_dtypes_whatever_their_names_and_index() -> None:
+    # One new frame of the converted columns; a frame with two columns of one name (a query's
+    # own SELECT a, a) is converted column by column, each in its place.
+    frame = pd.DataFrame({"n": [1, 2], "t": ["x", None], "f": [0.5, None]}, index=[7, 3])
+    loaded = to_nullable_dtypes(frame, ["BIGINT", "VARCHAR", "DOUBLE"])
+    assert loaded.dtypes.astype(str).tolist() == ["Int64", "string", "Float64"]
+    assert loaded.index.tolist() == [7, 3] and loaded["t"].isna().tolist() == [False, True]
+    twice = to_nullable_dtypes(frame[["n", "t"]].set_axis(["a", "a"], axis=1), ["BIGINT", "VARCHAR"])
+    assert list(twice.columns) == ["a", "a"] and twice.dtypes.astype(str).tolist() == ["Int64", "string"]
+    unknown = to_nullable_dtypes(frame, ["HUGEINT", "UUID", "INTERVAL"])  # kept as DuckDB gave them
+    assert unknown is frame
 
 
 def test_a_held_writer_forgets_a_table_whose_creation_was_rolled_back(db: Path) -> None:
