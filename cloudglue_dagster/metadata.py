@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -89,8 +89,9 @@ def _usage_metadata(frame: pd.DataFrame) -> dict[str, Any]:
     return metadata
 
 
-def _completions_by_model(frame: pd.DataFrame) -> Mapping[Any, float]:
-    """Completions per model (models that are null left out)."""
+def _completions_by_model(frame: pd.DataFrame) -> pd.Series | Counter[Any]:
+    """Completions per model (models that are null left out), by model: read it with
+    ``keys()`` and ``items()``, which the two types share."""
     if "attributed_completions" in frame.columns:  # collection_usage: a completion's shares sum to 1
         return frame.groupby("model")["attributed_completions"].sum().round()
     if "completions" in frame.columns:  # token_usage
