@@ -12,9 +12,12 @@ I/O manager loads an input: the query, DuckDB's frame and the nullable dtypes). 
 by the CPU time of this thread (``time.thread_time``), best of ``--repeat`` passes.
 
 Inside a run the same work costs more (the fetch threads take the GIL in turns with it),
-but each millisecond saved here is saved there. To compare two commits, run this file from
-each checkout (``cd <checkout> && python bench/day_cpu.py``). Prints a markdown table: ms
-per day and seconds per ``--days``. Not part of the tests: ``python bench/day_cpu.py --help``.
+but each millisecond saved here is saved there. To compare two commits, run this file in a
+checkout of each (``cd <checkout> && PYTHONPATH=. python bench/day_cpu.py``; without
+``PYTHONPATH`` the virtualenv's editable install of this repository is imported whatever the
+checkout), copying it and ``bench/duckdb_writes.py`` into one that lacks them. Prints a
+markdown table: ms per day and seconds per ``--days``. Not part of the tests:
+``python bench/day_cpu.py --help``.
 """
 
 from __future__ import annotations
