@@ -867,7 +867,31 @@ def test_each_checkpoint_writes_its_own_rows_instead_of_merging_the_row_groups_b
     assert row_groups() == 1
 
 
-def test_connections_are_capped_and_writes_use_one_thread_zstd_rare_checkpoints_and_no_vacuum(db: Path) -> None:
+def test_a_long_write_checkpoints_as_its_wal_passes_the_threshold_so_its_rows_stay_under_the_cap(
+    db: Path,
+) -> None:
+    # A day store holds its connection for several days' commits. Each commit below adds
+    # about 2 MiB to the WAL; the one that takes it past the 16MB threshold checkpoints
+    # instead, so the rows not yet checkpointed (the WAL's) stay below the 32MB memory cap.
+    # At 1GB the WAL held all 24 MiB here, and 60 days of a range spilled 75 MiB to <file>.tmp.
+    db.parent.mkdir(parents=True)
+    conn = open_connection(str(db), read_only=False, config={}, lock_timeout_seconds=1)
+    wal = Path(f"{db}.wal")
+    largest = 0
+    try:
+        conn.execute("CREATE TABLE t (day INTEGER, text VARCHAR)")
+        for day in range(12):
+            conn.execute("INSERT INTO t SELECT ?, repeat(md5(i || '-' || ?), 32) FROM range(2000) r(i)", [day, day])
+            largest = max(largest, wal.stat().st_size if wal.exists() else 0)
+    finally:
+        conn.close()
+    assert 0 < largest < 20 * 2**20
+    assert query(db, "SELECT count(*), count(DISTINCT day) FROM t") == [(24000, 12)]
+
+
+def test_connections_are_capped_and_writes_use_one_thread_zstd_duckdbs_checkpoint_threshold_and_no_vacuum(
+    db: Path,
+) -> None:
     db.parent.mkdir(parents=True)
 
     def settings(read_only: bool, **config) -> tuple:
@@ -884,8 +908,8 @@ def test_connections_are_capped_and_writes_use_one_thread_zstd_rare_checkpoints_
     machine_threads = duckdb.connect().execute("SELECT current_setting('threads')").fetchall()[0][0]
     # zstd where the file's storage version has it: every file DuckDB 2 creates (1.x: v1.0.0).
     zstd = "zstd" if int(duckdb.__version__.split(".")[0]) >= 2 else "auto"
-    assert settings(False) == ("30.5 MiB", 1, "UTC", "953.6 MiB", zstd, 0)
+    assert settings(False) == ("30.5 MiB", 1, "UTC", "15.2 MiB", zstd, 0)
     assert settings(True)[:3] == ("30.5 MiB", machine_threads, "UTC")
     # What connection_config sets wins.
-    overrides = dict(memory_limit="1GB", threads=2, checkpoint_threshold="16MB", force_compression="auto")
-    assert settings(False, **overrides, max_vacuum_tasks=100) == ("953.6 MiB", 2, "UTC", "15.2 MiB", "auto", 100)
+    overrides = dict(memory_limit="1GB", threads=2, checkpoint_threshold="1GB", force_compression="auto")
+    assert settings(False, **overrides, max_vacuum_tasks=100) == ("953.6 MiB", 2, "UTC", "953.6 MiB", "auto", 100)

@@ -39,16 +39,20 @@ _WRITE_THREADS = 1
 # its own buffers, not speed. Inserting a year of the benchmark's completions (305,394) took
 # 1.01 s on one thread and 1.13 s on two, and peaked 188 MiB lower.
 
-WRITE_CHECKPOINT_THRESHOLD = "1GB"
+WRITE_CHECKPOINT_THRESHOLD = "16MB"
 """DuckDB's ``checkpoint_threshold`` (WAL size that triggers a checkpoint) on writable
-connections, unless ``connection_config`` sets one.
+connections, unless ``connection_config`` sets one. It is DuckDB's own default, set here so
+that a DuckDB release that changes it does not change this package's writes.
 
-At DuckDB's default (16 MiB) a day-by-day backfill checkpointed every few days, and each
-checkpoint re-compressed the table's last, growing row group: writes slowed as the range
-grew (``python bench/duckdb_writes.py --days 150``, 121,862 completions, a day per
-transaction: 17.5 s at 16MB, 10.3 s at 1GB). The day store closes its connection every few
-seconds, and a close checkpoints, so the WAL stays far below this; it only bounds the WAL
-of a connection kept open.
+It keeps the rows not yet checkpointed below the :data:`DEFAULT_MEMORY_LIMIT` cap. The
+commit that takes the WAL past it checkpoints instead of writing its rows to the WAL, so a
+day-by-day range checkpoints every dozen days or so (at 1,000 completions a day) and the
+connection's close has little left to do. At 1GB (this package's earlier value), a day
+store held open for its few seconds gathered some 60 days of rows in memory; past the cap DuckDB spilled them to ``<file>.tmp`` and read them back at the close:
+``python bench/duckdb_writes.py --days 180`` wrote 180 days (152,066 completions, a
+transaction a day, the connection closed every :data:`~.day_store.HOLD_SECONDS`) in 8.0 s at
+1GB and 4.1 s at 16MB, into 73 and 82 MiB files (15 row groups instead of 3: a checkpoint
+writes its own row groups, since vacuum is off, see :data:`WRITE_VACUUM_TASKS`).
 """
 
 WRITE_COMPRESSION = "zstd"

@@ -122,8 +122,8 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     long texts) is rolled back and retried once with DuckDB's own limit (80% of RAM), with a
     warning in the run's log. Under a ``memory_limit`` you set, it fails with
     :class:`DuckDBMemoryLimitError` instead. Writes also run with ``checkpoint_threshold`` =
-    1GB (a day-by-day range then checkpoints when its connection closes, every few seconds,
-    not every few days' WAL, which re-compressed the growing table each time),
+    16MB (DuckDB's own: a day-by-day range checkpoints every dozen days or so, so the rows not
+    yet checkpointed stay below the memory cap instead of spilling),
     ``force_compression`` = zstd (text checkpoints in half the time into half the file) and
     ``max_vacuum_tasks`` = 0 (a checkpoint writes its new rows only, instead of merging them
     into the row groups before: a quarter to a third of the checkpoint time of a range run or
@@ -172,7 +172,7 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
             " https://duckdb.org/docs/sql/configuration.html. The session time zone is always"
             " UTC. memory_limit defaults to 32MB (DuckDB spills beyond it to a temp folder"
             " beside the file; a read or write that needs more is retried once with DuckDB's"
-            " own limit, 80% of RAM) and writes run with threads=1, checkpoint_threshold=1GB,"
+            " own limit, 80% of RAM) and writes run with threads=1, checkpoint_threshold=16MB,"
             " force_compression=zstd ('auto' is DuckDB's own choice) and max_vacuum_tasks=0"
             " (DuckDB's own: 100)."
             " Setting any of them here replaces that default; a memory_limit set here is never"
