@@ -98,8 +98,9 @@ class TerminationWatch:
         """:meth:`check`, if ``every`` seconds have passed since the last read.
 
         A status read costs a query of Dagster's run storage (5-20 ms on SQLite): reading it
-        for every day of a range cost seconds. Nothing is lost by skipping some: every write
-        reads the status again just before it commits (the I/O manager's own check)."""
+        for every day of a range cost seconds. Nothing is lost by skipping some: the I/O manager
+        reads it again before a write commits (a range's first commit, then at least every
+        :data:`~cloudglue_dagster.duckdb.day_store.STATUS_EVERY_SECONDS`)."""
         if time.monotonic() >= self._next:
             self.check()
             self._next = time.monotonic() + self._every

@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -36,6 +37,7 @@ from test_io_manager import (  # noqa: E402
     versions_by_id,
 )
 
+from cloudglue_dagster.days import UTCDay
 from cloudglue_dagster.duckdb import (
     CloudglueDuckDBIOManager,
     DuckDBPathError,
@@ -43,9 +45,11 @@ from cloudglue_dagster.duckdb import (
     DuckDBSchemaError,
     DuckDBStorageError,
     DuckDBWriteError,
+    day_store,
 )
 from cloudglue_dagster.duckdb import errors as duckdb_errors
 from cloudglue_dagster.errors import CloudglueConfigError, CloudglueError, is_transient
+from cloudglue_dagster.streams import DayStream, StoredDay
 
 
 @pytest.fixture
@@ -380,6 +384,50 @@ def test_a_run_terminated_before_its_write_commits_keeps_the_previous_rows(db: P
         f" {db.resolve()} committed: the write was rolled back and the previous rows are kept."
     ) in error.message
     assert stored(db) == before
+
+
+def test_a_range_terminated_between_two_status_reads_stops_at_the_next_and_keeps_the_days_before(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day-by-day write reads the run's status before its first commit, then at most every
+    STATUS_EVERY_SECONDS (a read per day cost a 180-day run 1.2 s): a Terminate between two
+    reads lets complete days commit until the next read, which rolls back its day."""
+    monkeypatch.setattr(day_store, "STATUS_EVERY_SECONDS", 2.0)
+
+    @dg.asset(
+        partitions_def=ia.PARTITIONS,
+        key_prefix=[ia.SCHEMA],
+        metadata={"partition_expr": "created_at"},
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )
+    def iom_days(context):  # unannotated: Dagster cannot resolve string annotations of a local function
+        days = []
+        for key in context.partition_keys:
+            window = ia.PARTITIONS.time_window_for_partition_key(key)
+            days.append(UTCDay(key, window.start, window.end))
+
+        def produce(skip: object) -> Iterator[StoredDay]:
+            for i, day in enumerate(days):
+                if i == 2:  # two days committed, the first after a status read
+                    context.instance.report_run_canceling(context.run)
+                if i == 3:  # the third was committed without a read; now one is due
+                    time.sleep(2.5)
+                yield StoredDay(day, ia.day_rows(pd.Timestamp(day.start), 1))
+
+        ignore = lambda stored: None  # noqa: E731
+        return dg.Output(DayStream(days=days, resume_from=[], produce=produce, on_written=ignore, on_resumed=ignore))
+
+    result = dg.materialize(
+        [iom_days],
+        resources={"io_manager": ia.io_manager(str(db))},
+        tags={"dagster/asset_partition_range_start": "2026-01-01", "dagster/asset_partition_range_end": "2026-01-05"},
+        raise_on_error=False,
+    )
+    error = failed_at_once(result)
+    assert error.cls_name == DuckDBRunTerminatedError.__name__
+    assert "was terminated (CANCELING) before its write to cloudglue.iom_days" in error.message
+    days = query(db, f"SELECT DISTINCT CAST(created_at AS DATE) FROM {ia.SCHEMA}.iom_days ORDER BY 1")
+    assert [str(d) for (d,) in days] == ["2026-01-01", "2026-01-02", "2026-01-03"]
 
 
 def test_a_write_without_a_run_still_commits(db: Path) -> None:

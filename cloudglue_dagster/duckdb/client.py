@@ -96,14 +96,23 @@ class UTCDuckDbClient(DbClient):
 
     @contextmanager
     def transaction(
-        self, context: dg.OutputContext, table_slice: TableSlice, conn: duckdb.DuckDBPyConnection
+        self,
+        context: dg.OutputContext,
+        table_slice: TableSlice,
+        conn: duckdb.DuckDBPyConnection,
+        *,
+        check_terminated: bool = True,
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         """One transaction on ``conn``: committed if the body succeeds and the run was not
-        terminated, else rolled back, the error mapped to a permanent one."""
+        terminated, else rolled back, the error mapped to a permanent one.
+
+        ``check_terminated=False`` commits without reading the run's status: for a caller
+        that read it moments ago (the day store, between two days of a range)."""
         try:
             conn.begin()
             yield conn
-            self._refuse_if_terminated(context, table_slice)
+            if check_terminated:
+                self._refuse_if_terminated(context, table_slice)
             conn.commit()
         except BaseException as exc:
             # Covers KeyboardInterrupt too. A hard kill never gets here and need not:

@@ -35,7 +35,9 @@ what bites a daily pipeline:
   be opened or created at run time fails the step with :class:`DuckDBPathError`.
 * **Column types are kept.** An append whose cast would change values (a column whose type was
   altered outside the pipeline) is refused with :class:`DuckDBSchemaError`; nothing is written.
-* **Terminated runs do not commit.** A run terminated before its write commits rolls it back.
+* **Terminated runs do not commit.** A run terminated before its write commits rolls it back;
+  a day-by-day range reads the run's status before its first commit, then at least every
+  :data:`~.day_store.STATUS_EVERY_SECONDS`.
 * **Permanent, explained failures.** Every error is a :class:`DuckDBStorageError`: permanent
   (``is_transient`` is False, ``allow_retries=False``: the step fails at once under any
   ``RetryPolicy``), naming the database, the table and partitions, DuckDB's own message (never
@@ -114,7 +116,8 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     DuckDB's message and, when one row is at fault (a string that is not valid UTF-8, a value
     out of range, a NULL or duplicate key refused by a constraint), that row's ``id`` (else
     ``completion_id``, else its position) and column. A run terminated (CANCELING or CANCELED)
-    before its write commits rolls it back with :class:`DuckDBRunTerminatedError`.
+    before its write commits rolls it back with :class:`DuckDBRunTerminatedError` (a
+    day-by-day range reads the status every :data:`~.day_store.STATUS_EVERY_SECONDS`).
 
     Memory: unless ``connection_config`` says otherwise, DuckDB runs with ``memory_limit`` =
     :data:`DEFAULT_MEMORY_LIMIT` (32MB; it spills to ``<file>.tmp`` beyond that) and writes
