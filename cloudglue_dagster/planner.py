@@ -80,10 +80,11 @@ DEFAULT_ASSUMPTIONS = Assumptions()
 machine (``dagster asset materialize`` of the three assets with their checks, 12 to 36 days,
 300 to 8,000 completions a day): start-up 5.7 s, 0.36 s per day, 0.26 ms per completion
 received; peak RSS 254 MiB + 10.7 KB per completion of the busiest day. Against ``make bench``
-(commit 3724107, all three assets and checks, 25 ms per request, concurrency 8) they give 24.3 s
-for 31 days (measured 22.0 s: 10% high; 31-day runs vary widely on this machine) and 114.6 s for
-180 days (measured 108.4 s: 6% high). Other machines differ: measure
-yours with that script and pass an :class:`Assumptions`."""
+(all three assets and checks, 25 ms per request, concurrency 8) they give 24.3 s for 31 days
+and 114.6 s for 180 days: measured 22.0 and 108.4 s on commit 3724107 (10% and 6% high), and
+10.0 and 44.2 s on commit 8871271, on a day the machine ran twice as fast (2.4x and 2.6x
+high). Other machines and days differ: measure yours with that script and pass an
+:class:`Assumptions`."""
 
 
 @dataclass(frozen=True)
