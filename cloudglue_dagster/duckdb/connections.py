@@ -48,7 +48,8 @@ It keeps the rows not yet checkpointed below the :data:`DEFAULT_MEMORY_LIMIT` ca
 commit that takes the WAL past it checkpoints instead of writing its rows to the WAL, so a
 day-by-day range checkpoints every dozen days or so (at 1,000 completions a day) and the
 connection's close has little left to do. At 1GB (this package's earlier value), a day
-store held open for its few seconds gathered some 60 days of rows in memory; past the cap DuckDB spilled them to ``<file>.tmp`` and read them back at the close:
+store held open for its few seconds gathered some 60 days of rows in memory; past the cap
+DuckDB spilled them to ``<file>.tmp`` and read them back at the close:
 ``python bench/duckdb_writes.py --days 180`` wrote 180 days (152,066 completions, a
 transaction a day, the connection closed every :data:`~.day_store.HOLD_SECONDS`) in 8.0 s at
 1GB and 4.1 s at 16MB, into 73 and 82 MiB files (15 row groups instead of 3: a checkpoint
