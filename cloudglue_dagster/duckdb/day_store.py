@@ -111,11 +111,14 @@ def _progress(conn: duckdb.DuckDBPyConnection, schema: str, create: bool) -> str
 def _mark(
     conn: duckdb.DuckDBPyConnection, schema: str, run_id: str, asset: str, keys: Sequence[tuple[str, int]]
 ) -> None:
+    """Record that ``run_id`` committed ``keys`` (each with its row count).
+
+    An insert, with no delete first: a run marks a day only when it has no mark of that run
+    (a written day is skipped by the run's retries, and a reopened day is unmarked before it is
+    written again), and a second mark would be harmless (:meth:`DayStore.committed` reads
+    keys; :meth:`DayStore.unmark` drops every mark of the day). A statement less per day."""
     table = _progress(conn, schema, create=True)
     for key, rows in keys:
-        conn.execute(
-            f"DELETE FROM {table} WHERE run_id = ? AND asset_key = ? AND partition_key = ?", [run_id, asset, key]
-        )
         conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?, now())", [run_id, asset, key, rows])
 
 
