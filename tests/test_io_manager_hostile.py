@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -46,6 +47,7 @@ from cloudglue_dagster.duckdb import (
     DuckDBStorageError,
     DuckDBWriteError,
     day_store,
+    open_connection,
 )
 from cloudglue_dagster.duckdb import errors as duckdb_errors
 from cloudglue_dagster.errors import CloudglueConfigError, CloudglueError, is_transient
@@ -152,11 +154,37 @@ def test_a_database_path_from_an_environment_variable_is_checked_when_the_run_re
 # Unusable paths, found when the run writes
 
 
+def test_a_file_another_process_is_creating_is_opened_once_it_is_a_database(tmp_path: Path) -> None:
+    """DuckDB creates a file empty, then locks it and writes its header: a process opening it
+    in between found 0 bytes and failed (eight processes creating one file, in CI). Here the
+    empty file becomes a database 0.3 s after the open began."""
+    db = tmp_path / "iom.duckdb"
+    db.touch()
+    ready = tmp_path / "ready.duckdb"
+    duckdb.connect(str(ready)).close()
+
+    def create() -> None:
+        time.sleep(0.3)
+        os.replace(ready, db)
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    try:
+        conn = open_connection(str(db), read_only=False, config={}, lock_timeout_seconds=5)
+    finally:
+        creator.join()
+    try:
+        assert conn.execute("SELECT 42").fetchall() == [(42,)]
+    finally:
+        conn.close()
+
+
 def test_an_empty_file_fails_the_first_write_at_once_and_is_left_alone(tmp_path: Path) -> None:
     """DuckDB refuses a 0-byte file ("not a valid DuckDB database file"), but creates new
     files empty itself, so the load check lets one through. The path holds the word "lock",
     which DuckDB's error quotes: that must not be taken for a lock held by another process
-    (which would wait the default 120 s)."""
+    (which would wait the default 120 s). The write waits CREATING_GRACE_SECONDS for a
+    process that may be creating the file, then fails without a step retry."""
     db = tmp_path / "locks" / "iom.duckdb"
     db.parent.mkdir()
     db.touch()

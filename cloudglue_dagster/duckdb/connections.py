@@ -93,6 +93,16 @@ _WRITE_DEFAULTS: Mapping[str, int | str] = {
 """What writable connections set unless ``connection_config`` does (``force_compression``
 too, where the file has zstd: :func:`_stores_zstd`)."""
 
+CREATING_GRACE_SECONDS = 2.0
+"""How long an open waits on an empty file before taking it for a leftover.
+
+DuckDB creates a new database file empty, then locks it and writes its header. Another
+process opening the file in between finds a 0-byte file it cannot read ("not a valid DuckDB
+database file"): eight processes writing one partition each to a new file hit this in CI. An
+open that finds an empty file therefore tries again for this long (the lock backoff); a
+file still empty after it is a leftover of a process that died while creating it, and fails
+with :class:`DuckDBPathError`."""
+
 # Exponential backoff for lock waits: first wait, growth factor and longest single wait.
 _LOCK_BACKOFF_START_SECONDS = 0.05
 _LOCK_BACKOFF_FACTOR = 2.0
@@ -129,7 +139,8 @@ def open_connection(
     # configuration lets runs share the file with a plain duckdb.connect(path) held open in
     # the same process (a notebook, a test).
     full_config = dict(config)
-    deadline = time.monotonic() + lock_timeout_seconds
+    started = time.monotonic()
+    deadline = started + lock_timeout_seconds
     backoff = _LOCK_BACKOFF_START_SECONDS
     waited = False
     while True:
@@ -137,6 +148,10 @@ def open_connection(
             conn = _connect_once(database, read_only=read_only, config=full_config)
             break
         except duckdb.Error as exc:
+            if _being_created(database, exc) and time.monotonic() - started < CREATING_GRACE_SECONDS:
+                time.sleep(random.uniform(backoff / 2, backoff))
+                backoff = min(backoff * _LOCK_BACKOFF_FACTOR, _LOCK_BACKOFF_MAX_SECONDS)
+                continue
             if not is_lock_error(exc):
                 raise open_error(database, exc, config) from exc
             remaining = deadline - time.monotonic()
@@ -207,6 +222,17 @@ def is_out_of_memory(exc: BaseException) -> bool:
     # An OutOfMemoryException, or a commit that could not pin a block:
     # "TransactionContext Error: Failed to commit: failed to pin block of size 256.0 KiB (30.2 MiB/30.5 MiB used)"
     return isinstance(exc, duckdb.OutOfMemoryException) or "failed to pin block" in str(exc).lower()
+
+
+def _being_created(database: str, exc: duckdb.Error) -> bool:
+    """Whether ``exc`` may come from a file another process is creating: DuckDB refused it as
+    not a database, and it is empty (:data:`CREATING_GRACE_SECONDS`)."""
+    if not isinstance(exc, duckdb.IOException) or "not a valid duckdb database file" not in str(exc).lower():
+        return False
+    try:
+        return Path(database).stat().st_size == 0
+    except OSError:
+        return False
 
 
 def is_lock_error(exc: BaseException) -> bool:
