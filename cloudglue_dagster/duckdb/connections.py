@@ -130,7 +130,9 @@ def open_connection(
 
     Retries with exponential backoff and jitter (jitter keeps several waiting runs from
     retrying in lockstep) until ``lock_timeout_seconds`` have passed, then raises
-    :class:`DuckDBLockTimeoutError`. Any other failure to open raises at once:
+    :class:`DuckDBLockTimeoutError`. An empty file (one another process may be creating) is
+    tried again the same way for :data:`CREATING_GRACE_SECONDS`. Any other failure to open
+    raises at once:
     :class:`DuckDBPathError` for a file DuckDB cannot open or create, else
     :class:`DuckDBStorageError` (e.g. an option of ``config`` DuckDB does not know).
     """
