@@ -151,8 +151,7 @@ def open_connection(
             break
         except duckdb.Error as exc:
             if _being_created(database, exc) and time.monotonic() - started < CREATING_GRACE_SECONDS:
-                time.sleep(random.uniform(backoff / 2, backoff))
-                backoff = min(backoff * _LOCK_BACKOFF_FACTOR, _LOCK_BACKOFF_MAX_SECONDS)
+                backoff = _pause(backoff, CREATING_GRACE_SECONDS)
                 continue
             if not is_lock_error(exc):
                 raise open_error(database, exc, config) from exc
@@ -172,8 +171,7 @@ def open_connection(
                     f" retrying for up to {lock_timeout_seconds:g}s. DuckDB said: {exc}"
                 )
             waited = True
-            time.sleep(min(remaining, random.uniform(backoff / 2, backoff)))
-            backoff = min(backoff * _LOCK_BACKOFF_FACTOR, _LOCK_BACKOFF_MAX_SECONDS)
+            backoff = _pause(backoff, remaining)
     try:
         # The stock manager leaves the session in the machine's local zone, which is how its
         # zone-less WHERE literals come to delete the wrong rows of a TIMESTAMPTZ column.
@@ -194,6 +192,13 @@ def open_connection(
         quietly(conn.close)
         raise
     return conn
+
+
+def _pause(backoff: float, at_most: float) -> float:
+    """Sleep ``backoff`` seconds with jitter (half to all of it, at most ``at_most``); returns
+    the next backoff."""
+    time.sleep(min(at_most, random.uniform(backoff / 2, backoff)))
+    return min(backoff * _LOCK_BACKOFF_FACTOR, _LOCK_BACKOFF_MAX_SECONDS)
 
 
 def _connect_once(database: str, *, read_only: bool, config: Mapping[str, Any]) -> duckdb.DuckDBPyConnection:
