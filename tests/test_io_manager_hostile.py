@@ -157,26 +157,29 @@ def test_a_database_path_from_an_environment_variable_is_checked_when_the_run_re
 def test_a_file_another_process_is_creating_is_opened_once_it_is_a_database(tmp_path: Path) -> None:
     """DuckDB creates a file empty, then locks it and writes its header: a process opening it
     in between found 0 bytes and failed (eight processes creating one file, in CI). Here the
-    empty file becomes a database 0.3 s after the open began."""
-    db = tmp_path / "iom.duckdb"
-    db.touch()
-    ready = tmp_path / "ready.duckdb"
-    duckdb.connect(str(ready)).close()
+    empty file becomes a database 0.3 s after the open began, and then, 40 times, within the
+    first 20 ms: while DuckDB may be reading it, the race a CI run lost once the open looked
+    only at the file after its failed attempt (8 in 200 such opens failed then)."""
+    for attempt, delay in enumerate([0.3] + [i / 2000 for i in range(40)]):
+        db = tmp_path / f"iom{attempt}.duckdb"
+        db.touch()
+        ready = tmp_path / "ready.duckdb"
+        duckdb.connect(str(ready)).close()
 
-    def create() -> None:
-        time.sleep(0.3)
-        os.replace(ready, db)
+        def create(ready: Path = ready, db: Path = db, delay: float = delay) -> None:
+            time.sleep(delay)
+            os.replace(ready, db)
 
-    creator = threading.Thread(target=create)
-    creator.start()
-    try:
-        conn = open_connection(str(db), read_only=False, config={}, lock_timeout_seconds=5)
-    finally:
-        creator.join()
-    try:
-        assert conn.execute("SELECT 42").fetchall() == [(42,)]
-    finally:
-        conn.close()
+        creator = threading.Thread(target=create)
+        creator.start()
+        try:
+            conn = open_connection(str(db), read_only=False, config={}, lock_timeout_seconds=5)
+        finally:
+            creator.join()
+        try:
+            assert conn.execute("SELECT 42").fetchall() == [(42,)], delay
+        finally:
+            conn.close()
 
 
 def test_an_empty_file_fails_the_first_write_at_once_and_is_left_alone(tmp_path: Path) -> None:

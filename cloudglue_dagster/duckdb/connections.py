@@ -99,8 +99,9 @@ CREATING_GRACE_SECONDS = 2.0
 DuckDB creates a new database file empty, then locks it and writes its header. Another
 process opening the file in between finds a 0-byte file it cannot read ("not a valid DuckDB
 database file"): eight processes writing one partition each to a new file hit this in CI. An
-open that finds an empty file therefore tries again for this long (the lock backoff); a
-file still empty after it is a leftover of a process that died while creating it, and fails
+open that DuckDB refuses so, on a file that was empty before the attempt or changed during
+it, therefore tries again for this long (the lock backoff); a file still empty after it is
+a leftover of a process that died while creating it, and fails
 with :class:`DuckDBPathError`."""
 
 # Exponential backoff for lock waits: first wait, growth factor and longest single wait.
@@ -130,8 +131,8 @@ def open_connection(
 
     Retries with exponential backoff and jitter (jitter keeps several waiting runs from
     retrying in lockstep) until ``lock_timeout_seconds`` have passed, then raises
-    :class:`DuckDBLockTimeoutError`. An empty file (one another process may be creating) is
-    tried again the same way for :data:`CREATING_GRACE_SECONDS`. Any other failure to open
+    :class:`DuckDBLockTimeoutError`. A file refused as not a database that was empty, or
+    changed while DuckDB read it (one another process may be creating), is tried again the same way for :data:`CREATING_GRACE_SECONDS`. Any other failure to open
     raises at once:
     :class:`DuckDBPathError` for a file DuckDB cannot open or create, else
     :class:`DuckDBStorageError` (e.g. an option of ``config`` DuckDB does not know).
@@ -146,11 +147,12 @@ def open_connection(
     backoff = _LOCK_BACKOFF_START_SECONDS
     waited = False
     while True:
+        before = _file_state(database)
         try:
             conn = _connect_once(database, read_only=read_only, config=full_config)
             break
         except duckdb.Error as exc:
-            if _being_created(database, exc) and time.monotonic() - started < CREATING_GRACE_SECONDS:
+            if _being_created(database, exc, before) and time.monotonic() - started < CREATING_GRACE_SECONDS:
                 backoff = _pause(backoff, CREATING_GRACE_SECONDS)
                 continue
             if not is_lock_error(exc):
@@ -231,15 +233,28 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, duckdb.OutOfMemoryException) or "failed to pin block" in str(exc).lower()
 
 
-def _being_created(database: str, exc: duckdb.Error) -> bool:
-    """Whether ``exc`` may come from a file another process is creating: DuckDB refused it as
-    not a database, and it is empty (:data:`CREATING_GRACE_SECONDS`)."""
+def _file_state(database: str) -> tuple[int, int, int] | None:
+    """The file's inode, size in bytes and mtime in ns; None if it cannot be read."""
+    try:
+        stat = Path(database).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def _being_created(database: str, exc: duckdb.Error, before: tuple[int, int, int] | None) -> bool:
+    """Whether ``exc`` may come from a file another process is creating
+    (:data:`CREATING_GRACE_SECONDS`): DuckDB refused it as not a database, and it was empty
+    before the attempt or changed during it.
+
+    The state after the attempt alone is not enough: DuckDB may read the empty file, the
+    creator then write its header (or move a finished file into place), and a stat after the
+    error see a non-empty file the failed read never saw (a CI run lost that race)."""
     if not isinstance(exc, duckdb.IOException) or "not a valid duckdb database file" not in str(exc).lower():
         return False
-    try:
-        return Path(database).stat().st_size == 0
-    except OSError:
-        return False
+    after = _file_state(database)
+    was_empty = before is not None and before[1] == 0
+    return after is not None and (was_empty or after != before)
 
 
 def is_lock_error(exc: BaseException) -> bool:
