@@ -101,8 +101,8 @@ process opening the file in between finds a 0-byte file it cannot read ("not a v
 database file"): eight processes writing one partition each to a new file hit this in CI. An
 open that DuckDB refuses so, on a file that was empty before the attempt or changed during
 it, therefore tries again for this long (the lock backoff); a file still empty after it is
-a leftover of a process that died while creating it, and fails
-with :class:`DuckDBPathError`."""
+a leftover of a process that died while creating it, and fails with
+:class:`DuckDBPathError`."""
 
 # Exponential backoff for lock waits: first wait, growth factor and longest single wait.
 _LOCK_BACKOFF_START_SECONDS = 0.05
@@ -132,8 +132,8 @@ def open_connection(
     Retries with exponential backoff and jitter (jitter keeps several waiting runs from
     retrying in lockstep) until ``lock_timeout_seconds`` have passed, then raises
     :class:`DuckDBLockTimeoutError`. A file refused as not a database that was empty, or
-    changed while DuckDB read it (one another process may be creating), is tried again the same way for :data:`CREATING_GRACE_SECONDS`. Any other failure to open
-    raises at once:
+    changed while DuckDB read it (one another process may be creating), is tried again the
+    same way for :data:`CREATING_GRACE_SECONDS`. Any other failure to open raises at once:
     :class:`DuckDBPathError` for a file DuckDB cannot open or create, else
     :class:`DuckDBStorageError` (e.g. an option of ``config`` DuckDB does not know).
     """
