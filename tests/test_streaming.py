@@ -163,6 +163,9 @@ def test_a_reexecution_of_a_failed_range_run_fetches_only_the_days_it_had_not_co
     )
     assert len(committed) >= 0.5 * (LAST - FIRST).days
     assert_exact(emu, job_env)  # committed days are new and exact, the others still the first run's
+    # Dagster records materializations once the output is handled: a failed run records none,
+    # though its days are committed (docs/operations.md, "When the UI shows the days").
+    assert materialized_days(instance, failed.run_id) == {}
 
     proxy.lie, proxy.on_request, proxy.requests = None, None, 0
     options = dg.ReexecutionOptions.from_failure(failed.run_id, instance)
