@@ -18,9 +18,10 @@ import dagster as dg
 import pytest
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from support.hostile_server import HostileProxy
-from support.pipeline import TEST_KEY
+from support.pipeline import TEST_KEY, Pipeline
 from support.reliability import expected_for, ms, read_table
 
+from cloudglue_dagster.duckdb import day_store
 from cloudglue_dagster.duckdb.day_store import PROGRESS_TABLE
 from cloudglue_dagster.emulator import Dataset, Emulator
 
@@ -164,8 +165,16 @@ def test_a_reexecution_of_a_failed_range_run_fetches_only_the_days_it_had_not_co
     assert len(committed) >= 0.5 * (LAST - FIRST).days
     assert_exact(emu, job_env)  # committed days are new and exact, the others still the first run's
     # Dagster records materializations once the output is handled: a failed run records none,
-    # though its days are committed (docs/operations.md, "When the UI shows the days").
+    # though its days are committed (docs/operations.md, "When the UI shows the days"). Its
+    # log says which are kept.
     assert materialized_days(instance, failed.run_id) == {}
+    kept = re.search(
+        r"This attempt committed (\d+) of (\d+) day\(s\) \((\S+)\.\.(\S+)\) before it failed",
+        logs(instance, failed.run_id),
+    )
+    assert kept is not None
+    assert (int(kept[1]), int(kept[2])) == (len(committed), (LAST - FIRST).days + 1)
+    assert (kept[3], kept[4]) == (min(committed["partition_key"]), max(committed["partition_key"]))
 
     proxy.lie, proxy.on_request, proxy.requests = None, None, 0
     options = dg.ReexecutionOptions.from_failure(failed.run_id, instance)
@@ -199,3 +208,28 @@ def test_a_completion_arriving_after_its_day_was_written_makes_that_day_be_read_
     text = logs(instance, result.run_id)
     assert "arrived after that day was written" in text
     assert_exact(emu, job_env, moves={target: earlier})
+
+
+def test_a_range_run_logs_how_many_days_it_has_committed_as_it_goes(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its materializations come when the step ends, so the log tells the progress: with the
+    interval at 0 a line per commit, counting up; at the default (30 s) none in a short run."""
+    pipeline = Pipeline(emu, tmp_path / "w.duckdb", START.isoformat())
+    monkeypatch.setattr(day_store, "PROGRESS_EVERY_SECONDS", 0.0)
+    result = pipeline.materialize(FIRST.isoformat(), LAST.isoformat())
+    days = (LAST - FIRST).days + 1
+    counts: dict[str, list[int]] = {}
+    for entry in pipeline.instance.all_logs(result.run_id):
+        found = re.match(r"Committed (\d+) of (\d+) day\(s\) so far \(the last committed: (\S+)\)", entry.user_message)
+        if found:
+            assert int(found[2]) == days
+            counts.setdefault(entry.step_key or "", []).append(int(found[1]))
+    assert counts == {
+        step: list(range(1, days + 1))
+        for step in ("cloudglue__chat_completions", "cloudglue__chat_messages", "cloudglue__token_usage")
+    }
+
+    monkeypatch.undo()
+    again = pipeline.materialize(FIRST.isoformat(), LAST.isoformat())
+    assert not [e for e in pipeline.instance.all_logs(again.run_id) if e.user_message.startswith("Committed ")]

@@ -13,6 +13,7 @@ everything again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from .client import UTCDuckDbClient
 
 __all__ = [
+    "PROGRESS_EVERY_SECONDS",
     "PROGRESS_TABLE",
     "STATUS_EVERY_SECONDS",
     "DayStore",
@@ -63,6 +65,12 @@ Each read is a query of Dagster's run storage (about 7 ms a day inside a range r
 1.2 s of a 180-day run when every commit read it). A run terminated between two reads
 commits at most this long of complete days after the Terminate; the next read rolls back
 the day being written and stops the run."""
+
+PROGRESS_EVERY_SECONDS = 30.0
+"""How often, at most, a range run's step logs how many of its days it has committed so far:
+at the first commit this long after the last line (or after the step began writing).
+Dagster records a step's materializations only when the step ends, so on a long backfill
+these lines are what shows its progress."""
 
 day_label: ContextVar[str | None] = ContextVar("cloudglue_day_label", default=None)
 """The partition being written, for error messages (a day of a range run)."""
@@ -257,6 +265,39 @@ class DayStore:
             return self.handler.load_input(context, day_slice, conn)
 
 
+class _CommitLog:
+    """The log lines of a range's commits: how many so far, every
+    :data:`PROGRESS_EVERY_SECONDS`, and, if the write fails, which days are kept."""
+
+    def __init__(self, context: dg.OutputContext, to_write: int) -> None:
+        self.context, self.to_write = context, to_write
+        self.days: dict[str, None] = {}  # committed by this attempt, in commit order
+        self._next = time.monotonic() + PROGRESS_EVERY_SECONDS
+
+    def committed(self, key: str) -> None:
+        self.days[key] = None
+        if self.to_write > 1 and time.monotonic() >= self._next:
+            self._next = time.monotonic() + PROGRESS_EVERY_SECONDS
+            self.context.log.info(
+                f"Committed {len(self.days)} of {self.to_write} day(s) so far (the last committed: {key}). Each is"
+                " in the table from its commit; Dagster records the materializations when this step ends."
+            )
+
+    def reopened(self, key: str) -> None:
+        self.days.pop(key, None)
+
+    def failed(self) -> None:
+        if not self.days:
+            return
+        first, last = min(self.days), max(self.days)
+        span = first if first == last else f"{first}..{last}"
+        self.context.log.warning(
+            f"This attempt committed {len(self.days)} of {self.to_write} day(s) ({span}) before it failed;"
+            " they are kept. A retry of this step, or a re-execution of this run from failure, fetches"
+            " and writes only the other days; a new run of the range replaces them all."
+        )
+
+
 def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) -> None:
     """Commit ``stream`` day by day (module docstring), telling it of each day with its query."""
     done = store.committed(context, stream.resume_from, set(stream.keys))
@@ -274,14 +315,22 @@ def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) 
             stream.on_resumed(StoredDay(day, frame, resumed_from=done[day.key], metadata=store.describe(day)))
             del frame
     store.adopt(context, [k for k, run in done.items() if run != context.run_id], resumed_rows)
+    log = _CommitLog(context, len(stream.days) - len(done))
     try:
         for item in stream.produce(set(done)):
             if isinstance(item, ReopenedDay):
                 store.unmark(context, item.day.key)
+                log.reopened(item.day.key)
                 continue
             store.write(context, item)
+            log.committed(item.day.key)
             stream.written.append(item.day.key)
             stream.on_written(dataclasses.replace(item, metadata=store.describe(item.day)))
+    except BaseException:
+        # A log line must never take the place of the error that ends the step.
+        with contextlib.suppress(Exception):
+            log.failed()
+        raise
     finally:
         store.close()
 
