@@ -26,6 +26,7 @@ __all__ = [
     "ROWS_VALID",
     "chat_check_outcomes",
     "chat_check_specs",
+    "check_evaluations",
     "duplicate_ids",
     "duplicate_message_keys",
     "inconsistent_totals",
@@ -168,7 +169,7 @@ def recorded_row_counts(instance: dg.DagsterInstance, asset_key: dg.AssetKey, ke
     return counts
 
 
-def _evaluations(
+def check_evaluations(
     instance: dg.DagsterInstance,
     asset_key: dg.AssetKey,
     outcomes: Mapping[str, Mapping[str, Outcome]],
@@ -212,7 +213,7 @@ def report_checks(
     result; yielding evaluations ourselves keeps one result per day.
     """
     op_context = context.op_execution_context
-    yield from _evaluations(op_context.instance, asset_key, outcomes)
+    yield from check_evaluations(op_context.instance, asset_key, outcomes)
     for output_name in op_context.assets_def.check_specs_by_output_name:
         yield dg.Output(None, output_name=output_name)
 

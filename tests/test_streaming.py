@@ -98,12 +98,34 @@ def assert_exact(emu: Emulator, database: Path, moves: dict[str, dt.date] | None
 
 
 def materialized_days(instance: dg.DagsterInstance, run_id: str) -> dict[str, dict]:
+    """chat_completions' materializations of the run, by partition (each recorded once)."""
     records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=CHAT), limit=1000).records
-    return {
+    mine = [r for r in records if r.run_id == run_id]
+    days = {
         r.asset_materialization.partition: {k: v.value for k, v in r.asset_materialization.metadata.items()}
-        for r in records
-        if r.run_id == run_id
+        for r in mine
     }
+    assert len(days) == len(mine), "a day was recorded twice"
+    return days
+
+
+def failed_partitions(instance: dg.DagsterInstance) -> set[str]:
+    """chat_completions' partitions the UI shows as failed (Dagster's partition status cache)."""
+    from dagster._core.storage.partition_status_cache import get_and_update_asset_status_cache_value
+
+    partitions = dg.DailyPartitionsDefinition(start_date=START.isoformat())
+    status = get_and_update_asset_status_cache_value(instance, CHAT, partitions)
+    assert status is not None
+    return set(status.deserialize_failed_partition_subsets(partitions).get_partition_keys())
+
+
+def checked_days(instance: dg.DagsterInstance, run_id: str) -> dict[str, bool]:
+    """chat_completions' check evaluations of the run: partition -> passed."""
+    evaluations = [
+        e.get_dagster_event().event_specific_data
+        for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    ]
+    return {e.partition: e.passed for e in evaluations if e.asset_key == CHAT}
 
 
 def logs(instance: dg.DagsterInstance, run_id: str) -> str:
@@ -164,10 +186,18 @@ def test_a_reexecution_of_a_failed_range_run_fetches_only_the_days_it_had_not_co
     )
     assert len(committed) >= 0.5 * (LAST - FIRST).days
     assert_exact(emu, job_env)  # committed days are new and exact, the others still the first run's
-    # Dagster records materializations once the output is handled: a failed run records none,
-    # though its days are committed (docs/operations.md, "When the UI shows the days"). Its
-    # log says which are kept.
-    assert materialized_days(instance, failed.run_id) == {}
+    # Dagster records materializations once the output is handled; the failing step reports
+    # the days it committed itself, each with its metadata and checks, and its log names them.
+    reported = materialized_days(instance, failed.run_id)
+    assert set(reported) == set(committed["partition_key"])
+    assert all(
+        reported[k]["dagster/partition_row_count"] == n
+        for k, n in zip(committed["partition_key"], committed["row_count"])
+    )
+    assert checked_days(instance, failed.run_id) == dict.fromkeys(reported, True)
+    # What the UI's partition bar shows: only the days the failed run did not commit are failed.
+    run_keys = {(FIRST + dt.timedelta(days=i)).isoformat() for i in range((LAST - FIRST).days + 1)}
+    assert failed_partitions(instance) == run_keys - set(reported)
     kept = re.search(
         r"This attempt committed (\d+) of (\d+) day\(s\) \((\S+)\.\.(\S+)\) before it failed",
         logs(instance, failed.run_id),

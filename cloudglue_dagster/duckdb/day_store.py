@@ -326,10 +326,14 @@ def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) 
             log.committed(item.day.key)
             stream.written.append(item.day.key)
             stream.on_written(dataclasses.replace(item, metadata=store.describe(item.day)))
-    except BaseException:
-        # A log line must never take the place of the error that ends the step.
+    except BaseException as exc:
+        # Neither a log line nor the report of the days kept may take the place of the error
+        # that ends the step.
         with contextlib.suppress(Exception):
             log.failed()
+        if stream.on_failed is not None:
+            with contextlib.suppress(Exception):
+                stream.on_failed(exc)
         raise
     finally:
         store.close()

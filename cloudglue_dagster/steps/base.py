@@ -24,7 +24,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from ..checks import report_checks
+from ..checks import check_evaluations, report_checks
 from ..days import ReopenedDay, UTCDay
 from ..frames import window_rows
 from ..metadata_keys import RUN_PARTITIONS
@@ -103,6 +103,7 @@ class Step:
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.written: list[str] = []
         self.resumed: list[str] = []
+        self.recorded: dict[str, dict[str, Any]] = {}  # each day's materialization metadata
 
     def _record(
         self, stored: StoredDay, metadata: Mapping[str, Any], outcomes: Mapping[str, Mapping[str, Any]] = {}
@@ -111,9 +112,18 @@ class Step:
         one-day run) and its check outcomes."""
         (self.resumed if stored.resumed_from else self.written).append(stored.day.key)
         extra = resumed_metadata(stored) if stored.resumed_from else {}
-        self.context.add_asset_metadata({**metadata, **stored.metadata, **extra}, partition_key=stored.day.key)
+        self.recorded[stored.day.key] = {**metadata, **stored.metadata, **extra}
+        self.context.add_asset_metadata(self.recorded[stored.day.key], partition_key=stored.day.key)
         for check, by_day in outcomes.items():
             self.outcomes.setdefault(check, {}).update(by_day)
+
+    def forget(self, key: str) -> None:
+        """Drop what was recorded of a day that is to be written again (a late record reopened it)."""
+        if key in self.written:
+            self.written.remove(key)
+        self.recorded.pop(key, None)
+        for by_day in self.outcomes.values():
+            by_day.pop(key, None)
 
     resume_columns: Sequence[str] | None = None
     """The columns :meth:`on_resumed` needs of a day read back (None: all)."""
@@ -127,7 +137,23 @@ class Step:
             on_written=self.on_written,
             on_resumed=self.on_resumed,
             resume_columns=self.resume_columns,
+            on_failed=self.on_failed,
         )
+
+    def on_failed(self, error: BaseException) -> None:
+        """The step is failing after committing some days: report them now, unless Dagster
+        retries the step (the retry resumes and reports every day).
+
+        Dagster records an output's materializations once the output is handled, so without
+        this a failed run's committed days would show as failed. Each gets a materialization
+        with the metadata recorded for it (not the output's, such as the table's schema) and
+        its check evaluations, logged at once."""
+        if isinstance(error, dg.RetryRequested) and self.context.retry_number < error.max_retries:
+            return
+        for key, metadata in self.recorded.items():
+            self.context.log_event(dg.AssetMaterialization(asset_key=self.key, partition=key, metadata=metadata))
+        for evaluation in check_evaluations(self.context.instance, self.key, self.outcomes):
+            self.context.log_event(evaluation)
 
     def on_written(self, stored: StoredDay) -> None:
         """Record a day just committed (its metadata and check outcomes)."""

@@ -76,8 +76,7 @@ class ChatCompletionsStep(Step):
 
     def _hand_on(self, item: Any) -> StoredDay | ReopenedDay:
         if isinstance(item, ReopenedDay):
-            if item.day.key in self.written:
-                self.written.remove(item.day.key)
+            self.forget(item.day.key)
             self.context.log.warning(
                 f"Completion {item.completion_id} of {item.day.key} arrived after that day was written:"
                 " the API's listing is not sorted by created_at here. The day is marked unwritten and"
