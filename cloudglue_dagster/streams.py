@@ -70,8 +70,8 @@ class DayStream:
             warehouse's ``metadata`` of the day).
         on_resumed: called for each day already committed, with its rows read back.
         resume_columns: the columns ``on_resumed`` needs (None: all).
-        on_failed: called with the error when writing the stream fails, after the days
-            committed before it (None: nothing to do).
+        on_failed: called when writing the stream fails, after the days committed before
+            it, with the error and the warehouse's metadata of the table (None: nothing to do).
         written: the keys committed by this stream so far.
     """
 
@@ -81,7 +81,7 @@ class DayStream:
     on_written: Callable[[StoredDay], None]
     on_resumed: Callable[[StoredDay], None]
     resume_columns: Sequence[str] | None = None
-    on_failed: Callable[[BaseException], None] | None = None
+    on_failed: Callable[[BaseException, Mapping[str, Any]], None] | None = None
     written: list[str] = field(default_factory=list)
 
     @property

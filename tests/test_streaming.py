@@ -190,6 +190,7 @@ def test_a_reexecution_of_a_failed_range_run_fetches_only_the_days_it_had_not_co
     # the days it committed itself, each with its metadata and checks, and its log names them.
     reported = materialized_days(instance, failed.run_id)
     assert set(reported) == set(committed["partition_key"])
+    assert {md["dagster/table_name"] for md in reported.values()} == {"w.cloudglue.chat_completions"}
     assert all(
         reported[k]["dagster/partition_row_count"] == n
         for k, n in zip(committed["partition_key"], committed["row_count"])

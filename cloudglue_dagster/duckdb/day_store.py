@@ -252,6 +252,11 @@ class DayStore:
                     [context.run_id, self.asset, key],
                 )
 
+    def table_metadata(self) -> dict[str, Any]:
+        """What is true of every day of the table: where it is stored (its schema, which needs
+        the database, is the I/O manager's to add)."""
+        return {"dagster/storage_kind": "duckdb", "dagster/table_name": self.client.get_table_name(self.table_slice)}
+
     def describe(self, day: UTCDay) -> dict[str, Any]:
         """The day's metadata: the query that loads it (the partition's own, not the range's)."""
         return {"Query": dg.MetadataValue.text(self.client.get_select_statement(_day_slice(self.table_slice, day)))}
@@ -333,7 +338,7 @@ def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) 
             log.failed()
         if stream.on_failed is not None:
             with contextlib.suppress(Exception):
-                stream.on_failed(exc)
+                stream.on_failed(exc, store.table_metadata())
         raise
     finally:
         store.close()

@@ -277,11 +277,10 @@ class _MemoryRetryingDbIOManager(DbIOManager):
         # each day's Query and row count travel with its StoredDay, the run's figures elsewhere.
         context.add_output_metadata(
             {
-                "dagster/storage_kind": "duckdb",
+                **store.table_metadata(),
                 "dagster/column_schema": dg.TableSchema(
                     columns=[dg.TableColumn(name=name, type=typ) for name, typ in columns.values()]
                 ),
-                "dagster/table_name": self._db_client.get_table_name(store.table_slice),
             }
         )
 

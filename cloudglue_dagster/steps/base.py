@@ -140,18 +140,21 @@ class Step:
             on_failed=self.on_failed,
         )
 
-    def on_failed(self, error: BaseException) -> None:
+    def on_failed(self, error: BaseException, table: Mapping[str, Any]) -> None:
         """The step is failing after committing some days: report them now, unless Dagster
         retries the step (the retry resumes and reports every day).
 
         Dagster records an output's materializations once the output is handled, so without
         this a failed run's committed days would show as failed. Each gets a materialization
-        with the metadata recorded for it (not the output's, such as the table's schema) and
-        its check evaluations, logged at once."""
+        with the metadata recorded for it and the warehouse's ``table`` metadata (not the
+        table's schema, which only a finished output reads), and its check evaluations,
+        logged at once."""
         if isinstance(error, dg.RetryRequested) and self.context.retry_number < error.max_retries:
             return
         for key, metadata in self.recorded.items():
-            self.context.log_event(dg.AssetMaterialization(asset_key=self.key, partition=key, metadata=metadata))
+            self.context.log_event(
+                dg.AssetMaterialization(asset_key=self.key, partition=key, metadata={**table, **metadata})
+            )
         for evaluation in check_evaluations(self.context.instance, self.key, self.outcomes):
             self.context.log_event(evaluation)
 
