@@ -72,7 +72,6 @@ class DayStream:
         resume_columns: the columns ``on_resumed`` needs (None: all).
         on_failed: called when writing the stream fails, after the days committed before
             it, with the error and the warehouse's metadata of the table (None: nothing to do).
-        written: the keys committed by this stream so far.
     """
 
     days: Sequence[UTCDay]
@@ -82,7 +81,6 @@ class DayStream:
     on_resumed: Callable[[StoredDay], None]
     resume_columns: Sequence[str] | None = None
     on_failed: Callable[[BaseException, Mapping[str, Any]], None] | None = None
-    written: list[str] = field(default_factory=list)
 
     @property
     def keys(self) -> list[str]:

@@ -329,7 +329,6 @@ def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) 
                 continue
             store.write(context, item)
             log.committed(item.day.key)
-            stream.written.append(item.day.key)
             stream.on_written(dataclasses.replace(item, metadata=store.describe(item.day)))
     except BaseException as exc:
         # Neither a log line nor the report of the days kept may take the place of the error
