@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .assets import CloudglueAssets, build_cloudglue_assets
+    from .assets import CloudglueAssets, CloudglueRunConfig, build_cloudglue_assets
     from .client import DEFAULT_BASE_URL, CloudglueClient, RetryPolicy
     from .component import CloudglueComponent
     from .duckdb import CloudglueDuckDBIOManager
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         CloudglueError,
         CloudglueHTTPError,
         CloudglueRequestError,
+        HeldTooMuchError,
         InconsistentResponseError,
         InvalidResponseError,
         NotFoundError,
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
         is_transient,
     )
     from .frames import ModelPrice
-    from .guards import ShrinkGuard
+    from .guards import ShrinkGuard, ShrinkRefusedError
     from .models import ChatCompletion, ChatCompletionPage, ChatMessage, Choice, Usage
     from .resource import CloudglueResource
     from .translator import CloudglueTranslator, CloudglueTranslatorData
@@ -51,8 +52,10 @@ _HOME = {
     "CloudglueHTTPError": "errors",
     "CloudglueRequestError": "errors",
     "CloudglueResource": "resource",
+    "CloudglueRunConfig": "assets",
     "CloudglueTranslator": "translator",
     "CloudglueTranslatorData": "translator",
+    "HeldTooMuchError": "errors",
     "InconsistentResponseError": "errors",
     "InvalidResponseError": "errors",
     "ModelPrice": "frames",
@@ -60,6 +63,7 @@ _HOME = {
     "RetriesExhaustedError": "errors",
     "RetryPolicy": "client",
     "ShrinkGuard": "guards",
+    "ShrinkRefusedError": "guards",
     "Usage": "models",
     "build_cloudglue_assets": "assets",
     "is_transient": "errors",
@@ -83,8 +87,10 @@ __all__ = [
     "CloudglueHTTPError",
     "CloudglueRequestError",
     "CloudglueResource",
+    "CloudglueRunConfig",
     "CloudglueTranslator",
     "CloudglueTranslatorData",
+    "HeldTooMuchError",
     "InconsistentResponseError",
     "InvalidResponseError",
     "ModelPrice",
@@ -92,6 +98,7 @@ __all__ = [
     "RetriesExhaustedError",
     "RetryPolicy",
     "ShrinkGuard",
+    "ShrinkRefusedError",
     "Usage",
     "build_cloudglue_assets",
     "is_transient",

@@ -1,48 +1,30 @@
 """The asset factory: daily UTC partitions of chat completions, their messages and token usage.
 
 :func:`build_cloudglue_assets` checks its options (:mod:`.options`), asks the translator for
-each table's spec (:mod:`.translator`), and wires the three assets to their steps
-(:mod:`.steps`); the job, schedule and sensors come from :mod:`.automation`.
+each table's spec (:mod:`.translator`), and builds one multi-asset over every table: one step
+that fetches each day once and writes every table of it together (:mod:`.steps`). The job,
+schedule and sensors come from :mod:`.automation`.
 """
 
 import datetime as dt
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from pydantic import Field
 
 from .automation import Automation, build_automation
 from .checks import chat_check_specs, messages_check_specs
-from .days import UTCDay
-from .frames import (
-    ACCOUNTING_COLUMNS,
-    CHAT_COMPLETIONS_COLUMNS,
-    CHAT_MESSAGES_COLUMNS,
-    COLLECTION_SOURCE_COLUMNS,
-    COLLECTION_USAGE_COLUMNS,
-    MESSAGE_SOURCE_COLUMNS,
-    TOKEN_USAGE_COLUMNS,
-    Column,
-    ModelPrice,
-    empty_frame,
-)
-from .guards import ShrinkGuard
+from .days import DEFAULT_MAX_HELD_BYTES
+from .frames import ModelPrice
+from .guards import ALLOW_SHRINK_TAG, ShrinkGuard
 from .metadata import column_schema
 from .options import DEFAULT_POOL, AssetOptions
 from .plan_job import build_plan_job
-from .steps import (
-    ChatCompletionsStep,
-    ChatMessagesStep,
-    CollectionUsageStep,
-    TokenUsageStep,
-    frame_days,
-    output_days,
-    run_days,
-)
-from .streams import DAY_BY_DAY_INPUT, DayFrames
+from .steps import CHAT, StepSettings, TablesStep, tables_for
+from .streams import TableTarget
 from .translator import CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
 from .usage_checks import build_collection_usage_check, build_usage_check
 
@@ -51,6 +33,7 @@ __all__ = [
     "DEFAULT_RETRY_POLICY",
     "DEFAULT_SHRINK_GUARD",
     "CloudglueAssets",
+    "CloudglueRunConfig",
     "build_cloudglue_assets",
 ]
 
@@ -64,20 +47,18 @@ retries): Dagster's exponential backoff, (2**n - 1) x 30 s, so about 30, 90 and 
 DEFAULT_SHRINK_GUARD = ShrinkGuard()
 """Refuse a replace that removes more than half of a stored day of 20 rows or more."""
 
-MESSAGE_SOURCE_COLUMN_NAMES = [c.name for c in MESSAGE_SOURCE_COLUMNS]
 
-_PARTITION_EXPR = {
-    "chat_completions": "created_at",
-    "chat_messages": "date",
-    "token_usage": "date",
-    "collection_usage": "date",
-}
-_COLUMNS: dict[str, Sequence[Column]] = {
-    "chat_completions": CHAT_COMPLETIONS_COLUMNS,
-    "chat_messages": CHAT_MESSAGES_COLUMNS,
-    "token_usage": TOKEN_USAGE_COLUMNS,
-    "collection_usage": COLLECTION_USAGE_COLUMNS,
-}
+class CloudglueRunConfig(dg.Config):
+    """Run config of the assets' step (Launchpad, ``--config-json``, ``run_config=``)."""
+
+    allow_shrink: bool = Field(
+        default=False,
+        description=(
+            "Write days the shrink guard refuses (days that would lose most of their stored rows):"
+            " for completions that really were deleted upstream. Same as the run tag"
+            f" {ALLOW_SHRINK_TAG}=true."
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -85,43 +66,44 @@ class CloudglueAssets:
     """What :func:`build_cloudglue_assets` returns.
 
     Attributes:
-        chat_completions, chat_messages, token_usage: the three assets.
-        collection_usage: the fourth, with ``collection_usage=True``; else None.
+        assets_def: the multi-asset of every table (one step; a run may select any of them).
+        keys: table name -> asset key (``chat_completions``, ``chat_messages``,
+            ``token_usage``, and ``collection_usage`` with ``collection_usage=True``).
         asset_checks: the token_usage check (and the collection_usage one), to list in
             your definitions (the chat_completions and chat_messages checks are part
-            of those assets and run with them).
-        freshness_checks: one freshness check per asset (empty when disabled).
-        partitions_def: the daily UTC partitions all three share.
-        job: a job materializing all three (one partition or a range per run).
+            of the multi-asset and run with it).
+        freshness_checks: one freshness check per table (empty when disabled).
+        partitions_def: the daily UTC partitions every table shares.
+        job: a job materializing every table (one partition or a range per run).
         plan_job: ``<account>_plan_backfill``, which plans a backfill (:mod:`.plan_job`).
         schedule: runs ``job`` daily for the day that just ended (stopped by default).
         sensors: the freshness-check sensor and the late-data sensor, those
             enabled (both stopped by default).
+        op_name: the step's name, ``<account>__tables`` (what run config addresses).
     """
 
-    chat_completions: dg.AssetsDefinition
-    chat_messages: dg.AssetsDefinition
-    token_usage: dg.AssetsDefinition
+    assets_def: dg.AssetsDefinition
+    keys: Mapping[str, dg.AssetKey]
     asset_checks: tuple[dg.AssetChecksDefinition, ...]
     freshness_checks: tuple[dg.AssetChecksDefinition, ...]
     partitions_def: dg.DailyPartitionsDefinition
     job: UnresolvedAssetJobDefinition
     schedule: dg.ScheduleDefinition
     sensors: tuple[dg.SensorDefinition, ...]
-    collection_usage: dg.AssetsDefinition | None = None
-    plan_job: dg.JobDefinition | None = None
+    plan_job: dg.JobDefinition
+    op_name: str
 
     @property
     def assets(self) -> tuple[dg.AssetsDefinition, ...]:
-        extra = () if self.collection_usage is None else (self.collection_usage,)
-        return (self.chat_completions, self.chat_messages, self.token_usage, *extra)
+        """The assets to list in your definitions: the one multi-asset."""
+        return (self.assets_def,)
 
     def definitions(self) -> dg.Definitions:
         """Assets, checks, job, schedule and sensors (no resources) as ``dg.Definitions``, to merge into yours."""
         return dg.Definitions(
             assets=list(self.assets),
             asset_checks=[*self.asset_checks, *self.freshness_checks],
-            jobs=[self.job, *([self.plan_job] if self.plan_job is not None else [])],
+            jobs=[self.job, self.plan_job],
             schedules=[self.schedule],
             sensors=list(self.sensors),
         )
@@ -146,6 +128,7 @@ def build_cloudglue_assets(
     late_data_interval_seconds: int = 3600,
     translator: CloudglueTranslator | None = None,
     collection_usage: bool = False,
+    max_held_bytes: int = DEFAULT_MAX_HELD_BYTES,
 ) -> CloudglueAssets:
     """Build the Cloudglue assets, their checks, a job, a daily schedule and sensors.
 
@@ -168,15 +151,16 @@ def build_cloudglue_assets(
             None disables them. Applied by the assets themselves, which carry no
             Dagster retry policy: Dagster would also retry permanent errors and
             turn a termination (SIGTERM, SIGINT, the UI's Terminate) into a retry.
-        shrink_guard: refuse, before writing, a replace that would remove more
-            than ``max_loss_fraction`` of a stored day's rows (days of at least
-            ``min_stored_rows``); the run tag ``cloudglue/allow_shrink=true``
-            accepts it. None: no guard.
+        shrink_guard: refuse to replace a day that would lose more than
+            ``max_loss_fraction`` of the rows the warehouse holds for it (days of
+            at least ``min_stored_rows``); the run writes its other days and fails
+            naming every refused day. Run config ``allow_shrink: true`` (or the
+            run tag ``cloudglue/allow_shrink=true``) accepts the loss. None: no guard.
         storage_kind: the storage kind shown in the UI next to ``cloudglue``
             and ``pandas``.
         schedule_hour: UTC hour at which the daily schedule materializes the
             day that just ended.
-        pool: Dagster concurrency pool of the step that calls the API, so
+        pool: Dagster concurrency pool of the step (it calls the API), so
             runs materializing in parallel (a multi-run backfill) share a
             limit: ``dagster instance concurrency set cloudglue 2``. The
             default, ``{key_prefix}``, is the key prefix joined with ``_``
@@ -198,6 +182,11 @@ def build_cloudglue_assets(
             condition (see :mod:`.translator`). ``key_prefix``, ``group_name`` and
             ``storage_kind`` feed its default; the job, schedule, sensors and pool
             keep the ``key_prefix`` names whatever keys it gives.
+        collection_usage: also build ``collection_usage`` (per day, collection and model).
+        max_held_bytes: the most completion JSON, in bytes, a sweep may hold in memory
+            while it waits for days to be complete (default 1 GiB, about 2.5 GiB of
+            memory); past it the run fails with ``HeldTooMuchError`` instead of being
+            killed for its memory.
 
     Partitions are UTC days from ``start_date`` to yesterday: today is still
     receiving completions, so it is never a partition.
@@ -220,6 +209,7 @@ def build_cloudglue_assets(
         late_data_interval_seconds=late_data_interval_seconds,
         translator=CloudglueTranslator() if translator is None else translator,
         collection_usage=collection_usage,
+        max_held_bytes=max_held_bytes,
     )
     # Single-run backfills and partitioned checks are what this integration is
     # built on; Dagster labels them beta/preview. Time-partition freshness
@@ -236,32 +226,26 @@ def build_cloudglue_assets(
 
 def _build(options: AssetOptions) -> CloudglueAssets:
     specs = _specs(options)
-    chat = _chat_completions_asset(options, specs["chat_completions"])
-    messages = _chat_messages_asset(options, specs["chat_messages"], chat.key)
-    usage = _usage_asset(options, specs["token_usage"], chat.key, "token_usage")
+    keys = {table: spec.key for table, spec in specs.items()}
+    assets_def = _tables_asset(options, specs)
     checks = [
         build_usage_check(
-            chat_key=chat.key, usage_key=usage.key, partitions_def=options.partitions_def, name=options.name
+            chat_key=keys[CHAT], usage_key=keys["token_usage"], partitions_def=options.partitions_def, name=options.name
         )
     ]
-    collections = None
     if options.collection_usage:
-        collections = _usage_asset(options, specs["collection_usage"], chat.key, "collection_usage")
         checks.append(
             build_collection_usage_check(
-                collections_key=collections.key,
-                usage_key=usage.key,
+                collections_key=keys["collection_usage"],
+                usage_key=keys["token_usage"],
                 partitions_def=options.partitions_def,
                 name=options.name,
             )
         )
-    assets = [chat, messages, usage, *([collections] if collections is not None else [])]
-    automation: Automation = build_automation(options, assets)
+    automation: Automation = build_automation(options, assets_def, keys)
     return CloudglueAssets(
-        chat_completions=chat,
-        chat_messages=messages,
-        token_usage=usage,
-        collection_usage=collections,
+        assets_def=assets_def,
+        keys=keys,
         asset_checks=tuple(checks),
         freshness_checks=automation.freshness_checks,
         partitions_def=options.partitions_def,
@@ -270,12 +254,17 @@ def _build(options: AssetOptions) -> CloudglueAssets:
         sensors=automation.sensors,
         plan_job=build_plan_job(
             name=options.name,
-            chat_key=chat.key,
+            chat_key=keys[CHAT],
             first_day=options.first_day,
             resource_key=options.resource_key,
             max_partitions_per_run=options.max_partitions_per_run,
         ),
+        op_name=_op_name(options),
     )
+
+
+def _op_name(options: AssetOptions) -> str:
+    return f"{options.name}__tables"
 
 
 def _specs(options: AssetOptions) -> dict[str, dg.AssetSpec]:
@@ -290,107 +279,54 @@ def _specs(options: AssetOptions) -> dict[str, dg.AssetSpec]:
     return specs
 
 
-def _asset_arguments(options: AssetOptions, spec: dg.AssetSpec, table: str) -> dict[str, Any]:
-    """``@dg.asset`` arguments: the translator's spec, then what the assets need on top of it."""
-    return {
-        "key": spec.key,
-        "description": spec.description,
-        "group_name": spec.group_name,
-        "owners": spec.owners,
-        "tags": {k: v for k, v in spec.tags.items() if not k.startswith("dagster/kind/")},
-        "kinds": spec.kinds,
-        "code_version": spec.code_version,
-        "automation_condition": spec.automation_condition,
-        "freshness_policy": spec.freshness_policy,
-        # Merged last, so a spec cannot drop what the I/O manager and the UI read.
-        "metadata": {
-            **spec.metadata,
-            "partition_expr": _PARTITION_EXPR[table],
-            "dagster/column_schema": column_schema(_COLUMNS[table]),
-        },
-        "partitions_def": options.partitions_def,
-        "backfill_policy": options.backfill_policy,
-        "io_manager_key": options.io_manager_key,
-        # No retry_policy: see run_control (step_errors applies it to transient errors only).
-    }
+def _tables_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> dg.AssetsDefinition:
+    """One multi-asset over every table: a run may select any of them (``can_subset``)."""
+    tables = tables_for(options.prices)
+    keys = {table: spec.key for table, spec in specs.items()}
+    full = {table: _full_spec(options, spec, tables[table], keys[CHAT]) for table, spec in specs.items()}
+    settings = StepSettings(
+        keys=keys,
+        targets={t: TableTarget(t, tuple(spec.key.path), dict(spec.metadata)) for t, spec in full.items()},
+        tables=tables,
+        partitions_def=options.partitions_def,
+        resource_key=options.resource_key,
+        io_manager_key=options.io_manager_key,
+        retry_policy=options.retry_policy,
+        shrink_guard=options.shrink_guard,
+        max_held_bytes=options.max_held_bytes,
+        op_name=_op_name(options),
+    )
 
-
-def _day_input(key: dg.AssetKey, columns: Sequence[str]) -> dg.AssetIn:
-    """Load only ``columns`` of ``key``, one day at a time where the I/O manager can."""
-    return dg.AssetIn(key=key, metadata={"columns": list(columns), DAY_BY_DAY_INPUT: True})
-
-
-def _as_days(chat_completions: Any, days: Sequence[UTCDay]) -> DayFrames:
-    """chat_completions as DayFrames: ours come so; other I/O managers hand over the range."""
-    if isinstance(chat_completions, DayFrames):
-        return chat_completions
-    return frame_days(chat_completions, "created_at", days)
-
-
-def _chat_completions_asset(options: AssetOptions, spec: dg.AssetSpec) -> dg.AssetsDefinition:
-    partitions = options.partitions_def
-
-    @dg.asset(
-        **_asset_arguments(options, spec, "chat_completions"),
-        required_resource_keys={options.resource_key},
+    @dg.multi_asset(
+        name=settings.op_name,
+        specs=list(full.values()),
+        check_specs=[*chat_check_specs(keys[CHAT], options.partitions_def)]
+        + [*messages_check_specs(keys["chat_messages"], options.partitions_def)],
+        can_subset=True,
+        backfill_policy=options.backfill_policy,
         pool=options.resolved_pool,
-        check_specs=chat_check_specs(spec.key, partitions),
+        required_resource_keys={options.resource_key},
+        # No retry_policy: see run_control (step_errors applies it to transient errors only).
     )
-    def chat_completions(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
-        step = ChatCompletionsStep(
-            context,
-            key=spec.key,
-            partitions_def=partitions,
-            resource=getattr(context.resources, options.resource_key),
-            retry_policy=options.retry_policy,
-            shrink_guard=options.shrink_guard,
-        )
-        # Our I/O manager commits each day as the sweep completes it; checks and run figures after.
-        yield output_days(context, options.io_manager_key, step.stream(), empty_frame(CHAT_COMPLETIONS_COLUMNS))
-        yield from step.report()
+    def tables_step(
+        context: dg.AssetExecutionContext, config: CloudglueRunConfig
+    ) -> Iterator[dg.Output | dg.AssetCheckEvaluation | dg.AssetObservation]:
+        tag = context.run.tags.get(ALLOW_SHRINK_TAG, "").strip().lower() == "true"
+        yield from TablesStep(context, settings, allow_shrink=config.allow_shrink or tag).outputs()
 
-    return chat_completions
+    return tables_step
 
 
-def _chat_messages_asset(options: AssetOptions, spec: dg.AssetSpec, chat_key: dg.AssetKey) -> dg.AssetsDefinition:
-    partitions = options.partitions_def
-
-    @dg.asset(
-        **_asset_arguments(options, spec, "chat_messages"),
-        ins={"chat_completions": _day_input(chat_key, MESSAGE_SOURCE_COLUMN_NAMES)},
-        check_specs=messages_check_specs(spec.key, partitions),
-    )
-    def chat_messages(
-        context: dg.AssetExecutionContext, chat_completions: Any
-    ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
-        chat = _as_days(chat_completions, run_days(context, partitions))
-        step = ChatMessagesStep(context, key=spec.key, chat=chat, retry_policy=options.retry_policy)
-        yield output_days(context, options.io_manager_key, step.stream(), empty_frame(CHAT_MESSAGES_COLUMNS))
-        yield from step.report()
-
-    return chat_messages
-
-
-def _usage_asset(options: AssetOptions, spec: dg.AssetSpec, chat_key: dg.AssetKey, table: str) -> dg.AssetsDefinition:
-    """token_usage or collection_usage: sums of each day of chat_completions."""
-    partitions = options.partitions_def
-    step_class, source_columns = _USAGE_STEPS[table]
-
-    @dg.asset(
-        **_asset_arguments(options, spec, table),
-        ins={"chat_completions": _day_input(chat_key, source_columns)},
-    )
-    def usage(context: dg.AssetExecutionContext, chat_completions: Any) -> Iterator[dg.Output | dg.AssetObservation]:
-        # chat_completions: DayFrames from our I/O manager, a DataFrame of the range from others.
-        chat = _as_days(chat_completions, run_days(context, partitions))
-        step = step_class(context, key=spec.key, chat=chat, retry_policy=options.retry_policy, prices=options.prices)
-        yield output_days(context, options.io_manager_key, step.stream(), empty_frame(_COLUMNS[table]))
-        yield from step.report()
-
-    return usage
-
-
-_USAGE_STEPS: dict[str, tuple[type[TokenUsageStep], list[str]]] = {
-    "token_usage": (TokenUsageStep, [c.name for c in ACCOUNTING_COLUMNS]),
-    "collection_usage": (CollectionUsageStep, [c.name for c in COLLECTION_SOURCE_COLUMNS]),
-}
+def _full_spec(options: AssetOptions, spec: dg.AssetSpec, table, chat_key: dg.AssetKey) -> dg.AssetSpec:
+    """The translator's spec, then what the step needs on top of it (merged last, so a spec
+    cannot drop what the I/O manager and the UI read)."""
+    return spec.replace_attributes(
+        metadata={
+            **spec.metadata,
+            "partition_expr": table.partition_expr,
+            "dagster/column_schema": column_schema(table.columns),
+        },
+        deps=[] if table.name == CHAT else [chat_key],
+        partitions_def=options.partitions_def,
+        skippable=True,
+    ).with_io_manager_key(options.io_manager_key)

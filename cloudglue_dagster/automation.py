@@ -6,7 +6,7 @@ keys a translator chose, so renaming the assets does not rename a running schedu
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -26,13 +26,14 @@ class Automation:
     sensors: tuple[dg.SensorDefinition, ...]
 
 
-def build_automation(options: AssetOptions, assets: Sequence[dg.AssetsDefinition]) -> Automation:
-    """The job over the account's assets (chat_completions first), its schedule, and the
+def build_automation(
+    options: AssetOptions, assets_def: dg.AssetsDefinition, keys: Mapping[str, dg.AssetKey]
+) -> Automation:
+    """The job over the account's tables (``keys``: table -> key), its schedule, and the
     enabled checks and sensors."""
-    chat = assets[0]
     job = dg.define_asset_job(
         name=f"{options.name}_daily",
-        selection=dg.AssetSelection.assets(*(a.key for a in assets)),
+        selection=dg.AssetSelection.assets(*keys.values()),
         description="Materializes Cloudglue chat completions, messages and token usage for a day (or a range).",
     )
     schedule = dg.build_schedule_from_partitioned_job(
@@ -44,7 +45,7 @@ def build_automation(options: AssetOptions, assets: Sequence[dg.AssetsDefinition
     sensors: list[dg.SensorDefinition] = []
     if options.freshness_deadline_hour is not None:
         freshness_checks, freshness_sensor = build_freshness(
-            assets=list(assets),
+            assets=[assets_def],
             deadline_hour=options.freshness_deadline_hour,
             sensor_name=f"{options.name}_freshness_sensor",
         )
@@ -54,7 +55,7 @@ def build_automation(options: AssetOptions, assets: Sequence[dg.AssetsDefinition
             build_late_data_sensor(
                 name=f"{options.name}_late_data_sensor",
                 job=job,
-                chat_key=chat.key,
+                chat_key=keys["chat_completions"],
                 partitions_def=options.partitions_def,
                 resource_key=options.resource_key,
                 lookback_days=options.late_data_lookback_days,

@@ -9,14 +9,23 @@ first). :class:`DayAssembler` relies on that order only where the listing itself
   ``created_at`` differ, and every later completion must follow it (ties are fine);
 * while the listing is sorted, a day is complete once a completion of a later day in the
   listing's direction has arrived: no completion of it can follow;
-* the first completion out of order ends the trust: no day is closed from then on, and the
-  rest is held until the sweep ends (the behaviour of an unsorted listing: whole-range);
-* a completion of a day that was already handed on (the listing was not sorted after all,
-  or a re-read of the window found a record the first read missed) *reopens* that day: the
-  caller must undo that day's commit at once and read the day again after the sweep
-  (:attr:`DayAssembler.reopened`).
+* the first completion out of order ends the trust: no day is closed from then on, the
+  rest is held until the sweep ends (the behaviour of an unsorted listing: whole-range), and
+  *every* day handed on so far is reopened: they were closed on an order the listing has
+  just shown it does not keep (a single record listed out of place, early, would otherwise
+  have closed every day it jumped over);
+* a completion of a day that was already handed on (a re-read of the window found a record
+  the first read missed) *reopens* that day too.
 
-Days with no completions are handed on too (as empty), so every day of the range is written.
+A reopened day's commit must be undone at once (its previous rows put back) and the day read
+again after the sweep (:attr:`DayAssembler.reopened`). Days with no completions are handed on
+too (as empty), so every day of the range is written.
+
+Memory: the completions of the days still open are held. :class:`DayAssembler` counts their
+JSON size (:func:`json_size`) and refuses to hold more than ``max_held_bytes``
+(:class:`~cloudglue_dagster.errors.HeldTooMuchError`): a day too large for the machine, or a
+listing that is not sorted over a range too long, fails clearly instead of growing until the
+kernel kills the run.
 """
 
 from __future__ import annotations
@@ -25,11 +34,32 @@ import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from .errors import HeldTooMuchError
 from .models import ChatCompletion
 
-__all__ = ["CompleteDay", "DayAssembler", "ReopenedDay", "UTCDay", "assemble"]
+__all__ = ["DEFAULT_MAX_HELD_BYTES", "CompleteDay", "DayAssembler", "ReopenedDay", "UTCDay", "assemble", "json_size"]
 
 _ONE_DAY = dt.timedelta(days=1)
+
+DEFAULT_MAX_HELD_BYTES = 1 << 30
+"""1 GiB: the JSON size of the completions a sweep may hold while their days are open.
+
+Held as records they take about 2.5 times that in memory (their texts are kept both decoded
+and as the JSON columns' text), so about 2.5 GiB at the bound. A sorted listing holds one or
+two days at a time; only a day of over ~700,000 realistic completions (1.4 KB each), or an
+unsorted listing over a long range, comes near it."""
+
+_RECORD_OVERHEAD = 200
+"""Bytes counted per record beyond its JSON texts (id, model, times, counts)."""
+
+
+def json_size(completion: ChatCompletion) -> int:
+    """The approximate JSON size of a completion, in bytes (its JSON columns' text, counted
+    in characters, plus a fixed overhead)."""
+    raw = completion.raw
+    return (
+        len(raw.payload_messages) + len(raw.choices) + len(raw.collections) + len(raw.filter or "") + _RECORD_OVERHEAD
+    )
 
 
 @dataclass(frozen=True)
@@ -65,14 +95,20 @@ class DayAssembler:
             completion outside all of them is ignored (it belongs to a day skipped on purpose).
         early: hand days on as soon as the listing has passed them (default); False holds
             every day until :meth:`finish` (then nothing can be reopened).
+        max_held_bytes: the most JSON (:func:`json_size`) the open days may hold; more raises
+            :class:`~cloudglue_dagster.errors.HeldTooMuchError`. Default :data:`DEFAULT_MAX_HELD_BYTES`.
 
     Feed completions in listing order with :meth:`add` (each returns what became complete),
     then call :meth:`finish` for the days still open. ``reopened`` lists the days that must
     be read again.
     """
 
-    def __init__(self, days: Sequence[UTCDay], *, early: bool = True) -> None:
+    def __init__(
+        self, days: Sequence[UTCDay], *, early: bool = True, max_held_bytes: int = DEFAULT_MAX_HELD_BYTES
+    ) -> None:
         self._early = early
+        self._max_held_bytes = max_held_bytes
+        self._held_bytes: dict[str, int] = {}  # per open day
         self._days = sorted(days, key=lambda d: d.start)
         self._by_date = {d.start.date(): d for d in self._days}
         self._open: dict[str, CompleteDay] = {}
@@ -93,22 +129,22 @@ class DayAssembler:
     def add(self, completion: ChatCompletion) -> list[CompleteDay | ReopenedDay]:
         """Take the next completion of the listing; return the days it completes (or reopens)."""
         moment = completion.created_at
-        self._follow_order(moment)
-        day = self._day_of(moment)
         out: list[CompleteDay | ReopenedDay] = []
+        if not self._follow_order(moment):
+            # The listing is not sorted after all: no day it closed can be trusted.
+            out.extend(self._reopen(d, completion.id) for d in self._days if d.key in self._closed)
+        day = self._day_of(moment)
         if day is None:
             return out
         if day.key in self._closed:
-            self._closed.discard(day.key)
-            self.reopened.append(day)
-            self._reopened.add(day.key)
-            out.append(ReopenedDay(day, completion.id))
-            # Its other completions were handed on: only the sweep after this one can
-            # give the whole day; keep nothing of it here.
+            out.append(self._reopen(day, completion.id))
             return out
         if day.key in self._reopened:
+            # Its other completions were handed on: only the sweep after this one can give
+            # the whole day; keep nothing of it here.
             return out
         self._open.setdefault(day.key, CompleteDay(day)).completions.append(completion)
+        self._hold(day, completion)
         self.peak_open = max(self.peak_open, len(self._open))
         if self._early and self.sorted and self._direction and day.key != self._current:
             # Only a change of day can pass one; checking once per change keeps this O(days).
@@ -120,15 +156,40 @@ class DayAssembler:
         """From now on, hand no day on before :meth:`finish`."""
         self._early = False
 
-    def _follow_order(self, moment: dt.datetime) -> None:
+    @property
+    def held_bytes(self) -> int:
+        """The JSON size of the completions held now (:func:`json_size`)."""
+        return sum(self._held_bytes.values())
+
+    def _hold(self, day: UTCDay, completion: ChatCompletion) -> None:
+        self._held_bytes[day.key] = self._held_bytes.get(day.key, 0) + json_size(completion)
+        held = self.held_bytes
+        if held > self._max_held_bytes:
+            raise HeldTooMuchError(
+                held_bytes=held,
+                max_held_bytes=self._max_held_bytes,
+                days=sorted(self._open),
+                listing_sorted=self.sorted and self._early,
+            )
+
+    def _reopen(self, day: UTCDay, completion_id: str) -> ReopenedDay:
+        self._closed.discard(day.key)
+        self.reopened.append(day)
+        self._reopened.add(day.key)
+        return ReopenedDay(day, completion_id)
+
+    def _follow_order(self, moment: dt.datetime) -> bool:
+        """Track the listing's direction; False when ``moment`` is the first out of order."""
         last, self._last = self._last, moment
         if last is None or moment == last or not self.sorted:
-            return
+            return True
         step = 1 if moment > last else -1
         if self._direction == 0:
             self._direction = step
         elif step != self._direction:
             self.sorted = False
+            return False
+        return True
 
     def _close_passed(self, current: UTCDay) -> Iterator[CompleteDay]:
         """Every day the listing has moved past: before ``current`` in its direction."""
@@ -142,6 +203,7 @@ class DayAssembler:
     def _close(self, day: UTCDay) -> CompleteDay:
         self._pending.discard(day.key)
         self._closed.add(day.key)
+        self._held_bytes.pop(day.key, None)
         return self._open.pop(day.key, None) or CompleteDay(day)
 
     def finish(self) -> Iterator[CompleteDay]:

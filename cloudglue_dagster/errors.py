@@ -25,6 +25,7 @@ __all__ = [
     "CloudglueError",
     "CloudglueHTTPError",
     "CloudglueRequestError",
+    "HeldTooMuchError",
     "InconsistentResponseError",
     "InvalidResponseError",
     "NotFoundError",
@@ -177,3 +178,33 @@ class InconsistentResponseError(CloudglueError):
         self.reads = len(problems)
         self.problems = tuple(problems)
         self.transient = transient
+
+
+class HeldTooMuchError(CloudglueError):
+    """A sweep would have held more completions in memory than its bound allows.
+
+    Days are held until the listing has moved past them (or, when the listing is not sorted,
+    until the sweep ends); past ``max_held_bytes`` of their JSON the sweep stops instead of
+    growing until the kernel kills the run. Permanent: the same answer would need the same
+    memory. Attributes: ``held_bytes``, ``max_held_bytes``, ``days`` (the days open),
+    ``listing_sorted``.
+    """
+
+    def __init__(self, *, held_bytes: int, max_held_bytes: int, days: Sequence[str], listing_sorted: bool):
+        span = days[0] if len(days) == 1 else f"{len(days)} days, {days[0]}..{days[-1]}" if days else "no day"
+        why = (
+            "One day holds more completions than that: raise max_held_bytes (build_cloudglue_assets,"
+            " or max_held_bytes in the component's YAML) if the machine has the memory for the day."
+            if listing_sorted
+            else "The API's listing is not sorted by created_at (or shifted while it was paged), so"
+            " every day is held until the sweep ends: load fewer days per run"
+            " (max_partitions_per_run), or raise max_held_bytes."
+        )
+        super().__init__(
+            f"The sweep would hold more than max_held_bytes={max_held_bytes:,} bytes of completions"
+            f" in memory ({held_bytes:,} bytes of JSON, open: {span}). {why}"
+        )
+        self.held_bytes = held_bytes
+        self.max_held_bytes = max_held_bytes
+        self.days = list(days)
+        self.listing_sorted = listing_sorted

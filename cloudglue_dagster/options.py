@@ -9,6 +9,7 @@ from functools import cached_property
 
 import dagster as dg
 
+from .days import DEFAULT_MAX_HELD_BYTES
 from .errors import CloudglueConfigError
 from .frames import ModelPrice
 from .guards import ShrinkGuard
@@ -73,6 +74,7 @@ class AssetOptions:
     late_data_interval_seconds: int
     translator: CloudglueTranslator
     collection_usage: bool = False
+    max_held_bytes: int = DEFAULT_MAX_HELD_BYTES
 
     @property
     def tables(self) -> tuple[str, ...]:
@@ -116,6 +118,9 @@ class AssetOptions:
             raise CloudglueConfigError(
                 f"late_data_interval_seconds must be >= 30, got {self.late_data_interval_seconds}"
             )
+        held = self.max_held_bytes
+        if isinstance(held, bool) or not isinstance(held, int) or held < 1 << 20:
+            raise CloudglueConfigError(f"max_held_bytes must be an integer >= 1048576 (1 MiB), got {held!r}")
         for model, price in self.prices.items():
             if not isinstance(price, ModelPrice):
                 raise CloudglueConfigError(f"prices[{model!r}] must be a ModelPrice, got {type(price).__name__}")

@@ -14,7 +14,7 @@ polls the run's status while the sweep runs and before anything is written.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -46,24 +46,32 @@ def retry_delay(policy: dg.RetryPolicy, retry_number: int) -> float:
 
 
 @contextmanager
-def step_errors(context: dg.AssetExecutionContext, retry_policy: dg.RetryPolicy | None) -> Iterator[None]:
+def step_errors(
+    context: dg.AssetExecutionContext,
+    retry_policy: dg.RetryPolicy | None,
+    stored: Callable[[], str] | None = None,
+) -> Iterator[None]:
     """Transient :class:`CloudglueError` -> a step retry per ``retry_policy`` (or a failure
     when it is None); any other :class:`CloudglueError` -> ``dg.Failure`` that Dagster never
     retries. Interrupts and other exceptions pass through unchanged: the assets carry no
-    Dagster retry policy, so nothing else is ever retried."""
+    Dagster retry policy, so nothing else is ever retried.
+
+    ``stored`` says what the step has stored so far; it ends the failure's message (and the
+    retry's log line), so the error and the log agree on what was kept."""
     try:
         yield
     except CloudglueError as exc:
+        said = f"{exc} {stored()}" if stored is not None else str(exc)
         if is_transient(exc) and retry_policy is not None:
             context.log.warning(
-                f"{exc} Step retry {context.retry_number + 1} of {retry_policy.max_retries} in"
+                f"{said} Step retry {context.retry_number + 1} of {retry_policy.max_retries} in"
                 f" {retry_delay(retry_policy, context.retry_number):.0f}s."
             )
             raise dg.RetryRequested(
                 max_retries=retry_policy.max_retries,
                 seconds_to_wait=retry_delay(retry_policy, context.retry_number),
             ) from exc
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        raise dg.Failure(description=said, allow_retries=False) from exc
 
 
 class RunTerminatedError(CloudglueError):

@@ -1,111 +1,150 @@
-"""What a range run hands its warehouse day by day, and what it reads back day by day.
+"""What a run hands its warehouse day by day: every table of a day together.
 
-pandas only, no Dagster. Two objects travel between the assets and an I/O manager that can
-store a day at a time (:class:`~cloudglue_dagster.duckdb.CloudglueDuckDBIOManager`):
+pandas only, no Dagster. One step builds all the tables of a day at once (chat_completions
+from the API's records, the others from those rows) and hands them over as one
+:class:`DayRows`. A warehouse that can store days (``supports_days``: the DuckDB I/O
+manager) receives the run as a :class:`DayStream` and commits each day, in every table, in
+one transaction, so a day is never split across the tables:
 
-* :class:`DayStream`, an asset's output: the run's days, produced lazily (a day's rows exist
-  only from the moment the sweep has them all until they are committed). The I/O manager
-  commits each day in its own transaction, together with a progress mark, and tells the
-  stream; days already committed by this run (an earlier attempt of the step) or by the
-  failed run it re-executes are not produced again but loaded back, so their metadata and
-  checks are reported as usual.
-* :class:`DayFrames`, an asset's input: a range of an upstream table, loaded one day per
-  read instead of all at once.
+* :class:`DayRows`: write the day (all its tables). A *provisional* day was complete
+  before its sweep ended (the listing had moved past it): the warehouse keeps the day's
+  previous rows until the sweep is :class:`Settled`, or puts them back when the day is
+  reopened;
+* :class:`~cloudglue_dagster.days.ReopenedDay`: a provisional day turned out incomplete (a
+  record of it came later): put its previous rows back, in every table, at once; the day
+  comes again later;
+* :class:`Settled`: the sweep that produced these provisional days ended and was verified:
+  their previous rows can go.
 
-Other pandas I/O managers never see either: the assets hand them one DataFrame for the
-range, as before (``supports_days``).
+Days that this run (an earlier attempt of the step) or the failed run it re-executes
+committed are not produced again but read back (``resume_from``), so their metadata and
+checks are reported as usual. Any other pandas I/O manager never sees a stream: the step
+collects the range and hands it one DataFrame per table (``supports_days``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
 from .days import ReopenedDay, UTCDay
 
 __all__ = [
-    "DAY_BY_DAY_INPUT",
-    "DayFrames",
+    "DayRows",
     "DayStream",
-    "StoredDay",
+    "Settled",
+    "TableTarget",
+    "TableWritten",
+    "Warehouse",
     "supports_days",
 ]
 
-DAY_BY_DAY_INPUT = "cloudglue/day_by_day"
-"""Input metadata key: ``True`` asks an I/O manager that can for a :class:`DayFrames`."""
+
+@dataclass(frozen=True)
+class TableTarget:
+    """One table a run reads or writes, as a warehouse places it.
+
+    Attributes:
+        name: the table's name in the contract (``chat_completions``, ``token_usage``...).
+        key_path: its asset key's path (the warehouse's table is named after the last part).
+        metadata: the asset's definition metadata (``partition_expr``, ``schema``...).
+    """
+
+    name: str
+    key_path: tuple[str, ...]
+    metadata: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
-class StoredDay:
-    """One day's rows, on their way to the warehouse or read back from it.
+class DayRows:
+    """One day's rows of every table the run writes, or read back from the warehouse.
 
     Attributes:
         day: the partition and its UTC window.
-        frame: the rows (the table's contract).
+        frames: table name -> the day's rows (each table's contract).
+        provisional: complete before its sweep ended: keep the previous rows until
+            :class:`Settled` (see the module docstring).
         resumed_from: for a day read back, the run that committed it; None otherwise.
-        metadata: what the warehouse says of the stored day, for its partition's
-            materialization (the DuckDB I/O manager: the day's load ``Query``).
+        metadata: table name -> what the warehouse says of the stored day, for that
+            partition's materialization (the DuckDB I/O manager: the day's load ``Query``).
     """
 
     day: UTCDay
-    frame: pd.DataFrame
+    frames: Mapping[str, pd.DataFrame]
+    provisional: bool = False
     resumed_from: str | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The sweep that produced the provisional days ``keys`` ended verified."""
+
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TableWritten:
+    """The value of a table's output when the table was written with another output's
+    :class:`DayStream` (an I/O manager that stores days writes every table of a day at once)."""
+
+    table: str
+
+
+class Warehouse(Protocol):
+    """What a step may ask the warehouse while it produces its days."""
+
+    def stored_rows(self, table: str, days: Sequence[UTCDay]) -> dict[str, int] | None:
+        """Rows ``table`` holds for each of ``days`` (0 for a day without rows); None when
+        the warehouse cannot tell."""
+        ...
+
+    def read(self, table: str, day: UTCDay, columns: Sequence[str] | None) -> pd.DataFrame:
+        """The rows ``table`` holds for ``day`` (only ``columns``, when given)."""
+        ...
+
+
+Item = DayRows | ReopenedDay | Settled
 
 
 @dataclass
 class DayStream:
-    """An output that arrives one day at a time (see the module docstring).
+    """An output that arrives one day at a time, every table of a day together.
 
     Attributes:
         days: every day of the run, oldest first.
+        tables: the tables the run reads or writes (``written`` names the written ones).
+        written: the tables each :class:`DayRows` holds, in write order.
         resume_from: run ids whose committed days count as done: this run (a step retry)
-            and, for a re-execution of a failed run, the runs it descends from.
-        produce: yields each day not in ``skip`` once complete, plus a :class:`ReopenedDay`
-            when a day handed on earlier must be undone (it is produced again later).
-        on_written: called after each produced day has been committed (with the
-            warehouse's ``metadata`` of the day).
-        on_resumed: called for each day already committed, with its rows read back.
-        resume_columns: the columns ``on_resumed`` needs (None: all).
+            and, for a re-execution of a failed run, the run it re-executes.
+        produce: yields the days not in ``skip`` (module docstring), asking the
+            :class:`Warehouse` what it holds when it needs to.
+        on_written: called after each day has been committed (with the warehouse's metadata).
+        on_resumed: called for each day already committed, with its rows read back
+            (``resume_columns`` of each table of ``resume_columns``).
+        resume_columns: table -> the columns ``on_resumed`` needs (None: all).
         on_failed: called when writing the stream fails, after the days committed before
-            it, with the error and the warehouse's metadata of the table (None: nothing to do).
+            it, with the error and the warehouse's metadata of each table.
     """
 
     days: Sequence[UTCDay]
+    tables: Mapping[str, TableTarget]
+    written: Sequence[str]
     resume_from: Sequence[str]
-    produce: Callable[[Collection[str]], Iterator[StoredDay | ReopenedDay]]
-    on_written: Callable[[StoredDay], None]
-    on_resumed: Callable[[StoredDay], None]
-    resume_columns: Sequence[str] | None = None
-    on_failed: Callable[[BaseException, Mapping[str, Any]], None] | None = None
+    produce: Callable[[Collection[str], Warehouse], Iterator[Item]]
+    on_written: Callable[[DayRows], None]
+    on_resumed: Callable[[DayRows], None]
+    resume_columns: Mapping[str, Sequence[str] | None]
+    on_failed: Callable[[BaseException, Mapping[str, Mapping[str, Any]]], None] | None = None
 
     @property
     def keys(self) -> list[str]:
         return [d.key for d in self.days]
 
 
-@dataclass
-class DayFrames:
-    """An upstream table's rows for a range of days, read one day at a time.
-
-    Iterating yields one :class:`StoredDay` per day, oldest first; each read is its own
-    query, so only one day's rows are in memory at a time (if the caller lets them go).
-    """
-
-    days: Sequence[UTCDay]
-    load: Callable[[UTCDay], pd.DataFrame]
-
-    def __iter__(self) -> Iterator[StoredDay]:
-        for day in self.days:
-            yield StoredDay(day, self.load(day))
-
-    def __len__(self) -> int:
-        return len(self.days)
-
-
 def supports_days(io_manager: object) -> bool:
-    """Whether ``io_manager`` stores :class:`DayStream` outputs and loads :class:`DayFrames`."""
+    """Whether ``io_manager`` stores :class:`DayStream` outputs."""
     return bool(getattr(io_manager, "supports_day_streams", False))

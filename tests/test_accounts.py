@@ -60,7 +60,7 @@ def test_names_are_unique_per_account(emulators, tmp_path: Path) -> None:
     }
     nodes = [n.name for n in defs.resolve_job_def("every_account").graph.node_defs]
     assert len(nodes) == len(set(nodes))  # op names: asset ops, token_usage check ops, freshness check ops
-    assert {b.chat_completions.op.pool for b in built.values()} == {"cloudglue_acme", "cloudglue_beta"}
+    assert {b.assets_def.op.pool for b in built.values()} == {"cloudglue_acme", "cloudglue_beta"}
     for name, b in built.items():  # each sensor reads its own account's resource
         late = next(s for s in b.sensors if s.name.endswith("late_data_sensor"))
         assert late.required_resource_keys == {f"cloudglue_{name}"}

@@ -184,12 +184,16 @@ def test_empty_day_creates_table_and_removes_stale_rows(tmp_path: Path) -> None:
         assert materializations(result, "chat_completions")["2026-04-02"]["dagster/partition_row_count"] == 0
         assert pipeline.materialize("2026-04-01").success
         assert len(pipeline.table("chat_completions")) == 30
-    # The API now has nothing for 04-01 (say, deleted upstream): a re-run leaves no stale rows.
+    # The API now has nothing for 04-01 (deleted upstream). A new instance remembers nothing,
+    # but the warehouse holds 30 rows: the shrink guard refuses; allow_shrink then leaves no
+    # stale rows in any table (the documented path of an honest upstream deletion).
     with Emulator(Dataset(busy, empty, counts={busy: 0, empty: 0}), api_key=TEST_KEY) as emu2:
         pipeline2 = Pipeline(emu2, tmp_path / "w.duckdb", "2026-04-01")
-        assert pipeline2.materialize("2026-04-01").success
-        assert pipeline2.table("chat_completions").empty
-        assert pipeline2.table("token_usage").empty
+        assert not pipeline2.materialize("2026-04-01", raise_on_error=False).success
+        assert len(pipeline2.table("chat_completions")) == 30
+        assert pipeline2.materialize("2026-04-01", allow_shrink=True).success
+        for table in ("chat_completions", "chat_messages", "token_usage"):
+            assert pipeline2.table(table).empty, table
 
 
 def test_database_file_named_like_the_schema(emu: Emulator, tmp_path: Path) -> None:
@@ -256,12 +260,7 @@ def test_usage_check_catches_a_day_reloaded_in_one_table_only(emu: Emulator, pip
         },
         at_ms=at,
     )
-    chat_only = dg.materialize(
-        [pipeline.built.chat_completions],
-        resources=pipeline.resources,
-        instance=pipeline.instance,
-        partition_key="2026-03-03",
-    )
+    chat_only = pipeline.materialize("2026-03-03", selection=[pipeline.built.keys["chat_completions"]])
     assert chat_only.success
     job = dg.define_asset_job("usage_check", selection=dg.AssetSelection.checks(*pipeline.built.asset_checks))
     defs = dg.Definitions.merge(pipeline.built.definitions(), dg.Definitions(jobs=[job], resources=pipeline.resources))
@@ -367,18 +366,20 @@ def test_factory_options() -> None:
     capped = build_cloudglue_assets(
         start_date="2026-01-01", max_partitions_per_run=31, key_prefix=["acme", "cg"], group_name="acme"
     )
-    assert capped.chat_completions.backfill_policy == dg.BackfillPolicy.multi_run(31)
-    assert capped.chat_completions.key == dg.AssetKey(["acme", "cg", "chat_completions"])
-    assert capped.token_usage.key == dg.AssetKey(["acme", "cg", "token_usage"])
-    spec = capped.token_usage.specs_by_key[capped.token_usage.key]
-    assert {d.asset_key for d in spec.deps} == {capped.chat_completions.key}
+    tables = capped.assets_def
+    assert tables.backfill_policy == dg.BackfillPolicy.multi_run(31)
+    assert capped.keys["chat_completions"] == dg.AssetKey(["acme", "cg", "chat_completions"])
+    assert capped.keys["token_usage"] == dg.AssetKey(["acme", "cg", "token_usage"])
+    spec = tables.specs_by_key[capped.keys["token_usage"]]
+    assert {d.asset_key for d in spec.deps} == {capped.keys["chat_completions"]}
     assert spec.group_name == "acme" and spec.kinds == {"cloudglue", "pandas", "duckdb"}
     assert spec.metadata["partition_expr"] == "date"
+    assert tables.can_subset and capped.op_name == "acme_cg__tables"
     single = build_cloudglue_assets(start_date="2026-01-01")
-    assert single.chat_completions.backfill_policy == dg.BackfillPolicy.single_run()
+    assert single.assets_def.backfill_policy == dg.BackfillPolicy.single_run()
     assert single.partitions_def.timezone == "UTC"
-    assert single.chat_completions.op.pool == "cloudglue"  # the step that calls the API shares a pool
-    assert build_cloudglue_assets(start_date="2026-01-01", pool=None).chat_completions.op.pool is None
+    assert single.assets_def.op.pool == "cloudglue"  # the step calls the API: it shares a pool
+    assert build_cloudglue_assets(start_date="2026-01-01", pool=None).assets_def.op.pool is None
     defs = dg.Definitions.merge(
         single.definitions(), dg.Definitions(resources={"cloudglue": CloudglueResource(api_key="k")})
     )

@@ -172,7 +172,7 @@ def test_off_by_default_and_on_through_the_component() -> None:
 
     from cloudglue_dagster import CloudglueComponent, build_cloudglue_assets
 
-    assert build_cloudglue_assets(start_date="2026-01-01").collection_usage is None
+    assert "collection_usage" not in build_cloudglue_assets(start_date="2026-01-01").keys
     component = CloudglueComponent.model_validate(
         {"account": {"api_key_env_var": "K"}, "start_date": "2026-01-01", "collection_usage": True}
     )

@@ -161,7 +161,10 @@ def test_example_defs_load_in_the_sandbox(tmp_path: Path) -> None:
             assert resources["cloudglue_io_manager"].schema_ == "cloudglue"
             assert "cloudglue_research_io_manager" not in resources  # it uses `warehouse`, from definitions.py
             research_chat = defs.resolve_assets_def(key("cloudglue_research/chat_completions"))
-            assert research_chat.get_io_manager_key_for_asset_key(research_chat.key) == "warehouse"
+            assert (
+                research_chat.get_io_manager_key_for_asset_key(key("cloudglue_research/chat_completions"))
+                == "warehouse"
+            )
             sensors = {s.name for s in defs.sensors or []}
             assert sensors == {
                 "cloudglue_freshness_sensor",

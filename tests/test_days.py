@@ -80,21 +80,40 @@ def test_an_oldest_first_listing_is_followed_too_and_ties_do_not_break_the_order
     assert assembler.sorted
 
 
-def test_once_the_listing_breaks_its_order_no_day_is_handed_on_early_and_late_ones_reopen():
+def test_once_the_listing_breaks_its_order_every_day_handed_on_reopens_and_nothing_more_is_handed_on_early():
+    """The first record out of order shows the order the early days were closed on does not
+    hold: all of them are reopened at once (not only the day that record belongs to), and
+    from then on everything is held to the end."""
     listing = [
         _completion("x", "2026-03-02", 5),
         _completion("y", "2026-03-04", 5),  # oldest first, so 03-01..03-03 are complete
-        _completion("z", "2026-03-01", 5),  # against that order: 03-01 must be read again
-        _completion("w", "2026-03-03", 5),  # and 03-03
+        _completion("z", "2026-03-01", 5),  # against that order: every day handed on is suspect
+        _completion("w", "2026-03-03", 5),  # already reopened
         _completion("v", "2026-03-04", 1),  # no longer sorted: 03-04 is held, not reopened
     ]
     assembler = DayAssembler(DAYS)
     steps = _feed(assembler, listing)
     assert steps[1] == [("day", "2026-03-01", []), ("day", "2026-03-02", ["x"]), ("day", "2026-03-03", [])]
-    assert steps[2] == [("reopen", "2026-03-01")] and steps[3] == [("reopen", "2026-03-03")] and steps[4] == []
+    assert steps[2] == [("reopen", "2026-03-01"), ("reopen", "2026-03-02"), ("reopen", "2026-03-03")]
+    assert steps[3] == [] and steps[4] == []
     assert not assembler.sorted
     assert {d.day.key: [c.id for c in d.completions] for d in assembler.finish()} == {"2026-03-04": ["y", "v"]}
-    assert [d.key for d in assembler.reopened] == ["2026-03-01", "2026-03-03"]
+    assert [d.key for d in assembler.reopened] == ["2026-03-01", "2026-03-02", "2026-03-03"]
+
+
+def test_a_record_listed_out_of_place_early_closes_no_day_for_good():
+    """The oldest record listed second (a hostile or broken listing) passes every day between
+    it and the first; the next record shows the order is broken, and each of those days is
+    reopened before a later failure could leave it emptied."""
+    listing = [
+        _completion("n1", "2026-03-04", 5),
+        _completion("old", "2026-03-01", 5),  # jumps over 03-03 and 03-02: both "complete"
+        _completion("n2", "2026-03-04", 4),
+    ]
+    assembler = DayAssembler(DAYS)
+    steps = _feed(assembler, listing)
+    assert [kind for kind, *_ in steps[1]] == ["day", "day", "day"]  # 03-04, 03-03, 03-02 closed
+    assert sorted(key for kind, key, *_ in steps[2] if kind == "reopen") == ["2026-03-02", "2026-03-03", "2026-03-04"]
 
 
 def test_a_late_record_of_a_day_handed_on_reopens_it_and_its_other_records_wait_for_the_reread():

@@ -24,7 +24,7 @@ UTC = dt.timezone.utc
 def test_freshness_checks_and_sensors_are_built_per_account() -> None:
     built = build_cloudglue_assets(start_date="2026-01-01")
     [checks] = built.freshness_checks
-    assert {s.asset_key for s in checks.check_specs} == {a.key for a in built.assets}
+    assert {s.asset_key for s in checks.check_specs} == set(built.keys.values())
     assert {s.name for s in checks.check_specs} == {"freshness_check"}
     assert {s.name: s.default_status for s in built.sensors} == {
         "cloudglue_freshness_sensor": dg.DefaultSensorStatus.STOPPED,

@@ -32,7 +32,7 @@ from cloudglue_dagster import (
     RetriesExhaustedError,
 )
 from cloudglue_dagster.assets import DEFAULT_RETRY_POLICY
-from cloudglue_dagster.duckdb.day_store import PROGRESS_TABLE
+from cloudglue_dagster.duckdb.progress import PROGRESS_TABLE
 from cloudglue_dagster.emulator import Dataset, Emulator
 from cloudglue_dagster.errors import CloudglueRequestError, is_transient
 from cloudglue_dagster.guards import ALLOW_SHRINK_TAG, ShrinkGuard
@@ -139,9 +139,9 @@ def test_honest_answers_pass_the_checks_with_no_extra_request(proxy: HostileProx
 
 def test_a_sharp_shrink_is_refused_unless_the_run_allows_it(emu: Emulator, tmp_path: Path) -> None:
     """A self-consistent answer with far fewer records (here: another account's key and
-    data, 3 a day instead of 30) is refused before that day is written: the newest day comes
-    first in the listing, so nothing is written; the run tag cloudglue/allow_shrink=true
-    accepts it."""
+    data, 3 a day instead of 30) is refused before any day is written: every refused day is
+    named with its stored and new counts, and the run tag cloudglue/allow_shrink=true
+    accepts them."""
     pipeline = Pipeline(emu, tmp_path / "w.duckdb", START.isoformat(), retry_policy=DEFAULT_RETRY_POLICY)
     assert pipeline.materialize(FIRST, LAST).success
     before = stored(pipeline.database)
@@ -149,8 +149,11 @@ def test_a_sharp_shrink_is_refused_unless_the_run_allows_it(emu: Emulator, tmp_p
     with Emulator(Dataset(START, days[-1], seed=12, counts=dict.fromkeys(days, 3)), api_key="other-account") as other:
         pipeline.resources["cloudglue"] = CloudglueResource(api_key="other-account", base_url=other.base_url)
         message = failed_at_once(pipeline.materialize(FIRST, LAST, raise_on_error=False))
-        assert f"Refusing to replace 1 stored day(s) with far fewer rows ({LAST}: " in message
-        assert f"{ALLOW_SHRINK_TAG}=true" in message
+        assert "Refused to replace 3 stored day(s) with far fewer rows (" in message
+        for day in (FIRST, "2026-05-04", LAST):
+            stored_rows = (before["chat_completions"]["created_at"].dt.strftime("%Y-%m-%d") == day).sum()
+            assert f"{day}: {stored_rows} -> 3" in message
+        assert f"{ALLOW_SHRINK_TAG}=true" in message and "This attempt committed none of its 3 day(s)" in message
         assert_unchanged(before, pipeline.database)
 
         allowed = dg.materialize(

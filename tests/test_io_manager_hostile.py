@@ -51,7 +51,7 @@ from cloudglue_dagster.duckdb import (
 )
 from cloudglue_dagster.duckdb import errors as duckdb_errors
 from cloudglue_dagster.errors import CloudglueConfigError, CloudglueError, is_transient
-from cloudglue_dagster.streams import DayStream, StoredDay
+from cloudglue_dagster.streams import DayRows, DayStream, TableTarget
 
 
 @pytest.fixture
@@ -437,16 +437,27 @@ def test_a_range_terminated_between_two_status_reads_stops_at_the_next_and_keeps
             window = ia.PARTITIONS.time_window_for_partition_key(key)
             days.append(UTCDay(key, window.start, window.end))
 
-        def produce(skip: object) -> Iterator[StoredDay]:
+        def produce(skip: object, warehouse: object) -> Iterator[DayRows]:
             for i, day in enumerate(days):
                 if i == 2:  # two days committed, the first after a status read
                     context.instance.report_run_canceling(context.run)
                 if i == 3:  # the third was committed without a read; now one is due
                     time.sleep(2.5)
-                yield StoredDay(day, ia.day_rows(pd.Timestamp(day.start), 1))
+                yield DayRows(day, {"iom_days": ia.day_rows(pd.Timestamp(day.start), 1)})
 
         ignore = lambda stored: None  # noqa: E731
-        return dg.Output(DayStream(days=days, resume_from=[], produce=produce, on_written=ignore, on_resumed=ignore))
+        target = TableTarget("iom_days", (ia.SCHEMA, "iom_days"), {"partition_expr": "created_at"})
+        stream = DayStream(
+            days=days,
+            tables={"iom_days": target},
+            written=["iom_days"],
+            resume_from=[],
+            produce=produce,
+            on_written=ignore,
+            on_resumed=ignore,
+            resume_columns={},
+        )
+        return dg.Output(stream)
 
     result = dg.materialize(
         [iom_days],

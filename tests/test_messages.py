@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
@@ -20,6 +19,7 @@ from cloudglue_dagster.frames import (
     empty_frame,
 )
 from cloudglue_dagster.parsing import parse_completion
+from cloudglue_dagster.steps import tables_for
 
 DAY = 1767225600000  # 2026-01-01T00:00:00Z in ms
 FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 5)
@@ -209,18 +209,18 @@ def test_messages_equal_the_api_records_per_day(emu: Emulator, pipeline_factory)
     checks = {
         (c.check_name, c.partition): c.passed
         for c in result.get_asset_check_evaluations()
-        if c.asset_key == pipeline.built.chat_messages.key
+        if c.asset_key == pipeline.built.keys["chat_messages"]
     }
     assert checks == {("rows_valid", d.isoformat()): True for d in days}
 
 
-def test_loads_only_the_columns_it_needs_and_partitions_on_date(pipeline_factory, emu: Emulator) -> None:
+def test_chat_messages_partitions_on_date_and_depends_on_chat_completions(pipeline_factory, emu: Emulator) -> None:
     built = pipeline_factory(emu, "2026-03-01").built
-    [source] = built.chat_messages.node_def.input_defs
-    assert source.metadata == {"columns": [c.name for c in MESSAGE_SOURCE_COLUMNS], "cloudglue/day_by_day": True}
-    spec = built.chat_messages.specs_by_key[built.chat_messages.key]
+    spec = built.assets_def.specs_by_key[built.keys["chat_messages"]]
     assert spec.metadata["partition_expr"] == "date"
-    assert {d.asset_key for d in spec.deps} == {built.chat_completions.key}
+    assert {d.asset_key for d in spec.deps} == {built.keys["chat_completions"]}
+    # Run alone, it reads only its source columns of the stored chat_completions.
+    assert list(tables_for({})["chat_messages"].source_columns) == [c.name for c in MESSAGE_SOURCE_COLUMNS]
 
 
 def test_counts_check_flags_the_day_whose_stored_completions_disagree(emu: Emulator, pipeline_factory) -> None:
@@ -232,14 +232,8 @@ def test_counts_check_flags_the_day_whose_stored_completions_disagree(emu: Emula
     ).fetchone()[0]
     conn.execute("UPDATE cloudglue.chat_completions SET message_count = message_count + 1 WHERE id = ?", [victim])
     conn.close()
-    built = pipeline.built
-    result = dg.materialize(
-        [built.chat_completions, built.chat_messages],
-        selection=[built.chat_messages.key],
-        resources=pipeline.resources,
-        instance=pipeline.instance,
-        tags={"dagster/asset_partition_range_start": "2026-03-02", "dagster/asset_partition_range_end": "2026-03-03"},
-    )
+    # chat_messages alone: built from the chat_completions rows stored, as they are now.
+    result = pipeline.materialize("2026-03-02", "2026-03-03", selection=[pipeline.built.keys["chat_messages"]])
     outcomes = {(c.check_name, c.partition): c for c in result.get_asset_check_evaluations()}
     bad = outcomes[("rows_valid", "2026-03-03")]
     assert not bad.passed and bad.metadata["counts_match_chat_completions.examples"].value == victim

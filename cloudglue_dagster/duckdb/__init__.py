@@ -4,7 +4,9 @@
   (``type_handlers()`` is the override point), and the ``DbIOManager`` it creates;
 * :mod:`.client`: :class:`UTCDuckDbClient`, transactions, reads, error mapping;
 * :mod:`.pandas_handler`: writing and loading DataFrames with stable types;
-* :mod:`.day_store`: day-by-day commits with durable progress marks;
+* :mod:`.day_store`: every table of a day in one transaction; :mod:`.day_stream`: a run's days
+  written, resumed and put back; :mod:`.progress`: the progress marks; :mod:`.previous`: a
+  provisional day's previous rows;
 * :mod:`.connections`: opening connections (UTC, memory cap, lock waits);
 * :mod:`.sql`: quoting, the catalog, partition windows;
 * :mod:`.errors`: every error, permanent, explained.

@@ -15,7 +15,7 @@ from dagster._core.storage.db_io_manager import DbClient, TableSlice
 
 from ..run_control import terminated_status
 from .connections import DEFAULT_MEMORY_LIMIT, create_parent, is_out_of_memory, open_connection, quietly
-from .day_store import partitions_label
+from .day_store import partitions_label, table_label
 from .errors import (
     DuckDBMemoryLimitError,
     DuckDBPathError,
@@ -152,7 +152,7 @@ class UTCDuckDbClient(DbClient):
         # policy has waited minutes. Lock waits are handled when connecting.
         return DuckDBWriteError(
             database=display_path(self.database),
-            table=plain_table(table_slice),
+            table=plain_table(table_label.get() or table_slice),
             partitions=partitions_label(context),
             cause=exc,
         )
@@ -194,16 +194,22 @@ class UTCDuckDbClient(DbClient):
         except Exception as exc:
             if isinstance(exc, (dg.Failure, dg.DagsterError)):
                 raise
-            if is_out_of_memory(exc):
-                raise self._memory_error(conn, "Reading from", exc, "nothing was loaded") from exc
-            raise DuckDBStorageError(
-                f"Reading {plain_table(table_slice)} from DuckDB database"
-                f" {display_path(self.database)} failed; nothing was loaded. {describe_cause(exc)}",
-                database=display_path(self.database),
-                table=plain_table(table_slice),
-            ) from exc
+            raise self.read_failure(conn, table_slice, exc) from exc
         finally:
             quietly(conn.close)
+
+    def read_failure(
+        self, conn: duckdb.DuckDBPyConnection, table_slice: TableSlice, exc: BaseException
+    ) -> DuckDBStorageError:
+        """A failed read of ``table_slice`` as a permanent error."""
+        if is_out_of_memory(exc):
+            return self._memory_error(conn, "Reading from", exc, "nothing was loaded")
+        return DuckDBStorageError(
+            f"Reading {plain_table(table_slice)} from DuckDB database"
+            f" {display_path(self.database)} failed; nothing was loaded. {describe_cause(exc)}",
+            database=display_path(self.database),
+            table=plain_table(table_slice),
+        )
 
     def _memory_error(
         self, conn: duckdb.DuckDBPyConnection, doing: str, exc: BaseException, outcome: str

@@ -1,20 +1,17 @@
-"""Writing a :class:`~cloudglue_dagster.streams.DayStream` into DuckDB one committed day at a time.
+"""Every table of a day in one DuckDB transaction: commit, put back, read back, count.
 
-Each day is its own transaction: its time window is deleted, its rows inserted and a
-progress mark recorded (table ``_cloudglue_progress`` in the asset's schema), then committed
-together. So a run that fails or is killed keeps every day it committed, and knows which
-they were: a step retry of the same run, or a re-execution of a failed run, skips the days
-marked by that run (or by the failed runs it descends from) and loads them back instead.
+A :class:`DayStore` holds one run's tables (their slices for the run's range). Each day is
+replaced in every written table, with a progress mark per table (:mod:`.progress`), in one
+transaction, so a day is never split across the tables: a failure, a memory error in one
+table or a killed process leaves the day as it was in all of them. A provisional day's
+previous rows are kept beside each table until its sweep is settled (:mod:`.previous`).
 
-The marks are bookkeeping, not data: one row per (run, asset, day), dropped by nothing but
-harmless (a few hundred bytes a day). Deleting the table only makes the next retry fetch
-everything again.
+One connection serves consecutive days (:data:`HOLD_SECONDS`), and the run's status is read
+before a commit at most every :data:`STATUS_EVERY_SECONDS`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,27 +24,17 @@ import pandas as pd
 from dagster._core.definitions.partitions.utils import TimeWindow
 from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 
-from ..days import ReopenedDay, UTCDay
-from ..streams import DayFrames, DayStream, StoredDay
+from ..days import UTCDay
+from ..streams import DayRows
 from .errors import DuckDBMemoryLimitError
-from .sql import catalog_name, create_once, qualified_table, remember_catalog
+from .previous import drop_previous, keep_previous, restore_previous
+from .progress import committed_by, mark, unmark
+from .sql import partition_where_clause, qualified_table, remember_catalog, table_columns
 
 if TYPE_CHECKING:
     from .client import UTCDuckDbClient
 
-__all__ = [
-    "PROGRESS_EVERY_SECONDS",
-    "PROGRESS_TABLE",
-    "STATUS_EVERY_SECONDS",
-    "DayStore",
-    "day_frames",
-    "day_label",
-    "partitions_label",
-    "write_stream",
-]
-
-PROGRESS_TABLE = "_cloudglue_progress"
-"""The table, in each asset's schema, that records which run committed which day."""
+__all__ = ["HOLD_SECONDS", "STATUS_EVERY_SECONDS", "DayStore", "day_label", "partitions_label", "table_label"]
 
 HOLD_SECONDS = 5.0
 """How long one connection serves consecutive days before it is closed and opened again.
@@ -66,29 +53,27 @@ Each read is a query of Dagster's run storage (about 7 ms a day inside a range r
 commits at most this long of complete days after the Terminate; the next read rolls back
 the day being written and stops the run."""
 
-PROGRESS_EVERY_SECONDS = 30.0
-"""How often, at most, a range run's step logs how many of its days it has committed so far:
-at the first commit this long after the last line (or after the step began writing).
-Dagster records a step's materializations only when the step ends, so on a long backfill
-these lines are what shows its progress."""
-
 day_label: ContextVar[str | None] = ContextVar("cloudglue_day_label", default=None)
 """The partition being written, for error messages (a day of a range run)."""
+
+table_label: ContextVar[TableSlice | None] = ContextVar("cloudglue_table_label", default=None)
+"""The table being written, for error messages (one of a day's tables)."""
 
 
 def partitions_label(context: dg.OutputContext) -> str | None:
     """The partition key being written, for error messages: the day of a day-by-day write,
     else ``first...last`` for a range; None if unpartitioned."""
-    if not context.has_asset_partitions:
-        return None
     day = day_label.get()
     if day is not None:
         return day
+    if not context.has_asset_partitions:
+        return None
     keys = context.asset_partition_keys
     return keys[0] if len(keys) == 1 else f"{keys[0]}...{keys[-1]}"
 
 
-def _day_slice(table_slice: TableSlice, day: UTCDay, columns: Sequence[str] | None = None) -> TableSlice:
+def day_slice(table_slice: TableSlice, day: UTCDay, columns: Sequence[str] | None = None) -> TableSlice:
+    """``table_slice`` narrowed to ``day`` (and to ``columns``, when given)."""
     (dimension,) = table_slice.partition_dimensions
     return table_slice._replace(
         partition_dimensions=[
@@ -98,47 +83,17 @@ def _day_slice(table_slice: TableSlice, day: UTCDay, columns: Sequence[str] | No
     )
 
 
-def _progress(conn: duckdb.DuckDBPyConnection, schema: str, create: bool) -> str | None:
-    """The progress table's qualified name; None when it does not exist (and ``create`` is False)."""
-    catalog = catalog_name(conn)
-    name = qualified_table(conn, schema, PROGRESS_TABLE)
-    if create:
-        create_once(
-            conn,
-            f"CREATE TABLE IF NOT EXISTS {name} (run_id VARCHAR NOT NULL, asset_key VARCHAR NOT NULL,"
-            " partition_key VARCHAR NOT NULL, row_count BIGINT NOT NULL, committed_at TIMESTAMPTZ NOT NULL)",
-        )
-        return name
-    exists = conn.execute(
-        "SELECT 1 FROM information_schema.tables WHERE table_catalog = ? AND table_schema = ? AND table_name = ?",
-        [catalog, schema, PROGRESS_TABLE],
-    ).fetchall()
-    return name if exists else None
-
-
-def _mark(
-    conn: duckdb.DuckDBPyConnection, schema: str, run_id: str, asset: str, keys: Sequence[tuple[str, int]]
-) -> None:
-    """Record that ``run_id`` committed ``keys`` (each with its row count).
-
-    An insert, with no delete first: a run marks a day only when it has no mark of that run
-    (a written day is skipped by the run's retries, and a reopened day is unmarked before it is
-    written again), and a second mark would be harmless (:meth:`DayStore.committed` reads
-    keys; :meth:`DayStore.unmark` drops every mark of the day). A statement less per day."""
-    table = _progress(conn, schema, create=True)
-    for key, rows in keys:
-        conn.execute(f"INSERT INTO {table} VALUES (?, ?, ?, ?, now())", [run_id, asset, key, rows])
-
-
 class DayStore:
-    """One output's days in one DuckDB table: commit, mark, unmark, read back.
+    """One run's tables in one DuckDB database: a day at a time, all tables at once.
 
     Args:
         client: the I/O manager's client (connections, transactions, error mapping).
         uncapped: the same client without the default memory cap, for a day that needs more
             (None when the cap is the user's own).
         handler: the pandas type handler that inserts a frame.
-        table_slice: the output's slice for the whole range (its table and partition expression).
+        slices: table name -> its slice for the whole range (table and partition expression);
+            the tables read as well as those written.
+        written: the tables each day is written to, in order.
     """
 
     def __init__(
@@ -146,29 +101,37 @@ class DayStore:
         client: UTCDuckDbClient,
         uncapped: UTCDuckDbClient | None,
         handler: Any,
-        table_slice: TableSlice,
+        slices: Mapping[str, TableSlice],
+        written: Sequence[str],
     ) -> None:
-        self.client, self.uncapped, self.handler, self.table_slice = client, uncapped, handler, table_slice
+        self.client, self.uncapped, self.handler = client, uncapped, handler
+        self.slices, self.written = dict(slices), list(written)
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._conn_client: UTCDuckDbClient | None = None
         self._opened = 0.0
         self._status_read: float | None = None  # when a commit last read the run's status
+        self._provisional: set[str] = set()  # days written with their previous rows kept
 
-    @contextmanager
-    def _transaction(
-        self, context: dg.OutputContext, client: UTCDuckDbClient, day_slice: TableSlice
-    ) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A transaction on the held connection (opened, or re-opened after
-        :data:`HOLD_SECONDS` or for another client); a failure closes it. The run's status
-        is read before the commit every :data:`STATUS_EVERY_SECONDS`."""
+    # -- connections and transactions ------------------------------------------------------------
+
+    def _connection(self, context: dg.OutputContext, client: UTCDuckDbClient) -> duckdb.DuckDBPyConnection:
+        """The held connection (opened, or re-opened for another client)."""
         if self._conn is None or self._conn_client is not client:
             self.close()
             self._conn, self._conn_client, self._opened = client.open_writer(context), client, time.monotonic()
             remember_catalog(self._conn)
+        return self._conn
+
+    @contextmanager
+    def _transaction(self, context: dg.OutputContext, client: UTCDuckDbClient) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A transaction on the held connection; a failure closes it. The run's status is read
+        before the commit every :data:`STATUS_EVERY_SECONDS`; the connection is closed once
+        it has served :data:`HOLD_SECONDS`."""
+        conn = self._connection(context, client)
         read = self._status_read is None or time.monotonic() - self._status_read >= STATUS_EVERY_SECONDS
         try:
-            with client.transaction(context, day_slice, self._conn, check_terminated=read) as conn:
-                yield conn
+            with client.transaction(context, self.slices[self.written[0]], conn, check_terminated=read) as txn:
+                yield txn
         except BaseException:
             self.close()
             raise
@@ -186,164 +149,159 @@ class DayStore:
             except duckdb.Error:
                 pass
 
-    @property
-    def asset(self) -> str:
-        return f"{self.table_slice.schema}.{self.table_slice.table}"
+    def asset(self, table: str) -> str:
+        """The name the progress table gives ``table``: ``schema.table``."""
+        table_slice = self.slices[table]
+        return f"{table_slice.schema}.{table_slice.table}"
 
-    def committed(self, context: dg.OutputContext, run_ids: Sequence[str], keys: Collection[str]) -> dict[str, str]:
-        """Which of ``keys`` the runs ``run_ids`` committed: key -> run id (the first of
-        ``run_ids`` that did)."""
-        if not run_ids or not keys:
-            return {}
-        with self.client.connect(context, self.table_slice) as conn:
-            table = _progress(conn, self.table_slice.schema, create=False)
-            if table is None:
-                return {}
-            rows = conn.execute(
-                f"SELECT run_id, partition_key FROM {table} WHERE asset_key = ? AND list_contains(?, run_id)",
-                [self.asset, list(run_ids)],
-            ).fetchall()
-        rank = {run_id: i for i, run_id in enumerate(run_ids)}
-        found: dict[str, str] = {}
-        for run_id, key in sorted(rows, key=lambda r: rank[r[0]]):
-            if key in keys:
-                found.setdefault(key, run_id)
-        return found
+    # -- writing ---------------------------------------------------------------------------------
 
-    def adopt(self, context: dg.OutputContext, keys: Collection[str], rows: Mapping[str, int]) -> None:
-        """Mark ``keys`` as committed by this run too, so a re-execution of it finds them."""
-        if keys:
-            with self.client.connect(context, self.table_slice) as conn:
-                _mark(conn, self.table_slice.schema, context.run_id, self.asset, [(k, rows.get(k, 0)) for k in keys])
-
-    def write(self, context: dg.OutputContext, stored: StoredDay) -> None:
-        """Replace ``stored.day``'s rows and mark it committed by this run, in one transaction;
-        once more without the memory cap if DuckDB needs more than the default cap."""
-        token = day_label.set(stored.day.key)
+    def write(self, context: dg.OutputContext, rows: DayRows) -> None:
+        """Replace the day in every written table and mark it committed by this run, in one
+        transaction; once more without the memory cap if DuckDB needs more than the default cap."""
+        token = day_label.set(rows.day.key)
         try:
             try:
-                self._write(context, self.client, stored)
+                self._write(context, self.client, rows)
             except DuckDBMemoryLimitError as exc:
                 if self.uncapped is None:
                     raise
                 context.log.warning(
                     f"DuckDB ran out of memory under memory_limit={exc.memory_limit} writing"
-                    f" {stored.day.key}; retrying that day once with DuckDB's own limit (80% of RAM)."
+                    f" {rows.day.key}; retrying that day once with DuckDB's own limit (80% of RAM)."
                 )
-                self._write(context, self.uncapped, stored)
+                self._write(context, self.uncapped, rows)
         finally:
             day_label.reset(token)
+        if rows.provisional:
+            self._provisional.add(rows.day.key)
 
-    def _write(self, context: dg.OutputContext, client: UTCDuckDbClient, stored: StoredDay) -> None:
-        day_slice = _day_slice(self.table_slice, stored.day)
-        with self._transaction(context, client, day_slice) as conn:
-            client.ensure_schema_exists(context, day_slice, conn)
-            client.delete_table_slice(context, day_slice, conn)
-            self.handler.handle_output(context, day_slice, stored.frame, conn)
-            _mark(conn, day_slice.schema, context.run_id, self.asset, [(stored.day.key, len(stored.frame))])
+    def _write(self, context: dg.OutputContext, client: UTCDuckDbClient, rows: DayRows) -> None:
+        with self._transaction(context, client) as conn:
+            for table in self.written:
+                one_day = day_slice(self.slices[table], rows.day)
+                token = table_label.set(one_day)
+                try:
+                    client.ensure_schema_exists(context, one_day, conn)
+                    if rows.provisional:
+                        keep_previous(conn, one_day, context.run_id, rows.day.key)
+                    client.delete_table_slice(context, one_day, conn)
+                    self.handler.handle_output(context, one_day, rows.frames[table], conn)
+                    mark(
+                        conn,
+                        one_day.schema,
+                        context.run_id,
+                        self.asset(table),
+                        [(rows.day.key, len(rows.frames[table]))],
+                    )
+                finally:
+                    table_label.reset(token)
 
-    def unmark(self, context: dg.OutputContext, key: str) -> None:
-        """Forget that this run committed ``key`` (its rows stay until it is written again)."""
-        with self._transaction(context, self.client, self.table_slice) as conn:
-            table = _progress(conn, self.table_slice.schema, create=False)
-            if table is not None:
-                conn.execute(
-                    f"DELETE FROM {table} WHERE run_id = ? AND asset_key = ? AND partition_key = ?",
-                    [context.run_id, self.asset, key],
-                )
+    def restore(self, context: dg.OutputContext, day: UTCDay) -> None:
+        """Put back, in every written table at once, what ``day`` held before this run wrote it
+        provisionally (nothing to do for a day it did not write so), and unmark it."""
+        with self._transaction(context, self.client) as conn:
+            for table in self.written:
+                one_day = day_slice(self.slices[table], day)
+                if day.key in self._provisional:
+                    restore_previous(conn, one_day, context.run_id, day.key)
+                unmark(conn, one_day.schema, context.run_id, self.asset(table), day.key)
+        self._provisional.discard(day.key)
 
-    def table_metadata(self) -> dict[str, Any]:
-        """What is true of every day of the table: where it is stored (its schema, which needs
-        the database, is the I/O manager's to add)."""
-        return {"dagster/storage_kind": "duckdb", "dagster/table_name": self.client.get_table_name(self.table_slice)}
-
-    def describe(self, day: UTCDay) -> dict[str, Any]:
-        """The day's metadata: the query that loads it (the partition's own, not the range's)."""
-        return {"Query": dg.MetadataValue.text(self.client.get_select_statement(_day_slice(self.table_slice, day)))}
-
-    def read(
-        self, context: dg.InputContext | dg.OutputContext, day: UTCDay, columns: Sequence[str] | None
-    ) -> pd.DataFrame:
-        """One day's rows, as the pandas handler loads them."""
-        day_slice = _day_slice(self.table_slice, day, columns)
-        with self.client.connect(context, day_slice) as conn:
-            return self.handler.load_input(context, day_slice, conn)
-
-
-class _CommitLog:
-    """The log lines of a range's commits: how many so far, every
-    :data:`PROGRESS_EVERY_SECONDS`, and, if the write fails, which days are kept."""
-
-    def __init__(self, context: dg.OutputContext, to_write: int) -> None:
-        self.context, self.to_write = context, to_write
-        self.days: dict[str, None] = {}  # committed by this attempt, in commit order
-        self._next = time.monotonic() + PROGRESS_EVERY_SECONDS
-
-    def committed(self, key: str) -> None:
-        self.days[key] = None
-        if self.to_write > 1 and time.monotonic() >= self._next:
-            self._next = time.monotonic() + PROGRESS_EVERY_SECONDS
-            self.context.log.info(
-                f"Committed {len(self.days)} of {self.to_write} day(s) so far (the last committed: {key}). Each is"
-                " in the table from its commit; Dagster records the materializations when this step ends."
-            )
-
-    def reopened(self, key: str) -> None:
-        self.days.pop(key, None)
-
-    def failed(self) -> None:
-        if not self.days:
+    def settle(self, context: dg.OutputContext, keys: Sequence[str]) -> None:
+        """The sweep that wrote ``keys`` provisionally ended verified: drop their previous rows."""
+        keys = [k for k in keys if k in self._provisional]
+        if not keys:
             return
-        first, last = min(self.days), max(self.days)
-        span = first if first == last else f"{first}..{last}"
-        self.context.log.warning(
-            f"This attempt committed {len(self.days)} of {self.to_write} day(s) ({span}) before it failed;"
-            " they are kept. A retry of this step, or a re-execution of this run from failure, fetches"
-            " and writes only the other days; a new run of the range replaces them all."
-        )
+        with self._transaction(context, self.client) as conn:
+            for table in self.written:
+                table_slice = self.slices[table]
+                drop_previous(conn, table_slice.schema, table_slice.table, context.run_id, keys)
+        self._provisional.difference_update(keys)
+
+    # -- resuming --------------------------------------------------------------------------------
+
+    def committed(self, context: dg.OutputContext, run_ids: Sequence[str], keys: Collection[str]) -> dict[str, str]:
+        """Which of ``keys`` the runs ``run_ids`` committed in every written table: key -> run
+        id (the first of ``run_ids`` that did)."""
+        if not run_ids or not keys:
+            return {}
+        conn = self._connection(context, self.client)
+        by_table = [committed_by(conn, self.slices[t].schema, run_ids, self.asset(t), keys) for t in self.written]
+        found: dict[str, str] = {}
+        for run_id in run_ids:
+            days = set.intersection(*(marks.get(run_id, set()) for marks in by_table))
+            for key in sorted(days):
+                found.setdefault(key, run_id)
+        return found
+
+    def adopt(self, context: dg.OutputContext, rows: Mapping[str, Mapping[str, int]]) -> None:
+        """Mark days committed by an earlier run as committed by this run too (day -> table ->
+        row count), so a re-execution of it finds them."""
+        if not rows:
+            return
+        with self._transaction(context, self.client) as conn:
+            for table in self.written:
+                marks = [(key, counts.get(table, 0)) for key, counts in rows.items()]
+                mark(conn, self.slices[table].schema, context.run_id, self.asset(table), marks)
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def read(self, context: dg.OutputContext, table: str, day: UTCDay, columns: Sequence[str] | None) -> pd.DataFrame:
+        """One day of ``table``, as the pandas handler loads it."""
+        one_day = day_slice(self.slices[table], day, columns)
+        with self._reading(context, one_day) as conn:
+            return self.handler.load_input(_ReadContext(), one_day, conn)
+
+    @contextmanager
+    def _reading(self, context: dg.OutputContext, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The held connection for a read, DuckDB's errors mapped as the client maps a read's."""
+        conn = self._connection(context, self.client)
+        try:
+            yield conn
+        except duckdb.Error as exc:
+            self.close()
+            raise self.client.read_failure(conn, table_slice, exc) from exc
+
+    def stored_rows(self, context: dg.OutputContext, table: str, days: Sequence[UTCDay]) -> dict[str, int]:
+        """The rows ``table`` holds for each of ``days``, in one scan (0 for a day without rows
+        or a table that does not exist yet)."""
+        if not days:
+            return {}
+        table_slice = self.slices[table]
+        with self._reading(context, table_slice) as conn:
+            if table_columns(conn, table_slice.schema, table_slice.table) is None:
+                return {day.key: 0 for day in days}
+            counts = ", ".join(
+                f"count(*) FILTER (WHERE {partition_where_clause(day_slice(table_slice, day).partition_dimensions)})"
+                for day in days
+            )
+            target = qualified_table(conn, table_slice.schema, table_slice.table)
+            (row,) = conn.execute(f"SELECT {counts} FROM {target}").fetchall()
+        return {day.key: int(n) for day, n in zip(days, row)}
+
+    # -- metadata --------------------------------------------------------------------------------
+
+    def table_metadata(self) -> dict[str, dict[str, Any]]:
+        """What is true of every day of each table: where it is stored (its schema, which needs
+        the database, is the I/O manager's to add)."""
+        return {
+            table: {"dagster/storage_kind": "duckdb", "dagster/table_name": self.client.get_table_name(table_slice)}
+            for table, table_slice in self.slices.items()
+        }
+
+    def describe(self, day: UTCDay) -> dict[str, dict[str, Any]]:
+        """Each written table's metadata of the day: the query that loads it (the partition's own)."""
+        return {
+            table: {
+                "Query": dg.MetadataValue.text(self.client.get_select_statement(day_slice(self.slices[table], day)))
+            }
+            for table in self.written
+        }
 
 
-def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) -> None:
-    """Commit ``stream`` day by day (module docstring), telling it of each day with its query."""
-    done = store.committed(context, stream.resume_from, set(stream.keys))
-    if done:
-        runs = sorted(set(done.values()))
-        context.log.info(
-            f"Resuming: {len(done)} of {len(stream.days)} day(s) were committed by run(s) {', '.join(runs)}"
-            " and are kept; only the other days are fetched and written"
-        )
-    resumed_rows: dict[str, int] = {}
-    for day in stream.days:
-        if day.key in done:
-            frame = store.read(context, day, stream.resume_columns)
-            resumed_rows[day.key] = len(frame)
-            stream.on_resumed(StoredDay(day, frame, resumed_from=done[day.key], metadata=store.describe(day)))
-            del frame
-    store.adopt(context, [k for k, run in done.items() if run != context.run_id], resumed_rows)
-    log = _CommitLog(context, len(stream.days) - len(done))
-    try:
-        for item in stream.produce(set(done)):
-            if isinstance(item, ReopenedDay):
-                store.unmark(context, item.day.key)
-                log.reopened(item.day.key)
-                continue
-            store.write(context, item)
-            log.committed(item.day.key)
-            stream.on_written(dataclasses.replace(item, metadata=store.describe(item.day)))
-    except BaseException as exc:
-        # Neither a log line nor the report of the days kept may take the place of the error
-        # that ends the step.
-        with contextlib.suppress(Exception):
-            log.failed()
-        if stream.on_failed is not None:
-            with contextlib.suppress(Exception):
-                stream.on_failed(exc, store.table_metadata())
-        raise
-    finally:
-        store.close()
+class _ReadContext:
+    """What the pandas handler's ``load_input`` asks of a context when the day store reads a day:
+    one partition (its slice's window), so never "no partitions"."""
 
-
-def day_frames(store: DayStore, context: dg.InputContext, days: Sequence[UTCDay]) -> DayFrames:
-    """The input's days, each loaded when iterated."""
-    columns = store.table_slice.columns
-    return DayFrames(days=list(days), load=lambda day: store.read(context, day, columns))
+    asset_partition_keys = ("day",)

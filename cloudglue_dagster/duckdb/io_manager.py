@@ -23,10 +23,9 @@ what bites a daily pipeline:
 * **Range runs.** A DataFrame for a range replaces the whole window in one transaction and
   does not stamp the range's row count on every partition. A
   :class:`~cloudglue_dagster.streams.DayStream` (what the Cloudglue assets hand over) is
-  committed a day at a time, each day with a progress mark in the same transaction, so a failed
-  run keeps its committed days and its retry or re-execution skips them
-  (:mod:`cloudglue_dagster.duckdb.day_store`); an input with ``cloudglue/day_by_day`` metadata is
-  loaded a day at a time (:class:`~cloudglue_dagster.streams.DayFrames`).
+  committed a day at a time, every table of a day and a progress mark per table in one
+  transaction, so a day is never split across the tables, a failed run keeps its committed
+  days and its retry or re-execution skips them (:mod:`cloudglue_dagster.duckdb.day_store`).
 * **Lean memory.** DuckDB's buffers are capped at :data:`DEFAULT_MEMORY_LIMIT` and writes run
   on one thread, so a run's peak memory is mostly its frame; a read or write that needs more
   is retried once without the cap.
@@ -51,13 +50,14 @@ from typing import Any, cast
 
 import dagster as dg
 import pandas as pd
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler
+from dagster._core.definitions.partitions.utils import TimeWindow
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TablePartitionDimension, TableSlice
 from pydantic import Field, field_validator
 
-from ..days import UTCDay
-from ..streams import DAY_BY_DAY_INPUT, DayFrames, DayStream
+from ..streams import DayStream, TableTarget, TableWritten
 from .client import UTCDuckDbClient
-from .day_store import DayStore, day_frames, write_stream
+from .day_store import DayStore
+from .day_stream import write_stream
 from .errors import DuckDBMemoryLimitError, check_database_path
 from .pandas_handler import DuckDBPandasReplaceTypeHandler
 from .sql import table_columns
@@ -139,8 +139,9 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     for an unpartitioned asset). A range run reports no counts, since Dagster would attach the
     range's total to every partition: the asset should add them with
     ``context.add_asset_metadata(..., partition_key=k)``. A :class:`~cloudglue_dagster.streams.DayStream`
-    output gets only the first three: each day's ``Query`` goes to the stream with the day
-    (``StoredDay.metadata``), for the step to put on that day's partition.
+    output, and each :class:`~cloudglue_dagster.streams.TableWritten` output written with it,
+    gets only the first three: each day's ``Query`` goes to the stream with the day
+    (``DayRows.metadata``), for the step to put on that day's partition.
 
     Example:
         .. code-block:: python
@@ -243,12 +244,16 @@ class _MemoryRetryingDbIOManager(DbIOManager):
         )
 
     supports_day_streams = True
-    """Stores :class:`~cloudglue_dagster.streams.DayStream` outputs a committed day at a time
-    and loads ``cloudglue/day_by_day`` inputs as :class:`~cloudglue_dagster.streams.DayFrames`."""
+    """Stores :class:`~cloudglue_dagster.streams.DayStream` outputs a committed day at a time,
+    every table of a day in one transaction."""
 
     def handle_output(self, context: dg.OutputContext, obj: object) -> None:
         if isinstance(obj, DayStream):
             self._write_days(context, obj)
+            return
+        if isinstance(obj, TableWritten):
+            # Written day by day with another output's stream: describe the table only.
+            self._describe_table(context, self._get_table_slice(context, context))
             return
         try:
             super().handle_output(context, obj)
@@ -256,42 +261,44 @@ class _MemoryRetryingDbIOManager(DbIOManager):
             self._uncapped_or_raise(context, exc).handle_output(context, obj)
 
     def load_input(self, context: dg.InputContext) -> object:
-        if (context.definition_metadata or {}).get(DAY_BY_DAY_INPUT) and context.has_asset_partitions:
-            return self._day_frames(context)
         try:
             return super().load_input(context)
         except DuckDBMemoryLimitError as exc:
             return self._uncapped_or_raise(context, exc).load_input(context)
 
-    def _store(self, context: dg.OutputContext | dg.InputContext, output: dg.OutputContext) -> DayStore:
+    def _write_days(self, context: dg.OutputContext, stream: DayStream) -> None:
         client = cast("UTCDuckDbClient", self._db_client)
         uncapped = None if self._uncapped is None else cast("UTCDuckDbClient", self._uncapped._db_client)
-        return DayStore(client, uncapped, self._resolve_handler(pd.DataFrame), self._get_table_slice(context, output))
-
-    def _write_days(self, context: dg.OutputContext, stream: DayStream) -> None:
-        store = self._store(context, context)
+        window = context.asset_partitions_time_window
+        slices = {name: self._slice(target, window) for name, target in stream.tables.items()}
+        store = DayStore(client, uncapped, self._resolve_handler(pd.DataFrame), slices, stream.written)
         write_stream(store, context, stream)
-        with store.client.connect(context, store.table_slice) as conn:
-            columns = table_columns(conn, store.table_slice.schema, store.table_slice.table) or {}
+        self._describe_table(context, slices[stream.written[0]])
+
+    def _slice(self, target: TableTarget, window: TimeWindow) -> TableSlice:
+        """Where ``target`` is stored, for the run's range: the table and schema Dagster's
+        ``DbIOManager`` would give its asset (the ``schema`` metadata, this manager's schema,
+        the key's prefix, or ``public``)."""
+        path = target.key_path
+        schema = target.metadata.get("schema") or self._schema or (path[-2] if len(path) > 1 else "public")
+        dimension = TablePartitionDimension(partition_expr=str(target.metadata["partition_expr"]), partitions=window)
+        return TableSlice(table=path[-1], schema=str(schema), database=self._database, partition_dimensions=[dimension])
+
+    def _describe_table(self, context: dg.OutputContext, table_slice: TableSlice) -> None:
         # Output metadata lands on every partition of a range, so only what is true of each:
-        # each day's Query and row count travel with its StoredDay, the run's figures elsewhere.
+        # each day's Query and row count travel with its DayRows, the run's figures elsewhere.
+        client = cast("UTCDuckDbClient", self._db_client)
+        with client.connect(context, table_slice) as conn:
+            columns = table_columns(conn, table_slice.schema, table_slice.table) or {}
         context.add_output_metadata(
             {
-                **store.table_metadata(),
+                "dagster/storage_kind": "duckdb",
+                "dagster/table_name": client.get_table_name(table_slice),
                 "dagster/column_schema": dg.TableSchema(
                     columns=[dg.TableColumn(name=name, type=typ) for name, typ in columns.values()]
                 ),
             }
         )
-
-    def _day_frames(self, context: dg.InputContext) -> DayFrames:
-        upstream = cast("dg.OutputContext", context.upstream_output)
-        partitions_def = cast("dg.TimeWindowPartitionsDefinition", context.asset_partitions_def)
-        days = []
-        for key in context.asset_partition_keys:
-            window = partitions_def.time_window_for_partition_key(key)
-            days.append(UTCDay(key, window.start, window.end))
-        return day_frames(self._store(context, upstream), context, days)
 
     def _uncapped_or_raise(
         self, context: dg.OutputContext | dg.InputContext, exc: DuckDBMemoryLimitError

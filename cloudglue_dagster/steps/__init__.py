@@ -1,24 +1,23 @@
-"""What each asset's step does for each UTC day of its run, whatever the warehouse.
+"""The one step behind every table, and what it is made of, whatever the warehouse.
 
-* :mod:`.base`: the run's days, resuming, handing days on, the metadata rule (a partition's
-  materialization describes that partition; the run's figures are an observation);
-* :mod:`.chat_completions`: the paged sweep cut into days, the shrink guard;
-* :mod:`.derived`: chat_messages, token_usage and collection_usage, each day built from
-  chat_completions'.
+* :mod:`.step`: :class:`TablesStep`: each day's tables from one sweep, handed on together;
+* :mod:`.api_days`: chat_completions' days from the API, the shrink guard;
+* :mod:`.tables`: each table of a day built from chat_completions' rows, its metadata and checks;
+* :mod:`.base`: the run's days, resuming, per-table records (the metadata rule);
+* :mod:`.warehouse`: the warehouse seen through any other pandas I/O manager.
 """
 
-from .base import Step, frame_days, output_days, resume_runs, run_days
-from .chat_completions import ChatCompletionsStep
-from .derived import ChatMessagesStep, CollectionUsageStep, TokenUsageStep
+from .base import Recorder, resume_runs, run_days
+from .step import StepSettings, TablesStep
+from .tables import CHAT, Table, tables_for
 
 __all__ = [
-    "ChatCompletionsStep",
-    "ChatMessagesStep",
-    "CollectionUsageStep",
-    "Step",
-    "TokenUsageStep",
-    "frame_days",
-    "output_days",
+    "CHAT",
+    "Recorder",
+    "StepSettings",
+    "Table",
+    "TablesStep",
     "resume_runs",
     "run_days",
+    "tables_for",
 ]

@@ -1,36 +1,23 @@
-"""What every asset's step shares: the run's days, resuming, handing days on, per-day records.
-
-Every step produces its table one day at a time (:class:`~cloudglue_dagster.streams.StoredDay`)
-and records each day's metadata and check outcomes as the day is written. The asset then
-hands the days on in one of two ways (:func:`output_days`):
-
-* to an I/O manager that stores days (``supports_days``, our DuckDB one): as a
-  :class:`~cloudglue_dagster.streams.DayStream`, so each day is committed as soon as it is
-  complete and a range run holds only the days in flight;
-* to any other pandas I/O manager: as one DataFrame for the range, written at the end (the
-  whole range in memory, as in earlier releases).
+"""What the step keeps of each table it writes: the run's days, resuming, per-day records.
 
 Metadata follows one rule: a partition's materialization describes that partition. What the
-run did as a whole (its days, its sweep) is reported once, as an observation of the asset
-without a partition (:meth:`Step.report`); a one-day run also puts it on its one
-materialization, where the run is the day (the late-data sensor reads it there).
+run did as a whole (its days, its sweep) is reported once per table, as an observation of
+the asset without a partition; a one-day run also puts it on its one materialization, where
+the run is the day (the late-data sensor reads it there).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 
-from ..checks import check_evaluations, report_checks
-from ..days import ReopenedDay, UTCDay
-from ..frames import window_rows
+from ..checks import Outcome, check_evaluations
+from ..days import UTCDay
 from ..metadata_keys import RUN_PARTITIONS
-from ..streams import DayFrames, DayStream, StoredDay, supports_days
 
-__all__ = ["Step", "frame_days", "output_days", "resume_runs", "resumed_metadata", "run_days"]
+__all__ = ["Recorder", "resume_runs", "resumed_metadata", "run_days"]
 
 _FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
@@ -59,134 +46,69 @@ def resume_runs(context: dg.AssetExecutionContext) -> list[str]:
     return runs
 
 
-def output_days(
-    context: dg.AssetExecutionContext,
-    io_manager_key: str,
-    stream: DayStream,
-    empty: pd.DataFrame,
-) -> dg.Output:
-    """The step's output: ``stream`` itself for an I/O manager that stores days, else the
-    range's rows in one frame (each day still goes through ``on_written`` before the write)."""
-    if supports_days(getattr(context.resources, io_manager_key, None)):
-        return dg.Output(stream)
-    frames = []
-    for item in stream.produce(()):
-        if isinstance(item, StoredDay):
-            stream.on_written(item)
-            frames.append(item.frame)
-    return dg.Output(pd.concat(frames, ignore_index=True) if frames else empty)
-
-
-def resumed_metadata(stored: StoredDay) -> dict[str, Any]:
+def resumed_metadata(resumed_from: str) -> dict[str, Any]:
     """A day committed earlier and read back: which run committed it."""
-    return {"resumed_from_run": dg.MetadataValue.text(stored.resumed_from or "")}
+    return {"resumed_from_run": dg.MetadataValue.text(resumed_from)}
 
 
-def frame_days(frame: pd.DataFrame, column: str, days: Sequence[UTCDay]) -> DayFrames:
-    """A whole-range frame (from an I/O manager that does not load by day) seen as days."""
-    if column not in frame.columns:  # pd.DataFrame() for a range with nothing stored
-        return DayFrames(days=list(days), load=lambda day: frame)
-    frame = frame.sort_values(column, kind="stable", ignore_index=True)
+class Recorder:
+    """One table's records of the run: each day's materialization metadata and check outcomes.
 
-    def load(day: UTCDay) -> pd.DataFrame:
-        return window_rows(frame, column, day.start, day.end)
+    Args:
+        context: the step's context.
+        key: the table's asset key.
+        checked: whether the table's check is selected in this run.
+    """
 
-    return DayFrames(days=list(days), load=load)
-
-
-class Step:
-    """Per-day bookkeeping shared by the steps: metadata by partition, check outcomes, and
-    the run's own figures (see the module docstring)."""
-
-    def __init__(self, context: dg.AssetExecutionContext, key: dg.AssetKey, days: Sequence[UTCDay]) -> None:
-        self.context, self.key, self.days = context, key, list(days)
-        self.outcomes: dict[str, dict[str, Any]] = {}
+    def __init__(self, context: dg.AssetExecutionContext, key: dg.AssetKey, *, checked: bool) -> None:
+        self.context, self.key, self.checked = context, key, checked
+        self.metadata: dict[str, dict[str, Any]] = {}
+        self.outcomes: dict[str, dict[str, Outcome]] = {}
         self.written: list[str] = []
         self.resumed: list[str] = []
-        self.recorded: dict[str, dict[str, Any]] = {}  # each day's materialization metadata
 
-    def _record(
-        self, stored: StoredDay, metadata: Mapping[str, Any], outcomes: Mapping[str, Mapping[str, Any]] = {}
+    def record(
+        self,
+        day: str,
+        metadata: Mapping[str, Any],
+        outcomes: Mapping[str, Mapping[str, Outcome]],
+        resumed_from: str | None = None,
     ) -> None:
-        """The day's materialization metadata (with the warehouse's, and the run's in a
-        one-day run) and its check outcomes."""
-        (self.resumed if stored.resumed_from else self.written).append(stored.day.key)
-        extra = resumed_metadata(stored) if stored.resumed_from else {}
-        self.recorded[stored.day.key] = {**metadata, **stored.metadata, **extra}
-        self.context.add_asset_metadata(self.recorded[stored.day.key], partition_key=stored.day.key)
-        for check, by_day in outcomes.items():
-            self.outcomes.setdefault(check, {}).update(by_day)
+        """The day's materialization metadata and check outcomes (of a day written, or resumed)."""
+        (self.resumed if resumed_from else self.written).append(day)
+        self.metadata[day] = {**metadata, **(resumed_metadata(resumed_from) if resumed_from else {})}
+        self.context.add_asset_metadata(self.metadata[day], asset_key=self.key, partition_key=day)
+        if self.checked:
+            for check, by_day in outcomes.items():
+                self.outcomes.setdefault(check, {}).update(by_day)
 
-    def forget(self, key: str) -> None:
+    def forget(self, day: str) -> None:
         """Drop what was recorded of a day that is to be written again (a late record reopened it)."""
-        if key in self.written:
-            self.written.remove(key)
-        self.recorded.pop(key, None)
+        if day in self.written:
+            self.written.remove(day)
+        self.metadata.pop(day, None)
         for by_day in self.outcomes.values():
-            by_day.pop(key, None)
+            by_day.pop(day, None)
 
-    resume_columns: Sequence[str] | None = None
-    """The columns :meth:`on_resumed` needs of a day read back (None: all)."""
-
-    def stream(self) -> DayStream:
-        """The step's output for an I/O manager that stores days."""
-        return DayStream(
-            days=self.days,
-            resume_from=resume_runs(self.context),
-            produce=self.produce,
-            on_written=self.on_written,
-            on_resumed=self.on_resumed,
-            resume_columns=self.resume_columns,
-            on_failed=self.on_failed,
-        )
-
-    def on_failed(self, error: BaseException, table: Mapping[str, Any]) -> None:
-        """The step is failing after committing some days: report them now, unless Dagster
-        retries the step (the retry resumes and reports every day).
-
-        Dagster records an output's materializations once the output is handled, so without
-        this a failed run's committed days would show as failed. Each gets a materialization
-        with the metadata recorded for it and the warehouse's ``table`` metadata (not the
-        table's schema, which only a finished output reads), and its check evaluations,
-        logged at once."""
-        if isinstance(error, dg.RetryRequested) and self.context.retry_number < error.max_retries:
-            return
-        for key, metadata in self.recorded.items():
-            self.context.log_event(
-                dg.AssetMaterialization(asset_key=self.key, partition=key, metadata={**table, **metadata})
-            )
-        for evaluation in check_evaluations(self.context.instance, self.key, self.outcomes):
-            self.context.log_event(evaluation)
-
-    def on_written(self, stored: StoredDay) -> None:
-        """Record a day just committed (its metadata and check outcomes)."""
-        raise NotImplementedError
-
-    def on_resumed(self, stored: StoredDay) -> None:
-        """Record a day an earlier attempt committed, read back."""
-        raise NotImplementedError
-
-    def produce(self, skip: Collection[str]) -> Iterator[StoredDay | ReopenedDay]:
-        """:meth:`days_to_write`, then, in a one-day run, the run's figures on that day (only
-        now are they final; the materialization is recorded after the write)."""
-        yield from self.days_to_write(skip)
-        if len(self.days) == 1:
-            self.context.add_asset_metadata(self.run_metadata(), partition_key=self.days[0].key)
-
-    def days_to_write(self, skip: Collection[str]) -> Iterator[StoredDay | ReopenedDay]:
-        """Each day not in ``skip``, once complete (and a ReopenedDay to undo one)."""
-        raise NotImplementedError
-
-    def run_metadata(self) -> dict[str, Any]:
-        """What this run did, as a whole; subclasses add their own figures."""
+    def run_metadata(self, days: Sequence[UTCDay]) -> dict[str, Any]:
+        """What this run did, as a whole, for this table."""
         return {
-            RUN_PARTITIONS: dg.MetadataValue.int(len(self.days)),
-            "run_days": dg.MetadataValue.text(f"{self.days[0].key}...{self.days[-1].key}" if self.days else ""),
+            RUN_PARTITIONS: dg.MetadataValue.int(len(days)),
+            "run_days": dg.MetadataValue.text(f"{days[0].key}...{days[-1].key}" if days else ""),
             "days_written": dg.MetadataValue.int(len(self.written)),
             "days_resumed": dg.MetadataValue.int(len(self.resumed)),
         }
 
-    def report(self) -> Iterator[dg.AssetCheckEvaluation | dg.Output | dg.AssetObservation]:
-        """After the output: each day's check evaluations, then the run's figures, once."""
-        yield from report_checks(self.context, self.key, self.outcomes)
-        yield dg.AssetObservation(asset_key=self.key, metadata=self.run_metadata())
+    def evaluations(self) -> Iterator[dg.AssetCheckEvaluation]:
+        """One evaluation per (check, day), tied to the day's latest materialization."""
+        yield from check_evaluations(self.context.instance, self.key, self.outcomes)
+
+    def log_committed(self, table_metadata: Mapping[str, Any]) -> None:
+        """Record the days written so far now, as materializations and check evaluations: the
+        step is failing, and Dagster would record none of them (see :meth:`TablesStep.on_failed`)."""
+        for day, metadata in self.metadata.items():
+            self.context.log_event(
+                dg.AssetMaterialization(asset_key=self.key, partition=day, metadata={**table_metadata, **metadata})
+            )
+        for evaluation in self.evaluations():
+            self.context.log_event(evaluation)

@@ -33,6 +33,8 @@ LIES = {
     "redirect_loop": "every request is redirected (302) to itself",
     "trickle": "the body is sent one byte every 0.2 s",
     "echo_key": "401 whose error text holds the key raw, repr-escaped, URL-encoded and base64",
+    "empty_account": "every page is empty with total 0 (a key of another, empty account; an outage answering empty lists)",
+    "unauthorized": "401, as to a revoked key",
 }
 
 
@@ -52,6 +54,12 @@ class HostileProxy:
         """Called with each request's number (from 1) before it is answered: a test's trigger."""
         self.down_until = 0.0
         """``time.monotonic()`` until which every request gets a 503 (an outage)."""
+        self.reorder: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None
+        """Rewrites a window's whole listing (each record's JSON, in the emulator's order) before it
+        is paged: a listing out of order, told consistently on every page."""
+        self._listings: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.refuse_from_offset: int | None = None
+        """Requests at this offset or later get a 401 (a key revoked in the middle of a sweep)."""
         self.answered_during_outage = 0
         self._server: ThreadingHTTPServer | None = None
 
@@ -144,9 +152,14 @@ class HostileProxy:
                 base64.urlsafe_b64encode(f"ab{key}".encode()).decode(),
             ]
             return 401, {}, json.dumps({"error": "invalid key: " + " | ".join(forms)}).encode(), False
+        if lie == "unauthorized" or (self.refuse_from_offset is not None and offset >= self.refuse_from_offset):
+            return 401, {}, b'{"error": "invalid api key"}', False
         if lie == "same_page":
             path = path.replace(f"offset={offset}", "offset=0")
-        status, body = self._forward(path, auth)
+        if self.reorder is not None:
+            status, body = self._reordered(query, auth)
+        else:
+            status, body = self._forward(path, auth)
         if status == 200:
             for record in body["data"]:
                 record["created_at"] = self.moves.get(record["id"], record["created_at"])
@@ -155,8 +168,30 @@ class HostileProxy:
         # json.dumps escapes a lone surrogate as \ud800: valid JSON that decodes to invalid text.
         return status, {}, json.dumps(body).encode(), lie == "trickle"
 
+    def _reordered(self, query: dict[str, str], auth: str | None) -> tuple[int, Any]:
+        """The page asked for, cut from the window's whole listing after :attr:`reorder`."""
+        window = (query.get("created_after", ""), query.get("created_before", ""))
+        if window not in self._listings:
+            records: list[dict[str, Any]] = []
+            while True:
+                params = "&".join(f"{k}={v}" for k, v in zip(("created_after", "created_before"), window) if v)
+                status, body = self._forward(f"/v1/chat/completions?limit=100&offset={len(records)}&{params}", auth)
+                if status != 200:
+                    return status, body
+                records.extend(body["data"])
+                if not body["data"] or len(records) >= body["total"]:
+                    break
+            assert self.reorder is not None
+            self._listings[window] = self.reorder(records)
+        listing = self._listings[window]
+        offset, limit = int(query.get("offset", "0")), int(query.get("limit", "100"))
+        page = [dict(r) for r in listing[offset : offset + limit]]
+        return 200, {"object": "list", "data": page, "total": len(listing), "limit": limit, "offset": offset}
+
     def _rewrite(self, lie: str, body: dict[str, Any], offset: int) -> dict[str, Any]:
-        if lie == "empty_first_page" and offset == 0:
+        if lie == "empty_account":
+            body.update(data=[], total=0)
+        elif lie == "empty_first_page" and offset == 0:
             body["data"] = []
         elif lie == "same_page":
             body["offset"] = offset

@@ -36,24 +36,32 @@ class Pipeline:
         }
 
     def materialize(
-        self, first: str, last: str | None = None, *, checks: bool = True, raise_on_error: bool = True
+        self,
+        first: str,
+        last: str | None = None,
+        *,
+        checks: bool = True,
+        raise_on_error: bool = True,
+        allow_shrink: bool = False,
+        selection: Sequence[Any] | None = None,
     ) -> dg.ExecuteInProcessResult:
-        """Materialize one day, or the range first..last as one run."""
-        selection: Sequence[Any] = [*self.built.assets, *(self.built.asset_checks if checks else ())]
-        if last is None:
-            return dg.materialize(
-                selection,
-                resources=self.resources,
-                instance=self.instance,
-                partition_key=first,
-                raise_on_error=raise_on_error,
-            )
+        """Materialize one day, or the range first..last as one run (every table, or the asset
+        keys ``selection``); ``allow_shrink`` sets the step's run config."""
+        assets: Sequence[Any] = [*self.built.assets, *(self.built.asset_checks if checks else ())]
+        run_config = {"ops": {self.built.op_name: {"config": {"allow_shrink": True}}}} if allow_shrink else None
+        partition: dict[str, Any] = (
+            {"partition_key": first}
+            if last is None
+            else {"tags": {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}}
+        )
         return dg.materialize(
-            selection,
+            assets,
             resources=self.resources,
             instance=self.instance,
             raise_on_error=raise_on_error,
-            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+            run_config=run_config,
+            selection=selection,
+            **partition,
         )
 
     def table(self, name: str, where: str = "") -> pd.DataFrame:
