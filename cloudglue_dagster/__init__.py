@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         InvalidResponseError,
         NotFoundError,
         RetriesExhaustedError,
+        WindowTooLargeError,
         is_transient,
     )
     from .frames import ModelPrice
@@ -61,6 +62,7 @@ _HOME = {
     "RetryPolicy": "client",
     "ShrinkGuard": "guards",
     "Usage": "models",
+    "WindowTooLargeError": "errors",
     "build_cloudglue_assets": "assets",
     "is_transient": "errors",
 }
@@ -93,6 +95,7 @@ __all__ = [
     "RetryPolicy",
     "ShrinkGuard",
     "Usage",
+    "WindowTooLargeError",
     "build_cloudglue_assets",
     "is_transient",
 ]
