@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         InvalidResponseError,
         NotFoundError,
         RetriesExhaustedError,
+        WindowTooLargeError,
         is_transient,
     )
     from .frames import ModelPrice
@@ -65,6 +66,7 @@ _HOME = {
     "ShrinkGuard": "guards",
     "ShrinkRefusedError": "guards",
     "Usage": "models",
+    "WindowTooLargeError": "errors",
     "build_cloudglue_assets": "assets",
     "is_transient": "errors",
 }
@@ -100,6 +102,7 @@ __all__ = [
     "ShrinkGuard",
     "ShrinkRefusedError",
     "Usage",
+    "WindowTooLargeError",
     "build_cloudglue_assets",
     "is_transient",
 ]

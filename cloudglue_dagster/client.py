@@ -31,7 +31,7 @@ from .errors import CloudglueConfigError
 from .models import ChatCompletion, ChatCompletionPage
 from .parsing import parse_page
 from .secrecy import display_url
-from .sweep import Fetch, Sweep, SweepStats
+from .sweep import DEFAULT_MAX_WINDOW_RECORDS, Fetch, Sweep, SweepStats
 from .throttle import Throttle
 from .transport import Logger, RetryPolicy, Transport
 
@@ -140,6 +140,10 @@ class CloudglueClient:
         logger: where retries are reported (``logging.Logger`` or Dagster's
             ``context.log``). Default: the ``cloudglue_dagster.client`` logger.
         session: a ``requests.Session`` to use instead of a new one.
+        max_window_records: the largest ``total`` :meth:`iter_chat_completions` pages; a
+            page announcing more stops it with
+            :class:`~cloudglue_dagster.errors.WindowTooLargeError`. Default 10,000,000
+            (:data:`~cloudglue_dagster.sweep.DEFAULT_MAX_WINDOW_RECORDS` says why).
 
     The client is a context manager; ``close()`` releases its connections and stops any
     request still waiting or in flight.
@@ -161,6 +165,7 @@ class CloudglueClient:
         max_concurrent_requests: int = 8,
         logger: Logger | None = None,
         session: requests.Session | None = None,
+        max_window_records: int = DEFAULT_MAX_WINDOW_RECORDS,
     ) -> None:
         timeout = (_positive("connect_timeout", connect_timeout), _positive("read_timeout", read_timeout))
         deadline = _positive("request_deadline", request_deadline)
@@ -174,6 +179,9 @@ class CloudglueClient:
             )
         if retry is not None and max_retries is not None:
             raise CloudglueConfigError("give either retry= or max_retries=, not both")
+        if isinstance(max_window_records, bool) or not isinstance(max_window_records, int) or max_window_records < 1:
+            raise CloudglueConfigError(f"max_window_records must be an integer >= 1, got {max_window_records!r}")
+        self.max_window_records = max_window_records
         self.base_url = validate_base_url(base_url)
         self.max_concurrent_requests = max_concurrent_requests
         self.log: Logger = logger or logging.getLogger(__name__)
@@ -282,16 +290,24 @@ class CloudglueClient:
         The first page tells ``total`` and the page size the server applies (it may cap
         ``limit``); the remaining offsets are then fetched up to ``max_concurrent_requests``
         at a time and yielded in offset order, de-duplicated by id. The pages must account
-        for ``total`` (:mod:`cloudglue_dagster.sweep`): when they do not (the window changed
-        while it was paged, or the server contradicted itself), the window is read again page
-        by page, up to twice, and :class:`~cloudglue_dagster.errors.InconsistentResponseError`
-        is raised if it still does not add up. Order is the server's (not documented; newest
-        first is likely).
+        for ``total`` and hold only records created within the dates asked under every reading
+        of their boundaries (:mod:`cloudglue_dagster.sweep`): when they do not (the window
+        changed while it was paged, or the server contradicted itself), the window is read
+        again page by page, up to twice, and
+        :class:`~cloudglue_dagster.errors.InconsistentResponseError` is raised if it still
+        does not add up. A ``total`` above ``max_window_records`` raises
+        :class:`~cloudglue_dagster.errors.WindowTooLargeError` at once. Order is the server's
+        (not documented; newest first is likely).
 
         Records are yielded as pages pass their checks, so a consumer that must not act on a
-        partial window (the assets) stores nothing until the iterator is exhausted.
+        partial window waits until the iterator is exhausted, or acts only on what a failure
+        later in the sweep cannot contradict (the assets write a day once the listing has
+        moved past it).
 
         Args:
+            created_after, created_before: UTC dates (``datetime.date`` or ``YYYY-MM-DD``);
+                None leaves that side unbounded.
+            page_size: the ``limit`` asked, 1..100.
             stats: a :class:`SweepStats` to fill in (pages, duplicates, re-reads).
         """
         after, before = _date_param("created_after", created_after), _date_param("created_before", created_before)
@@ -307,6 +323,7 @@ class CloudglueClient:
             window=(after, before),
             stats=stats if stats is not None else SweepStats(),
             warn=self.log.warning,
+            max_window_records=self.max_window_records,
         )
         yield from sweep
 

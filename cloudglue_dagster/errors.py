@@ -30,6 +30,7 @@ __all__ = [
     "InvalidResponseError",
     "NotFoundError",
     "RetriesExhaustedError",
+    "WindowTooLargeError",
     "is_transient",
 ]
 
@@ -139,10 +140,12 @@ class InvalidResponseError(CloudglueError):
 class InconsistentResponseError(CloudglueError):
     """The pages of a window contradicted themselves, and kept doing so when read again.
 
-    Raised before anything is stored, so every stored row stays as it was. Examples: a page
-    with no records while ``total`` says more remain, a page holding more records than
-    ``total`` leaves, pages made only of records already received, or fewer distinct records
-    than ``total`` at the end of a read.
+    The sweep stops when it raises this; the client cannot know what its caller did with the
+    records yielded before (the assets say what they stored). Examples: a page with no
+    records while ``total`` says more remain, a page holding more records than ``total``
+    leaves, pages made only of records already received, a record created outside the dates
+    asked under every reading of their boundaries, fewer distinct records than ``total`` at
+    the end of a read, or a ``total`` that grew during a read past what arrivals explain.
 
     Permanent, unless every read failed because the window kept changing (``total`` moved
     while it was paged): then ``transient`` is True and the step is retried later.
@@ -166,9 +169,9 @@ class InconsistentResponseError(CloudglueError):
         listed = "; ".join(f"read {i}: {p}" for i, p in enumerate(problems, 1))
         super().__init__(
             f"The Cloudglue API {what} for the window {window}, {len(problems)} times in a row"
-            f" ({listed}). Nothing was stored: the previous rows are kept."
+            f" ({listed}). The sweep of this window stopped there."
             + (
-                ""
+                " The window may settle: a later retry may read it whole."
                 if transient
                 else " This is a fault of the API's answers, not of the data; a retry would meet it again."
             )
@@ -208,3 +211,42 @@ class HeldTooMuchError(CloudglueError):
         self.max_held_bytes = max_held_bytes
         self.days = list(days)
         self.listing_sorted = listing_sorted
+
+class WindowTooLargeError(CloudglueError):
+    """A page announced a ``total`` above the client's ``max_window_records``; the sweep
+    stopped before paging the window (or the rest of it, when the total jumped mid-sweep).
+
+    Permanent: either the answer is absurd, or the window is too large to page in one sweep
+    (every id is held in memory to de-duplicate, and each page costs a request). The message
+    names the figure, the window and the fix.
+
+    Attributes:
+        created_after, created_before: the dates of the window, as sent.
+        total: the ``total`` the page announced.
+        offset: the offset of that page.
+        max_window_records: the bound it exceeded.
+    """
+
+    def __init__(
+        self,
+        *,
+        created_after: str | None,
+        created_before: str | None,
+        total: int,
+        offset: int,
+        max_window_records: int,
+    ):
+        window = f"created_after={created_after or '-'} created_before={created_before or '-'}"
+        super().__init__(
+            f"The Cloudglue API announced total={total:,} completions for the window {window} (page at"
+            f" offset {offset}), more than max_window_records={max_window_records:,}; the sweep stopped"
+            f" without paging it (at least {-(-total // 100):,} requests of 100 completions, and memory for"
+            " every id). If the window really holds that many completions, split it: backfill shorter"
+            " ranges (the assets' max_partitions_per_run), or raise max_window_records. Otherwise the"
+            " API's answer is wrong, and a retry would meet it again."
+        )
+        self.created_after = created_after
+        self.created_before = created_before
+        self.total = total
+        self.offset = offset
+        self.max_window_records = max_window_records

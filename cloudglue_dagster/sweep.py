@@ -1,17 +1,21 @@
 """Reading a whole window by offset paging, and proving the pages account for ``total``.
 
 Standard library only (plus the records of :mod:`.models`). A sweep is trusted only when its
-pages are consistent with each other; otherwise the window is read again, one page at a time,
-and if it stays inconsistent the sweep fails with
-:class:`~cloudglue_dagster.errors.InconsistentResponseError` *before* anything is stored.
+pages are consistent with each other and with the dates asked; otherwise the window is read
+again, one page at a time, and if it stays inconsistent the sweep stops with
+:class:`~cloudglue_dagster.errors.InconsistentResponseError`. Records are yielded as their page
+passes its checks: what a consumer does with those it already received is its own decision
+(the assets write a day only from a prefix of the listing that passed every check).
 
-**Per page** (one answer contradicting itself): more records than the ``limit`` asked, more
-records than ``total`` leaves after the offset, no records while ``total`` says some remain,
-or the same id twice.
+**Per page** (one answer contradicting itself, :func:`page_problem`): more records than the
+``limit`` asked, more records than ``total`` leaves after the offset, no records while
+``total`` says some remain, the same id twice, or a record whose ``created_at`` lies outside
+the dates asked under every reading of their boundaries (:func:`window_bounds`).
 
 **Per read** of the window: a page made only of records already received in this read while
-``total`` did not move (a server answering the same page for every offset), and, at the end,
-distinct records that do not account for ``total``:
+``total`` did not move (a server answering the same page for every offset), a ``total`` that
+grew past :func:`total_growth_limit` of the read's first one, and, at the end, distinct records
+that do not account for ``total``:
 
 * if ``total`` never moved during the read, the distinct ids must be exactly ``total``;
 * if it moved (completions arriving: the window includes today), the read is explained by
@@ -19,24 +23,62 @@ distinct records that do not account for ``total``:
   read started with (no completion that was there at the start was missed). Anything else
   (``total`` falling, records missing) is read again.
 
+**Per sweep**: a ``total`` above ``max_window_records`` (default
+:data:`DEFAULT_MAX_WINDOW_RECORDS`) on any page stops the sweep at once with
+:class:`~cloudglue_dagster.errors.WindowTooLargeError`, before the window is paged.
+
 The first read fetches the pages after the first concurrently; re-reads go page by page,
 advancing by the records actually received, so records shifting between pages are not missed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InconsistentResponseError
+from .errors import InconsistentResponseError, WindowTooLargeError
 from .models import ChatCompletion, ChatCompletionPage
 
-__all__ = ["MAX_REREADS", "Sweep", "SweepStats", "page_problem"]
+__all__ = [
+    "DEFAULT_MAX_WINDOW_RECORDS",
+    "MAX_REREADS",
+    "TOTAL_GROWTH_FRACTION",
+    "TOTAL_GROWTH_RECORDS",
+    "Sweep",
+    "SweepStats",
+    "page_problem",
+    "total_growth_limit",
+    "window_bounds",
+]
 
 MAX_REREADS = 2
 """Reads of a window after the first one found it inconsistent, before the sweep fails."""
+
+TOTAL_GROWTH_FRACTION = 0.5
+TOTAL_GROWTH_RECORDS = 1_000
+"""How far ``total`` may rise during one read over the read's first ``total``: by half of it
+plus 1,000 completions (:func:`total_growth_limit`). Completions arriving while a window is
+paged explain a rise, but a modest one: to add half the window during one read, they would
+have to arrive at a third of the pace the client pages them (a sequential re-read takes in
+about 300 a second at 100 a page and an assumed 0.3 s a page: ~100 a second, 8.6 million a
+day), and a window growing that fast cannot be read by offset paging at all (the read chases
+its tail). The 1,000 keep a small window (a quiet day, a handful of completions) from failing on
+an ordinary burst. A rise past the bound ends the read as drift (transient), so a server whose
+``total`` grows on every page cannot keep a read going forever."""
+
+DEFAULT_MAX_WINDOW_RECORDS = 10_000_000
+"""The largest ``total`` a sweep pages, by default. The sweep remembers every id it received
+to de-duplicate: a 36-character id (~85 bytes) and its slot in two sets, 165 bytes an id
+measured at the peak of a read (1 million ids: 165 MB), so 10 million is about 1.6 GB, what
+a 2-4 GB worker can still hold. Paging 10 million completions also takes 100,000 requests:
+about an hour at 8 pages in flight and an assumed 0.3 s a page (about eight for a page-by-page
+re-read). A window announcing more is an absurd answer, or a backfill to split into shorter
+runs (``max_partitions_per_run``); raise the bound only where the memory and the hours are."""
+
+_ONE_DAY = dt.timedelta(days=1)
 
 Fetch = Callable[[int], ChatCompletionPage]
 FanOut = Callable[[Fetch, Iterable[int]], Iterator[tuple[int, ChatCompletionPage]]]
@@ -65,9 +107,50 @@ class SweepStats:
     problems: list[str] = field(default_factory=list)
 
 
-def page_problem(page: ChatCompletionPage, offset: int, limit: int) -> str | None:
-    """What makes one answer contradict itself, or None. ``offset`` and ``limit`` are the
-    values asked for."""
+def window_bounds(
+    created_after: str | None, created_before: str | None
+) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The instants ``[low, high)`` (UTC) holding every completion the API may list for the
+    dates asked, whatever its undocumented reading of their boundaries.
+
+    ``created_after=D`` includes day D at most (never the day before), and
+    ``created_before=D`` includes day D at most (never the day after), so every reading lies
+    within ``[D_after 00:00 UTC, D_before + 1 day 00:00 UTC)``. A record outside it is not a
+    boundary reading but a wrong answer.
+
+    Args:
+        created_after, created_before: the dates as sent (``YYYY-MM-DD``, UTC); None leaves
+            that side unbounded (None in the result).
+    """
+    low = None if created_after is None else _midnight(dt.date.fromisoformat(created_after))
+    high = None if created_before is None else _midnight(dt.date.fromisoformat(created_before) + _ONE_DAY)
+    return low, high
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+
+
+def total_growth_limit(first_total: int) -> int:
+    """The highest ``total`` a read that started at ``first_total`` accepts: ``first_total``
+    plus half of it (rounded down) plus 1,000 (see :data:`TOTAL_GROWTH_FRACTION`)."""
+    return first_total + int(first_total * TOTAL_GROWTH_FRACTION) + TOTAL_GROWTH_RECORDS
+
+
+def page_problem(
+    page: ChatCompletionPage,
+    offset: int,
+    limit: int,
+    window: tuple[str | None, str | None] = (None, None),
+) -> str | None:
+    """What makes one answer contradict itself, or None.
+
+    Args:
+        page: the answer.
+        offset, limit: the values asked for.
+        window: ``(created_after, created_before)`` as sent (``YYYY-MM-DD``, UTC; None:
+            unbounded); a record outside :func:`window_bounds` of them is a problem.
+    """
     n, total = len(page.data), page.total
     remaining = max(0, total - offset)
     if n > limit:
@@ -80,7 +163,19 @@ def page_problem(page: ChatCompletionPage, offset: int, limit: int) -> str | Non
     if len(set(ids)) < n:
         twice = next(i for i in ids if ids.count(i) > 1)
         return f"offset {offset}: id {twice!r} twice in one page"
+    low, high = window_bounds(*window)
+    for completion in page.data:
+        if (low is not None and completion.created_at < low) or (high is not None and completion.created_at >= high):
+            return (
+                f"offset {offset}: completion {completion.id!r} created_at {completion.created_at.isoformat()} lies"
+                f" outside the dates asked (created_after={window[0] or '-'} created_before={window[1] or '-'},"
+                f" which hold at most [{_instant(low)}, {_instant(high)}) under any reading)"
+            )
     return None
+
+
+def _instant(moment: dt.datetime | None) -> str:
+    return "..." if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -131,9 +226,14 @@ class Sweep:
         fan_out: fetches many offsets concurrently, yielding ``(offset, page)`` in offset
             order; None reads page by page only.
         limit: the page size asked for.
-        window: ``(created_after, created_before)`` as sent, for messages.
+        window: ``(created_after, created_before)`` as sent (``YYYY-MM-DD``, UTC; None:
+            unbounded): every record must lie within :func:`window_bounds` of them; also
+            named in messages.
         stats: filled in as pages arrive.
         warn: reports a re-read.
+        max_window_records: the largest ``total`` paged; a page announcing more stops the
+            sweep with :class:`~cloudglue_dagster.errors.WindowTooLargeError`. Default
+            :data:`DEFAULT_MAX_WINDOW_RECORDS`.
     """
 
     def __init__(
@@ -145,9 +245,11 @@ class Sweep:
         window: tuple[str | None, str | None],
         stats: SweepStats,
         warn: Callable[[str], Any],
+        max_window_records: int = DEFAULT_MAX_WINDOW_RECORDS,
     ) -> None:
         self.fetch, self.fan_out, self.limit = fetch, fan_out, limit
         self.window, self.stats, self.warn = window, stats, warn
+        self.max_window_records = max_window_records
         self.seen: set[str] = set()
 
     def __iter__(self) -> Iterator[ChatCompletion]:
@@ -176,10 +278,7 @@ class Sweep:
                 f"Cloudglue API: the window changed while it was paged ({verdict.problem}); reading"
                 f" {window} again page by page so no completion is missed"
             )
-        return (
-            f"Cloudglue API: inconsistent answer for {window} ({verdict.problem}); reading it again"
-            " page by page before anything is stored"
-        )
+        return f"Cloudglue API: inconsistent answer for {window} ({verdict.problem}); reading it again page by page"
 
     def _accept(self, page: ChatCompletionPage, tally: _Read) -> Iterator[ChatCompletion]:
         """Count a checked page and yield its records not seen in any read before."""
@@ -198,10 +297,26 @@ class Sweep:
                 yield completion
 
     def _check(self, page: ChatCompletionPage, offset: int, tally: _Read) -> _Verdict | None:
+        if page.total > self.max_window_records:
+            # Checked on every page, before anything of it is used: paging such a window would
+            # hold every id in memory for hours, and reading it again would not make it smaller.
+            raise WindowTooLargeError(
+                created_after=self.window[0],
+                created_before=self.window[1],
+                total=page.total,
+                offset=offset,
+                max_window_records=self.max_window_records,
+            )
         tally.totals.append(page.total)
-        problem = page_problem(page, offset, self.limit)
+        problem = page_problem(page, offset, self.limit, self.window)
         if problem is not None:
             return _Verdict(problem, drift=False)
+        if page.total > (bound := total_growth_limit(tally.totals[0])):
+            return _Verdict(
+                f"offset {offset}: total grew {tally.totals[0]} -> {page.total} during one read, past the"
+                f" {bound} that completions arriving can explain (half the first total + {TOTAL_GROWTH_RECORDS})",
+                drift=True,
+            )
         if offset > 0 and tally.only_seen(page):
             return _Verdict(f"offset {offset}: only records already received, total unchanged", drift=False)
         return None

@@ -7,6 +7,13 @@ every reading (inclusive, exclusive, half-open, strictly-after-midnight), and
 keep exactly the records with ``start <= created_at < end``. The cost is at
 most two extra days of records; the gain is partitions that are exact
 whatever the server does at its boundaries.
+
+Only records of the padding days are dropped here. A record outside the padded
+dates under every reading (before ``created_after`` 00:00 UTC, or from
+``created_before`` + 1 day 00:00 UTC on) is no boundary reading but a wrong
+answer: the client's sweep refuses it (:func:`.sweep.window_bounds`), reads the
+window again and fails with ``InconsistentResponseError`` rather than let a day
+lose it silently.
 """
 
 from __future__ import annotations
@@ -81,8 +88,9 @@ class WindowSweep:
 
     @property
     def dropped(self) -> int:
-        """Completions received but outside the window (the padding days, or
-        whatever the server's boundary reading adds)."""
+        """Completions received but outside the window: those of the padding days
+        that the server's boundary reading includes (records outside the padded
+        dates never get here; the client's sweep fails on them)."""
         return self.received - self.kept
 
     def completions(self, client: CloudglueClient, page_size: int = MAX_PAGE_SIZE) -> Iterator[ChatCompletion]:

@@ -10,26 +10,31 @@ every stored row must be exactly as before.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
-from support.hostile_server import HostileProxy
+from support.hostile_server import ABSURD_TOTAL, HostileProxy
 from support.pipeline import TEST_KEY, Pipeline
 from support.reliability import cli_env, materialize_cmd, read_table
 
 from cloudglue_dagster import (
     CloudglueClient,
+    CloudglueConfigError,
     CloudglueError,
     CloudglueResource,
     InconsistentResponseError,
     InvalidResponseError,
     RetriesExhaustedError,
+    WindowTooLargeError,
 )
 from cloudglue_dagster.assets import DEFAULT_RETRY_POLICY
 from cloudglue_dagster.duckdb.progress import PROGRESS_TABLE
@@ -37,7 +42,7 @@ from cloudglue_dagster.emulator import Dataset, Emulator
 from cloudglue_dagster.errors import CloudglueRequestError, is_transient
 from cloudglue_dagster.guards import ALLOW_SHRINK_TAG, ShrinkGuard
 from cloudglue_dagster.run_control import retry_delay
-from cloudglue_dagster.sweep import MAX_REREADS
+from cloudglue_dagster.sweep import DEFAULT_MAX_WINDOW_RECORDS, MAX_REREADS
 
 START = dt.date(2026, 5, 1)
 FIRST, LAST = "2026-05-03", "2026-05-05"
@@ -372,3 +377,211 @@ def test_a_completion_that_moves_to_another_day_is_stored_where_each_load_saw_it
     assert days_of(moved) == ["2026-05-03", "2026-05-04"]
     assert pipeline.materialize("2026-05-03", "2026-05-04").success
     assert days_of(moved) == ["2026-05-04"]
+
+
+# -- 7. records outside the dates asked, a total that keeps growing, an absurd total --------------
+
+ASKED = ("2026-05-02", "2026-05-06")
+"""The dates a client sends for the run's days 2026-05-03..05 (padded by a day each side)."""
+OUTSIDE_EPOCH = "1969-12-31T23:59:55+00:00"
+"""How ``created_at = -5`` (epoch seconds, below 1e11) reads."""
+
+
+def sweep_ids(
+    proxy: HostileProxy, after: str | None = ASKED[0], before: str | None = ASKED[1], **client: object
+) -> list[str]:
+    """Every id of one sweep through ``proxy`` (10 a page, 4 pages in flight)."""
+    client.setdefault("max_concurrent_requests", 4)
+    with CloudglueClient(TEST_KEY, proxy.base_url, **client) as api:  # type: ignore[arg-type]
+        return [c.id for c in api.iter_chat_completions(after, before, page_size=10)]
+
+
+def test_client_reads_a_window_holding_a_record_created_outside_the_dates_asked_again_and_then_gives_up(
+    proxy: HostileProxy,
+) -> None:
+    """A record created outside the dates asked under every reading of their boundaries
+    (before created_after 00:00 UTC, or from the day after created_before on) used to be
+    dropped by the assets as "outside the window", and its day lost it. It is a page problem
+    now: the window is read again MAX_REREADS times, then a permanent
+    InconsistentResponseError names the record, its created_at and the dates asked."""
+    stray = sweep_ids(proxy)[25]
+    proxy.moves[stray] = -5
+    with pytest.raises(InconsistentResponseError) as info:
+        sweep_ids(proxy)
+    error = info.value
+    assert not is_transient(error) and error.reads == 1 + MAX_REREADS
+    for problem in error.problems:
+        assert f"completion {stray!r} created_at {OUTSIDE_EPOCH} lies outside the dates asked" in problem
+        assert "(created_after=2026-05-02 created_before=2026-05-06, which hold at most" in problem
+    assert "stored" not in str(error)  # the client cannot know what its caller stored
+
+
+def test_client_accepts_records_up_to_the_edges_of_the_widest_reading_and_unbounded_dates_bound_nothing(
+    proxy: HostileProxy,
+) -> None:
+    honest = sweep_ids(proxy)
+    first, last, early = honest[3], honest[30], honest[40]
+    proxy.moves[first] = int(dt.datetime(2026, 5, 2, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    proxy.moves[last] = int(dt.datetime(2026, 5, 7, tzinfo=dt.timezone.utc).timestamp() * 1000) - 1
+    assert sorted(sweep_ids(proxy)) == sorted(honest)
+    proxy.moves[early] = -5
+    everything = sweep_ids(proxy, None, None)
+    assert early in everything and set(honest) <= set(everything)
+    assert early in sweep_ids(proxy, None, ASKED[1])
+    with pytest.raises(InconsistentResponseError):
+        sweep_ids(proxy, ASKED[0], None)
+
+
+def test_client_ends_a_read_whose_total_keeps_growing_as_drift(proxy: HostileProxy) -> None:
+    """A total that grows faster than a page-by-page read advances, with fresh records on
+    every page, used to keep a re-read going forever. A read now stops once its total passes
+    half again its first total plus 1,000 (total_growth_limit); after MAX_REREADS re-reads the
+    sweep fails with a transient InconsistentResponseError, as drift does."""
+    proxy.lie = "swelling_total"
+    started = time.monotonic()
+    with pytest.raises(InconsistentResponseError) as info:
+        sweep_ids(proxy)
+    error = info.value
+    assert is_transient(error) and error.reads == 1 + MAX_REREADS
+    assert "while it was paged" in error.problems[0]  # the concurrent first read sees total move
+    for problem in error.problems[1:]:
+        assert "during one read, past the" in problem and "half the first total + 1000" in problem
+    assert proxy.requests < 300 and time.monotonic() - started < 30, proxy.requests
+
+
+def test_client_refuses_a_window_announcing_an_absurd_total_after_one_request(proxy: HostileProxy) -> None:
+    """total = 10**9 with fresh records on every page used to be paged for as long as memory
+    lasted (12,949 requests and 2.75 GB in 90 s). The first page now stops the sweep with a
+    permanent WindowTooLargeError naming the figure, the window and the fix; a total that
+    jumps past the bound mid-sweep stops it at that page, with the pages in flight cancelled."""
+    proxy.lie = "absurd_total"
+    with pytest.raises(WindowTooLargeError) as info:
+        sweep_ids(proxy)
+    error = info.value
+    assert proxy.requests == 1 and not is_transient(error)
+    assert (error.total, error.offset, error.max_window_records) == (ABSURD_TOTAL, 0, DEFAULT_MAX_WINDOW_RECORDS)
+    assert str(error).startswith(
+        "The Cloudglue API announced total=1,000,000,000 completions for the window"
+        " created_after=2026-05-02 created_before=2026-05-06 (page at offset 0), more than"
+        " max_window_records=10,000,000; the sweep stopped without paging it"
+    )
+    assert "max_partitions_per_run" in str(error) and "raise max_window_records" in str(error)
+
+    proxy.lie, proxy.requests = "absurd_total_later", 0
+    with pytest.raises(WindowTooLargeError) as info:
+        sweep_ids(proxy)
+    assert info.value.offset > 0 and proxy.requests <= 1 + 2 * 4  # the first page and at most the fan-out's window
+
+
+def test_max_window_records_bounds_an_honest_window_too_and_is_checked_when_the_client_is_built(
+    proxy: HostileProxy,
+) -> None:
+    total = len(sweep_ids(proxy))
+    assert len(sweep_ids(proxy, max_window_records=total)) == total
+    proxy.requests = 0
+    with pytest.raises(WindowTooLargeError) as info:
+        sweep_ids(proxy, max_window_records=total - 1)
+    assert info.value.total == total and proxy.requests == 1
+    for bad in (0, -1, True, 1.5, "10"):
+        with pytest.raises(CloudglueConfigError, match="max_window_records must be an integer >= 1"):
+            CloudglueClient(TEST_KEY, proxy.base_url, max_window_records=bad)  # type: ignore[arg-type]
+
+
+# Through the real Dagster CLI: an honest load of the run's days, then the hostile answer.
+
+NO_STEP_RETRIES = json.dumps({"execution": {"config": {"retries": {"disabled": {}}}}})
+"""Run config turning a step retry into a failure: a transient error fails the run at once
+instead of after the default policy's 30 + 90 + 210 s (the same sweep, failing the same way)."""
+
+
+@dataclass
+class CliRun:
+    """One ``dagster asset materialize`` process: its exit code, its output (stdout and
+    stderr), its peak resident memory in KiB (``ru_maxrss`` from ``os.wait4``, the process and
+    the children it waited for) and its wall time in seconds."""
+
+    code: int
+    output: str
+    peak_rss_kib: int
+    seconds: float
+
+
+def run_cli(command: Sequence[str], env: dict[str, str], log: Path, *, timeout: float) -> CliRun:
+    """Run ``command`` to its end, or kill it after ``timeout`` seconds and fail the test."""
+    started = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    # Reaped with os.wait4, not Popen.wait, for its rusage: Popen is told the exit code.
+    while not (reaped := os.wait4(proc.pid, os.WNOHANG))[0]:
+        if time.monotonic() - started > timeout:
+            proc.kill()
+            os.wait4(proc.pid, 0)
+            proc.returncode = -signal.SIGKILL
+            pytest.fail(f"still running after {timeout:.0f}s, killed; its output ended:\n{log.read_text()[-2000:]}")
+        time.sleep(0.1)
+    _, status, usage = reaped
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return CliRun(proc.returncode, log.read_text(), usage.ru_maxrss, time.monotonic() - started)
+
+
+def honest_cli_load(proxy: HostileProxy, tmp_path: Path) -> tuple[dict[str, str], Path, CliRun]:
+    """The run's days loaded honestly through ``proxy`` by the CLI: its env, database and run."""
+    database = tmp_path / "w.duckdb"
+    env = cli_env(
+        key=TEST_KEY, base_url=proxy.base_url, start=START.isoformat(), database=database, home=tmp_path / "home"
+    )
+    run = run_cli(materialize_cmd("--partition-range", f"{FIRST}...{LAST}"), env, tmp_path / "honest.log", timeout=180)
+    assert run.code == 0, run.output[-3000:]
+    proxy.requests = 0
+    return env, database, run
+
+
+def test_a_record_created_outside_the_dates_asked_fails_the_cli_run_and_keeps_every_row(
+    proxy: HostileProxy, tmp_path: Path
+) -> None:
+    """It used to be dropped with an INFO line ("dropped N outside the window"): the run
+    succeeded and its day silently lost the record."""
+    env, database, _ = honest_cli_load(proxy, tmp_path)
+    before = stored(database)
+    chat = before["chat_completions"]
+    stray = chat.loc[chat["created_at"].dt.date == dt.date(2026, 5, 4), "id"].iloc[0]
+    proxy.moves[stray] = -5
+    run = run_cli(materialize_cmd("--partition-range", f"{FIRST}...{LAST}"), env, tmp_path / "run.log", timeout=180)
+    assert run.code != 0, run.output[-3000:]
+    assert "The Cloudglue API gave a self-contradictory answer for the window created_after=2026-05-02" in run.output
+    assert f"completion {stray!r} created_at {OUTSIDE_EPOCH} lies outside the dates asked" in run.output
+    assert "STEP_UP_FOR_RETRY" not in run.output  # permanent: no step retry
+    assert_unchanged(before, database)
+
+
+def test_a_total_that_keeps_growing_fails_the_cli_run_and_keeps_every_row(proxy: HostileProxy, tmp_path: Path) -> None:
+    """It used to keep the run paging forever. The sweep now fails as drift (transient); with
+    step retries disabled by run config the run fails at once."""
+    env, database, _ = honest_cli_load(proxy, tmp_path)
+    before = stored(database)
+    proxy.lie = "swelling_total"
+    command = [*materialize_cmd("--partition-range", f"{FIRST}...{LAST}"), "--config-json", NO_STEP_RETRIES]
+    run = run_cli(command, env, tmp_path / "run.log", timeout=120)
+    assert run.code != 0, run.output[-3000:]
+    assert "The Cloudglue API kept changing while it was read for the window created_after=2026-05-02" in run.output
+    assert "during one read, past the" in run.output
+    assert proxy.requests < 300, proxy.requests
+    assert_unchanged(before, database)
+
+
+def test_an_absurd_total_fails_the_cli_run_after_one_request_in_bounded_memory_and_keeps_every_row(
+    proxy: HostileProxy, tmp_path: Path
+) -> None:
+    """total = 10**9 with fresh records on every page used to run until memory ran out
+    (12,949 requests, 2.75 GB resident and growing after 90 s)."""
+    env, database, honest = honest_cli_load(proxy, tmp_path)
+    before = stored(database)
+    proxy.lie = "absurd_total"
+    run = run_cli(materialize_cmd("--partition-range", f"{FIRST}...{LAST}"), env, tmp_path / "run.log", timeout=90)
+    assert run.code != 0, run.output[-3000:]
+    assert "announced total=1,000,000,000 completions for the window created_after=2026-05-02" in run.output
+    assert "max_partitions_per_run" in run.output
+    assert proxy.requests == 1, proxy.requests
+    # No more memory than the honest load of the same days took (which also wrote them).
+    assert run.peak_rss_kib <= honest.peak_rss_kib + 64 * 1024, (run.peak_rss_kib, honest.peak_rss_kib)
+    assert_unchanged(before, database)

@@ -14,12 +14,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, quote, quote_plus, urlsplit
+from urllib.parse import parse_qs, quote, quote_plus, urlencode, urlsplit
 
 from cloudglue_dagster.emulator import Emulator
+
+ABSURD_TOTAL = 10**9
+"""The ``total`` the ``absurd_total`` lies claim: a window no client could page (10 million pages)."""
 
 LIES = {
     "empty_first_page": "offset 0 answers data: [] with the true total",
@@ -35,6 +39,13 @@ LIES = {
     "echo_key": "401 whose error text holds the key raw, repr-escaped, URL-encoded and base64",
     "empty_account": "every page is empty with total 0 (a key of another, empty account; an outage answering empty lists)",
     "unauthorized": "401, as to a revoked key",
+    "swelling_total": (
+        "every page claims total = the true total + 2 x limit x the proxy's request count (it grows"
+        " faster than a page-by-page read advances), and a page past the true records is made of"
+        " fresh records (copies of the window's first records under new ids)"
+    ),
+    "absurd_total": f"every page claims total = {ABSURD_TOTAL:,}, and a page past the true records is made of fresh records",
+    "absurd_total_later": "as absurd_total, except the page at offset 0, which is honest (the total jumps mid-sweep)",
 }
 
 
@@ -161,10 +172,12 @@ class HostileProxy:
         else:
             status, body = self._forward(path, auth)
         if status == 200:
+            if lie in ("swelling_total", "absurd_total", "absurd_total_later") and not body["data"] and offset > 0:
+                body["data"] = self._fresh_records(path, auth, query, offset)
             for record in body["data"]:
                 record["created_at"] = self.moves.get(record["id"], record["created_at"])
             if lie is not None:
-                body = self._rewrite(lie, body, offset)
+                body = self._rewrite(lie, body, offset, int(query.get("limit", "100")))
         # json.dumps escapes a lone surrogate as \ud800: valid JSON that decodes to invalid text.
         return status, {}, json.dumps(body).encode(), lie == "trickle"
 
@@ -188,7 +201,19 @@ class HostileProxy:
         page = [dict(r) for r in listing[offset : offset + limit]]
         return 200, {"object": "list", "data": page, "total": len(listing), "limit": limit, "offset": offset}
 
-    def _rewrite(self, lie: str, body: dict[str, Any], offset: int) -> dict[str, Any]:
+    def _fresh_records(self, path: str, auth: str | None, query: dict[str, str], offset: int) -> list[dict[str, Any]]:
+        """A full page of records no earlier page of a read held: the window's first records,
+        repeated, under ids made from ``offset`` (the same offset gives the same ids)."""
+        first = urlsplit(path)._replace(query=urlencode({**query, "offset": "0"})).geturl()
+        _status, body = self._forward(first, auth)
+        models = body["data"]
+        limit = int(query.get("limit", "100"))
+        return [
+            dict(models[i % len(models)], id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"fresh/{offset}/{i}")))
+            for i in range(limit if models else 0)
+        ]
+
+    def _rewrite(self, lie: str, body: dict[str, Any], offset: int, limit: int) -> dict[str, Any]:
         if lie == "empty_account":
             body.update(data=[], total=0)
         elif lie == "empty_first_page" and offset == 0:
@@ -199,6 +224,10 @@ class HostileProxy:
             body["total"] = offset + len(body["data"]) // 2
         elif lie == "huge_total":
             body["total"] = 2**70
+        elif lie == "swelling_total":
+            body["total"] += 2 * limit * self.requests
+        elif lie == "absurd_total" or (lie == "absurd_total_later" and offset > 0):
+            body["total"] = ABSURD_TOTAL
         elif lie == "huge_tokens" and body["data"]:
             body["data"][0]["usage"]["total_tokens"] = 2**70
         elif lie == "lone_surrogate":
