@@ -212,6 +212,7 @@ class HeldTooMuchError(CloudglueError):
         self.days = list(days)
         self.listing_sorted = listing_sorted
 
+
 class WindowTooLargeError(CloudglueError):
     """A page announced a ``total`` above the client's ``max_window_records``; the sweep
     stopped before paging the window (or the rest of it, when the total jumped mid-sweep).
