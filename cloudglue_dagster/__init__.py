@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         InconsistentResponseError,
         InvalidResponseError,
         NotFoundError,
+        ResponseTooLargeError,
         RetriesExhaustedError,
         is_transient,
     )
@@ -57,6 +58,7 @@ _HOME = {
     "InvalidResponseError": "errors",
     "ModelPrice": "frames",
     "NotFoundError": "errors",
+    "ResponseTooLargeError": "errors",
     "RetriesExhaustedError": "errors",
     "RetryPolicy": "client",
     "ShrinkGuard": "guards",
@@ -89,6 +91,7 @@ __all__ = [
     "InvalidResponseError",
     "ModelPrice",
     "NotFoundError",
+    "ResponseTooLargeError",
     "RetriesExhaustedError",
     "RetryPolicy",
     "ShrinkGuard",
