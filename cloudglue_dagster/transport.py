@@ -12,7 +12,9 @@
   :class:`~cloudglue_dagster.errors.ResponseTooLargeError`, so a gzip bomb costs at most the
   cap in memory.
 * **The key stays secret** (:mod:`.secrecy`): sent only in the ``Authorization`` header,
-  scrubbed from every text that reaches a message.
+  scrubbed from every text that reaches a message, and never handed to a proxy in clear:
+  plain ``http://`` (loopback hosts only) goes straight to the host, whatever the proxy
+  settings; ``https://`` uses them as requests does, through a CONNECT tunnel.
 * **Stops when told.** :meth:`Transport.close` (or a sweep's own cancel event) wakes every
   waiting request and aborts those in flight, so an interrupted run ends in seconds.
 """
@@ -33,6 +35,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from ._loopback import is_loopback
 from .deadline import Watch, Watchdog, WatchedAdapter, current
 from .errors import (
     AuthenticationError,
@@ -154,6 +157,35 @@ class _BearerAuth(requests.auth.AuthBase):
         return "_BearerAuth(<redacted>)"
 
 
+class _Adapter(WatchedAdapter):
+    """The adapter every request goes through: the deadline's pools (:mod:`.deadline`), and
+    no proxy for ``http://`` to a loopback host.
+
+    On ``http://`` the key travels in clear, and a proxy would read it. ``validate_base_url``
+    admits ``http://`` only for loopback hosts, which need no proxy (one on another machine
+    would reach its own loopback, not ours), so such a request goes straight to the host
+    whatever the settings: ``HTTP_PROXY``, ``http_proxy``, ``ALL_PROXY``, a session's
+    ``proxies``, or one requests adds back while following a redirect. Deciding here, where
+    the connection is chosen, covers them all.
+    """
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: bool | str = True,
+        cert: Any = None,
+        proxies: dict[str, str] | None = None,
+    ) -> requests.Response:
+        parts = urlsplit(request.url or "")
+        if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+            proxies = {}
+            # requests may have added the proxy's own credential (on a redirect): not for the host.
+            request.headers.pop("Proxy-Authorization", None)
+        return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
+
+
 def _drop_redirect_body(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
     """A response hook: requests reads a redirect's whole body before it follows the
     ``Location`` (to free the connection), however large, even when streaming. The body of a
@@ -202,7 +234,7 @@ class Transport:
         self._session = session or requests.Session()
         self._session.max_redirects = MAX_REDIRECTS
         # One pooled connection per concurrent request, so fan-out reuses sockets.
-        pooled = WatchedAdapter(pool_maxsize=max(10, concurrency))
+        pooled = _Adapter(pool_maxsize=max(10, concurrency))
         self._session.mount("https://", pooled)
         self._session.mount("http://", pooled)
         self._watchdog = Watchdog()

@@ -5,7 +5,9 @@ default): a gzip bomb (4 MB inflating to 4 GiB) fails the request at once with a
 permanent error, and the memory it costs is measured on a child process (``os.wait4``: the
 kernel's peak resident set), for the client alone and for a real ``dagster asset
 materialize`` run, whose stored rows stay as they were. Error pages and redirects are read
-only a little, or not at all.
+only a little, or not at all. And the key never reaches a proxy in clear: an ``http://``
+loopback API bypasses every proxy setting, while ``https://`` keeps the environment's proxy
+through a CONNECT tunnel.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import requests
 from support.hostile_http import (
     GIB,
     MIB,
     Finished,
+    RecordingProxy,
     Seen,
     gzip_bomb,
     in_pieces,
     measured_run,
+    proxy_environment,
     streaming_server,
     without_proxy_settings,
 )
@@ -271,3 +276,68 @@ def test_a_gzip_bomb_fails_a_cli_run_at_once_keeps_every_row_and_bounds_its_memo
     assert bombed.peak_rss < honest.peak_rss + DEFAULT_MAX_RESPONSE_BYTES + 256 * MIB, (
         f"{bombed.peak_rss / MIB:.0f} MiB against {honest.peak_rss / MIB:.0f} MiB for the honest run"
     )
+
+
+# -- proxies -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordingProxy]:
+    """A recording proxy, set in this process's environment by every variable requests reads
+    for ``http://`` (and no NO_PROXY exempting loopback)."""
+    with RecordingProxy() as server:
+        for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in proxy_environment(server.url).items():
+            monkeypatch.setenv(name, value)
+        yield server
+
+
+@pytest.mark.parametrize("where", ["environment", "session"])
+def test_an_http_loopback_api_bypasses_every_proxy_setting(emu: Emulator, proxy: RecordingProxy, where: str) -> None:
+    """Over http:// the key travels in clear, so a proxy would read it. With HTTP_PROXY,
+    http_proxy and ALL_PROXY set (and, for a caller's own session, its ``proxies`` too), the
+    client reaches the emulator directly, and the proxy receives nothing at all."""
+    session = requests.Session()
+    if where == "session":
+        session.proxies = {"http": proxy.url, "all": proxy.url}
+    with CloudglueClient(TEST_KEY, emu.base_url, retry=FAST, session=session) as client:
+        page = client.list_chat_completions(created_after=FIRST, created_before=LAST)
+        assert page.total > 0 and len(list(client.iter_chat_completions(FIRST, LAST, page_size=20))) == page.total
+    assert proxy.seen == []
+
+
+def test_an_https_api_still_goes_through_the_proxy_by_a_connect_that_carries_no_key(
+    proxy: RecordingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """https:// keeps the environment's proxy, as requests does: the proxy only opens a
+    tunnel (CONNECT host:443, no Authorization), and the key would travel inside TLS. This
+    proxy refuses the tunnel, so the request fails as a network failure does."""
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    with CloudglueClient(TEST_KEY, "https://api.cloudglue.invalid/v1", max_retries=0) as client:
+        with pytest.raises(RetriesExhaustedError):
+            client.list_chat_completions()
+    assert [(s.method, s.target) for s in proxy.seen] == [("CONNECT", "api.cloudglue.invalid:443")]
+    assert "authorization" not in {k.lower() for k in proxy.seen[0].headers}
+    assert TEST_KEY not in json.dumps(proxy.seen[0].headers)
+
+
+def test_a_cli_run_against_an_http_loopback_api_sends_nothing_to_the_proxy(emu: Emulator, tmp_path: Path) -> None:
+    """The real ``dagster asset materialize``, with HTTP_PROXY, http_proxy and ALL_PROXY set
+    in its environment: the run loads the days from the emulator directly, and the proxy
+    receives no request, so never the Authorization header."""
+    home, database = tmp_path / "home", tmp_path / "w.duckdb"
+    with RecordingProxy() as proxy:
+        env = {
+            **without_proxy_settings(
+                cli_env(key=TEST_KEY, base_url=emu.base_url, start=START.isoformat(), database=database, home=home)
+            ),
+            **proxy_environment(proxy.url),
+        }
+        run = measured_run(
+            materialize_cmd("--partition-range", f"{FIRST}...{LAST}"), env, tmp_path / "run.txt", timeout=300
+        )
+    assert run.returncode == 0, run.output[-3000:]
+    expected = sum(emu.ground_truth(dt.date.fromisoformat(day)).count for day in (FIRST, "2026-05-04", LAST))
+    assert len(read_table(database, "chat_completions")) == expected > 0
+    assert proxy.seen == [], [(s.method, s.target, sorted(s.headers)) for s in proxy.seen]

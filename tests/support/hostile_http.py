@@ -1,10 +1,12 @@
-"""Loopback attacks on the transport: a gzip bomb, bodies streamed from an iterator, and the
-peak memory of a command.
+"""Loopback attacks on the transport: a gzip bomb, bodies streamed from an iterator, a forward
+proxy that records what reaches it, and the peak memory of a command.
 
 ``gzip_bomb()`` is a real gzip body (one member, valid CRC) of about 4 MB that inflates to
 4 GiB of zeros; it is assembled from one deflate segment repeated, so building it holds 4 MB,
 never 4 GiB. ``streaming_server`` answers each request with a status, headers and an iterable
 of byte chunks, so a body can be longer than memory, stall, or announce more than it sends.
+``RecordingProxy`` is an HTTP forward proxy: it records every request it receives (request
+line and headers), forwards plain GETs to their origin and refuses CONNECT tunnels.
 ``measured_run`` runs a command and returns, with its output, its peak resident memory as
 the kernel counted it (``os.wait4``).
 """
@@ -12,6 +14,7 @@ the kernel counted it (``os.wait4``).
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import os
 import signal
@@ -26,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -110,6 +114,83 @@ def streaming_server(reply: Callable[[Seen], Streamed]) -> Iterator[tuple[str, l
 def in_pieces(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
     for start in range(0, len(body), size):
         yield body[start : start + size]
+
+
+class RecordingProxy:
+    """An HTTP forward proxy on loopback that records every request it receives.
+
+    Plain GETs (absolute URI, as clients send them to a proxy) are forwarded to their origin
+    and answered, so a client that uses the proxy works and leaks without noticing; CONNECT
+    (an ``https://`` tunnel) is recorded and refused with 403. ``url`` is what goes in
+    ``HTTP_PROXY``; ``seen`` holds each request it received.
+    """
+
+    def __init__(self) -> None:
+        self.seen: list[Seen] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> RecordingProxy:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_CONNECT(self) -> None:  # noqa: N802
+                proxy.seen.append(Seen("CONNECT", self.path, dict(self.headers), self.client_address[1]))
+                self._answer(403, {}, b"")
+
+            def do_GET(self) -> None:  # noqa: N802
+                proxy.seen.append(Seen("GET", self.path, dict(self.headers), self.client_address[1]))
+                target = urlsplit(self.path)
+                if target.scheme != "http" or not target.hostname:
+                    self._answer(400, {}, b"not a proxy request")
+                    return
+                # Straight to the origin with http.client: urllib would read HTTP_PROXY itself.
+                origin = http.client.HTTPConnection(target.hostname, target.port or 80, timeout=30)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "proxy-connection")}
+                    origin.request("GET", target.path + (f"?{target.query}" if target.query else ""), headers=headers)
+                    answer = origin.getresponse()
+                    body = answer.read()
+                    kept = {k: v for k, v in answer.getheaders() if k.lower() in ("content-type", "content-encoding")}
+                    self._answer(answer.status, kept, body)
+                finally:
+                    origin.close()
+
+            def _answer(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def proxy_environment(proxy_url: str) -> dict[str, str]:
+    """Every variable through which requests would pick a proxy for ``http://``, all set to
+    ``proxy_url`` (and no ``NO_PROXY`` exempting loopback hosts)."""
+    return {"HTTP_PROXY": proxy_url, "http_proxy": proxy_url, "ALL_PROXY": proxy_url, "all_proxy": proxy_url}
 
 
 def without_proxy_settings(env: Mapping[str, str]) -> dict[str, str]:
