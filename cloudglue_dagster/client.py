@@ -7,8 +7,8 @@ No Dagster here: the client is usable (and tested) on its own::
             print(completion.id, completion.created_at)
 
 It pages by offset and verifies that the pages account for ``total`` (:mod:`.sweep`); each
-request is retried when worth it, bounded by a total deadline, and its key kept secret
-(:mod:`.transport`). Only :class:`~cloudglue_dagster.errors.CloudglueError` subclasses leave
+request is retried when worth it, bounded by a total deadline and a body size, and its key
+kept secret (:mod:`.transport`). Only :class:`~cloudglue_dagster.errors.CloudglueError` subclasses leave
 it, each transient or permanent (:func:`~cloudglue_dagster.errors.is_transient`).
 """
 
@@ -37,8 +37,10 @@ from .transport import Logger, RetryPolicy, Transport
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_REQUEST_DEADLINE",
     "MAX_PAGE_SIZE",
+    "MIN_RESPONSE_BYTES",
     "CloudglueClient",
     "RetryPolicy",
     "SweepStats",
@@ -50,6 +52,13 @@ MAX_PAGE_SIZE = 100
 """The API's largest page (``limit`` <= 100)."""
 DEFAULT_REQUEST_DEADLINE = 120.0
 """Seconds one attempt of a request may take in all (a page is ~150 KB; the emulator answers in ms)."""
+DEFAULT_MAX_RESPONSE_BYTES = 128 * 1024 * 1024
+"""The largest response body accepted, in bytes after decompression: 128 MiB. A page of 100
+completions is about 150 KB, so this leaves room for completions hundreds of times longer
+than usual, while a gzip bomb (4 MB inflating to 4 GiB) is stopped at 128 MiB."""
+MIN_RESPONSE_BYTES = 1024
+"""The smallest ``max_response_bytes`` accepted: a page of one completion is about 1.4 KB, so
+a smaller cap can only be a unit mistake (128 meant as MiB)."""
 
 _CHAT_COMPLETIONS_PATH = "/chat/completions"
 
@@ -133,6 +142,12 @@ class CloudglueClient:
             response. Default 60.
         request_deadline: seconds one attempt may take in all, however the server
             trickles its bytes; past it the attempt is a transient failure. Default 120.
+        max_response_bytes: the largest response body accepted, in bytes counted after
+            decompression; default 128 MiB (:data:`DEFAULT_MAX_RESPONSE_BYTES`; a page of 100
+            completions is about 150 KB), at least 1024. A body past it, or a
+            ``Content-Length`` announcing more, fails the request at once with
+            :class:`~cloudglue_dagster.errors.ResponseTooLargeError` (permanent), having held at
+            most that much in memory per request in flight. Error bodies are read up to 64 KiB.
         retry: a :class:`RetryPolicy`; or give ``max_retries`` alone.
         max_retries: shorthand for ``RetryPolicy(max_retries=...)``.
         max_concurrent_requests: pages fetched at once by
@@ -160,6 +175,7 @@ class CloudglueClient:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         request_deadline: float = DEFAULT_REQUEST_DEADLINE,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         retry: RetryPolicy | None = None,
         max_retries: int | None = None,
         max_concurrent_requests: int = 8,
@@ -177,6 +193,14 @@ class CloudglueClient:
             raise CloudglueConfigError(
                 f"max_concurrent_requests must be an integer >= 1, got {max_concurrent_requests!r}"
             )
+        if (
+            isinstance(max_response_bytes, bool)
+            or not isinstance(max_response_bytes, int)
+            or max_response_bytes < MIN_RESPONSE_BYTES
+        ):
+            raise CloudglueConfigError(
+                f"max_response_bytes must be an integer >= {MIN_RESPONSE_BYTES} (bytes), got {max_response_bytes!r}"
+            )
         if retry is not None and max_retries is not None:
             raise CloudglueConfigError("give either retry= or max_retries=, not both")
         if isinstance(max_window_records, bool) or not isinstance(max_window_records, int) or max_window_records < 1:
@@ -189,6 +213,7 @@ class CloudglueClient:
             api_key,
             timeout=timeout,
             deadline=deadline,
+            max_response_bytes=max_response_bytes,
             retry=retry or (RetryPolicy(max_retries=max_retries) if max_retries is not None else RetryPolicy()),
             concurrency=max_concurrent_requests,
             logger=self.log,
@@ -218,6 +243,11 @@ class CloudglueClient:
     def request_deadline(self) -> float:
         """Seconds one attempt may take in all."""
         return self._transport.deadline
+
+    @property
+    def max_response_bytes(self) -> int:
+        """The largest response body accepted, in bytes after decompression."""
+        return self._transport.max_response_bytes
 
     @property
     def retry(self) -> RetryPolicy:
@@ -260,6 +290,8 @@ class CloudglueClient:
             CloudglueRequestError: the request could not be sent or completed (a redirect loop).
             RetriesExhaustedError: transient failures outlasted ``max_retries``.
             InvalidResponseError: a 200 whose body does not have the documented shape.
+            ResponseTooLargeError: a 200 whose body exceeds ``max_response_bytes`` (a subclass
+                of InvalidResponseError).
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
             raise CloudglueConfigError(f"limit must be an integer between 1 and {MAX_PAGE_SIZE}, got {limit!r}")

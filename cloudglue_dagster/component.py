@@ -60,6 +60,10 @@ class CloudglueAccount(dg.Model):
     request_deadline_seconds: float | None = Field(
         default=None, description="Seconds one attempt of a request may take in all (120)."
     )
+    max_response_bytes: int | None = Field(
+        default=None,
+        description="Largest response body accepted, in bytes after decompression (134217728 = 128 MiB).",
+    )
 
 
 class DuckDBStorage(dg.Model):
@@ -228,6 +232,7 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             "max_retries": account.max_retries,
             "timeout_seconds": account.timeout_seconds,
             "request_deadline_seconds": account.request_deadline_seconds,
+            "max_response_bytes": account.max_response_bytes,
         }
         resources: dict[str, object] = {
             resource_key: CloudglueResource(

@@ -2,9 +2,11 @@
 
 The read timeout applies between bytes, so a server trickling a byte every few seconds could
 hold a request for days. :class:`Watchdog` (one daemon thread per client) shuts the socket of
-any request older than its deadline; :func:`adapter` gives a ``requests`` adapter whose
+any request older than its deadline; :class:`WatchedAdapter` is a ``requests`` adapter whose
 connection pools tell the watchdog which socket a request got. ``abort_all`` cuts every request
-in flight (a sweep that stops early, an interrupt).
+in flight (a sweep that stops early, an interrupt). A watch covers its request, headers and
+body however they are read, until the caller releases it; it lets go of a connection as soon
+as the connection is back in its pool, where another request may take it.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import time
 from typing import Any
 
 import requests.adapters
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-__all__ = ["Watch", "Watchdog", "adapter", "current"]
+__all__ = ["Watch", "WatchedAdapter", "Watchdog", "current"]
 
 
 current = threading.local()  # the Watch of the request this thread is sending
@@ -33,15 +36,27 @@ class Watch:
         self.expired = False
         self.aborted = False
         self._conn: Any = None
+        self._sock: Any = None
         self._done = False
         self._lock = threading.Lock()
 
     def attach(self, conn: Any) -> None:
+        """urllib3 picked ``conn`` for this request, or has just connected it. Its socket is
+        kept here: http.client forgets it (``conn.sock = None``) as soon as the headers say
+        ``Connection: close``, while the body is still to be read from it."""
         with self._lock:
             self._conn = conn
+            self._sock = getattr(conn, "sock", None)
             cut = self.expired or self.aborted
         if cut:
             self._shutdown()
+
+    def detach(self, conn: Any) -> None:
+        """``conn`` went back to its pool: from now on it may serve another request, which
+        this watch must never cut."""
+        with self._lock:
+            if self._conn is conn:
+                self._conn = self._sock = None
 
     def cut(self, *, abort: bool) -> bool:
         """Mark expired (or aborted) and shut the socket; False if no socket to shut yet."""
@@ -57,11 +72,11 @@ class Watch:
     def finish(self) -> None:
         with self._lock:
             self._done = True
-            self._conn = None
+            self._conn = self._sock = None
 
     def _shutdown(self) -> bool:
         with self._lock:
-            sock = getattr(self._conn, "sock", None) if not self._done else None
+            sock = None if self._done else getattr(self._conn, "sock", None) or self._sock
         if sock is None:
             return False
         try:
@@ -130,6 +145,25 @@ class Watchdog:
                     heapq.heappush(self._heap, (time.monotonic() + 0.05, next(self._seq), watch))
 
 
+class _WatchedConnection:
+    """Mixin for urllib3 connections: a new connection shows its socket to the sending
+    thread's :class:`Watch` as soon as it is connected."""
+
+    def connect(self) -> None:
+        super().connect()  # type: ignore[misc]
+        watch = getattr(current, "watch", None)
+        if watch is not None:
+            watch.attach(self)
+
+
+class _WatchedHTTPConnection(_WatchedConnection, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnection, HTTPSConnection):
+    pass
+
+
 class _WatchedPool:
     """Mixin for urllib3 pools: tells the sending thread's :class:`Watch` which connection it got."""
 
@@ -139,21 +173,26 @@ class _WatchedPool:
             watch.attach(conn)
         return super()._make_request(conn, *args, **kwargs)  # type: ignore[misc]
 
+    def _put_conn(self, conn: Any) -> None:
+        # Called by the thread whose request is done with ``conn`` (body read, or closed):
+        # its watch lets go before the pool can hand the connection to another request.
+        watch = getattr(current, "watch", None)
+        if watch is not None:
+            watch.detach(conn)
+        super()._put_conn(conn)  # type: ignore[misc]
+
 
 class _WatchedHTTPPool(_WatchedPool, HTTPConnectionPool):
-    pass
+    ConnectionCls = _WatchedHTTPConnection
 
 
 class _WatchedHTTPSPool(_WatchedPool, HTTPSConnectionPool):
-    pass
+    ConnectionCls = _WatchedHTTPSConnection
 
 
-class _Adapter(requests.adapters.HTTPAdapter):
+class WatchedAdapter(requests.adapters.HTTPAdapter):
+    """A ``requests`` adapter whose pools report each request's connection to its :class:`Watch`."""
+
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
-
-
-def adapter(pool_maxsize: int) -> requests.adapters.HTTPAdapter:
-    """A ``requests`` adapter whose pools report each request's connection to its :class:`Watch`."""
-    return _Adapter(pool_maxsize=pool_maxsize)

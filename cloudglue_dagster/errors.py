@@ -29,6 +29,7 @@ __all__ = [
     "InconsistentResponseError",
     "InvalidResponseError",
     "NotFoundError",
+    "ResponseTooLargeError",
     "RetriesExhaustedError",
     "WindowTooLargeError",
     "is_transient",
@@ -135,6 +136,43 @@ class InvalidResponseError(CloudglueError):
         self.reason = reason
         self.completion_id = completion_id
         self.field = field
+
+
+class ResponseTooLargeError(InvalidResponseError):
+    """A response body larger than the client's ``max_response_bytes``, counted after
+    decompression (a gzip body of 4 MB can inflate to 4 GiB), or announced larger by its
+    ``Content-Length``. Reading stopped at the limit, so memory stayed bounded. Permanent: the
+    same request would get the same body.
+
+    Attributes:
+        path: the URL path that answered (no query: it names the endpoint, not the page).
+        limit: the ``max_response_bytes`` in force, in bytes.
+        announced: the ``Content-Length`` that exceeded the limit, in bytes; None when the
+            body itself went past the limit as it was read.
+    """
+
+    def __init__(self, *, path: str, limit: int, announced: int | None = None):
+        if announced is None:
+            what = (
+                f"the body of GET {path} went past max_response_bytes = {_size(limit)}, measured after"
+                " decompression (any Content-Encoding undone); reading stopped there"
+            )
+        else:
+            what = (
+                f"GET {path} announced a body of {_size(announced)} (Content-Length), more than"
+                f" max_response_bytes = {_size(limit)}; none of it was read"
+            )
+        super().__init__(
+            f"{what}. A page of 100 completions is about 150 KB: lower page_size, or raise"
+            " max_response_bytes if your completions really are that large."
+        )
+        self.path = path
+        self.limit = limit
+        self.announced = announced
+
+
+def _size(n: int) -> str:
+    return f"{n:,} bytes ({n / 2**20:.4g} MiB)"
 
 
 class InconsistentResponseError(CloudglueError):

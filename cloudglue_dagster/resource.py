@@ -7,7 +7,15 @@ from typing import Any
 import dagster as dg
 from pydantic import ConfigDict, Field, field_validator
 
-from .client import DEFAULT_BASE_URL, DEFAULT_REQUEST_DEADLINE, MAX_PAGE_SIZE, CloudglueClient, validate_base_url
+from .client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_REQUEST_DEADLINE,
+    MAX_PAGE_SIZE,
+    MIN_RESPONSE_BYTES,
+    CloudglueClient,
+    validate_base_url,
+)
 from .errors import CloudglueConfigError
 from .secrecy import validate_api_key
 
@@ -20,6 +28,7 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
     "max_retries": (0, 20, True),
     "page_size": (1, MAX_PAGE_SIZE, True),
     "max_concurrent_requests": (1, 64, True),
+    "max_response_bytes": (MIN_RESPONSE_BYTES, 2**40, True),  # 1 TiB: only a typo goes past it
 }
 
 __all__ = ["CloudglueResource"]
@@ -107,6 +116,18 @@ class CloudglueResource(dg.ConfigurableResource):
         ),
     )
 
+    max_response_bytes: int = Field(
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        ge=MIN_RESPONSE_BYTES,
+        le=2**40,
+        description=(
+            "Largest response body accepted, in bytes counted after decompression (default"
+            " 134217728 = 128 MiB; a page of 100 completions is about 150 KB). A larger body, or a"
+            " Content-Length announcing one, fails the step at once (ResponseTooLargeError), having"
+            " held at most this much per request in flight: a gzip bomb cannot exhaust memory."
+        ),
+    )
+
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
@@ -145,6 +166,7 @@ class CloudglueResource(dg.ConfigurableResource):
             connect_timeout=self.connect_timeout_seconds,
             read_timeout=self.timeout_seconds,
             request_deadline=self.request_deadline_seconds,
+            max_response_bytes=self.max_response_bytes,
             max_retries=self.max_retries,
             max_concurrent_requests=self.max_concurrent_requests,
             logger=logger,

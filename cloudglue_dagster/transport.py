@@ -5,9 +5,16 @@
   honouring ``Retry-After``, and turns everything else into a typed, permanent
   :class:`~cloudglue_dagster.errors.CloudglueError`. Nothing else escapes.
 * **A total deadline per request** (:mod:`.deadline`): an attempt past it is cut and counts as
-  a transient failure.
+  a transient failure, whether it was waiting for the headers or reading the body.
+* **Bounded bodies.** A body is streamed and counted after decompression: a 200 may hold
+  ``max_response_bytes``, an error page :data:`ERROR_BODY_BYTES`, a redirect nothing. A 200
+  past its cap (or announcing more in ``Content-Length``) is a permanent
+  :class:`~cloudglue_dagster.errors.ResponseTooLargeError`, so a gzip bomb costs at most the
+  cap in memory.
 * **The key stays secret** (:mod:`.secrecy`): sent only in the ``Authorization`` header,
-  scrubbed from every text that reaches a message.
+  scrubbed from every text that reaches a message, and never handed to a proxy in clear:
+  plain ``http://`` (loopback hosts only) goes straight to the host, whatever the proxy
+  settings; ``https://`` uses them as requests does, through a CONNECT tunnel.
 * **Stops when told.** :meth:`Transport.close` (or a sweep's own cancel event) wakes every
   waiting request and aborts those in flight, so an interrupted run ends in seconds.
 """
@@ -20,14 +27,16 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
 
-from .deadline import Watch, Watchdog, adapter, current
+from ._loopback import is_loopback
+from .deadline import Watch, Watchdog, WatchedAdapter, current
 from .errors import (
     AuthenticationError,
     BadRequestError,
@@ -37,16 +46,23 @@ from .errors import (
     CloudglueRequestError,
     InvalidResponseError,
     NotFoundError,
+    ResponseTooLargeError,
     RetriesExhaustedError,
 )
 from .secrecy import Redactor, display_url, validate_api_key
 from .throttle import Throttle
 
-__all__ = ["RETRYABLE_STATUSES", "RetryPolicy", "Transport"]
+__all__ = ["ERROR_BODY_BYTES", "RETRYABLE_STATUSES", "RetryPolicy", "Transport"]
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
 """Redirects followed per request: enough for a moved API root, few enough that a loop fails fast."""
+ERROR_BODY_BYTES = 64 * 1024
+"""Bytes read of an error body (after decompression), for its message: a JSON error is a few
+hundred bytes; a longer one (an HTML 502 page, a hostile answer) is cut there, unread."""
+_CHUNK_BYTES = 64 * 1024
+"""Decoded bytes per read: urllib3 inflates at most this much per read, so a body is never
+decompressed far past its cap."""
 
 
 class Logger(Protocol):
@@ -141,6 +157,44 @@ class _BearerAuth(requests.auth.AuthBase):
         return "_BearerAuth(<redacted>)"
 
 
+class _Adapter(WatchedAdapter):
+    """The adapter every request goes through: the deadline's pools (:mod:`.deadline`), and
+    no proxy for ``http://`` to a loopback host.
+
+    On ``http://`` the key travels in clear, and a proxy would read it. ``validate_base_url``
+    admits ``http://`` only for loopback hosts, which need no proxy (one on another machine
+    would reach its own loopback, not ours), so such a request goes straight to the host
+    whatever the settings: ``HTTP_PROXY``, ``http_proxy``, ``ALL_PROXY``, a session's
+    ``proxies``, or one requests adds back while following a redirect. Deciding here, where
+    the connection is chosen, covers them all.
+    """
+
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: bool | str = True,
+        cert: Any = None,
+        proxies: dict[str, str] | None = None,
+    ) -> requests.Response:
+        parts = urlsplit(request.url or "")
+        if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+            proxies = {}
+            # requests may have added the proxy's own credential (on a redirect): not for the host.
+            request.headers.pop("Proxy-Authorization", None)
+        return super().send(request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies)
+
+
+def _drop_redirect_body(response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+    """A response hook: requests reads a redirect's whole body before it follows the
+    ``Location`` (to free the connection), however large, even when streaming. The body of a
+    redirect says nothing we need, so its connection is closed unread instead."""
+    if response.is_redirect:
+        response.raw.close()
+    return response
+
+
 class Transport:
     """GETs JSON from one API root with retries, a deadline, a shared throttle and redaction.
 
@@ -148,6 +202,8 @@ class Transport:
         api_key: the bearer token (checked with :func:`validate_api_key`).
         timeout: ``(connect, read)`` seconds; read is between bytes.
         deadline: seconds one attempt may take in all, headers and body included.
+        max_response_bytes: the largest body a 200 may have, in bytes after decompression;
+            past it the request fails with :class:`ResponseTooLargeError`.
         retry: the :class:`RetryPolicy`.
         concurrency: requests in flight at most (the :class:`Throttle` ceiling).
         logger: where retries are reported.
@@ -160,6 +216,7 @@ class Transport:
         *,
         timeout: tuple[float, float],
         deadline: float,
+        max_response_bytes: int,
         retry: RetryPolicy,
         concurrency: int,
         logger: Logger,
@@ -170,13 +227,14 @@ class Transport:
         self.redact = Redactor(self._api_key)
         self.timeout = timeout
         self.deadline = deadline
+        self.max_response_bytes = max_response_bytes
         self.retry = retry
         self.log = logger
         self.throttle = Throttle(concurrency)
         self._session = session or requests.Session()
         self._session.max_redirects = MAX_REDIRECTS
         # One pooled connection per concurrent request, so fan-out reuses sockets.
-        pooled = adapter(max(10, concurrency))
+        pooled = _Adapter(pool_maxsize=max(10, concurrency))
         self._session.mount("https://", pooled)
         self._session.mount("http://", pooled)
         self._watchdog = Watchdog()
@@ -219,6 +277,7 @@ class Transport:
             CloudglueHTTPError and subclasses: the API refused the request.
             CloudglueRequestError: the request cannot be sent or completed (redirect loop...).
             InvalidResponseError: a 200 whose body no JSON parser can represent.
+            ResponseTooLargeError: a 200 whose body exceeds ``max_response_bytes``.
             CloudglueError: the transport was closed or the sweep cancelled.
         """
         path = urlsplit(url).path
@@ -275,27 +334,56 @@ class Transport:
     ) -> Any:
         with self._count_lock:
             self.requests_sent += 1
+        path = urlsplit(url).path
         watch = self._watchdog.watch(self.deadline)
         current.watch = watch
         try:
-            response = self._send(url, params, headers, watch)
+            # The body is read under the same watch as the headers: a trickling body is cut
+            # at the deadline, and a connection goes back to its pool only once read whole.
+            with self._mapped(url, watch):
+                response = self._session.get(
+                    url,
+                    params=params,
+                    headers=headers,
+                    auth=self._auth,
+                    timeout=self.timeout,
+                    stream=True,
+                    hooks={"response": [_drop_redirect_body]},
+                )
+            try:
+                status = response.status_code
+                if status == 200:
+                    # Content-Length counts the bytes on the wire: compressed, a body that long
+                    # still inflates to about as much at least (deflate grows incompressible
+                    # data by a fraction of a percent), so it is refused unread either way.
+                    announced = _content_length(response)
+                    if announced is not None and announced > self.max_response_bytes:
+                        raise ResponseTooLargeError(path=path, limit=self.max_response_bytes, announced=announced)
+                with self._mapped(url, watch):
+                    body = _read_at_most(response, self.max_response_bytes if status == 200 else ERROR_BODY_BYTES)
+            finally:
+                response.close()  # an unread rest closes the connection rather than being drained
         finally:
             current.watch = None
             self._watchdog.release(watch)
-        status = response.status_code
         if status == 200:
-            return self._decode(response, fast)
-        message = self._server_message(response)
+            if body is None:
+                raise ResponseTooLargeError(path=path, limit=self.max_response_bytes)
+            return self._decode(body, response, fast)
+        message = self._server_message(body)
         if status in RETRYABLE_STATUSES:
             detail = f"HTTP {status}" + (f" ({message})" if message else "")
             raise _Retryable(detail, status=status, retry_after=response.headers.get("Retry-After"))
         raise self._http_error(status, message, url)
 
-    def _send(self, url: str, params: Mapping[str, Any], headers: Mapping[str, str], watch: Watch) -> requests.Response:
-        """The request, its exceptions mapped: transient ones to :class:`_Retryable`, the rest
-        to a permanent :class:`CloudglueRequestError` whose text is redacted."""
+    @contextmanager
+    def _mapped(self, url: str, watch: Watch) -> Iterator[None]:
+        """Sending or reading, its exceptions mapped: transient ones to :class:`_Retryable`, the
+        rest to a permanent :class:`CloudglueRequestError` whose text is redacted."""
         try:
-            return self._session.get(url, params=params, headers=headers, auth=self._auth, timeout=self.timeout)
+            yield
+        except (CloudglueError, _Retryable):
+            raise
         except requests.TooManyRedirects:
             raise CloudglueRequestError(
                 f"GET {display_url(url)} was redirected more than {MAX_REDIRECTS} times (a redirect"
@@ -318,25 +406,31 @@ class Transport:
             raise _Retryable(f"connection failed or body truncated ({type(exc).__name__})") from None
         except Exception as exc:  # noqa: BLE001 - nothing but CloudglueError leaves the client
             raise CloudglueRequestError(
-                f"GET {display_url(url)} could not be sent: {type(exc).__name__}: {self.redact(str(exc))[:500]}"
+                f"GET {display_url(url)} could not be completed: {type(exc).__name__}: {self.redact(str(exc))[:500]}"
             ) from None
+        # A socket the watchdog shut reads as the end of a body that announced no length:
+        # what was read is a fragment, not the answer.
+        if watch.aborted:
+            raise CloudglueError("The Cloudglue request was aborted (the sweep stopped).")
+        if watch.expired:
+            raise _Retryable(f"exceeded the request deadline of {self.deadline:g}s")
 
-    def _decode(self, response: requests.Response, fast: Callable[[bytes], Any] | None = None) -> Any:
+    def _decode(self, body: bytes, response: requests.Response, fast: Callable[[bytes], Any] | None = None) -> Any:
         if fast is not None:
-            decoded = fast(response.content)
+            decoded = fast(body)
             if decoded is not None:
                 return decoded
         try:
-            return json.loads(response.content)
+            return json.loads(body)
         except RecursionError:
             raise InvalidResponseError(
-                f"the body ({len(response.content)} bytes) nests deeper than a JSON parser can follow"
+                f"the body ({len(body)} bytes) nests deeper than a JSON parser can follow"
             ) from None
         except ValueError as exc:  # UnicodeDecodeError included
             if "digits" in str(exc):  # Python's limit on integer digits: valid JSON we refuse to read
                 raise InvalidResponseError(f"the body holds an integer too long to read ({exc})") from None
             raise _Retryable(
-                f"malformed JSON body ({len(response.content)} bytes,"
+                f"malformed JSON body ({len(body)} bytes,"
                 f" Content-Type {response.headers.get('Content-Type', 'missing')!r})",
                 status=200,
             ) from None
@@ -366,12 +460,38 @@ class Transport:
             f"Cloudglue API answered HTTP {status}{said}.", status_code=status, server_message=message
         )
 
-    def _server_message(self, response: requests.Response) -> str | None:
-        """The ``error`` text of a JSON error body, redacted; None for other bodies (HTML pages)."""
+    def _server_message(self, body: bytes | None) -> str | None:
+        """The ``error`` text of a JSON error body, redacted; None for other bodies (HTML
+        pages) and for those longer than :data:`ERROR_BODY_BYTES` (``body`` None)."""
+        if body is None:
+            return None
         try:
-            body = json.loads(response.content)
+            parsed = json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
             return None
-        if isinstance(body, Mapping) and isinstance(body.get("error"), str):
-            return self.redact(body["error"])[:500]
+        if isinstance(parsed, Mapping) and isinstance(parsed.get("error"), str):
+            return self.redact(parsed["error"])[:500]
         return None
+
+
+def _content_length(response: requests.Response) -> int | None:
+    """The ``Content-Length`` a response announces, in bytes; None if absent or unreadable
+    (urllib3 then reads to the end of the stream, and the cap still applies)."""
+    try:
+        length = int(response.headers.get("Content-Length", ""))
+    except ValueError:
+        return None
+    return length if length >= 0 else None
+
+
+def _read_at_most(response: requests.Response, limit: int) -> bytes | None:
+    """The body, decoded (``Content-Encoding`` undone), if it holds at most ``limit`` bytes;
+    None as soon as it holds more, without reading further."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_content(_CHUNK_BYTES):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

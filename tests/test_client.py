@@ -347,6 +347,14 @@ def test_bad_base_urls(url: str) -> None:
         CloudglueClient(KEY, url)
 
 
+@pytest.mark.parametrize("value", [0, 1023, 1.5e6, "128MiB", True])
+def test_a_response_cap_below_a_page_or_not_a_byte_count_is_refused(value: object) -> None:
+    with pytest.raises(CloudglueConfigError, match="max_response_bytes must be an integer >= 1024"):
+        CloudglueClient(KEY, "https://api.cloudglue.dev/v1", max_response_bytes=value)  # type: ignore[arg-type]
+    assert CloudglueClient(KEY, max_response_bytes=1024).max_response_bytes == 1024
+    assert CloudglueClient(KEY).max_response_bytes == 128 * 1024 * 1024
+
+
 def test_http_allowed_for_loopback_only() -> None:
     for url in ["http://127.0.0.1:1/v1", "http://localhost:8787/v1", "http://[::1]:8787/v1"]:
         CloudglueClient(KEY, url)

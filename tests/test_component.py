@@ -235,13 +235,16 @@ def test_two_accounts_from_yaml_load_their_own_data(tmp_path: Path, monkeypatch)
 
 def test_python_form_and_defaults(tmp_path: Path) -> None:
     component = CloudglueComponent(
-        account=CloudglueAccount(api_key_env_var="CLOUDGLUE_API_KEY", max_concurrent_requests=2),
+        account=CloudglueAccount(
+            api_key_env_var="CLOUDGLUE_API_KEY", max_concurrent_requests=2, max_response_bytes=1 << 20
+        ),
         start_date="2026-01-01",
         io_manager=DuckDBStorage(duckdb_path=str(tmp_path / "w.duckdb")),
     )
     defs = component_defs(component=component)
     resource = (defs.resources or {})["cloudglue"]
     assert isinstance(resource, CloudglueResource) and resource.max_concurrent_requests == 2
+    assert resource.max_response_bytes == 1 << 20 and resource.max_retries == 5  # unset: the resource's default
     assert (defs.resources or {})["cloudglue_io_manager"].schema_ == "cloudglue"
     assert (
         defs.resolve_assets_def(key("cloudglue/token_usage")).group_names_by_key[

@@ -24,6 +24,10 @@ KEY = "sk-resource-test-SECRET"
         ("connect_timeout_seconds", -5),
         ("max_retries", -1),
         ("max_concurrent_requests", 0),
+        ("max_response_bytes", 0),
+        ("max_response_bytes", 1023),
+        ("max_response_bytes", 2**41),
+        ("max_response_bytes", 1.5),
         ("base_url", "not a url"),
         ("base_url", "http://api.cloudglue.dev/v1"),
     ],
@@ -79,12 +83,15 @@ def test_client_gets_the_configured_values() -> None:
         connect_timeout_seconds=2,
         max_retries=7,
         max_concurrent_requests=3,
+        max_response_bytes=1 << 20,
     )
     client = resource.get_client()
     assert client.base_url == "http://127.0.0.1:9/v1"
     assert client.timeout == (2, 3)
     assert client.retry.max_retries == 7
     assert client.max_concurrent_requests == 3
+    assert client.max_response_bytes == 1 << 20
+    assert CloudglueResource(api_key=KEY).get_client().max_response_bytes == 128 * 1024 * 1024
 
 
 def test_invalid_config_at_definitions_load() -> None:
