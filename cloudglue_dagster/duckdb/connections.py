@@ -1,5 +1,6 @@
 """Opening DuckDB connections: UTC sessions, the default memory cap, and waits for another
-process's file lock; the tests of DuckDB's errors (lock, out of memory) in one place."""
+process's file lock; the tests of DuckDB's errors about locks and memory (those about the
+storage, a full disk or a damaged file, are in :mod:`.errors`, which builds those errors)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import duckdb
 
-from .errors import DuckDBLockTimeoutError, display_path, is_file_database, open_error, parent_error
+from .errors import DuckDBLockTimeoutError, display_path, is_disk_full, is_file_database, open_error, parent_error
 
 __all__ = [
     "DEFAULT_MEMORY_LIMIT",
@@ -103,6 +104,9 @@ open that DuckDB refuses so, on a file that was empty before the attempt or chan
 it, therefore tries again for this long (the lock backoff); a file still empty after it is
 a leftover of a process that died while creating it, and fails with
 :class:`DuckDBPathError`."""
+
+# What DuckDB says of a file caught while another process creates it (see _being_created).
+_CREATING_MARKERS = ("not a valid duckdb database file", "could not read enough bytes from file")
 
 # Exponential backoff for lock waits: first wait, growth factor and longest single wait.
 _LOCK_BACKOFF_START_SECONDS = 0.05
@@ -230,6 +234,11 @@ def _stores_zstd(conn: duckdb.DuckDBPyConnection) -> bool:
 def is_out_of_memory(exc: BaseException) -> bool:
     # An OutOfMemoryException, or a commit that could not pin a block:
     # "TransactionContext Error: Failed to commit: failed to pin block of size 256.0 KiB (30.2 MiB/30.5 MiB used)"
+    # Not a spill the temp directory refused ("Out of Memory Error: failed to offload data
+    # block ... set by the 'max_temp_directory_size' setting"): that is a full disk, which
+    # more memory (the uncapped retry) would not cure and a memory message would misname.
+    if is_disk_full(exc):
+        return False
     return isinstance(exc, duckdb.OutOfMemoryException) or "failed to pin block" in str(exc).lower()
 
 
@@ -244,13 +253,15 @@ def _file_state(database: str) -> tuple[int, int, int] | None:
 
 def _being_created(database: str, exc: duckdb.Error, before: tuple[int, int, int] | None) -> bool:
     """Whether ``exc`` may come from a file another process is creating
-    (:data:`CREATING_GRACE_SECONDS`): DuckDB refused it as not a database, and it was empty
-    before the attempt or changed during it.
+    (:data:`CREATING_GRACE_SECONDS`): DuckDB refused it as not a database, or found it
+    shorter than its header says (a header caught half-written), and it was empty before the
+    attempt or changed during it. A file that stays so is a leftover, or truncated: damaged.
 
     The state after the attempt alone is not enough: DuckDB may read the empty file, the
     creator then write its header (or move a finished file into place), and a stat after the
     error see a non-empty file the failed read never saw (a CI run lost that race)."""
-    if not isinstance(exc, duckdb.IOException) or "not a valid duckdb database file" not in str(exc).lower():
+    text = str(exc).lower()
+    if not isinstance(exc, duckdb.IOException) or not any(m in text for m in _CREATING_MARKERS):
         return False
     after = _file_state(database)
     was_empty = before is not None and before[1] == 0
