@@ -515,6 +515,16 @@ def _corrupt(exc: BaseException, operation: Operation) -> DuckDBCorruptFileError
     return _damaged(operation, finding, said=f" {describe_cause(exc)}")
 
 
+def truncated_error(database: str, *, size: int, blocks_end: int) -> DuckDBCorruptFileError:
+    """The file ``database`` is ``size`` bytes long, but the blocks DuckDB has in use reach
+    byte ``blocks_end``: found when it was opened, before anything was written to it."""
+    finding = (
+        f"truncated: it is {size:,} bytes long, but the blocks DuckDB has in use reach byte"
+        f" {blocks_end:,}; a copy cut short, or a disk that lost its end"
+    )
+    return _damaged(Operation("open", database), finding, said="")
+
+
 def _damaged(operation: Operation, finding: str, *, said: str) -> DuckDBCorruptFileError:
     path = operation.path
     message = (
