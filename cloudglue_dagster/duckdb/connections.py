@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -121,8 +122,9 @@ _FILE_HEADERS_BYTES = 3 * 4096
 """A DuckDB file's headers (one main, two database headers): block ``n`` starts at this offset
 plus ``n`` times the block size, in DuckDB 1.x and 2.x alike."""
 
-_WHOLE_FILES: set[tuple[int, int]] = set()
-"""(device, inode) of the files this process found whole (:func:`_refuse_if_truncated`)."""
+_WHOLE_FILES: dict[tuple[int, int], int] = {}
+"""(device, inode) of each file this process found whole, and its size then
+(:func:`_refuse_if_truncated`)."""
 
 # Exponential backoff for lock waits: first wait, growth factor and longest single wait.
 _LOCK_BACKOFF_START_SECONDS = 0.05
@@ -258,7 +260,8 @@ def _refuse_if_truncated(conn: duckdb.DuckDBPyConnection, database: str, config:
     The end of the last block in use is where the file must reach. It is read from DuckDB's
     own catalog of segments and metadata blocks (milliseconds: 8 ms on a 3 MB file, 77 ms on
     a 98 MB one with 200 row groups), once per process for each file (device and inode), since
-    a run opens the file again and again. Blocks the catalog does not list (none in this
+    a run opens the file again and again; again if the file has shrunk since (a checkpoint
+    that freed its last blocks does that too). Blocks the catalog does not list (none in this
     package's tables) only make the check miss a truncation, never refuse a whole file.
     """
     if not is_file_database(database):
@@ -267,7 +270,7 @@ def _refuse_if_truncated(conn: duckdb.DuckDBPyConnection, database: str, config:
         stat = Path(database).stat()
     except OSError:
         return
-    if (stat.st_dev, stat.st_ino) in _WHOLE_FILES:
+    if stat.st_size >= _WHOLE_FILES.get((stat.st_dev, stat.st_ino), sys.maxsize):
         return
     try:
         end = _blocks_end(conn)
@@ -278,7 +281,7 @@ def _refuse_if_truncated(conn: duckdb.DuckDBPyConnection, database: str, config:
         return  # a DuckDB without these table functions: no check rather than a false alarm
     if end is not None and stat.st_size < end:
         raise truncated_error(database, size=stat.st_size, blocks_end=end)
-    _WHOLE_FILES.add((stat.st_dev, stat.st_ino))
+    _WHOLE_FILES[stat.st_dev, stat.st_ino] = stat.st_size
 
 
 def _blocks_end(conn: duckdb.DuckDBPyConnection) -> int | None:

@@ -482,10 +482,12 @@ def _describe_space(path: str, space: tuple[int, int] | None) -> str:
     if space is None:
         return "the space free on its filesystem could not be read"
     free, total = space
-    return (
-        f"the filesystem holding it (mounted at {_mount_point(path)}) has {free:,} bytes"
-        f" ({_binary(free)}) free of {total:,} ({_binary(total)}) now"
-    )
+    return f"the filesystem holding it (mounted at {_mount_point(path)}) has {_bytes(free)} free of {_bytes(total)} now"
+
+
+def _bytes(size: int) -> str:
+    """``5,996,544 bytes (5.7 MiB)``: exact, then in the units DuckDB's own messages use."""
+    return f"{size:,} bytes" if size < 1024 else f"{size:,} bytes ({_binary(size)})"
 
 
 def _mount_point(path: str) -> Path:
@@ -496,9 +498,7 @@ def _mount_point(path: str) -> Path:
 
 
 def _binary(size: int) -> str:
-    """``5.7 MiB``: the units DuckDB's own messages use."""
-    if size < 1024:
-        return f"{size} bytes"
+    """``5.7 MiB`` for 1 KiB or more."""
     value, unit = size / 1024, "KiB"
     for bigger in ("MiB", "GiB", "TiB"):
         if value < 1024:
