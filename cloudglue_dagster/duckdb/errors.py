@@ -508,10 +508,13 @@ def _binary(size: int) -> str:
 
 
 def _corrupt(exc: BaseException, operation: Operation) -> DuckDBCorruptFileError:
-    if _TRUNCATED in str(exc).lower():
+    text = str(exc).lower()
+    if _TRUNCATED in text:
         finding = "truncated: it is shorter than the blocks it refers to"
-    else:
+    elif "checksum" in text:
         finding = "corrupt: a block DuckDB read does not match its checksum"
+    else:
+        finding = "corrupt: DuckDB read data in it that cannot be right"
     return _damaged(operation, finding, said=f" {describe_cause(exc)}")
 
 
