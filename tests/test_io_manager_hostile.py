@@ -493,6 +493,10 @@ def test_every_error_the_io_manager_raises_is_permanent() -> None:
         DuckDBWriteError(database="/d", table="s.t", partitions=None, cause=ValueError("x")),
         DuckDBSchemaError(database="/d", table="s.t", target="s.t", columns={"a": ("INTEGER", "BIGINT")}),
         DuckDBRunTerminatedError(database="/d", table="s.t", run_id="r", status="CANCELING"),
+        duckdb_errors.DuckDBDiskFullError(
+            "x", operation=duckdb_errors.Operation("open", "/d"), path="/d", space=None, committed=False
+        ),
+        duckdb_errors.DuckDBCorruptFileError("x", operation=duckdb_errors.Operation("open", "/d")),
     ]
     exported = {getattr(duckdb_errors, n) for n in duckdb_errors.__all__}
     # One sample of each error class the module exports.

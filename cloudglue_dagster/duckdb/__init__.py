@@ -15,6 +15,8 @@
 from .client import UTCDuckDbClient
 from .connections import DEFAULT_MEMORY_LIMIT, open_connection
 from .errors import (
+    DuckDBCorruptFileError,
+    DuckDBDiskFullError,
     DuckDBLockTimeoutError,
     DuckDBMemoryLimitError,
     DuckDBPathError,
@@ -30,6 +32,8 @@ from .pandas_handler import DuckDBPandasReplaceTypeHandler, write_frame
 __all__ = [
     "DEFAULT_MEMORY_LIMIT",
     "CloudglueDuckDBIOManager",
+    "DuckDBCorruptFileError",
+    "DuckDBDiskFullError",
     "DuckDBLockTimeoutError",
     "DuckDBMemoryLimitError",
     "DuckDBPandasReplaceTypeHandler",

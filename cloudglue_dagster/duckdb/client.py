@@ -22,9 +22,12 @@ from .errors import (
     DuckDBRunTerminatedError,
     DuckDBStorageError,
     DuckDBWriteError,
+    Operation,
+    commit_was_durable,
     describe_cause,
     display_path,
     is_file_database,
+    storage_fault,
 )
 from .sql import (
     catalog_name,
@@ -122,7 +125,9 @@ class UTCDuckDbClient(DbClient):
             failure = self._write_failure(conn, context, table_slice, exc)
             if failure is exc:
                 raise
-            raise failure from exc
+            # Chained to DuckDB's own error: a DuckDBWriteError the handler raised in between
+            # would show its "the previous rows are kept" under a damaged file's error.
+            raise failure from _duckdb_cause(exc)
 
     @contextmanager
     def _write_transaction(
@@ -142,19 +147,38 @@ class UTCDuckDbClient(DbClient):
         table_slice: TableSlice,
         exc: BaseException,
     ) -> BaseException:
-        """``exc`` as a permanent error: itself if it is one already, or an interrupt."""
-        if isinstance(exc, (dg.Failure, dg.DagsterError)) or not isinstance(exc, Exception):
+        """``exc`` as a permanent error: itself if it is one already, or an interrupt; a full
+        disk or a damaged file as such, even under the DuckDBWriteError the pandas handler
+        wraps a failed insert in (which would say the previous rows are kept)."""
+        if isinstance(exc, dg.DagsterError) or not isinstance(exc, Exception):
             return exc
-        if is_out_of_memory(exc):
-            return self._memory_error(conn, "Writing to", exc, "the previous rows are kept")
-        # A statement DuckDB refused (a catalog error, a full disk, a commit that could not
-        # write its log) fails the same way on a retry: fail now, not after the step's retry
-        # policy has waited minutes. Lock waits are handled when connecting.
-        return DuckDBWriteError(
-            database=display_path(self.database),
+        cause = _duckdb_cause(exc)
+        if isinstance(cause, dg.Failure):
+            return exc  # ours already: a schema refused, a run terminated, a row at fault
+        operation = Operation.of(
+            "write",
+            self.database,
+            self.connection_config,
             table=plain_table(table_label.get() or table_slice),
             partitions=partitions_label(context),
+        )
+        fault = storage_fault(cause, operation)
+        if fault is not None:
+            return fault
+        if cause is not exc:
+            return exc
+        committed = commit_was_durable(exc)
+        if is_out_of_memory(exc):
+            return self._memory_error(conn, "Writing to", exc, _write_outcome(committed))
+        # A statement DuckDB refused (a catalog error, a commit that could not write its log)
+        # fails the same way on a retry: fail now, not after the step's retry policy has waited
+        # minutes. Lock waits are handled when connecting.
+        return DuckDBWriteError(
+            database=display_path(self.database),
+            table=operation.table or "",
+            partitions=operation.partitions,
             cause=exc,
+            committed=committed,
         )
 
     def _refuse_if_terminated(self, context: dg.OutputContext, table_slice: TableSlice) -> None:
@@ -202,6 +226,10 @@ class UTCDuckDbClient(DbClient):
         self, conn: duckdb.DuckDBPyConnection, table_slice: TableSlice, exc: BaseException
     ) -> DuckDBStorageError:
         """A failed read of ``table_slice`` as a permanent error."""
+        operation = Operation.of("read", self.database, self.connection_config, table=plain_table(table_slice))
+        fault = storage_fault(exc, operation)
+        if fault is not None:
+            return fault
         if is_out_of_memory(exc):
             return self._memory_error(conn, "Reading from", exc, "nothing was loaded")
         return DuckDBStorageError(
@@ -264,6 +292,20 @@ class UTCDuckDbClient(DbClient):
         catalog = Path(table_slice.database).stem if table_slice.database else None
         parts = [p for p in (catalog, table_slice.schema, table_slice.table) if p]
         return ".".join(parts)
+
+
+def _write_outcome(committed: bool) -> str:
+    """What a write that ran out of memory left behind, as its error says it."""
+    if committed:
+        return "the write itself was committed (DuckDB says it is durable); only the checkpoint after it failed"
+    return "the previous rows are kept"
+
+
+def _duckdb_cause(exc: BaseException) -> BaseException:
+    """DuckDB's own error under a :class:`DuckDBWriteError` the pandas handler raised, else ``exc``."""
+    if isinstance(exc, DuckDBWriteError) and isinstance(exc.__cause__, duckdb.Error):
+        return exc.__cause__
+    return exc
 
 
 def _terminated(context: dg.OutputContext) -> dg.DagsterRunStatus | None:

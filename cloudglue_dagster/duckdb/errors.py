@@ -1,22 +1,27 @@
 """The errors :class:`~cloudglue_dagster.duckdb.CloudglueDuckDBIOManager` raises, and the
-diagnosis behind their messages: which row a failed write choked on, and what is wrong with a
-database path (checked when the definitions load, explained when a connection fails).
+diagnosis behind their messages: which row a failed write choked on, what is wrong with a
+database path (checked when the definitions load, explained when a connection fails), and
+whether the storage under DuckDB failed (a full disk, a damaged file).
 
 Every one is a :class:`DuckDBStorageError`: a :class:`~cloudglue_dagster.errors.CloudglueError`
 that is permanent (``transient`` is False, see :func:`~cloudglue_dagster.errors.is_transient`)
 and a ``dg.Failure`` with ``allow_retries=False``, so the step fails at once even under a
 ``RetryPolicy``: a path, a type or a value DuckDB refused is refused again on every retry.
 Each message names the database (and the table, when there is one), says what became of the
-stored rows and quotes DuckDB's or the OS's own words.
+stored rows (only what is known: a damaged file's rows cannot be vouched for, and a commit
+DuckDB made durable before its checkpoint failed is said to be committed) and quotes DuckDB's or
+the OS's own words.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import duckdb
@@ -25,6 +30,8 @@ import pandas as pd
 from ..errors import CloudglueConfigError, CloudglueError
 
 __all__ = [
+    "DuckDBCorruptFileError",
+    "DuckDBDiskFullError",
     "DuckDBLockTimeoutError",
     "DuckDBMemoryLimitError",
     "DuckDBPathError",
@@ -33,9 +40,14 @@ __all__ = [
     "DuckDBStorageError",
     "DuckDBWriteError",
     "RowAtFault",
+    "Operation",
     "check_database_path",
+    "commit_was_durable",
     "describe_cause",
     "find_row_at_fault",
+    "is_corrupt_file",
+    "is_disk_full",
+    "storage_fault",
 ]
 
 
@@ -126,6 +138,10 @@ class RowAtFault:
 class DuckDBWriteError(DuckDBStorageError):
     """DuckDB (or the frame) refused a write; the transaction was rolled back.
 
+    Rolled back, except in one case: ``committed`` is True when DuckDB said the commit
+    succeeded and is durable and only the automatic checkpoint after it failed; the write's rows
+    are then stored.
+
     Attributes:
         table: ``schema.table``.
         partitions: the partition key written, ``first...last`` for a range, None if the
@@ -133,6 +149,7 @@ class DuckDBWriteError(DuckDBStorageError):
         row_key: the ``id`` (else ``completion_id``, else 0-based position) of the row at
             fault, when one row is.
         column: the column at fault, when known.
+        committed: whether the write was committed all the same (see above).
     """
 
     def __init__(
@@ -143,13 +160,16 @@ class DuckDBWriteError(DuckDBStorageError):
         partitions: str | None,
         cause: BaseException,
         row: RowAtFault | None = None,
+        committed: bool = False,
     ):
-        if partitions is None:
-            scope, kept = "", "the previous table is kept"
+        if committed:
+            kept = (
+                "the write itself was committed (DuckDB says the commit succeeded and is durable);"
+                " only the checkpoint after it failed"
+            )
         else:
-            plural = "partitions" if "..." in partitions else "partition"
-            scope, kept = f" ({plural} {partitions})", "the previous rows are kept"
-        message = f"Writing {table}{scope} to DuckDB database {database} failed; {kept}."
+            kept = "the previous table is kept" if partitions is None else "the previous rows are kept"
+        message = f"Writing {table}{_scope(partitions)} to DuckDB database {database} failed; {kept}."
         message += f" {describe_cause(cause)}"
         if row is not None:
             message += f" Row at fault: {row.describe()}."
@@ -160,6 +180,14 @@ class DuckDBWriteError(DuckDBStorageError):
         self.partitions = partitions
         self.row_key = row_key
         self.column = column
+        self.committed = committed
+
+
+def _scope(partitions: str | None) -> str:
+    """`` (partition 2026-01-02)``, `` (partitions 2026-01-01...2026-01-31)``, or nothing."""
+    if partitions is None:
+        return ""
+    return f" ({'partitions' if '...' in partitions else 'partition'} {partitions})"
 
 
 class DuckDBSchemaError(DuckDBStorageError):
@@ -211,6 +239,306 @@ class DuckDBRunTerminatedError(DuckDBStorageError):
         )
         self.table = table
         self.run_id = run_id
+
+
+class DuckDBDiskFullError(DuckDBStorageError):
+    """DuckDB could not get the disk space it needed: the filesystem holding the database file,
+    its write-ahead log (``<file>.wal``) or its temp spill directory (``<file>.tmp``, or
+    ``temp_directory``) is full or over quota, or the spill directory reached
+    ``max_temp_directory_size`` (DuckDB's default: 90% of the space free there).
+
+    Permanent: the same write needs the same space until someone frees it. A failed write was
+    rolled back (its partitions keep their previous rows) unless ``committed`` is True: DuckDB
+    said the commit succeeded and is durable, and only the automatic checkpoint after it failed;
+    the write's rows are then stored, in the write-ahead log until a checkpoint succeeds.
+
+    Attributes:
+        path: the file or directory DuckDB could not write (its temp directory when DuckDB
+            names no file).
+        free_bytes: bytes free on the filesystem holding ``path`` when the error was raised,
+            None if it could not be read. DuckDB deletes its spill files after a failure, so
+            this can be more than was left when it failed.
+        total_bytes: that filesystem's size, None if it could not be read.
+        table: ``schema.table``, None when opening the file failed.
+        partitions: the partitions written (as in :class:`DuckDBWriteError`), or None.
+        committed: whether the write was committed all the same (see above).
+    """
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        operation: Operation,
+        path: str,
+        space: tuple[int, int] | None,
+        committed: bool,
+    ):
+        free, total = space if space is not None else (None, None)
+        super().__init__(
+            description,
+            database=display_path(operation.database),
+            table=operation.table,
+            partitions=operation.partitions,
+            path=path,
+            free_bytes=None if free is None else str(free),
+            total_bytes=None if total is None else str(total),
+        )
+        self.path, self.free_bytes, self.total_bytes = path, free, total
+        self.table, self.partitions, self.committed = operation.table, operation.partitions, committed
+
+
+class DuckDBCorruptFileError(DuckDBStorageError):
+    """The DuckDB file is damaged: shorter than the blocks it refers to (truncated, e.g. a copy
+    cut short) or holding a block whose checksum does not match (corrupt).
+
+    Permanent: only restoring or rebuilding the file helps. The operation that met the damage
+    wrote nothing (a failed write was rolled back), but no row in the file can be vouched for:
+    DuckDB reads a block only when a query needs it, so rows written before, by this run or
+    earlier ones, may sit in blocks nobody has read since the damage.
+
+    Attributes:
+        table: ``schema.table``, None when opening the file failed.
+        partitions: the partitions written (as in :class:`DuckDBWriteError`), or None.
+    """
+
+    def __init__(self, description: str, *, operation: Operation):
+        super().__init__(
+            description,
+            database=display_path(operation.database),
+            table=operation.table,
+            partitions=operation.partitions,
+        )
+        self.table, self.partitions = operation.table, operation.partitions
+
+
+# ---------------------------------------------------------------------------------------------
+# The storage under DuckDB: a full disk, a damaged file, a commit made durable before its
+# checkpoint failed. Told apart by DuckDB's words, not its exception types: a full disk comes
+# as an IO Error (a statement), a TransactionContext Error (a commit writing the WAL), a FATAL
+# Error (a checkpoint) or an Out of Memory Error ("failed to offload data block": a spill the
+# temp directory could not take). The same words in DuckDB 1.5 and 2.0.
+
+# ENOSPC and EDQUOT as the OS words them (Linux, macOS; Windows for the last).
+_DISK_FULL = ("no space left on device", "disk quota exceeded", "not enough space on the disk")
+_OFFLOAD_FAILED = "failed to offload data block"
+# A read past the end of the file: "Could not read enough bytes from file "...": attempted to
+# read 262144 bytes from location 6828032". Block checksums: "Corrupt database file: computed
+# checksum ... does not match stored checksum ..." (and DuckDB's other "corrupt database file"
+# checks of what it reads).
+_TRUNCATED = "could not read enough bytes from file"
+_CORRUPT = "corrupt database file"
+# "FATAL Error: Transaction COMMIT succeeded and is durable, but the autocheckpoint failed."
+_DURABLE_COMMIT = "commit succeeded and is durable"
+_FILE_IN_MESSAGE = re.compile(r'file "(?P<path>[^"]+)"')
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether DuckDB's error ``exc`` says it could not get disk space (module comment)."""
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.Error) and (_OFFLOAD_FAILED in text or any(m in text for m in _DISK_FULL))
+
+
+def is_corrupt_file(exc: BaseException) -> bool:
+    """Whether DuckDB's error ``exc`` says the database file is truncated or corrupt."""
+    text = str(exc).lower()
+    return isinstance(exc, duckdb.Error) and (_TRUNCATED in text or _CORRUPT in text)
+
+
+def commit_was_durable(exc: BaseException) -> bool:
+    """Whether DuckDB said, in ``exc``, that the commit succeeded and is durable although the
+    checkpoint after it failed: the write is stored, not rolled back."""
+    return isinstance(exc, duckdb.Error) and _DURABLE_COMMIT in str(exc).lower()
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What a connection was doing when the storage failed, as the error's message says it.
+
+    Attributes:
+        kind: opening the file, writing a table's partitions, or reading a table.
+        database: the ``database`` setting, as given.
+        table: ``schema.table`` (None when opening).
+        partitions: the partitions written, as :class:`DuckDBWriteError` names them (None
+            when opening or reading, or for an unpartitioned table).
+        temp_directory: ``connection_config``'s ``temp_directory``, None for DuckDB's
+            default (``<file>.tmp``).
+        max_temp_directory_size: ``connection_config``'s, None for DuckDB's default.
+    """
+
+    kind: Literal["open", "write", "read"]
+    database: str
+    table: str | None = None
+    partitions: str | None = None
+    temp_directory: str | None = None
+    max_temp_directory_size: str | None = None
+
+    @classmethod
+    def of(
+        cls, kind: Literal["open", "write", "read"], database: str, config: Mapping[str, Any], **what: Any
+    ) -> Operation:
+        """The operation ``kind`` on ``database`` with ``connection_config`` ``config``."""
+        temp, limit = config.get("temp_directory"), config.get("max_temp_directory_size")
+        return cls(kind, database, temp_directory=temp and str(temp), max_temp_directory_size=limit, **what)
+
+    @property
+    def path(self) -> str:
+        return display_path(self.database)
+
+    @property
+    def spill_directory(self) -> str:
+        """Where DuckDB spills: ``temp_directory``, by default the file's path plus ``.tmp``."""
+        return str(Path(self.temp_directory).resolve()) if self.temp_directory else self.path + ".tmp"
+
+    def failed(self) -> str:
+        """The message's opening words: ``Writing t (partition d) to DuckDB database f failed``."""
+        if self.kind == "open":
+            return f"Opening DuckDB database {self.path} failed"
+        if self.kind == "read":
+            return f"Reading {self.table} from DuckDB database {self.path} failed"
+        return f"Writing {self.table}{_scope(self.partitions)} to DuckDB database {self.path} failed"
+
+    def outcome(self, *, committed: bool, damaged: bool) -> str:
+        """What became of the rows this operation touched: only what is known."""
+        if self.kind == "open":
+            return "It could not be opened, so nothing was written to it."
+        if self.kind == "read":
+            return "Nothing was loaded." if damaged else "Nothing was loaded, and a read changes no stored row."
+        if committed:
+            return (
+                "The write itself was committed (DuckDB says the commit succeeded and is durable): the"
+                f" new rows of {self._scope_words()} are stored; only the automatic checkpoint after it"
+                f" failed, and they wait in the write-ahead log {self.path}.wal until a checkpoint succeeds."
+            )
+        if damaged:
+            return "This write was rolled back, so it wrote nothing to the file."
+        return (
+            f"The write was one transaction and was rolled back: the previous rows of {self._scope_words()} are kept."
+        )
+
+    def _scope_words(self) -> str:
+        if self.partitions is None:
+            return f"table {self.table}"
+        return f"{'partitions' if '...' in self.partitions else 'partition'} {self.partitions}"
+
+
+def storage_fault(exc: BaseException, operation: Operation) -> DuckDBStorageError | None:
+    """``exc`` as a :class:`DuckDBDiskFullError` or a :class:`DuckDBCorruptFileError` if
+    DuckDB's words say the storage failed during ``operation``; None otherwise."""
+    if is_disk_full(exc):
+        return _disk_full(exc, operation)
+    if is_corrupt_file(exc):
+        return _corrupt(exc, operation)
+    return None
+
+
+def _disk_full(exc: BaseException, operation: Operation) -> DuckDBDiskFullError:
+    named = _FILE_IN_MESSAGE.search(str(exc))
+    path = str(Path(named["path"]).resolve()) if named else operation.spill_directory
+    space = _space(path)
+    committed = operation.kind == "write" and commit_was_durable(exc)
+    message = (
+        f"{operation.failed()}: the disk is full. {_what_could_not_be_written(exc, operation, path)};"
+        f" {_describe_space(path, space)}. {operation.outcome(committed=committed, damaged=False)}"
+        f" Free space there, or point `database` at a larger filesystem (DuckDB also needs room"
+        f" beside the file for its write-ahead log {operation.path}.wal and its spill directory"
+        f" {operation.spill_directory}, which connection_config={{'temp_directory': ...}} can move),"
+        f" then run again. {describe_cause(exc)}"
+    )
+    return DuckDBDiskFullError(message, operation=operation, path=path, space=space, committed=committed)
+
+
+def _what_could_not_be_written(exc: BaseException, operation: Operation, path: str) -> str:
+    spill = operation.spill_directory
+    if _OFFLOAD_FAILED in str(exc).lower() and not _FILE_IN_MESSAGE.search(str(exc)):
+        limit = (
+            f"max_temp_directory_size={operation.max_temp_directory_size} (connection_config)"
+            if operation.max_temp_directory_size is not None
+            else "max_temp_directory_size, which DuckDB sets to 90% of the space free on that filesystem"
+        )
+        return f"DuckDB could not spill to its temp directory {spill}: it reached {limit}"
+    if path == operation.path:
+        return f"DuckDB could not write the database file {path}"
+    if path == operation.path + ".wal":
+        return f"DuckDB could not write {path}, the database's write-ahead log"
+    if path == spill or path.startswith(spill + os.sep):
+        return f"DuckDB could not write {path}, in its temp spill directory {spill}"
+    return f"DuckDB could not write {path}"
+
+
+def _space(path: str) -> tuple[int, int] | None:
+    """(free, total) bytes of the filesystem holding ``path`` (its nearest existing ancestor:
+    DuckDB deletes its spill files after a failure); None if unreadable."""
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    try:
+        usage = shutil.disk_usage(where)
+    except OSError:
+        return None
+    return usage.free, usage.total
+
+
+def _describe_space(path: str, space: tuple[int, int] | None) -> str:
+    if space is None:
+        return "the space free on its filesystem could not be read"
+    free, total = space
+    return f"the filesystem holding it (mounted at {_mount_point(path)}) has {_bytes(free)} free of {_bytes(total)} now"
+
+
+def _bytes(size: int) -> str:
+    """``5,996,544 bytes (5.7 MiB)``: exact, then in the units DuckDB's own messages use."""
+    return f"{size:,} bytes" if size < 1024 else f"{size:,} bytes ({_binary(size)})"
+
+
+def _mount_point(path: str) -> Path:
+    where = Path(path)
+    while not (where.exists() and os.path.ismount(where)) and where != where.parent:
+        where = where.parent
+    return where
+
+
+def _binary(size: int) -> str:
+    """``5.7 MiB`` for 1 KiB or more."""
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB", "TiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
+
+def _corrupt(exc: BaseException, operation: Operation) -> DuckDBCorruptFileError:
+    text = str(exc).lower()
+    if _TRUNCATED in text:
+        finding = "truncated: it is shorter than the blocks it refers to"
+    elif "checksum" in text:
+        finding = "corrupt: a block DuckDB read does not match its checksum"
+    else:
+        finding = "corrupt: DuckDB read data in it that cannot be right"
+    return _damaged(operation, finding, said=f" {describe_cause(exc)}")
+
+
+def truncated_error(database: str, *, size: int, blocks_end: int) -> DuckDBCorruptFileError:
+    """The file ``database`` is ``size`` bytes long, but the blocks DuckDB has in use reach
+    byte ``blocks_end``: found when it was opened, before anything was written to it."""
+    finding = (
+        f"truncated: it is {size:,} bytes long, but the blocks DuckDB has in use reach byte"
+        f" {blocks_end:,}; a copy cut short, or a disk that lost its end"
+    )
+    return _damaged(Operation("open", database), finding, said="")
+
+
+def _damaged(operation: Operation, finding: str, *, said: str) -> DuckDBCorruptFileError:
+    path = operation.path
+    message = (
+        f"{operation.failed()}: the file is damaged ({finding})."
+        f" {operation.outcome(committed=False, damaged=True)} The rows the file holds cannot be"
+        " vouched for: DuckDB reads a block only when a query needs it, so any of them, including"
+        " rows committed before this (by this run or earlier ones), may be unreadable or wrong."
+        f" Restore {path} from a backup, or move it aside (with {path}.wal, if there is one) and"
+        f" re-run the backfill of every partition to rebuild it.{said}"
+    )
+    return DuckDBCorruptFileError(message, operation=operation)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,7 +721,11 @@ def parent_error(database: str, exc: OSError) -> DuckDBPathError:
 
 
 def open_error(database: str, exc: duckdb.Error, config: Mapping[str, Any]) -> DuckDBStorageError:
-    """Why connecting failed, other than a lock: a path problem, or a refused option."""
+    """Why connecting failed, other than a lock: a full disk, a damaged file, a path problem,
+    or a refused option."""
+    fault = storage_fault(exc, Operation.of("open", database, config))
+    if fault is not None:
+        return fault
     path = display_path(database)
     if not isinstance(exc, duckdb.IOException):
         # Option names only: a value may be a secret (motherduck_token).
