@@ -19,6 +19,7 @@ import pandas as pd
 from ..days import ReopenedDay, UTCDay
 from ..streams import DayRows, DayStream, Settled
 from .day_store import DayStore
+from .errors import DuckDBCorruptFileError
 
 __all__ = ["PROGRESS_EVERY_SECONDS", "write_stream"]
 
@@ -67,8 +68,13 @@ class _CommitLog:
         if self.days.pop(key, None) is not None:
             self.restored.add(key)
 
-    def failed(self) -> None:
-        if self.days:
+    def failed(self, *, damaged: bool = False) -> None:
+        if self.days and damaged:
+            kept = (
+                f"This attempt committed {len(self.days)} of {self.to_write} day(s) into a file since found"
+                " damaged: none of its rows can be vouched for (see the error for what to do)."
+            )
+        elif self.days:
             first, last = min(self.days), max(self.days)
             span = first if first == last else f"{first}..{last}"
             kept = (
@@ -81,7 +87,9 @@ class _CommitLog:
             kept = f"This attempt committed none of its {self.to_write} day(s) before it failed."
         if self.restored:
             kept += f" {len(self.restored)} day(s) it had written were put back as they were ({', '.join(sorted(self.restored))})."
-        self.context.log.warning(kept + " Every other day keeps its previous rows in every table.")
+        if not damaged:
+            kept += " Every other day keeps its previous rows in every table."
+        self.context.log.warning(kept)
 
 
 def _resume(store: DayStore, context: dg.OutputContext, stream: DayStream, done: dict[str, str]) -> None:
@@ -108,6 +116,7 @@ def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) 
     if done:
         _resume(store, context, stream, done)
     log = _CommitLog(context, len(stream.days) - len(done), stream.written)
+    item: object = None
     try:
         for item in stream.produce(set(done), _StoreView(store, context)):
             _apply(store, context, stream, log, item)
@@ -115,7 +124,12 @@ def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) 
         # Neither a log line nor the report of the days kept may take the place of the error
         # that ends the step.
         with contextlib.suppress(Exception):
-            log.failed()
+            if getattr(exc, "committed", False) and isinstance(item, DayRows):
+                # DuckDB made the day durable before what failed after it (a checkpoint).
+                log.committed(item.day.key)
+                stream.on_written(dataclasses.replace(item, metadata=store.describe(item.day)))
+        with contextlib.suppress(Exception):
+            log.failed(damaged=isinstance(exc, DuckDBCorruptFileError))
         if stream.on_failed is not None:
             with contextlib.suppress(Exception):
                 stream.on_failed(exc, store.table_metadata())

@@ -9,7 +9,8 @@ what bites a daily pipeline:
 
 * **Atomic replace.** Deleting the partition's (or range's) time window and inserting the new
   rows commit in one transaction: a failed insert, or a process killed mid-write, leaves the
-  previous rows in place. An unpartitioned asset's table is replaced in one transaction too.
+  previous rows in place (a commit DuckDB made durable before a checkpoint failed is reported
+  as committed). An unpartitioned asset's table is replaced in one transaction too.
 * **Empty frames are written.** The slice delete is committed, and a missing table is created
   with the frame's columns, so downstream loads of an empty day return an empty frame.
 * **UTC everywhere.** Every connection runs with ``TimeZone = 'UTC'`` and partition bounds are
@@ -117,7 +118,13 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
     out of range, a NULL or duplicate key refused by a constraint), that row's ``id`` (else
     ``completion_id``, else its position) and column. A run terminated (CANCELING or CANCELED)
     before its write commits rolls it back with :class:`DuckDBRunTerminatedError` (a
-    day-by-day range reads the status every :data:`~.day_store.STATUS_EVERY_SECONDS`).
+    day-by-day range reads the status every :data:`~.day_store.STATUS_EVERY_SECONDS`). A full
+    disk (the file, its ``.wal`` or its ``.tmp`` spill directory) raises
+    :class:`DuckDBDiskFullError` naming the space and the path; a file shorter than the blocks
+    it uses is refused when opened, and a block failing its checksum when read, with
+    :class:`DuckDBCorruptFileError`. Every write is one transaction, rolled back on failure,
+    except when DuckDB says the commit was durable before a checkpoint after it failed: the
+    error then says the write was committed.
 
     Memory: unless ``connection_config`` says otherwise, DuckDB runs with ``memory_limit`` =
     :data:`DEFAULT_MEMORY_LIMIT` (32MB; it spills to ``<file>.tmp`` beyond that) and writes
