@@ -10,7 +10,6 @@ able to find the key where it is planted, so a pass means absent, not unsearched
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
@@ -24,10 +23,10 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 import dagster as dg
 import pytest
+from support.leaks import assert_no_encoding
 from support.reliability import (
     RETRYABLE_FAULTS,
     Seen,
@@ -327,22 +326,6 @@ def test_key_is_in_no_exception_log_or_repr_when_the_server_echoes_it(
 
 
 # -- the key in any encoding, keys that cannot be sent, user info ---------------------------------
-
-
-def encodings(secret: str) -> list[bytes]:
-    """``secret`` as a leak could show it: raw, repr- and JSON-escaped, URL-encoded, and the
-    middle of its base64 (standard and URL-safe) at each of the three alignments."""
-    forms = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)}
-    for pad in ("", "x", "xx"):
-        for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            forms.add(encode((pad + secret).encode()).decode()[3:-3])
-    return [f.encode() for f in forms if len(f) >= 12]
-
-
-def assert_no_encoding(text: str | bytes, secret: str, where: str) -> None:
-    data = text if isinstance(text, bytes) else text.encode()
-    leaked = [form for form in encodings(secret) if form in data]
-    assert not leaked, f"the secret leaked into {where} as {leaked[0][:12]!r}..."
 
 
 def test_a_key_with_a_control_character_is_refused_without_being_shown(tmp_path: Path, key: str) -> None:
