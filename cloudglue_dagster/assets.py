@@ -30,6 +30,7 @@ from .frames import (
     empty_frame,
 )
 from .guards import ShrinkGuard
+from .masking import Masker
 from .metadata import column_schema
 from .options import DEFAULT_POOL, AssetOptions
 from .plan_job import build_plan_job
@@ -241,7 +242,11 @@ def _build(options: AssetOptions) -> CloudglueAssets:
     usage = _usage_asset(options, specs["token_usage"], chat.key, "token_usage")
     checks = [
         build_usage_check(
-            chat_key=chat.key, usage_key=usage.key, partitions_def=options.partitions_def, name=options.name
+            chat_key=chat.key,
+            usage_key=usage.key,
+            partitions_def=options.partitions_def,
+            name=options.name,
+            resource_key=options.resource_key,
         )
     ]
     collections = None
@@ -253,6 +258,7 @@ def _build(options: AssetOptions) -> CloudglueAssets:
                 usage_key=usage.key,
                 partitions_def=options.partitions_def,
                 name=options.name,
+                resource_key=options.resource_key,
             )
         )
     assets = [chat, messages, usage, *([collections] if collections is not None else [])]
@@ -311,6 +317,8 @@ def _asset_arguments(options: AssetOptions, spec: dg.AssetSpec, table: str) -> d
         "partitions_def": options.partitions_def,
         "backfill_policy": options.backfill_policy,
         "io_manager_key": options.io_manager_key,
+        # Every asset reads the resource's API key, to mask it in what it shows (masking.py).
+        "required_resource_keys": {options.resource_key},
         # No retry_policy: see run_control (step_errors applies it to transient errors only).
     }
 
@@ -332,22 +340,25 @@ def _chat_completions_asset(options: AssetOptions, spec: dg.AssetSpec) -> dg.Ass
 
     @dg.asset(
         **_asset_arguments(options, spec, "chat_completions"),
-        required_resource_keys={options.resource_key},
         pool=options.resolved_pool,
         check_specs=chat_check_specs(spec.key, partitions),
     )
     def chat_completions(context: dg.AssetExecutionContext) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
-        step = ChatCompletionsStep(
-            context,
-            key=spec.key,
-            partitions_def=partitions,
-            resource=getattr(context.resources, options.resource_key),
-            retry_policy=options.retry_policy,
-            shrink_guard=options.shrink_guard,
-        )
-        # Our I/O manager commits each day as the sweep completes it; checks and run figures after.
-        yield output_days(context, options.io_manager_key, step.stream(), empty_frame(CHAT_COMPLETIONS_COLUMNS))
-        yield from step.report()
+        resource = getattr(context.resources, options.resource_key)
+        masker = Masker.of(resource)
+        with masker.errors():
+            step = ChatCompletionsStep(
+                context,
+                key=spec.key,
+                partitions_def=partitions,
+                resource=resource,
+                retry_policy=options.retry_policy,
+                shrink_guard=options.shrink_guard,
+                masker=masker,
+            )
+            # Our I/O manager commits each day as the sweep completes it; checks and run figures after.
+            yield output_days(context, options.io_manager_key, step.stream(), empty_frame(CHAT_COMPLETIONS_COLUMNS))
+            yield from step.report()
 
     return chat_completions
 
@@ -363,10 +374,12 @@ def _chat_messages_asset(options: AssetOptions, spec: dg.AssetSpec, chat_key: dg
     def chat_messages(
         context: dg.AssetExecutionContext, chat_completions: Any
     ) -> Iterator[dg.Output | dg.AssetCheckEvaluation]:
-        chat = _as_days(chat_completions, run_days(context, partitions))
-        step = ChatMessagesStep(context, key=spec.key, chat=chat, retry_policy=options.retry_policy)
-        yield output_days(context, options.io_manager_key, step.stream(), empty_frame(CHAT_MESSAGES_COLUMNS))
-        yield from step.report()
+        masker = Masker.of(getattr(context.resources, options.resource_key))
+        with masker.errors():
+            chat = _as_days(chat_completions, run_days(context, partitions))
+            step = ChatMessagesStep(context, key=spec.key, chat=chat, retry_policy=options.retry_policy, masker=masker)
+            yield output_days(context, options.io_manager_key, step.stream(), empty_frame(CHAT_MESSAGES_COLUMNS))
+            yield from step.report()
 
     return chat_messages
 
@@ -381,11 +394,20 @@ def _usage_asset(options: AssetOptions, spec: dg.AssetSpec, chat_key: dg.AssetKe
         ins={"chat_completions": _day_input(chat_key, source_columns)},
     )
     def usage(context: dg.AssetExecutionContext, chat_completions: Any) -> Iterator[dg.Output | dg.AssetObservation]:
-        # chat_completions: DayFrames from our I/O manager, a DataFrame of the range from others.
-        chat = _as_days(chat_completions, run_days(context, partitions))
-        step = step_class(context, key=spec.key, chat=chat, retry_policy=options.retry_policy, prices=options.prices)
-        yield output_days(context, options.io_manager_key, step.stream(), empty_frame(_COLUMNS[table]))
-        yield from step.report()
+        masker = Masker.of(getattr(context.resources, options.resource_key))
+        with masker.errors():
+            # chat_completions: DayFrames from our I/O manager, a DataFrame of the range from others.
+            chat = _as_days(chat_completions, run_days(context, partitions))
+            step = step_class(
+                context,
+                key=spec.key,
+                chat=chat,
+                retry_policy=options.retry_policy,
+                prices=options.prices,
+                masker=masker,
+            )
+            yield output_days(context, options.io_manager_key, step.stream(), empty_frame(_COLUMNS[table]))
+            yield from step.report()
 
     return usage
 

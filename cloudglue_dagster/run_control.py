@@ -21,6 +21,7 @@ from typing import TypeVar
 import dagster as dg
 
 from .errors import CloudglueError, is_transient
+from .transport import Logger
 
 __all__ = ["RunTerminatedError", "TerminationWatch", "retry_delay", "step_errors", "terminated_status"]
 
@@ -46,16 +47,21 @@ def retry_delay(policy: dg.RetryPolicy, retry_number: int) -> float:
 
 
 @contextmanager
-def step_errors(context: dg.AssetExecutionContext, retry_policy: dg.RetryPolicy | None) -> Iterator[None]:
+def step_errors(
+    context: dg.AssetExecutionContext, retry_policy: dg.RetryPolicy | None, log: Logger | None = None
+) -> Iterator[None]:
     """Transient :class:`CloudglueError` -> a step retry per ``retry_policy`` (or a failure
     when it is None); any other :class:`CloudglueError` -> ``dg.Failure`` that Dagster never
     retries. Interrupts and other exceptions pass through unchanged: the assets carry no
-    Dagster retry policy, so nothing else is ever retried."""
+    Dagster retry policy, so nothing else is ever retried.
+
+    ``log`` (default ``context.log``) gets the retry's warning, which quotes the error: the
+    steps give their masked log (:class:`~cloudglue_dagster.secrecy.MaskedLog`)."""
     try:
         yield
     except CloudglueError as exc:
         if is_transient(exc) and retry_policy is not None:
-            context.log.warning(
+            (log or context.log).warning(
                 f"{exc} Step retry {context.retry_number + 1} of {retry_policy.max_retries} in"
                 f" {retry_delay(retry_policy, context.retry_number):.0f}s."
             )

@@ -19,12 +19,14 @@ range, as before (``supports_days``).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
 from .days import ReopenedDay, UTCDay
+from .secrecy import errors_masked
 
 __all__ = [
     "DAY_BY_DAY_INPUT",
@@ -56,6 +58,10 @@ class StoredDay:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _unmasked(error: BaseException) -> BaseException:
+    return error
+
+
 @dataclass
 class DayStream:
     """An output that arrives one day at a time (see the module docstring).
@@ -72,6 +78,9 @@ class DayStream:
         resume_columns: the columns ``on_resumed`` needs (None: all).
         on_failed: called when writing the stream fails, after the days committed before
             it, with the error and the warehouse's metadata of the table (None: nothing to do).
+        mask_error: what the I/O manager applies to any error it raises while writing the
+            stream: the step's masking of the API key (``Masker.error``), which the warehouse
+            does not know; it returns the error masked in place, or a stand-in to raise.
     """
 
     days: Sequence[UTCDay]
@@ -81,6 +90,11 @@ class DayStream:
     on_resumed: Callable[[StoredDay], None]
     resume_columns: Sequence[str] | None = None
     on_failed: Callable[[BaseException, Mapping[str, Any]], None] | None = None
+    mask_error: Callable[[BaseException], BaseException] = _unmasked
+
+    def errors_masked(self) -> AbstractContextManager[None]:
+        """A block whose exceptions leave it through :attr:`mask_error`."""
+        return errors_masked(self.mask_error)
 
     @property
     def keys(self) -> list[str]:

@@ -2,9 +2,9 @@
 holding every character an escape changes: the Redactor's forms and its fast path; metadata
 values of every Dagster type, keys included; exceptions with their whole chain, attributes,
 notes and ``dg.Failure`` metadata, and the stand-in for one whose text cannot be masked in
-place; the logger wrapper; a preview masked before it is cut; and, inside a real in-process
-run, what Dagster records of a masked log and a masked failure. The real runs of the assets
-are in ``test_secrets.py``."""
+place; the logger wrapper; a preview masked before it is cut; the usage check comparing model
+names masked alike; and, inside a real in-process run, what Dagster records of a masked log
+and a masked failure. The real runs of the assets are in ``test_secrets.py``."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from cloudglue_dagster.errors import InvalidResponseError
 from cloudglue_dagster.masking import Masker
 from cloudglue_dagster.metadata import markdown_preview
 from cloudglue_dagster.secrecy import MaskedError, MaskedLog, Redactor, errors_masked, masked_error
+from cloudglue_dagster.usage_checks import usage_against_recorded
 
 
 @pytest.fixture
@@ -326,6 +327,28 @@ def test_a_preview_cell_is_masked_before_it_is_escaped_and_cut(key: str) -> None
     assert_no_leak(markdown_preview(frame, ["id", "text"], mask=Redactor(key)), key, "the preview")
     with pytest.raises(AssertionError):  # unmasked, the cut cell keeps a part of the key
         assert_no_leak(Masker(key).text(markdown_preview(frame, ["id", "text"])), key, "the preview")
+
+
+def test_the_usage_check_compares_models_masked_alike_on_both_sides(key: str) -> None:
+    """chat_completions recorded its completions per model masked; the stored token_usage
+    holds the models as the server sent them: masked the same way, they match."""
+    masker = Masker(key)
+    usage = pd.DataFrame(
+        {
+            "model": [f"a:{key}", f"b:{key}"],
+            "completions": [2, 3],
+            **{f: [1, 1] for f in ("prompt_tokens", "completion_tokens", "total_tokens")},
+            "completions_without_usage": [0, 0],
+        }
+    )
+    recorded_day = {
+        "dagster/partition_row_count": 5,
+        **{f: 2 for f in ("prompt_tokens", "completion_tokens", "total_tokens")},
+        "completions_without_usage": 0,
+        "completions_by_model": masker.value({f"b:{key}": 3, f"a:{key}": 2}),
+    }
+    assert usage_against_recorded(usage, recorded_day, masker.value) == []
+    assert usage_against_recorded(usage, recorded_day) != []  # unmasked, they would differ
 
 
 # -- inside a real run -----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import pandas as pd
 from ..checks import check_evaluations, report_checks
 from ..days import ReopenedDay, UTCDay
 from ..frames import window_rows
+from ..masking import Masker
 from ..metadata_keys import RUN_PARTITIONS
 from ..streams import DayFrames, DayStream, StoredDay, supports_days
 
@@ -96,10 +97,17 @@ def frame_days(frame: pd.DataFrame, column: str, days: Sequence[UTCDay]) -> DayF
 
 class Step:
     """Per-day bookkeeping shared by the steps: metadata by partition, check outcomes, and
-    the run's own figures (see the module docstring)."""
+    the run's own figures (see the module docstring).
 
-    def __init__(self, context: dg.AssetExecutionContext, key: dg.AssetKey, days: Sequence[UTCDay]) -> None:
-        self.context, self.key, self.days = context, key, list(days)
+    ``masker`` (the run's, from the resource's key) masks what the step shows: its log lines
+    (``self.log``), the metadata and check outcomes it records, and the errors its output
+    raises in the I/O manager (``DayStream.mask_error``)."""
+
+    def __init__(
+        self, context: dg.AssetExecutionContext, key: dg.AssetKey, days: Sequence[UTCDay], masker: Masker
+    ) -> None:
+        self.context, self.key, self.days, self.masker = context, key, list(days), masker
+        self.log = masker.log(context.log)
         self.outcomes: dict[str, dict[str, Any]] = {}
         self.written: list[str] = []
         self.resumed: list[str] = []
@@ -112,9 +120,9 @@ class Step:
         one-day run) and its check outcomes."""
         (self.resumed if stored.resumed_from else self.written).append(stored.day.key)
         extra = resumed_metadata(stored) if stored.resumed_from else {}
-        self.recorded[stored.day.key] = {**metadata, **stored.metadata, **extra}
+        self.recorded[stored.day.key] = self.masker.metadata({**metadata, **stored.metadata, **extra})
         self.context.add_asset_metadata(self.recorded[stored.day.key], partition_key=stored.day.key)
-        for check, by_day in outcomes.items():
+        for check, by_day in self.masker.outcomes(outcomes).items():
             self.outcomes.setdefault(check, {}).update(by_day)
 
     def forget(self, key: str) -> None:
@@ -138,6 +146,7 @@ class Step:
             on_resumed=self.on_resumed,
             resume_columns=self.resume_columns,
             on_failed=self.on_failed,
+            mask_error=self.masker.error,
         )
 
     def on_failed(self, error: BaseException, table: Mapping[str, Any]) -> None:
@@ -171,7 +180,7 @@ class Step:
         now are they final; the materialization is recorded after the write)."""
         yield from self.days_to_write(skip)
         if len(self.days) == 1:
-            self.context.add_asset_metadata(self.run_metadata(), partition_key=self.days[0].key)
+            self.context.add_asset_metadata(self.masker.metadata(self.run_metadata()), partition_key=self.days[0].key)
 
     def days_to_write(self, skip: Collection[str]) -> Iterator[StoredDay | ReopenedDay]:
         """Each day not in ``skip``, once complete (and a ReopenedDay to undo one)."""
@@ -189,4 +198,4 @@ class Step:
     def report(self) -> Iterator[dg.AssetCheckEvaluation | dg.Output | dg.AssetObservation]:
         """After the output: each day's check evaluations, then the run's figures, once."""
         yield from report_checks(self.context, self.key, self.outcomes)
-        yield dg.AssetObservation(asset_key=self.key, metadata=self.run_metadata())
+        yield dg.AssetObservation(asset_key=self.key, metadata=self.masker.metadata(self.run_metadata()))

@@ -12,6 +12,7 @@ from ..checks import chat_check_outcomes, recorded_row_counts
 from ..days import DayAssembler, ReopenedDay, UTCDay
 from ..frames import CHAT_COMPLETIONS_COLUMNS, chat_completions_frame, conform
 from ..guards import ALLOW_SHRINK_TAG, ShrinkGuard, ShrinkRefusedError
+from ..masking import Masker
 from ..metadata import frame_metadata
 from ..metadata_keys import WINDOW_RECEIVED
 from ..resource import CloudglueResource
@@ -43,8 +44,9 @@ class ChatCompletionsStep(Step):
         resource: CloudglueResource,
         retry_policy: dg.RetryPolicy | None,
         shrink_guard: ShrinkGuard | None,
+        masker: Masker,
     ) -> None:
-        super().__init__(context, key, run_days(context, partitions_def))
+        super().__init__(context, key, run_days(context, partitions_def), masker)
         self.resource, self.retry_policy, self.shrink_guard = resource, retry_policy, shrink_guard
         self.termination = TerminationWatch(context)
         self.sweeps: list[WindowSweep] = []
@@ -57,10 +59,10 @@ class ChatCompletionsStep(Step):
         todo = [d for d in self.days if d.key not in skip]
         if not todo:
             return
-        with step_errors(self.context, self.retry_policy):
+        with step_errors(self.context, self.retry_policy, self.log):
             if self.shrink_guard is not None:
                 self._recorded = recorded_row_counts(self.context.instance, self.key, [d.key for d in todo])
-            with self.resource.get_client(logger=self.context.log) as client:
+            with self.resource.get_client(logger=self.log) as client:
                 repair = False
                 while todo:
                     # A repair sweep (days a late record reopened) holds its days to the end:
@@ -77,7 +79,7 @@ class ChatCompletionsStep(Step):
     def _hand_on(self, item: Any) -> StoredDay | ReopenedDay:
         if isinstance(item, ReopenedDay):
             self.forget(item.day.key)
-            self.context.log.warning(
+            self.log.warning(
                 f"Completion {item.completion_id} of {item.day.key} arrived after that day was written:"
                 " the API's listing is not sorted by created_at here. The day is marked unwritten and"
                 " read again after this sweep."
@@ -94,7 +96,7 @@ class ChatCompletionsStep(Step):
         stored = {day.key: self._recorded[day.key]} if day.key in self._recorded else {}
         shrinking = self.shrink_guard.shrinking(stored, {day.key: rows})
         if shrinking and self._allow_shrink:
-            self.context.log.warning(
+            self.log.warning(
                 f"{day.key} shrinks sharply ({shrinking[0][1]} -> {shrinking[0][2]} rows); replacing it as"
                 f" the run tag {ALLOW_SHRINK_TAG}=true allows"
             )
@@ -103,7 +105,7 @@ class ChatCompletionsStep(Step):
 
     def _log_sweep(self, sweep: WindowSweep, assembler: DayAssembler) -> None:
         order = "sorted by created_at" if assembler.sorted else "NOT sorted by created_at (days held to the end)"
-        self.context.log.info(
+        self.log.info(
             f"Fetched {sweep.received} completions for {sweep.created_after}..{sweep.created_before} in"
             f" {sweep.requests} requests and {sweep.seconds:.2f}s; kept {sweep.kept}, dropped {sweep.dropped}"
             f" outside the window; listing {order}; at most {assembler.peak_open} day(s) held at once"
@@ -111,7 +113,11 @@ class ChatCompletionsStep(Step):
 
     def on_written(self, stored: StoredDay) -> None:
         metadata = frame_metadata(
-            stored.frame, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=_CHAT_PREVIEW, time_column="created_at"
+            stored.frame,
+            columns=CHAT_COMPLETIONS_COLUMNS,
+            preview_columns=_CHAT_PREVIEW,
+            time_column="created_at",
+            mask=self.masker.text,
         )
         self._record(stored, metadata, self._outcomes(stored))
 

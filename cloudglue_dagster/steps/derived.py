@@ -22,6 +22,7 @@ from ..frames import (
     chat_messages_frame,
     conform,
 )
+from ..masking import Masker
 from ..metadata import cost_metadata, frame_metadata, messages_metadata
 from ..run_control import TerminationWatch, step_errors
 from ..streams import DayFrames, StoredDay
@@ -45,8 +46,9 @@ class _DerivedStep(Step):
         key: dg.AssetKey,
         chat: DayFrames,
         retry_policy: dg.RetryPolicy | None,
+        masker: Masker,
     ) -> None:
-        super().__init__(context, key, chat.days)
+        super().__init__(context, key, chat.days, masker)
         self.chat, self.retry_policy = chat, retry_policy
         self.termination = TerminationWatch(context)
 
@@ -54,7 +56,7 @@ class _DerivedStep(Step):
         for day in self.days:
             if day.key in skip:
                 continue
-            with step_errors(self.context, self.retry_policy):
+            with step_errors(self.context, self.retry_policy, self.log):
                 self.termination.poll()
             yield self.build(day)
 
@@ -86,7 +88,9 @@ class ChatMessagesStep(_DerivedStep):
         held = self._chat_of
         chat = held[1] if held is not None and held[0] == stored.day.key else self._chat(stored.day)
         self._chat_of = None
-        metadata = frame_metadata(messages, columns=CHAT_MESSAGES_COLUMNS, preview_columns=_MESSAGES_PREVIEW)
+        metadata = frame_metadata(
+            messages, columns=CHAT_MESSAGES_COLUMNS, preview_columns=_MESSAGES_PREVIEW, mask=self.masker.text
+        )
         self._record(
             stored,
             {**metadata, **messages_metadata(messages)},
@@ -112,7 +116,9 @@ class TokenUsageStep(_DerivedStep):
 
     def on_written(self, stored: StoredDay) -> None:
         usage = stored.frame
-        metadata = frame_metadata(usage, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW)
+        metadata = frame_metadata(
+            usage, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW, mask=self.masker.text
+        )
         self._record(stored, {**metadata, **(cost_metadata(usage) if self.prices else {})})
 
     def on_resumed(self, stored: StoredDay) -> None:
@@ -131,7 +137,9 @@ class CollectionUsageStep(TokenUsageStep):
 
     def on_written(self, stored: StoredDay) -> None:
         usage = stored.frame
-        metadata = frame_metadata(usage, columns=COLLECTION_USAGE_COLUMNS, preview_columns=_COLLECTIONS_PREVIEW)
+        metadata = frame_metadata(
+            usage, columns=COLLECTION_USAGE_COLUMNS, preview_columns=_COLLECTIONS_PREVIEW, mask=self.masker.text
+        )
         collections = usage["collection"].dropna().nunique()
         self._record(
             stored, {**metadata, "collections": dg.MetadataValue.int(int(collections)), **cost_metadata(usage)}
