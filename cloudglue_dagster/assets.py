@@ -20,6 +20,7 @@ from .checks import chat_check_specs, messages_check_specs
 from .days import DEFAULT_MAX_HELD_BYTES
 from .frames import ModelPrice
 from .guards import ALLOW_SHRINK_TAG, ShrinkGuard
+from .masking import Masker
 from .metadata import column_schema
 from .options import DEFAULT_POOL, AssetOptions
 from .plan_job import build_plan_job
@@ -230,7 +231,11 @@ def _build(options: AssetOptions) -> CloudglueAssets:
     assets_def = _tables_asset(options, specs)
     checks = [
         build_usage_check(
-            chat_key=keys[CHAT], usage_key=keys["token_usage"], partitions_def=options.partitions_def, name=options.name
+            chat_key=keys[CHAT],
+            usage_key=keys["token_usage"],
+            partitions_def=options.partitions_def,
+            name=options.name,
+            resource_key=options.resource_key,
         )
     ]
     if options.collection_usage:
@@ -240,6 +245,7 @@ def _build(options: AssetOptions) -> CloudglueAssets:
                 usage_key=keys["token_usage"],
                 partitions_def=options.partitions_def,
                 name=options.name,
+                resource_key=options.resource_key,
             )
         )
     automation: Automation = build_automation(options, assets_def, keys)
@@ -312,7 +318,10 @@ def _tables_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> d
         context: dg.AssetExecutionContext, config: CloudglueRunConfig
     ) -> Iterator[dg.Output | dg.AssetCheckEvaluation | dg.AssetObservation]:
         tag = context.run.tags.get(ALLOW_SHRINK_TAG, "").strip().lower() == "true"
-        yield from TablesStep(context, settings, allow_shrink=config.allow_shrink or tag).outputs()
+        # The key the run resolved: a server may send it back in its data (masking.py).
+        masker = Masker.of(getattr(context.resources, options.resource_key))
+        with masker.errors():
+            yield from TablesStep(context, settings, allow_shrink=config.allow_shrink or tag, masker=masker).outputs()
 
     return tables_step
 

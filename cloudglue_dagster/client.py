@@ -30,7 +30,7 @@ from .decoding import decode_page
 from .errors import CloudglueConfigError
 from .models import ChatCompletion, ChatCompletionPage
 from .parsing import parse_page
-from .secrecy import display_url
+from .secrecy import display_url, errors_masked
 from .sweep import DEFAULT_MAX_WINDOW_RECORDS, Fetch, Sweep, SweepStats
 from .throttle import Throttle
 from .transport import Logger, RetryPolicy, Transport
@@ -307,7 +307,10 @@ class CloudglueClient:
         body = self._transport.get_json(
             self.base_url + _CHAT_COMPLETIONS_PATH, params, self._headers, _cancel, fast=decode_page
         )
-        return body if type(body) is ChatCompletionPage else parse_page(body)
+        if type(body) is ChatCompletionPage:
+            return body
+        with errors_masked(self._transport.redact.error):  # the record it names may hold the key
+            return parse_page(body)
 
     def iter_chat_completions(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
@@ -23,14 +23,27 @@ def column_schema(columns: Sequence[Column]) -> dg.TableSchema:
     )
 
 
-def markdown_preview(frame: pd.DataFrame, columns: Sequence[str], rows: int = 5, width: int = 40) -> str:
-    """A small markdown table of the first ``rows`` rows, cells cut to ``width`` characters."""
+def _unmasked(text: str) -> str:
+    return text
+
+
+def markdown_preview(
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    rows: int = 5,
+    width: int = 40,
+    mask: Callable[[str], str] = _unmasked,
+) -> str:
+    """A small markdown table of the first ``rows`` rows, cells cut to ``width`` characters.
+
+    ``mask`` (the run's key masking) applies to each cell before it is escaped and cut: a
+    secret cut in two, or escaped for markdown, would no longer be recognized."""
     if frame.empty:
         return "_no rows_"
 
     def cell(value: Any) -> str:
         text = "" if value is None or value is pd.NA or (isinstance(value, float) and value != value) else str(value)
-        text = text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+        text = mask(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
         return text if len(text) <= width else text[: width - 1] + "…"
 
     # Column by column: a five-row frame of the columns costs pandas more than the cells.
@@ -49,9 +62,11 @@ def frame_metadata(
     columns: Sequence[Column],
     preview_columns: Sequence[str],
     time_column: str | None = None,
+    mask: Callable[[str], str] = _unmasked,
 ) -> dict[str, Any]:
     """Metadata of one partition's slice: row count, schema, token totals and
-    models (for frames that have them), time span, preview.
+    models (for frames that have them), time span, preview (its cells masked by ``mask``
+    before they are cut; the rest is masked with the whole mapping).
 
     Token totals are plain numbers so the UI plots them over partitions; they
     sum the completions that reported each field (unreported ones are counted
@@ -66,7 +81,7 @@ def frame_metadata(
     if time_column is not None and len(frame):
         metadata[f"first_{time_column}"] = dg.MetadataValue.timestamp(frame[time_column].min().to_pydatetime())
         metadata[f"last_{time_column}"] = dg.MetadataValue.timestamp(frame[time_column].max().to_pydatetime())
-    metadata["preview"] = dg.MetadataValue.md(markdown_preview(frame, preview_columns))
+    metadata["preview"] = dg.MetadataValue.md(markdown_preview(frame, preview_columns, mask=mask))
     return metadata
 
 

@@ -21,6 +21,7 @@ from typing import TypeVar
 import dagster as dg
 
 from .errors import CloudglueError, is_transient
+from .transport import Logger
 
 __all__ = ["RunTerminatedError", "TerminationWatch", "retry_delay", "step_errors", "terminated_status"]
 
@@ -50,6 +51,7 @@ def step_errors(
     context: dg.AssetExecutionContext,
     retry_policy: dg.RetryPolicy | None,
     stored: Callable[[], str] | None = None,
+    log: Logger | None = None,
 ) -> Iterator[None]:
     """Transient :class:`CloudglueError` -> a step retry per ``retry_policy`` (or a failure
     when it is None); any other :class:`CloudglueError` -> ``dg.Failure`` that Dagster never
@@ -57,13 +59,15 @@ def step_errors(
     Dagster retry policy, so nothing else is ever retried.
 
     ``stored`` says what the step has stored so far; it ends the failure's message (and the
-    retry's log line), so the error and the log agree on what was kept."""
+    retry's log line), so the error and the log agree on what was kept. ``log`` (default
+    ``context.log``) gets the retry's warning, which quotes the error: the step gives its
+    masked log (:class:`~cloudglue_dagster.secrecy.MaskedLog`)."""
     try:
         yield
     except CloudglueError as exc:
         said = f"{exc} {stored()}" if stored is not None else str(exc)
         if is_transient(exc) and retry_policy is not None:
-            context.log.warning(
+            (log or context.log).warning(
                 f"{said} Step retry {context.retry_number + 1} of {retry_policy.max_retries} in"
                 f" {retry_delay(retry_policy, context.retry_number):.0f}s."
             )

@@ -25,12 +25,14 @@ collects the range and hands it one DataFrame per table (``supports_days``).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pandas as pd
 
 from .days import ReopenedDay, UTCDay
+from .secrecy import errors_masked
 
 __all__ = [
     "DayRows",
@@ -128,6 +130,9 @@ class DayStream:
         resume_columns: table -> the columns ``on_resumed`` needs (None: all).
         on_failed: called when writing the stream fails, after the days committed before
             it, with the error and the warehouse's metadata of each table.
+        mask_error: what the warehouse applies to any error it raises while writing the
+            stream: the step's masking of the API key (``Masker.error``), which the warehouse
+            does not know; it returns the error masked in place, or a stand-in to raise.
     """
 
     days: Sequence[UTCDay]
@@ -139,10 +144,15 @@ class DayStream:
     on_resumed: Callable[[DayRows], None]
     resume_columns: Mapping[str, Sequence[str] | None]
     on_failed: Callable[[BaseException, Mapping[str, Mapping[str, Any]]], None] | None = None
+    mask_error: Callable[[BaseException], BaseException] = lambda error: error
 
     @property
     def keys(self) -> list[str]:
         return [d.key for d in self.days]
+
+    def errors_masked(self) -> AbstractContextManager[None]:
+        """A block whose exceptions leave it through :attr:`mask_error`."""
+        return errors_masked(self.mask_error)
 
 
 def supports_days(io_manager: object) -> bool:

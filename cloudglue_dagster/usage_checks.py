@@ -8,7 +8,7 @@ partition; the comparisons are plain functions of DataFrames.
 # No `from __future__ import annotations`: Dagster reads the check functions' annotations as types.
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -16,6 +16,7 @@ import pandas as pd
 
 from .checks import Outcome, latest_materializations, report_checks
 from .frames import COLLECTION_USAGE_COLUMNS, TOKEN_FIELDS, TOKEN_USAGE_COLUMNS, conform
+from .masking import Masker
 from .metadata_keys import COMPLETIONS_BY_MODEL, PARTITION_ROW_COUNT
 from .partitions import partition_slices
 
@@ -27,9 +28,19 @@ __all__ = [
 ]
 
 
-def usage_against_recorded(usage_day: pd.DataFrame, recorded: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def _unmasked(value: Any) -> Any:
+    return value
+
+
+def usage_against_recorded(
+    usage_day: pd.DataFrame, recorded: Mapping[str, Any] | None, mask: Callable[[Any], Any] = _unmasked
+) -> list[dict[str, Any]]:
     """Differences between one day of stored ``token_usage`` and the totals that
-    ``chat_completions`` recorded for that day when it was written."""
+    ``chat_completions`` recorded for that day when it was written.
+
+    The recorded completions per model went through the run's masking (a model name may hold
+    the API key a server echoed): ``mask`` (``Masker.value``) gives the stored ones the same
+    treatment, in the same (sorted) order, before they are compared."""
     if recorded is None:
         return [{"column": "chat_completions", "expected": "a materialization", "stored": None}]
     stored = {
@@ -43,7 +54,9 @@ def usage_against_recorded(usage_day: pd.DataFrame, recorded: Mapping[str, Any] 
     by_model = recorded.get(COMPLETIONS_BY_MODEL)
     out = [{"column": k, "expected": expected[k], "stored": v} for k, v in stored.items() if expected[k] != v]
     if by_model is not None:
-        stored_by_model = {str(m): int(n) for m, n in zip(usage_day["model"], usage_day["completions"])}
+        stored_by_model = mask(
+            dict(sorted((str(m), int(n)) for m, n in zip(usage_day["model"], usage_day["completions"])))
+        )
         if stored_by_model != by_model:
             out.append({"column": COMPLETIONS_BY_MODEL, "expected": by_model, "stored": stored_by_model})
     return out
@@ -55,9 +68,12 @@ def build_usage_check(
     usage_key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     name: str,
+    resource_key: str,
 ) -> dg.AssetChecksDefinition:
     """Stored ``token_usage`` equals, per day, the totals ``chat_completions`` recorded
-    when it was written: catches a day re-loaded in one table and not the other."""
+    when it was written: catches a day re-loaded in one table and not the other.
+
+    It reads the ``resource_key`` resource's API key, to mask it in what it compares and shows."""
     spec = dg.AssetCheckSpec(
         name="sums_match_chat_completions",
         asset=usage_key,
@@ -71,9 +87,13 @@ def build_usage_check(
 
     # Named for the account, not the keys: a translator may give two accounts' keys one prefix.
     @dg.multi_asset_check(
-        specs=[spec], name=f"{name}__token_usage_checks", ins={"token_usage": dg.AssetIn(key=usage_key)}
+        specs=[spec],
+        name=f"{name}__token_usage_checks",
+        ins={"token_usage": dg.AssetIn(key=usage_key)},
+        required_resource_keys={resource_key},
     )
     def usage_check(context: dg.AssetCheckExecutionContext, token_usage: pd.DataFrame):
+        masker = Masker.of(getattr(context.resources, resource_key))  # model names come from the API
         usage = conform(token_usage, TOKEN_USAGE_COLUMNS).sort_values("date", kind="stable")
         keys = context.op_execution_context.partition_keys
         latest = latest_materializations(context.instance, chat_key, keys)
@@ -84,11 +104,11 @@ def build_usage_check(
             if record is not None:
                 materialization = record.asset_materialization
                 recorded = {k: v.value for k, v in (materialization.metadata if materialization else {}).items()}
-            mismatches = usage_against_recorded(usage_day, recorded)
+            mismatches = usage_against_recorded(usage_day, recorded, masker.value)
             outcomes[key] = Outcome(
                 not mismatches, {"mismatches": len(mismatches), "details": dg.MetadataValue.json(mismatches[:10])}
             )
-        yield from report_checks(context, usage_key, {spec.name: outcomes})
+        yield from report_checks(context, usage_key, masker.outcomes({spec.name: outcomes}))
 
     return usage_check
 
@@ -135,8 +155,10 @@ def build_collection_usage_check(
     usage_key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     name: str,
+    resource_key: str,
 ) -> dg.AssetChecksDefinition:
-    """Stored collection_usage, summed over collections, equals stored token_usage, per day and model."""
+    """Stored collection_usage, summed over collections, equals stored token_usage, per day and
+    model. It reads the ``resource_key`` resource's API key, to mask it in what it shows."""
     spec = dg.AssetCheckSpec(
         name="sums_match_token_usage",
         asset=collections_key,
@@ -152,10 +174,12 @@ def build_collection_usage_check(
         specs=[spec],
         name=f"{name}__collection_usage_checks",
         ins={"collection_usage": dg.AssetIn(key=collections_key), "token_usage": dg.AssetIn(key=usage_key)},
+        required_resource_keys={resource_key},
     )
     def collection_usage_check(
         context: dg.AssetCheckExecutionContext, collection_usage: pd.DataFrame, token_usage: pd.DataFrame
     ):
+        masker = Masker.of(getattr(context.resources, resource_key))  # model and collection names come from the API
         collections = conform(collection_usage, COLLECTION_USAGE_COLUMNS).sort_values("date", kind="stable")
         usage = conform(token_usage, TOKEN_USAGE_COLUMNS).sort_values("date", kind="stable")
         keys = context.op_execution_context.partition_keys
@@ -166,6 +190,6 @@ def build_collection_usage_check(
             outcomes[key] = Outcome(
                 not mismatches, {"mismatches": len(mismatches), "details": dg.MetadataValue.json(mismatches[:10])}
             )
-        yield from report_checks(context, collections_key, {spec.name: outcomes})
+        yield from report_checks(context, collections_key, masker.outcomes({spec.name: outcomes}))
 
     return collection_usage_check

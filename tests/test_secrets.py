@@ -6,14 +6,18 @@ runs left: the CLI's output, every file under DAGSTER_HOME (SQLite run and event
 compute logs), the warehouse; in what the web UI serves (GraphQL: resource config, run config,
 event logs, captured logs); and in exceptions and ``repr`` inside a run. Each search is shown
 able to find the key where it is planted, so a pass means absent, not unsearched.
+
+A server can also put the key into its data (a record's id, model, prompt, answer): the tables
+keep what it sent, and after real CLI runs (one that succeeds, some that fail on such a record)
+the key is in none of what those runs show, in no encoding and in no part of 16 characters.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import os
+import re
 import secrets
 import sqlite3
 import subprocess
@@ -24,10 +28,12 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
 
 import dagster as dg
 import pytest
+from dagster_shared.serdes.serdes import serialize_value
+from support.hostile_server import HostileProxy
+from support.leaks import assert_no_encoding, assert_no_leak, hostile_key
 from support.reliability import (
     RETRYABLE_FAULTS,
     Seen,
@@ -36,8 +42,10 @@ from support.reliability import (
     free_port,
     http_server,
     materialize_cmd,
+    ms,
     pages,
     pick_fault_seed,
+    read_table,
 )
 
 from cloudglue_dagster import (
@@ -45,6 +53,7 @@ from cloudglue_dagster import (
     BadRequestError,
     CloudglueClient,
     CloudglueResource,
+    InvalidResponseError,
     RetriesExhaustedError,
     build_cloudglue_assets,
 )
@@ -329,22 +338,6 @@ def test_key_is_in_no_exception_log_or_repr_when_the_server_echoes_it(
 # -- the key in any encoding, keys that cannot be sent, user info ---------------------------------
 
 
-def encodings(secret: str) -> list[bytes]:
-    """``secret`` as a leak could show it: raw, repr- and JSON-escaped, URL-encoded, and the
-    middle of its base64 (standard and URL-safe) at each of the three alignments."""
-    forms = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], quote(secret, safe=""), quote_plus(secret)}
-    for pad in ("", "x", "xx"):
-        for encode in (base64.b64encode, base64.urlsafe_b64encode):
-            forms.add(encode((pad + secret).encode()).decode()[3:-3])
-    return [f.encode() for f in forms if len(f) >= 12]
-
-
-def assert_no_encoding(text: str | bytes, secret: str, where: str) -> None:
-    data = text if isinstance(text, bytes) else text.encode()
-    leaked = [form for form in encodings(secret) if form in data]
-    assert not leaked, f"the secret leaked into {where} as {leaked[0][:12]!r}..."
-
-
 def test_a_key_with_a_control_character_is_refused_without_being_shown(tmp_path: Path, key: str) -> None:
     """A key with a pasted line break used to reach requests, whose InvalidHeader error
     quoted it escaped (past the redaction) into stderr, the run storage and compute logs.
@@ -438,3 +431,159 @@ def test_user_info_in_base_url_is_refused_and_never_shown(tmp_path: Path, key: s
     )
     assert done.returncode != 0 and b"user info" in done.stdout + done.stderr
     assert_no_encoding(done.stdout + done.stderr, password, "dagster definitions validate")
+
+
+# -- a server that puts the key into its data --------------------------------------------------------
+
+LYING_DATA = Dataset(dt.date(2026, 9, 1), dt.date(2026, 9, 7), per_day=40, seed=9)
+LYING_RANGE = "2026-09-02...2026-09-05"
+
+
+def run_against_a_lying_server(
+    tmp_path: Path, key: str, lie: str | tuple[str, ...], prepare: Any
+) -> tuple[subprocess.CompletedProcess[bytes], Path, Path]:
+    """``dagster asset materialize`` of :data:`LYING_RANGE` through a :class:`HostileProxy`
+    telling ``lie``, after ``prepare(emu, proxy)``; returns the CLI's outcome, DAGSTER_HOME and
+    the DuckDB file (outside DAGSTER_HOME: the data keeps what the server sent)."""
+    home, database = tmp_path / "home", tmp_path / "w.duckdb"
+    with Emulator(LYING_DATA, api_key=key) as emu, HostileProxy(emu, lie=lie) as proxy:
+        prepare(emu, proxy)
+        env = cli_env(key=key, base_url=proxy.base_url, start="2026-09-01", database=database, home=home)
+        done = subprocess.run(
+            materialize_cmd("--partition-range", LYING_RANGE), env=env, capture_output=True, timeout=300
+        )
+    return done, home, database
+
+
+def what_the_run_left(
+    done: subprocess.CompletedProcess[bytes], home: Path
+) -> tuple[list[Any], list[tuple[str, bytes]]]:
+    """The run's event log, and everything the run left to be read, each with where it is:
+    the CLI's output, the raw bytes of every file under DAGSTER_HOME (compute logs, SQLite run
+    and event storage), each event serialized (log lines; the metadata of materializations,
+    observations and check evaluations; a failure's error with its cause chain)."""
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        (run,) = instance.get_runs()
+        records = list(instance.all_logs(run.run_id))
+    finally:
+        instance.dispose()
+    left = [("the CLI's stdout", done.stdout), ("the CLI's stderr", done.stderr)]
+    left += [(str(p.relative_to(home)), p.read_bytes()) for p in sorted(home.rglob("*")) if p.is_file()]
+    left += [(f"event {i} ({r.user_message[:40]!r})", serialize_value(r).encode()) for i, r in enumerate(records)]
+    for record in records:
+        materialization = record.asset_materialization
+        if materialization is not None:
+            where = f"the metadata of {materialization.asset_key.to_user_string()} {materialization.partition}"
+            left.append((where, serialize_value(materialization.metadata).encode()))
+    return records, left
+
+
+def metadata_of(records: list[Any], table: str) -> list[dict[str, Any]]:
+    """The metadata values of ``table``'s materializations of days with rows in ``records``."""
+    days = [
+        {k: v.value for k, v in r.asset_materialization.metadata.items()}
+        for r in records
+        if r.asset_materialization is not None and r.asset_materialization.asset_key.path[-1] == table
+    ]
+    return [day for day in days if day["dagster/partition_row_count"]]
+
+
+def test_a_server_putting_the_key_in_its_records_finds_it_only_in_the_tables(tmp_path: Path) -> None:
+    """The server puts the key into every record (``key_in_records``): raw in its id and model,
+    raw, base64 and URL-encoded in its prompt, JSON- and repr-escaped in its answer; and one
+    record claims a day already written, so days are reopened with a warning naming the next
+    record, whose id holds the key. The run succeeds and every check passes (token_usage's
+    compares the models, masked alike on both sides). The tables keep what the server sent; the
+    CLI's output, every file under DAGSTER_HOME and every event of the run (log lines, the
+    tables' materialization metadata with their previews and models, check evaluations, the
+    run's observations) show ``***`` where the key was, and the key in no encoding and no part."""
+    key = hostile_key()
+
+    def reopen_a_day(emu: Emulator, proxy: HostileProxy) -> None:
+        records = emu.dataset.records(dt.date(2026, 9, 4), "ms")
+        proxy.moves = {records[len(records) // 2]["id"]: ms(dt.datetime(2026, 9, 2, 12, tzinfo=dt.timezone.utc))}
+
+    done, home, database = run_against_a_lying_server(tmp_path, key, "key_in_records", reopen_a_day)
+    assert done.returncode == 0, done.stderr[-4000:].decode(errors="replace")
+    chat = read_table(database, "chat_completions")
+    assert chat["id"].str.endswith(key).all() and chat["model"].str.endswith(key).all()
+    with pytest.raises(AssertionError):  # the search below finds the key where the server put it
+        assert_no_leak("".join(chat["prompt"]), key, "the prompts")
+
+    records, left = what_the_run_left(done, home)
+    for where, data in left:
+        assert_no_leak(data, key, where)
+    plant_and_find(home, key)
+    messages = "\n".join(r.user_message for r in records)
+    assert re.search(r"Completion [0-9a-f-]{36}\.\*\*\* of 2026-09-0\d arrived after that day was handed on", messages)
+    chat_days, usage_days = metadata_of(records, "chat_completions"), metadata_of(records, "token_usage")
+    assert len(chat_days) >= 3 and len(usage_days) >= 3  # the days with rows (2026-09-05 has none)
+    for day in (*chat_days, *usage_days):
+        assert day["completions_by_model"] and all(m.endswith(":***") for m in day["completions_by_model"])
+        assert ":***" in day["models"] and ":***" in day["preview"]
+    # Each cell was masked before it was escaped for markdown (| as \|) and cut to 40 characters.
+    assert all(
+        "[*** \\| *** \\| ***]" in day["preview"] and "[\"***\" \\| '***']" in day["preview"] for day in chat_days
+    )
+    checks = [
+        r.dagster_event.event_specific_data
+        for r in records
+        if r.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+    ours = [c for c in checks if c.check_name in ("rows_valid", "sums_match_chat_completions")]
+    assert {c.check_name for c in ours} == {"rows_valid", "sums_match_chat_completions"}
+    assert all(c.passed for c in ours)
+
+
+@pytest.mark.parametrize(
+    ("lie", "error", "named", "days_kept"),
+    [
+        ("huge_tokens", "InvalidResponseError", "completion '{id}'", 0),
+        ("lone_surrogate", "DuckDBWriteError", "Row at fault: id '{id}'", 2),
+    ],
+)
+def test_a_run_failing_on_a_record_that_holds_the_key_names_the_record_masked(
+    tmp_path: Path, lie: str, error: str, named: str, days_kept: int
+) -> None:
+    """A record whose id holds the key brings a value the client refuses (a token count of
+    2**70 in the first record of every page: InvalidResponseError names the completion, before
+    anything is written) or DuckDB refuses (a lone surrogate in the answer of a record of the
+    range's oldest day: DuckDBWriteError, raised by the I/O manager, names the row, after the
+    newer days were committed). The run fails with that error naming the record as
+    ``<id>.***``; the key is in none of what the run left: the failure's message, stack and
+    cause chain, a ``dg.Failure``'s description and metadata, the materializations of the days
+    committed before it, the log lines, the files."""
+    key = hostile_key()
+
+    def corrupt_a_record(emu: Emulator, proxy: HostileProxy) -> None:
+        proxy.targets = {emu.dataset.records(dt.date(2026, 9, 2), "ms")[3]["id"]}
+
+    done, home, _ = run_against_a_lying_server(tmp_path, key, (lie, "key_in_records"), corrupt_a_record)
+    assert done.returncode != 0
+    records, left = what_the_run_left(done, home)
+    for where, data in left:
+        assert_no_leak(data, key, where)
+    plant_and_find(home, key)
+    (failure,) = [
+        r.dagster_event.step_failure_data for r in records if r.dagster_event_type == dg.DagsterEventType.STEP_FAILURE
+    ]
+    shown = failure.error.to_string()
+    assert error in shown and re.search(re.escape(named).replace(r"\{id\}", r"[0-9a-f-]{36}\.\*\*\*"), shown), shown
+    if failure.user_failure_data is not None:  # a dg.Failure raised by the step: its description and metadata
+        assert ".***'" in failure.user_failure_data.description
+    kept = metadata_of(records, "chat_completions")  # reported by the failing step, masked
+    assert len(kept) == days_kept and all(":***" in day["models"] for day in kept)
+
+
+def test_the_client_alone_names_a_record_that_holds_the_key_masked() -> None:
+    """Outside Dagster too: the InvalidResponseError of a record whose id holds the key shows
+    ``<id>.***`` in its text and its ``completion_id``."""
+    key = hostile_key()
+    with Emulator(LYING_DATA, api_key=key) as emu, HostileProxy(emu, lie=("huge_tokens", "key_in_records")) as proxy:
+        with pytest.raises(InvalidResponseError) as info:
+            CloudglueClient(key, proxy.base_url).list_chat_completions(created_after="2026-09-01")
+    error = info.value
+    assert re.fullmatch(r"[0-9a-f-]{36}\.\*\*\*", error.completion_id or ""), error.completion_id
+    for where, text in [("the error", str(error)), ("its repr", repr(error)), ("its attributes", repr(vars(error)))]:
+        assert_no_leak(text, key, where)

@@ -53,6 +53,7 @@ class ApiDays:
         allow_shrink: write sharply shrinking days anyway (with a warning each).
         max_held_bytes: the most completion JSON a sweep may hold at once.
         termination: polled as records arrive.
+        log: where the sweep reports (the step's masked log).
     """
 
     def __init__(
@@ -65,8 +66,9 @@ class ApiDays:
         allow_shrink: bool,
         max_held_bytes: int,
         termination: TerminationWatch,
+        log: Any,
     ) -> None:
-        self.context, self.resource, self.stored = context, resource, dict(stored or {})
+        self.context, self.resource, self.stored, self.log = context, resource, dict(stored or {}), log
         self.shrink_guard, self.allow_shrink, self.max_held_bytes = shrink_guard, allow_shrink, max_held_bytes
         self.termination = termination
         self.sweeps: list[WindowSweep] = []
@@ -75,7 +77,7 @@ class ApiDays:
 
     def days(self, todo: list[UTCDay]) -> Iterator[Fetched | ReopenedDay | Settled]:
         """Each day of ``todo`` once complete; then :attr:`refused` lists the days refused."""
-        with self.resource.get_client(logger=self.context.log) as client:
+        with self.resource.get_client(logger=self.log) as client:
             repair = False
             while todo:
                 # A repair sweep (days a late record reopened) holds its days to the end:
@@ -100,7 +102,7 @@ class ApiDays:
     ) -> Iterator[Fetched | ReopenedDay]:
         if isinstance(item, ReopenedDay):
             if self.held.pop(item.day.key, None) is None:  # a held day was never handed on
-                self.context.log.warning(
+                self.log.warning(
                     f"Completion {item.completion_id} of {item.day.key} arrived after that day was handed on:"
                     " the API's listing is not sorted by created_at here. The day's previous rows are put"
                     " back in every table, and the day is read again after this sweep."
@@ -122,7 +124,7 @@ class ApiDays:
         key = item.day.key
         shrinking = self.shrink_guard.shrinking({key: self.stored[key]}, {key: len(item.completions)})
         if shrinking and self.allow_shrink:
-            self.context.log.warning(
+            self.log.warning(
                 f"{key} shrinks sharply ({self.stored[key]} -> {len(item.completions)} rows); replacing it as"
                 " allow_shrink allows"
             )
@@ -134,7 +136,7 @@ class ApiDays:
 
     def _log_sweep(self, sweep: WindowSweep, assembler: DayAssembler) -> None:
         order = "sorted by created_at" if assembler.sorted else "NOT sorted by created_at (days held to the end)"
-        self.context.log.info(
+        self.log.info(
             f"Fetched {sweep.received} completions for {sweep.created_after}..{sweep.created_before} in"
             f" {sweep.requests} requests and {sweep.seconds:.2f}s; kept {sweep.kept}, dropped {sweep.dropped}"
             f" outside the run's days; listing {order}; at most {assembler.peak_open} day(s) held at once"

@@ -15,6 +15,7 @@ import dagster as dg
 
 from ..checks import Outcome, check_evaluations
 from ..days import UTCDay
+from ..masking import Masker
 from ..metadata_keys import RUN_PARTITIONS
 
 __all__ = ["Recorder", "resume_runs", "resumed_metadata", "run_days"]
@@ -58,10 +59,11 @@ class Recorder:
         context: the step's context.
         key: the table's asset key.
         checked: whether the table's check is selected in this run.
+        masker: masks the API key out of what is recorded (a server may send it back in its data).
     """
 
-    def __init__(self, context: dg.AssetExecutionContext, key: dg.AssetKey, *, checked: bool) -> None:
-        self.context, self.key, self.checked = context, key, checked
+    def __init__(self, context: dg.AssetExecutionContext, key: dg.AssetKey, *, checked: bool, masker: Masker) -> None:
+        self.context, self.key, self.checked, self.masker = context, key, checked, masker
         self.metadata: dict[str, dict[str, Any]] = {}
         self.outcomes: dict[str, dict[str, Outcome]] = {}
         self.written: list[str] = []
@@ -76,10 +78,11 @@ class Recorder:
     ) -> None:
         """The day's materialization metadata and check outcomes (of a day written, or resumed)."""
         (self.resumed if resumed_from else self.written).append(day)
-        self.metadata[day] = {**metadata, **(resumed_metadata(resumed_from) if resumed_from else {})}
+        extra = resumed_metadata(resumed_from) if resumed_from else {}
+        self.metadata[day] = self.masker.metadata({**metadata, **extra})
         self.context.add_asset_metadata(self.metadata[day], asset_key=self.key, partition_key=day)
         if self.checked:
-            for check, by_day in outcomes.items():
+            for check, by_day in self.masker.outcomes(outcomes).items():
                 self.outcomes.setdefault(check, {}).update(by_day)
 
     def forget(self, day: str) -> None:

@@ -27,6 +27,7 @@ from ..checks import recorded_row_counts
 from ..days import ReopenedDay, UTCDay
 from ..frames import chat_completions_frame, empty_frame
 from ..guards import ShrinkGuard, ShrinkRefusedError
+from ..masking import Masker
 from ..run_control import TerminationWatch, step_errors
 from ..streams import DayRows, DayStream, Item, TableTarget, TableWritten, Warehouse, supports_days
 from .api_days import ApiDays, Fetched
@@ -70,16 +71,22 @@ class TablesStep:
         context: the step's context.
         settings: the factory's settings.
         allow_shrink: write days the shrink guard would refuse (run config or run tag).
+        masker: the run's masking of the API key (from the resource's key), over everything the
+            step shows: log lines, metadata, errors (a server may send the key back in its data).
     """
 
-    def __init__(self, context: dg.AssetExecutionContext, settings: StepSettings, *, allow_shrink: bool) -> None:
-        self.context, self.settings, self.allow_shrink = context, settings, allow_shrink
+    def __init__(
+        self, context: dg.AssetExecutionContext, settings: StepSettings, *, allow_shrink: bool, masker: Masker
+    ) -> None:
+        self.context, self.settings, self.allow_shrink, self.masker = context, settings, allow_shrink, masker
+        self.log = masker.log(context.log)
         self.days = run_days(context, settings.partitions_def)
         selected = context.selected_asset_keys
         self.written = [t for t, key in settings.keys.items() if key in selected]
         checks = {c.asset_key for c in context.selected_asset_check_keys}
         self.recorders = {
-            t: Recorder(context, settings.keys[t], checked=settings.keys[t] in checks) for t in self.written
+            t: Recorder(context, settings.keys[t], checked=settings.keys[t] in checks, masker=masker)
+            for t in self.written
         }
         self.termination = TerminationWatch(context)
         self.api: ApiDays | None = None
@@ -117,6 +124,7 @@ class TablesStep:
             on_resumed=self.on_resumed,
             resume_columns=self._resume_columns(),
             on_failed=self.on_failed,
+            mask_error=self.masker.error,
         )
 
     def _collect(self) -> dict[str, pd.DataFrame]:
@@ -153,7 +161,7 @@ class TablesStep:
         run's figures on that day (only now are they final; it is recorded after the write)."""
         todo = [d for d in self.days if d.key not in skip]
         if todo:
-            with step_errors(self.context, self.settings.retry_policy, self._stored_note):
+            with step_errors(self.context, self.settings.retry_policy, self._stored_note, self.log):
                 if CHAT in self.written:
                     yield from self._from_api(todo, warehouse)
                 else:
@@ -161,7 +169,9 @@ class TablesStep:
         if len(self.days) == 1:
             for table, recorder in self.recorders.items():
                 self.context.add_asset_metadata(
-                    self.run_metadata(table), asset_key=recorder.key, partition_key=self.days[0].key
+                    self.masker.metadata(self.run_metadata(table)),
+                    asset_key=recorder.key,
+                    partition_key=self.days[0].key,
                 )
 
     def _from_api(self, todo: list[UTCDay], warehouse: Warehouse) -> Iterator[Item]:
@@ -174,6 +184,7 @@ class TablesStep:
             allow_shrink=self.allow_shrink,
             max_held_bytes=self.settings.max_held_bytes,
             termination=self.termination,
+            log=self.log,
         )
         for item in self.api.days(todo):
             if isinstance(item, Fetched):
@@ -198,7 +209,7 @@ class TablesStep:
         stored = warehouse.stored_rows(CHAT, todo)
         if stored is not None:
             return stored, "the warehouse"
-        self.context.log.warning(
+        self.log.warning(
             "The shrink guard compares each day with the row count of its latest materialization in"
             " Dagster's instance: this I/O manager cannot count the rows it stores. A new or wiped"
             " instance remembers none, and then no day is guarded."
@@ -252,7 +263,8 @@ class TablesStep:
     def _record(self, rows: DayRows, resumed_from: str | None) -> None:
         chat = rows.frames.get(CHAT, pd.DataFrame())
         for table, recorder in self.recorders.items():
-            metadata, outcomes = self.settings.tables[table].describe(rows.frames[table], chat, rows.day.key, rows.day)
+            describe = self.settings.tables[table].describe
+            metadata, outcomes = describe(rows.frames[table], chat, rows.day.key, rows.day, self.masker.text)
             recorder.record(rows.day.key, {**metadata, **rows.metadata.get(table, {})}, outcomes, resumed_from)
 
     def on_failed(self, error: BaseException, table_metadata: Mapping[str, Mapping[str, object]]) -> None:
@@ -287,4 +299,4 @@ class TablesStep:
             if spec.key in selected:
                 yield dg.Output(None, output_name=output_name)
         for table, recorder in self.recorders.items():
-            yield dg.AssetObservation(asset_key=recorder.key, metadata=self.run_metadata(table))
+            yield dg.AssetObservation(asset_key=recorder.key, metadata=self.masker.metadata(self.run_metadata(table)))

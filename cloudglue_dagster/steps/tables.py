@@ -39,6 +39,8 @@ CHAT = "chat_completions"
 Described = tuple[dict[str, Any], dict[str, dict[str, Any]]]
 """A day's materialization metadata, and its check outcomes (check name -> {day: Outcome})."""
 
+Mask = Callable[[str], str]
+
 _CHAT_PREVIEW = ("created_at", "model", "total_tokens", "prompt", "response")
 _MESSAGES_PREVIEW = ("completion_id", "source", "position", "role", "content")
 _USAGE_PREVIEW = ("date", "model", "completions", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost")
@@ -59,8 +61,9 @@ class Table:
         partition_expr: the column holding each row's time (the I/O manager's ``partition_expr``).
         source_columns: the columns of chat_completions its rows are built from.
         build: a day of chat_completions (at least ``source_columns``) -> the day's rows.
-        describe: ``(the day's rows, the day's chat_completions, its partition key)`` -> metadata
-            and check outcomes.
+        describe: ``(the day's rows, the day's chat_completions, its partition key, its window,
+            the run's masking of texts)`` -> metadata and check outcomes (the preview's cells
+            masked before they are cut; the caller masks the rest).
         resume_columns: the columns ``describe`` needs of a day read back (None: all).
     """
 
@@ -69,14 +72,14 @@ class Table:
     partition_expr: str
     source_columns: Sequence[str]
     build: Callable[[pd.DataFrame], pd.DataFrame]
-    describe: Callable[[pd.DataFrame, pd.DataFrame, str, Any], Described]
+    describe: Callable[[pd.DataFrame, pd.DataFrame, str, Any, Mask], Described]
     resume_columns: Sequence[str] | None = None
 
 
-def _chat_describe(chat: pd.DataFrame, _source: pd.DataFrame, key: str, window: Any) -> Described:
+def _chat_describe(chat: pd.DataFrame, _source: pd.DataFrame, key: str, window: Any, mask: Mask) -> Described:
     chat = conform(chat, [c for c in CHAT_COMPLETIONS_COLUMNS if c.name in chat.columns])
     metadata = frame_metadata(
-        chat, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=_CHAT_PREVIEW, time_column="created_at"
+        chat, columns=CHAT_COMPLETIONS_COLUMNS, preview_columns=_CHAT_PREVIEW, time_column="created_at", mask=mask
     )
     start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
     return metadata, chat_check_outcomes(chat, start, end, [(key, chat)])
@@ -87,24 +90,30 @@ def _messages_source(chat: pd.DataFrame) -> pd.DataFrame:
     return conform(chat, MESSAGE_SOURCE_COLUMNS).sort_values(["created_at", "id"], kind="stable", ignore_index=True)
 
 
-def _messages_describe(messages: pd.DataFrame, chat: pd.DataFrame, key: str, _window: Any) -> Described:
+def _messages_describe(messages: pd.DataFrame, chat: pd.DataFrame, key: str, _window: Any, mask: Mask) -> Described:
     messages = conform(messages, CHAT_MESSAGES_COLUMNS)
-    metadata = frame_metadata(messages, columns=CHAT_MESSAGES_COLUMNS, preview_columns=_MESSAGES_PREVIEW)
+    metadata = frame_metadata(messages, columns=CHAT_MESSAGES_COLUMNS, preview_columns=_MESSAGES_PREVIEW, mask=mask)
     return {**metadata, **messages_metadata(messages)}, messages_check_outcomes([(key, messages, chat)])
 
 
-def _usage_describe(prices: Mapping[str, ModelPrice]) -> Callable[[pd.DataFrame, pd.DataFrame, str, Any], Described]:
-    def describe(usage: pd.DataFrame, _chat: pd.DataFrame, _key: str, _window: Any) -> Described:
+def _usage_describe(
+    prices: Mapping[str, ModelPrice],
+) -> Callable[[pd.DataFrame, pd.DataFrame, str, Any, Mask], Described]:
+    def describe(usage: pd.DataFrame, _chat: pd.DataFrame, _key: str, _window: Any, mask: Mask) -> Described:
         usage = conform(usage, TOKEN_USAGE_COLUMNS)
-        metadata = frame_metadata(usage, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW)
+        metadata = frame_metadata(usage, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW, mask=mask)
         return {**metadata, **(cost_metadata(usage) if prices else {})}, {}
 
     return describe
 
 
-def _collections_describe(collections: pd.DataFrame, _chat: pd.DataFrame, _key: str, _window: Any) -> Described:
+def _collections_describe(
+    collections: pd.DataFrame, _chat: pd.DataFrame, _key: str, _window: Any, mask: Mask
+) -> Described:
     collections = conform(collections, COLLECTION_USAGE_COLUMNS)
-    metadata = frame_metadata(collections, columns=COLLECTION_USAGE_COLUMNS, preview_columns=_COLLECTIONS_PREVIEW)
+    metadata = frame_metadata(
+        collections, columns=COLLECTION_USAGE_COLUMNS, preview_columns=_COLLECTIONS_PREVIEW, mask=mask
+    )
     count = int(collections["collection"].dropna().nunique())
     return {**metadata, "collections": dg.MetadataValue.int(count), **cost_metadata(collections)}, {}
 

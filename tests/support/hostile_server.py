@@ -3,7 +3,9 @@
 ``HostileProxy(emu)`` forwards every request (path, query, ``Authorization``) to ``emu`` over
 real HTTP and returns its answer, rewritten by the current ``lie`` (settable at any time; None
 answers honestly). The lies are the self-contradictory or hostile answers a broken server, a
-caching proxy or an attacker could give; see :data:`LIES`.
+caching proxy or an attacker could give; see :data:`LIES`. Lies that rewrite a 200's records
+combine: ``lie`` may be a tuple of them, applied in order (``("lone_surrogate",
+"key_in_records")`` corrupts a record whose id then carries the key).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ LIES = {
     "echo_key": "401 whose error text holds the key raw, repr-escaped, URL-encoded and base64",
     "empty_account": "every page is empty with total 0 (a key of another, empty account; an outage answering empty lists)",
     "unauthorized": "401, as to a revoked key",
+    "key_in_records": (
+        "every record carries the request's key: raw in its id and model, raw, base64 and URL-encoded"
+        " in each prompt message, JSON- and repr-escaped in each answer"
+    ),
     "swelling_total": (
         "every page claims total = the true total + 2 x limit x the proxy's request count (it grows"
         " faster than a page-by-page read advances), and a page past the true records is made of"
@@ -52,7 +58,7 @@ LIES = {
 class HostileProxy:
     """Start with ``with HostileProxy(emu) as proxy:``; point clients at ``proxy.base_url``."""
 
-    def __init__(self, emu: Emulator, lie: str | None = None) -> None:
+    def __init__(self, emu: Emulator, lie: str | tuple[str, ...] | None = None) -> None:
         self.emu = emu
         self.lie = lie
         self.requests = 0
@@ -176,8 +182,8 @@ class HostileProxy:
                 body["data"] = self._fresh_records(path, auth, query, offset)
             for record in body["data"]:
                 record["created_at"] = self.moves.get(record["id"], record["created_at"])
-            if lie is not None:
-                body = self._rewrite(lie, body, offset, int(query.get("limit", "100")))
+            for each in (lie,) if isinstance(lie, str) else lie or ():
+                body = self._rewrite(each, body, offset, int(query.get("limit", "100")), auth)
         # json.dumps escapes a lone surrogate as \ud800: valid JSON that decodes to invalid text.
         return status, {}, json.dumps(body).encode(), lie == "trickle"
 
@@ -213,7 +219,7 @@ class HostileProxy:
             for i in range(limit if models else 0)
         ]
 
-    def _rewrite(self, lie: str, body: dict[str, Any], offset: int, limit: int) -> dict[str, Any]:
+    def _rewrite(self, lie: str, body: dict[str, Any], offset: int, limit: int, auth: str | None) -> dict[str, Any]:
         if lie == "empty_account":
             body.update(data=[], total=0)
         elif lie == "empty_first_page" and offset == 0:
@@ -234,4 +240,21 @@ class HostileProxy:
             for record in body["data"]:
                 if record["id"] in self.targets:
                     record["choices"][0]["message"]["content"] = "\ud800"
+        elif lie == "key_in_records":
+            for record in body["data"]:
+                _carry_key(record, (auth or "").removeprefix("Bearer "))
         return body
+
+
+def _carry_key(record: dict[str, Any], key: str) -> None:
+    """Put ``key`` into ``record`` where a server echoing it would: see ``key_in_records``."""
+    record["id"] = f"{record['id']}.{key}"
+    record["model"] = f"{record['model']}:{key}"
+    encoded = f"[{key} | {base64.b64encode(key.encode()).decode()} | {quote(key, safe='')}] "
+    escaped = f"[{json.dumps(key)} | {key!r}] "
+    for message in (record.get("payload") or {}).get("messages") or []:
+        message["content"] = encoded + (message.get("content") if isinstance(message.get("content"), str) else "")
+    for choice in record.get("choices") or []:
+        message = choice.get("message") or {}
+        message["content"] = escaped + (message.get("content") if isinstance(message.get("content"), str) else "")
+        choice["message"] = message
