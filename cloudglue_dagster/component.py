@@ -64,6 +64,9 @@ class CloudglueAccount(dg.Model):
         default=None,
         description="Largest response body accepted, in bytes after decompression (134217728 = 128 MiB).",
     )
+    max_window_records: int | None = Field(
+        default=None, description="Largest total a window may announce before the sweep refuses it (10000000)."
+    )
 
 
 class DuckDBStorage(dg.Model):
@@ -233,6 +236,7 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             "timeout_seconds": account.timeout_seconds,
             "request_deadline_seconds": account.request_deadline_seconds,
             "max_response_bytes": account.max_response_bytes,
+            "max_window_records": account.max_window_records,
         }
         resources: dict[str, object] = {
             resource_key: CloudglueResource(

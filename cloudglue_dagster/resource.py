@@ -18,6 +18,7 @@ from .client import (
 )
 from .errors import CloudglueConfigError
 from .secrecy import validate_api_key
+from .sweep import DEFAULT_MAX_WINDOW_RECORDS
 
 # (lowest, highest, integer?) of each numeric field. Checked by one validator, whose message
 # names the value: pydantic's own would not, since inputs are hidden from errors (see below).
@@ -29,6 +30,7 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
     "page_size": (1, MAX_PAGE_SIZE, True),
     "max_concurrent_requests": (1, 64, True),
     "max_response_bytes": (MIN_RESPONSE_BYTES, 2**40, True),  # 1 TiB: only a typo goes past it
+    "max_window_records": (1, 1_000_000_000, True),
 }
 
 __all__ = ["CloudglueResource"]
@@ -127,6 +129,15 @@ class CloudglueResource(dg.ConfigurableResource):
             " held at most this much per request in flight: a gzip bomb cannot exhaust memory."
         ),
     )
+    max_window_records: int = Field(
+        default=DEFAULT_MAX_WINDOW_RECORDS,
+        description=(
+            "The largest total a window (the run's days padded by a day each side) may announce;"
+            " above it, on any page, the sweep stops at once with WindowTooLargeError (permanent)."
+            " Every id is held to de-duplicate (~165 bytes each: ~1.6 GB at the default of"
+            " 10,000,000) and each 100 cost a request. Prefer max_partitions_per_run to raising it."
+        ),
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -167,6 +178,7 @@ class CloudglueResource(dg.ConfigurableResource):
             read_timeout=self.timeout_seconds,
             request_deadline=self.request_deadline_seconds,
             max_response_bytes=self.max_response_bytes,
+            max_window_records=self.max_window_records,
             max_retries=self.max_retries,
             max_concurrent_requests=self.max_concurrent_requests,
             logger=logger,

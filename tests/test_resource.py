@@ -28,6 +28,8 @@ KEY = "sk-resource-test-SECRET"
         ("max_response_bytes", 1023),
         ("max_response_bytes", 2**41),
         ("max_response_bytes", 1.5),
+        ("max_window_records", 0),
+        ("max_window_records", 2.5),
         ("base_url", "not a url"),
         ("base_url", "http://api.cloudglue.dev/v1"),
     ],
@@ -84,13 +86,14 @@ def test_client_gets_the_configured_values() -> None:
         max_retries=7,
         max_concurrent_requests=3,
         max_response_bytes=1 << 20,
+        max_window_records=5000,
     )
     client = resource.get_client()
     assert client.base_url == "http://127.0.0.1:9/v1"
     assert client.timeout == (2, 3)
     assert client.retry.max_retries == 7
     assert client.max_concurrent_requests == 3
-    assert client.max_response_bytes == 1 << 20
+    assert client.max_response_bytes == 1 << 20 and client.max_window_records == 5000
     assert CloudglueResource(api_key=KEY).get_client().max_response_bytes == 128 * 1024 * 1024
 
 
