@@ -42,7 +42,7 @@ _DESCRIPTIONS = {
     ),
     "chat_messages": (
         "One row per message of each completion: the prompt's messages, then the answer's choices,"
-        " from chat_completions' stored JSON (payload_messages, choices)."
+        " from chat_completions' JSON columns (payload_messages, choices), built with it."
     ),
     "token_usage": (
         "Token usage per UTC day and model, summed from chat_completions over the completions"
