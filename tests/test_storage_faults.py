@@ -35,7 +35,7 @@ from test_io_manager import TABLE, failed_at_once, materialize_events, query, ve
 from cloudglue_dagster.duckdb import errors as duckdb_errors  # noqa: E402
 from cloudglue_dagster.duckdb import open_connection  # noqa: E402
 from cloudglue_dagster.duckdb.connections import is_out_of_memory  # noqa: E402
-from cloudglue_dagster.duckdb.day_store import PROGRESS_TABLE  # noqa: E402
+from cloudglue_dagster.duckdb.progress import PROGRESS_TABLE  # noqa: E402
 from cloudglue_dagster.emulator import Dataset, Emulator  # noqa: E402
 
 START = dt.date(2026, 5, 1)
