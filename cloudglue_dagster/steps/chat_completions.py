@@ -15,7 +15,7 @@ from ..guards import ALLOW_SHRINK_TAG, ShrinkGuard, ShrinkRefusedError
 from ..metadata import frame_metadata
 from ..metadata_keys import WINDOW_RECEIVED
 from ..resource import CloudglueResource
-from ..run_control import TerminationWatch, step_errors
+from ..run_control import TerminationWatch, step_errors, wait_for_step_retry
 from ..streams import StoredDay
 from ..window import WindowSweep
 from .base import Step, run_days
@@ -58,6 +58,7 @@ class ChatCompletionsStep(Step):
         if not todo:
             return
         with step_errors(self.context, self.retry_policy):
+            wait_for_step_retry(self.context, self.retry_policy, self.termination)
             if self.shrink_guard is not None:
                 self._recorded = recorded_row_counts(self.context.instance, self.key, [d.key for d in todo])
             with self.resource.get_client(logger=self.context.log) as client:
