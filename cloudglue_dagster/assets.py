@@ -152,6 +152,7 @@ def build_cloudglue_assets(
             None disables them. Applied by the assets themselves, which carry no
             Dagster retry policy: Dagster would also retry permanent errors and
             turn a termination (SIGTERM, SIGINT, the UI's Terminate) into a retry.
+            Each retry waits its delay at its own start, where a termination stops it.
         shrink_guard: refuse to replace a day that would lose more than
             ``max_loss_fraction`` of the rows the warehouse holds for it (days of
             at least ``min_stored_rows``); the run writes its other days and fails

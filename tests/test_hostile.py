@@ -10,8 +10,10 @@ every stored row must be exactly as before.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
+import random
 import signal
 import subprocess
 import time
@@ -41,7 +43,7 @@ from cloudglue_dagster.duckdb.progress import PROGRESS_TABLE
 from cloudglue_dagster.emulator import Dataset, Emulator
 from cloudglue_dagster.errors import CloudglueRequestError, is_transient
 from cloudglue_dagster.guards import ALLOW_SHRINK_TAG, ShrinkGuard
-from cloudglue_dagster.run_control import retry_delay
+from cloudglue_dagster.run_control import policy_delay, retry_delay
 from cloudglue_dagster.sweep import DEFAULT_MAX_WINDOW_RECORDS, MAX_REREADS
 
 START = dt.date(2026, 5, 1)
@@ -348,8 +350,35 @@ def test_transient_errors_get_step_retries_and_the_delays_are_dagsters(emu: Emul
     )
     assert_unchanged(before, pipeline.database)
     for retry, base in enumerate((30, 90, 210)):
-        delays = {round(retry_delay(DEFAULT_RETRY_POLICY, retry)) for _ in range(200)}
+        delays = {
+            round(retry_delay(DEFAULT_RETRY_POLICY, retry, run_id=f"run-{i}", step_key="step")) for i in range(200)
+        }
         assert base - 30 <= min(delays) and max(delays) <= base + 30 and len(delays) > 10
+
+
+@pytest.mark.parametrize("backoff", [None, dg.Backoff.LINEAR, dg.Backoff.EXPONENTIAL])
+@pytest.mark.parametrize("jitter", [None, dg.Jitter.FULL, dg.Jitter.PLUS_MINUS])
+def test_the_delays_follow_dagsters_retry_policy_rules_with_the_jitter_drawn_once_per_retry(
+    backoff: dg.Backoff | None, jitter: dg.Jitter | None
+) -> None:
+    """policy_delay is Dagster's own RetryPolicy.calculate_delay given the random number it
+    would draw (Dagster's code run with the global random generator seeded); retry_delay draws
+    that number from the run, the step and the retry: the same retry, the same delay, while
+    runs spread over the jitter's range."""
+    saved = random.getstate()
+    try:
+        for delay, retry, seed in itertools.product((0.5, 2, 30), range(4), range(5)):
+            policy = dg.RetryPolicy(max_retries=5, delay=delay, backoff=backoff, jitter=jitter)
+            random.seed(seed)
+            dagsters = policy.calculate_delay(retry + 1)
+            random.seed(seed)
+            assert policy_delay(policy, retry, random.random()) == dagsters
+    finally:
+        random.setstate(saved)
+    policy = dg.RetryPolicy(max_retries=3, delay=30, backoff=backoff, jitter=jitter)
+    delays = [retry_delay(policy, 1, run_id=f"run-{i}", step_key="step") for i in range(100)]
+    assert delays == [retry_delay(policy, 1, run_id=f"run-{i}", step_key="step") for i in range(100)]
+    assert len(set(delays)) == (1 if jitter is None else 100)
 
 
 # -- 6. decisions ---------------------------------------------------------------------------------

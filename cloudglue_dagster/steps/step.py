@@ -28,7 +28,7 @@ from ..days import ReopenedDay, UTCDay
 from ..frames import chat_completions_frame, empty_frame
 from ..guards import ShrinkGuard, ShrinkRefusedError
 from ..masking import Masker
-from ..run_control import TerminationWatch, step_errors
+from ..run_control import TerminationWatch, step_errors, wait_for_step_retry
 from ..streams import DayRows, DayStream, Item, TableTarget, TableWritten, Warehouse, supports_days
 from .api_days import ApiDays, Fetched
 from .base import Recorder, resume_runs, run_days
@@ -163,6 +163,8 @@ class TablesStep:
         if todo:
             with step_errors(self.context, self.settings.retry_policy, self._stored_note, self.log):
                 if CHAT in self.written:
+                    # A step retry waits here, where a Terminate or a signal ends it at once.
+                    wait_for_step_retry(self.context, self.settings.retry_policy, self.termination)
                     yield from self._from_api(todo, warehouse)
                 else:
                     yield from self._from_warehouse(todo, warehouse)
