@@ -28,6 +28,7 @@ _LOG_RE = re.compile(
 _RETRY_RE = re.compile(r"retry in ([0-9.]+) seconds")
 # "module.ExceptionType: message" lines of a traceback (Dagster prints the chained causes too).
 _EXCEPTION_RE = re.compile(r"^(?P<type>(?:[\w]+\.)*\w*(?:Error|Exception|Failure|Exit))(?:: (?P<msg>.*))?$")
+_MATERIALIZED_RE = re.compile(r"^Materialized value (?P<asset>.+?)\.?$")
 _CHECK_RE = re.compile(r"^Asset check '(?P<check>[^']+)' on '(?P<asset>[^']+)' (?P<outcome>passed|failed)")
 
 
@@ -57,6 +58,15 @@ def _step_label(step: str) -> str:
     return step.replace("__", "/")
 
 
+def _materialized(per_asset: Counter[str]) -> str:
+    """``14 partitions materialized`` for one asset; ``14 partitions materialized in each of 3
+    tables`` for a step materializing several alike (the Cloudglue tables' one step)."""
+    counts = set(per_asset.values())
+    if len(per_asset) > 1 and len(counts) == 1:
+        return f"{counts.pop()} partitions materialized in each of {len(per_asset)} tables"
+    return f"{sum(per_asset.values())} partitions materialized"
+
+
 class _Progress:
     """Turns the Dagster CLI's event log into a few progress lines."""
 
@@ -65,6 +75,7 @@ class _Progress:
         self.out = out
         self.started: dict[str, float] = {}
         self.checks: dict[str, Counter[str]] = {}
+        self.tables: dict[str, Counter[str]] = {}  # per step: materializations per asset
         self.causes: list[str] | None = None  # collecting the error lines of a failed step
 
     def feed(self, line: str) -> None:
@@ -83,6 +94,8 @@ class _Progress:
             say(f"  {_step_label(step)}: started", out=self.out)
         elif event == "ASSET_MATERIALIZATION" and step:
             r.materializations[step] += 1
+            asset = _MATERIALIZED_RE.match(msg)
+            self.tables.setdefault(step, Counter())[asset.group("asset") if asset else ""] += 1
         elif event == "ASSET_CHECK_EVALUATION" and step:
             c = _CHECK_RE.match(msg)
             if c:
@@ -95,7 +108,7 @@ class _Progress:
             took = time.monotonic() - self.started.get(step, time.monotonic())
             parts = []
             if r.materializations[step]:
-                parts.append(f"{r.materializations[step]} partitions materialized")
+                parts.append(_materialized(self.tables.get(step, Counter())))
             if step in self.checks:
                 n = self.checks[step]
                 parts.append(f"{n['passed']} check evaluations passed, {n['failed']} failed")

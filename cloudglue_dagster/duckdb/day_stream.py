@@ -115,6 +115,8 @@ def write_stream(store: DayStore, context: dg.OutputContext, stream: DayStream) 
     done = store.committed(context, stream.resume_from, set(stream.keys))
     if done:
         _resume(store, context, stream, done)
+    # Not held through the sweep: other runs may write the file until this one has a day.
+    store.close()
     log = _CommitLog(context, len(stream.days) - len(done), stream.written)
     item: object = None
     try:

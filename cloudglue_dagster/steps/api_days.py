@@ -15,7 +15,7 @@ days as it goes, each checked against what the warehouse holds before it is hand
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,8 @@ class ApiDays:
     Args:
         context: the step's context (its log).
         resource: the API's resource.
-        stored: rows the warehouse holds per day (the guard's witness); None: unknown.
+        stored: the guard's witness: the rows stored for a day (None: unknown), asked just
+            before the day is handed on (so nothing is read before the sweep has a day).
         shrink_guard: None disables the guard.
         allow_shrink: write sharply shrinking days anyway (with a warning each).
         max_held_bytes: the most completion JSON a sweep may hold at once.
@@ -61,14 +62,15 @@ class ApiDays:
         context: dg.AssetExecutionContext,
         *,
         resource: CloudglueResource,
-        stored: Mapping[str, int] | None,
+        stored: Callable[[UTCDay], int | None],
         shrink_guard: ShrinkGuard | None,
         allow_shrink: bool,
         max_held_bytes: int,
         termination: TerminationWatch,
         log: Any,
     ) -> None:
-        self.context, self.resource, self.stored, self.log = context, resource, dict(stored or {}), log
+        self.context, self.resource, self.witness, self.log = context, resource, stored, log
+        self.stored: dict[str, int] = {}  # what the witness said of each day it was asked of
         self.shrink_guard, self.allow_shrink, self.max_held_bytes = shrink_guard, allow_shrink, max_held_bytes
         self.termination = termination
         self.sweeps: list[WindowSweep] = []
@@ -119,9 +121,13 @@ class ApiDays:
 
     def _shrinks(self, item: CompleteDay) -> bool:
         """Whether the guard holds ``item`` back (or, allowed, warns of it)."""
-        if self.shrink_guard is None or item.day.key not in self.stored:
+        if self.shrink_guard is None:
             return False
         key = item.day.key
+        before = self.witness(item.day)
+        if before is None:
+            return False
+        self.stored[key] = before
         shrinking = self.shrink_guard.shrinking({key: self.stored[key]}, {key: len(item.completions)})
         if shrinking and self.allow_shrink:
             self.log.warning(

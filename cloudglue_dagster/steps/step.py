@@ -17,8 +17,9 @@ the check evaluations and the run's figures are reported after the outputs.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -177,11 +178,11 @@ class TablesStep:
                 )
 
     def _from_api(self, todo: list[UTCDay], warehouse: Warehouse) -> Iterator[Item]:
-        stored, witness = self._stored(todo, warehouse)
+        witness = self._witness(todo, warehouse)
         self.api = ApiDays(
             self.context,
             resource=getattr(self.context.resources, self.settings.resource_key),
-            stored=stored,
+            stored=witness,
             shrink_guard=self.settings.shrink_guard,
             allow_shrink=self.allow_shrink,
             max_held_bytes=self.settings.max_held_bytes,
@@ -200,25 +201,14 @@ class TablesStep:
         if self.api.refused:
             assert self.settings.shrink_guard is not None
             raise ShrinkRefusedError(
-                self.api.refused, self.settings.shrink_guard, op_name=self.settings.op_name, witness=witness
+                self.api.refused, self.settings.shrink_guard, op_name=self.settings.op_name, witness=witness.name
             )
 
-    def _stored(self, todo: list[UTCDay], warehouse: Warehouse) -> tuple[dict[str, int] | None, str]:
-        """The guard's witness: the rows the warehouse holds per day; where it cannot tell,
-        the row counts of Dagster's latest materializations."""
-        if self.settings.shrink_guard is None:
-            return None, ""
-        stored = warehouse.stored_rows(CHAT, todo)
-        if stored is not None:
-            return stored, "the warehouse"
-        self.log.warning(
-            "The shrink guard compares each day with the row count of its latest materialization in"
-            " Dagster's instance: this I/O manager cannot count the rows it stores. A new or wiped"
-            " instance remembers none, and then no day is guarded."
-        )
-        return recorded_row_counts(
-            self.context.instance, self.settings.keys[CHAT], [d.key for d in todo]
-        ), "Dagster's record"
+    def _witness(self, todo: list[UTCDay], warehouse: Warehouse) -> _Witness:
+        return _Witness(warehouse, lambda: self._recorded(todo), self.log)
+
+    def _recorded(self, todo: list[UTCDay]) -> dict[str, int]:
+        return recorded_row_counts(self.context.instance, self.settings.keys[CHAT], [d.key for d in todo])
 
     def _from_warehouse(self, todo: list[UTCDay], warehouse: Warehouse) -> Iterator[DayRows]:
         """The derived tables alone: each day built from the chat_completions rows stored."""
@@ -302,3 +292,31 @@ class TablesStep:
                 yield dg.Output(None, output_name=output_name)
         for table, recorder in self.recorders.items():
             yield dg.AssetObservation(asset_key=recorder.key, metadata=self.masker.metadata(self.run_metadata(table)))
+
+
+class _Witness:
+    """The shrink guard's witness: the rows the warehouse holds for a day, asked when the day is
+    about to be handed on; where the warehouse cannot tell, the row counts of Dagster's latest
+    materializations (``recorded``, read once), with a warning."""
+
+    def __init__(self, warehouse: Warehouse, recorded: Callable[[], Mapping[str, int]], log: Any) -> None:
+        self.warehouse, self.recorded, self.log = warehouse, recorded, log
+        self._fallback: Mapping[str, int] | None = None
+
+    @property
+    def name(self) -> str:
+        """What the counts come from, for the refusal's message."""
+        return "the warehouse" if self._fallback is None else "Dagster's record"
+
+    def __call__(self, day: UTCDay) -> int | None:
+        if self._fallback is None:
+            counts = self.warehouse.stored_rows(CHAT, [day])
+            if counts is not None:
+                return counts.get(day.key)
+            self.log.warning(
+                "The shrink guard compares each day with the row count of its latest materialization in"
+                " Dagster's instance: this I/O manager cannot count the rows it stores. A new or wiped"
+                " instance remembers none, and then no day is guarded."
+            )
+            self._fallback = self.recorded()
+        return self._fallback.get(day.key)
