@@ -8,9 +8,10 @@ days as it goes, each checked against what the warehouse holds before it is hand
   :class:`~cloudglue_dagster.days.ReopenedDay` (its previous rows are put back at once) and
   read again, on its own sweep, after the main one.
 * The shrink guard (:mod:`..guards`): a day that would lose most of the rows the warehouse
-  holds is not handed on; it is held (it is small: it shrank) until every sweep has ended,
-  so a day that was only incomplete when it was closed is judged on its whole answer. The
-  days still shrinking then are :attr:`ApiDays.refused`.
+  holds is not handed on. Only its count is kept (not its records) until every sweep has
+  ended: a day that was only incomplete when it was closed is reopened by the record that
+  shows it, read again and judged on its whole answer. The days still refused then are
+  :attr:`ApiDays.refused`.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class ApiDays:
         self.shrink_guard, self.allow_shrink, self.max_held_bytes = shrink_guard, allow_shrink, max_held_bytes
         self.termination = termination
         self.sweeps: list[WindowSweep] = []
-        self.held: dict[str, CompleteDay] = {}  # days refused so far, until every sweep has ended
+        self.refusing: dict[str, int] = {}  # days refused so far (their new row counts), until every sweep has ended
         self.refused: list[tuple[str, int, int]] = []
 
     def days(self, todo: list[UTCDay]) -> Iterator[Fetched | ReopenedDay | Settled]:
@@ -103,7 +104,7 @@ class ApiDays:
         self, item: CompleteDay | ReopenedDay, early: bool, provisional: list[str]
     ) -> Iterator[Fetched | ReopenedDay]:
         if isinstance(item, ReopenedDay):
-            if self.held.pop(item.day.key, None) is None:  # a held day was never handed on
+            if self.refusing.pop(item.day.key, None) is None:  # a refused day was never handed on
                 self.log.warning(
                     f"Completion {item.completion_id} of {item.day.key} arrived after that day was handed on:"
                     " the API's listing is not sorted by created_at here. The day's previous rows are put"
@@ -113,7 +114,7 @@ class ApiDays:
             return
         self.termination.poll()
         if self._shrinks(item):
-            self.held[item.day.key] = item
+            self.refusing[item.day.key] = len(item.completions)
             return
         if early:
             provisional.append(item.day.key)
@@ -138,7 +139,7 @@ class ApiDays:
         return bool(shrinking)
 
     def _still_refused(self) -> list[tuple[str, int, int]]:
-        return [(key, self.stored[key], len(self.held[key].completions)) for key in sorted(self.held)]
+        return [(key, self.stored[key], self.refusing[key]) for key in sorted(self.refusing)]
 
     def _log_sweep(self, sweep: WindowSweep, assembler: DayAssembler) -> None:
         order = "sorted by created_at" if assembler.sorted else "NOT sorted by created_at (days held to the end)"
