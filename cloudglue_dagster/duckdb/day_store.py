@@ -265,7 +265,7 @@ class DayStore:
 
     def stored_rows(self, context: dg.OutputContext, table: str, days: Sequence[UTCDay]) -> dict[str, int]:
         """The rows ``table`` holds for each of ``days`` (0 for a day without rows or a table
-        that does not exist yet): a count per day, which DuckDB answers from its zone maps."""
+        that does not exist yet), in one grouped scan of their range."""
         if not days:
             return {}
         table_slice = self.slices[table]
@@ -273,12 +273,15 @@ class DayStore:
             if table_columns(conn, table_slice.schema, table_slice.table) is None:
                 return {day.key: 0 for day in days}
             target = qualified_table(conn, table_slice.schema, table_slice.table)
-            counts = {}
-            for day in days:
-                where = partition_where_clause(day_slice(table_slice, day).partition_dimensions)
-                ((rows,),) = conn.execute(f"SELECT count(*) FROM {target} WHERE {where}").fetchall()
-                counts[day.key] = int(rows)
-        return counts
+            span = UTCDay("", min(d.start for d in days), max(d.end for d in days))
+            (dimension,) = table_slice.partition_dimensions
+            # The session's time zone is UTC: a timestamp's DATE is its UTC day, the partition.
+            rows = conn.execute(
+                f"SELECT CAST({dimension.partition_expr} AS DATE), count(*) FROM {target}"
+                f" WHERE {partition_where_clause(day_slice(table_slice, span).partition_dimensions)} GROUP BY 1"
+            ).fetchall()
+        by_date = {str(date): int(n) for date, n in rows}
+        return {day.key: by_date.get(day.start.date().isoformat(), 0) for day in days}
 
     # -- metadata --------------------------------------------------------------------------------
 

@@ -205,7 +205,7 @@ class TablesStep:
             )
 
     def _witness(self, todo: list[UTCDay], warehouse: Warehouse) -> _Witness:
-        return _Witness(warehouse, lambda: self._recorded(todo), self.log)
+        return _Witness(warehouse, todo, lambda: self._recorded(todo), self.log)
 
     def _recorded(self, todo: list[UTCDay]) -> dict[str, int]:
         return recorded_row_counts(self.context.instance, self.settings.keys[CHAT], [d.key for d in todo])
@@ -295,28 +295,27 @@ class TablesStep:
 
 
 class _Witness:
-    """The shrink guard's witness: the rows the warehouse holds for a day, asked when the day is
-    about to be handed on; where the warehouse cannot tell, the row counts of Dagster's latest
-    materializations (``recorded``, read once), with a warning."""
+    """The shrink guard's witness: the rows the warehouse holds for each day to fetch, read in
+    one query when the first day is about to be handed on (not before the sweep: another run
+    may hold the file until then); where the warehouse cannot tell, the row counts of Dagster's
+    latest materializations (``recorded``), with a warning."""
 
-    def __init__(self, warehouse: Warehouse, recorded: Callable[[], Mapping[str, int]], log: Any) -> None:
-        self.warehouse, self.recorded, self.log = warehouse, recorded, log
-        self._fallback: Mapping[str, int] | None = None
-
-    @property
-    def name(self) -> str:
+    def __init__(
+        self, warehouse: Warehouse, days: Sequence[UTCDay], recorded: Callable[[], Mapping[str, int]], log: Any
+    ) -> None:
+        self.warehouse, self.days, self.recorded, self.log = warehouse, list(days), recorded, log
+        self._counts: Mapping[str, int] | None = None
+        self.name = "the warehouse"
         """What the counts come from, for the refusal's message."""
-        return "the warehouse" if self._fallback is None else "Dagster's record"
 
     def __call__(self, day: UTCDay) -> int | None:
-        if self._fallback is None:
-            counts = self.warehouse.stored_rows(CHAT, [day])
-            if counts is not None:
-                return counts.get(day.key)
-            self.log.warning(
-                "The shrink guard compares each day with the row count of its latest materialization in"
-                " Dagster's instance: this I/O manager cannot count the rows it stores. A new or wiped"
-                " instance remembers none, and then no day is guarded."
-            )
-            self._fallback = self.recorded()
-        return self._fallback.get(day.key)
+        if self._counts is None:
+            self._counts = self.warehouse.stored_rows(CHAT, self.days)
+            if self._counts is None:
+                self.log.warning(
+                    "The shrink guard compares each day with the row count of its latest materialization in"
+                    " Dagster's instance: this I/O manager cannot count the rows it stores. A new or wiped"
+                    " instance remembers none, and then no day is guarded."
+                )
+                self._counts, self.name = self.recorded(), "Dagster's record"
+        return self._counts.get(day.key)
