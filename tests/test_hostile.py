@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
 import pytest
 from support.hostile_server import ABSURD_TOTAL, HostileProxy
-from support.pipeline import TEST_KEY, Pipeline
+from support.pipeline import TEST_KEY, Pipeline, assert_tables_unchanged, stored_tables
 from support.reliability import cli_env, materialize_cmd, read_table
 
 from cloudglue_dagster import (
@@ -48,7 +47,6 @@ from cloudglue_dagster.sweep import DEFAULT_MAX_WINDOW_RECORDS, MAX_REREADS
 
 START = dt.date(2026, 5, 1)
 FIRST, LAST = "2026-05-03", "2026-05-05"
-TABLES = ("chat_completions", "token_usage", "chat_messages")
 
 
 @pytest.fixture
@@ -74,21 +72,6 @@ def pipeline_through(proxy: HostileProxy, database: Path, *, page_size: int = 10
     return pipeline
 
 
-def stored(database: Path) -> dict[str, pd.DataFrame]:
-    """Every stored row of the three tables, in a stable order."""
-    out = {}
-    for name in TABLES:
-        table = read_table(database, name)
-        out[name] = table.sort_values(list(table.columns[:3]), ignore_index=True)
-    return out
-
-
-def assert_unchanged(before: dict[str, pd.DataFrame], database: Path) -> None:
-    after = stored(database)
-    for name in TABLES:
-        pd.testing.assert_frame_equal(before[name], after[name], obj=name)
-
-
 def failed_at_once(result: dg.ExecuteInProcessResult) -> str:
     """The run failed, without any step retry; returns the failure's message."""
     assert not result.success
@@ -110,7 +93,7 @@ def test_a_self_contradictory_sweep_fails_at_once_and_keeps_every_row(
     InconsistentResponseError naming the window, the offsets and the counts."""
     pipeline = pipeline_through(proxy, tmp_path / "w.duckdb")
     assert pipeline.materialize(FIRST, LAST).success
-    before = stored(pipeline.database)
+    before = stored_tables(pipeline.database)
     assert len(before["chat_completions"]) > 60
     proxy.lie, proxy.requests = lie, 0
     message = failed_at_once(pipeline.materialize(FIRST, LAST, raise_on_error=False))
@@ -118,7 +101,7 @@ def test_a_self_contradictory_sweep_fails_at_once_and_keeps_every_row(
     assert "created_after=2026-05-02 created_before=2026-05-06" in message
     assert f"{1 + MAX_REREADS} times in a row" in message and "offset" in message
     assert proxy.seen_offsets.count(0) >= 1 + MAX_REREADS  # it did read the window again
-    assert_unchanged(before, pipeline.database)
+    assert_tables_unchanged(before, pipeline.database)
 
 
 def test_client_reads_an_inconsistent_window_again_and_then_gives_up(proxy: HostileProxy) -> None:
@@ -151,7 +134,7 @@ def test_a_sharp_shrink_is_refused_unless_the_run_allows_it(emu: Emulator, tmp_p
     accepts them."""
     pipeline = Pipeline(emu, tmp_path / "w.duckdb", START.isoformat(), retry_policy=DEFAULT_RETRY_POLICY)
     assert pipeline.materialize(FIRST, LAST).success
-    before = stored(pipeline.database)
+    before = stored_tables(pipeline.database)
     days = [START + dt.timedelta(days=i) for i in range(8)]
     with Emulator(Dataset(START, days[-1], seed=12, counts=dict.fromkeys(days, 3)), api_key="other-account") as other:
         pipeline.resources["cloudglue"] = CloudglueResource(api_key="other-account", base_url=other.base_url)
@@ -161,7 +144,7 @@ def test_a_sharp_shrink_is_refused_unless_the_run_allows_it(emu: Emulator, tmp_p
             stored_rows = (before["chat_completions"]["created_at"].dt.strftime("%Y-%m-%d") == day).sum()
             assert f"{day}: {stored_rows} -> 3" in message
         assert f"{ALLOW_SHRINK_TAG}=true" in message and "This attempt committed none of its 3 day(s)" in message
-        assert_unchanged(before, pipeline.database)
+        assert_tables_unchanged(before, pipeline.database)
 
         allowed = dg.materialize(
             [*pipeline.built.assets, *pipeline.built.asset_checks],
@@ -206,11 +189,11 @@ def test_a_permanent_api_error_fails_at_once_and_keeps_every_row(
     permanent (it used to cost three step retries with a full re-fetch each)."""
     pipeline = pipeline_through(proxy, tmp_path / "w.duckdb")
     assert pipeline.materialize(FIRST, LAST).success
-    before = stored(pipeline.database)
+    before = stored_tables(pipeline.database)
     proxy.lie = lie
     message = failed_at_once(pipeline.materialize(FIRST, LAST, raise_on_error=False))
     assert expected in message
-    assert_unchanged(before, pipeline.database)
+    assert_tables_unchanged(before, pipeline.database)
 
 
 def test_a_value_duckdb_refuses_fails_naming_its_cause_table_partitions_and_completion(
@@ -222,7 +205,7 @@ def test_a_value_duckdb_refuses_fails_naming_its_cause_table_partitions_and_comp
     retried and the rows stay (the day written before it got the same rows again)."""
     pipeline = pipeline_through(proxy, tmp_path / "w.duckdb")
     assert pipeline.materialize(FIRST, LAST).success
-    before = stored(pipeline.database)
+    before = stored_tables(pipeline.database)
     chat = before["chat_completions"]
     target = chat.loc[chat["created_at"].dt.date == dt.date(2026, 5, 4), "id"].iloc[0]
     proxy.lie, proxy.targets = "lone_surrogate", {target}
@@ -230,7 +213,7 @@ def test_a_value_duckdb_refuses_fails_naming_its_cause_table_partitions_and_comp
     assert "Current transaction is aborted" not in message
     assert "chat_completions (partition 2026-05-04)" in message
     assert target in message and "response" in message
-    assert_unchanged(before, pipeline.database)
+    assert_tables_unchanged(before, pipeline.database)
 
 
 def test_only_cloudglue_errors_leave_the_client(proxy: HostileProxy) -> None:
@@ -291,7 +274,7 @@ def test_a_terminated_run_stops_within_seconds_without_retry_and_keeps_every_row
         command = materialize_cmd("--partition-range", f"{FIRST}...{LAST}")
         seeded = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
         assert seeded.returncode == 0, seeded.stderr[-3000:]
-        before = stored(database)
+        before = stored_tables(database)
         emu.latency_seconds = 1.0  # 15 pages, 2 at a time: the sweep takes about 8 s
         served = emu.requests_served
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -323,7 +306,7 @@ def test_a_terminated_run_stops_within_seconds_without_retry_and_keeps_every_row
     reported = {e.partition for e in events if e.event_type_value == "ASSET_MATERIALIZATION"}
     committed = read_table(database, PROGRESS_TABLE, f"WHERE run_id = '{run_id}'") if reported else None
     assert not reported or reported == set(committed["partition_key"])
-    assert_unchanged(before, database)
+    assert_tables_unchanged(before, database)
     instance.dispose()
 
 
@@ -338,7 +321,7 @@ def test_transient_errors_get_step_retries_and_the_delays_are_dagsters(emu: Emul
         emu, tmp_path / "w.duckdb", START.isoformat(), retry_policy=dg.RetryPolicy(max_retries=2, delay=0.1)
     )
     assert pipeline.materialize(FIRST, LAST).success
-    before = stored(pipeline.database)
+    before = stored_tables(pipeline.database)
     pipeline.resources["cloudglue"] = CloudglueResource(api_key=TEST_KEY, base_url=emu.base_url, max_retries=0)
     emu.fault_kinds, emu.fault_rate = ("500",), 1.0
     result = pipeline.materialize(FIRST, LAST, raise_on_error=False)
@@ -348,7 +331,7 @@ def test_transient_errors_get_step_retries_and_the_delays_are_dagsters(emu: Emul
         kinds.count("STEP_UP_FOR_RETRY") == 2
         and "RetriesExhaustedError" in result.get_step_failure_events()[0].step_failure_data.error.to_string()
     )
-    assert_unchanged(before, pipeline.database)
+    assert_tables_unchanged(before, pipeline.database)
     for retry, base in enumerate((30, 90, 210)):
         delays = {
             round(retry_delay(DEFAULT_RETRY_POLICY, retry, run_id=f"run-{i}", step_key="step")) for i in range(200)
@@ -571,7 +554,7 @@ def test_a_record_created_outside_the_dates_asked_fails_the_cli_run_and_keeps_ev
     """It used to be dropped with an INFO line ("dropped N outside the window"): the run
     succeeded and its day silently lost the record."""
     env, database, _ = honest_cli_load(proxy, tmp_path)
-    before = stored(database)
+    before = stored_tables(database)
     chat = before["chat_completions"]
     stray = chat.loc[chat["created_at"].dt.date == dt.date(2026, 5, 4), "id"].iloc[0]
     proxy.moves[stray] = -5
@@ -580,14 +563,14 @@ def test_a_record_created_outside_the_dates_asked_fails_the_cli_run_and_keeps_ev
     assert "The Cloudglue API gave a self-contradictory answer for the window created_after=2026-05-02" in run.output
     assert f"completion {stray!r} created_at {OUTSIDE_EPOCH} lies outside the dates asked" in run.output
     assert "STEP_UP_FOR_RETRY" not in run.output  # permanent: no step retry
-    assert_unchanged(before, database)
+    assert_tables_unchanged(before, database)
 
 
 def test_a_total_that_keeps_growing_fails_the_cli_run_and_keeps_every_row(proxy: HostileProxy, tmp_path: Path) -> None:
     """It used to keep the run paging forever. The sweep now fails as drift (transient); with
     step retries disabled by run config the run fails at once."""
     env, database, _ = honest_cli_load(proxy, tmp_path)
-    before = stored(database)
+    before = stored_tables(database)
     proxy.lie = "swelling_total"
     command = [*materialize_cmd("--partition-range", f"{FIRST}...{LAST}"), "--config-json", NO_STEP_RETRIES]
     run = run_cli(command, env, tmp_path / "run.log", timeout=120)
@@ -595,7 +578,7 @@ def test_a_total_that_keeps_growing_fails_the_cli_run_and_keeps_every_row(proxy:
     assert "The Cloudglue API kept changing while it was read for the window created_after=2026-05-02" in run.output
     assert "during one read, past the" in run.output
     assert proxy.requests < 300, proxy.requests
-    assert_unchanged(before, database)
+    assert_tables_unchanged(before, database)
 
 
 def test_an_absurd_total_fails_the_cli_run_after_one_request_in_bounded_memory_and_keeps_every_row(
@@ -604,7 +587,7 @@ def test_an_absurd_total_fails_the_cli_run_after_one_request_in_bounded_memory_a
     """total = 10**9 with fresh records on every page used to run until memory ran out
     (12,949 requests, 2.75 GB resident and growing after 90 s)."""
     env, database, honest = honest_cli_load(proxy, tmp_path)
-    before = stored(database)
+    before = stored_tables(database)
     proxy.lie = "absurd_total"
     run = run_cli(materialize_cmd("--partition-range", f"{FIRST}...{LAST}"), env, tmp_path / "run.log", timeout=90)
     assert run.code != 0, run.output[-3000:]
@@ -613,4 +596,4 @@ def test_an_absurd_total_fails_the_cli_run_after_one_request_in_bounded_memory_a
     assert proxy.requests == 1, proxy.requests
     # No more memory than the honest load of the same days took (which also wrote them).
     assert run.peak_rss_kib <= honest.peak_rss_kib + 64 * 1024, (run.peak_rss_kib, honest.peak_rss_kib)
-    assert_unchanged(before, database)
+    assert_tables_unchanged(before, database)

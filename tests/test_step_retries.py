@@ -23,14 +23,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 from support.hostile_server import HostileProxy
-from support.pipeline import TEST_KEY
-from support.reliability import DAGSTER_SELECT, cli_env, dagster, read_table
+from support.pipeline import TABLES, TEST_KEY, stored_tables
+from support.reliability import DAGSTER_SELECT, cli_env, dagster
 
 from cloudglue_dagster.emulator import Dataset, Emulator
 
 START = dt.date(2026, 6, 1)
 FIRST, LAST = "2026-06-02", "2026-06-04"
-TABLES = ("chat_completions", "chat_messages", "token_usage")
 DEFS = str(Path(__file__).with_name("retry_defs.py"))
 COMMAND = dagster("asset", "materialize", "-f", DEFS, *DAGSTER_SELECT, "--partition-range", f"{FIRST}...{LAST}")
 RETRY = dg.DagsterEventType.STEP_UP_FOR_RETRY
@@ -72,15 +71,6 @@ def copy_of(seeded: Path, tmp_path: Path, proxy: HostileProxy, **settings: str) 
         key=TEST_KEY, base_url=proxy.base_url, start=START.isoformat(), database=database, home=home, **settings
     )
     return home, database, env
-
-
-def stored(database: Path) -> dict[str, pd.DataFrame]:
-    """Every stored row of the three tables, in a stable order."""
-    out = {}
-    for name in TABLES:
-        table = read_table(database, name)
-        out[name] = table.sort_values(list(table.columns[:3]), ignore_index=True)
-    return out
 
 
 def retry_requests(instance: dg.DagsterInstance, run_id: str) -> list[dg.EventLogEntry]:
@@ -137,7 +127,7 @@ def test_a_run_stopped_while_its_step_waits_to_retry_ends_within_seconds_and_fet
     home, database, env = copy_of(
         seeded, tmp_path, proxy, RETRY_EXECUTOR=executor, RETRY_DELAY="30", RETRY_JITTER="none"
     )
-    before = stored(database)
+    before = stored_tables(database)
     instance = dg.DagsterInstance.from_config(str(home))
     known = {r.run_id for r in instance.get_runs()}
     proxy.down_until = time.monotonic() + 3600
@@ -160,7 +150,7 @@ def test_a_run_stopped_while_its_step_waits_to_retry_ends_within_seconds_and_fet
     run = instance.get_run_by_id(run_id)
     assert run is not None and run.status in STOPPED, run
     assert len(retry_requests(instance, run_id)) == 1
-    after = stored(database)
+    after = stored_tables(database)
     for name in TABLES:
         pd.testing.assert_frame_equal(before[name], after[name], obj=name)
     instance.dispose()

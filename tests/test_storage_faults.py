@@ -25,7 +25,7 @@ import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
-from support.pipeline import TEST_KEY
+from support.pipeline import TABLES, TEST_KEY, stored_tables
 from support.reliability import cli_env, materialize_cmd, read_table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,7 +39,6 @@ from cloudglue_dagster.duckdb.progress import PROGRESS_TABLE  # noqa: E402
 from cloudglue_dagster.emulator import Dataset, Emulator  # noqa: E402
 
 START = dt.date(2026, 5, 1)
-TABLES = ("chat_completions", "chat_messages", "token_usage")
 BLOCK = 262_144  # DuckDB's block size (pragma_database_size)
 
 
@@ -328,15 +327,6 @@ def last_run(home: Path) -> tuple[str, list[str]]:
     return run_id, kinds
 
 
-def stored(database: Path) -> dict[str, pd.DataFrame]:
-    """Every row of the three tables, sorted on all columns."""
-    out = {}
-    for name in TABLES:
-        table = read_table(database, name)
-        out[name] = table.sort_values(list(table.columns), ignore_index=True)
-    return out
-
-
 def day_of(name: str, table: pd.DataFrame) -> pd.Series:
     """The UTC day (``YYYY-MM-DD``) each row belongs to: its partition."""
     column = table["created_at"].dt.tz_convert("UTC") if name == "chat_completions" else table["date"]
@@ -370,7 +360,7 @@ def test_a_backfill_that_fills_the_disk_fails_naming_the_space_and_the_path_and_
             env = cli_env(key=TEST_KEY, base_url=emu.base_url, start=str(START), database=database, home=home)
             seeded = cli_run(env, days[0], days[2])
             assert seeded.returncode == 0, seeded.stderr[-3000:]
-        before = stored(database)
+        before = stored_tables(database)
         with Emulator(new, api_key=TEST_KEY) as emu:
             env = cli_env(key=TEST_KEY, base_url=emu.base_url, start=str(START), database=database, home=home)
             ample = {**env, "CLOUDGLUE_DUCKDB_PATH": str(reference), "DAGSTER_HOME": str(tmp_path / "reference-home")}
@@ -387,7 +377,7 @@ def test_a_backfill_that_fills_the_disk_fails_naming_the_space_and_the_path_and_
         committed = {
             name: set(marks.loc[marks["asset_key"] == f"cloudglue.{name}", "partition_key"]) for name in TABLES
         }
-        after = stored(database)
+        after = stored_tables(database)
     for message in messages:
         assert f"DuckDB database {database} failed: the disk is full. DuckDB could not " in message
         assert re.search(
@@ -407,7 +397,7 @@ def test_a_backfill_that_fills_the_disk_fails_naming_the_space_and_the_path_and_
             assert (day in committed[name]) != kept, (message, sorted(committed[name]))
     # Both kinds of day are there to check: days the failing run committed, and days it did not.
     assert 0 < len(committed["chat_completions"]) < len(days), committed
-    ample_rows = stored(reference)
+    ample_rows = stored_tables(reference)
     for name in TABLES:
         for day in sorted({str(d) for d in days}):
             want = rows_of(name, ample_rows[name] if day in committed[name] else before[name], day)

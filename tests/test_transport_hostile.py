@@ -37,7 +37,7 @@ from support.hostile_http import (
     streaming_server,
     without_proxy_settings,
 )
-from support.pipeline import TEST_KEY
+from support.pipeline import TABLES, TEST_KEY, stored_tables
 from support.reliability import EMPTY_PAGE, cli_env, materialize_cmd, read_table
 
 from cloudglue_dagster import (
@@ -53,7 +53,6 @@ from cloudglue_dagster.emulator import Dataset, Emulator
 
 START = dt.date(2026, 5, 1)
 FIRST, LAST = "2026-05-03", "2026-05-05"
-TABLES = ("chat_completions", "chat_messages", "token_usage")
 FAST = RetryPolicy(max_retries=1, initial_backoff=0.01, max_backoff=0.01)
 EMPTY = json.dumps(EMPTY_PAGE).encode()
 
@@ -235,15 +234,6 @@ def test_a_trickling_body_sent_with_connection_close_is_cut_at_the_deadline_too(
 # -- a real Dagster run ------------------------------------------------------------------------
 
 
-def stored(database: Path) -> dict[str, pd.DataFrame]:
-    """Every stored row of the three tables, in a stable order."""
-    out = {}
-    for name in TABLES:
-        table = read_table(database, name)
-        out[name] = table.sort_values(list(table.columns), ignore_index=True)
-    return out
-
-
 def test_a_gzip_bomb_fails_a_cli_run_at_once_keeps_every_row_and_bounds_its_memory(
     emu: Emulator, tmp_path: Path
 ) -> None:
@@ -258,7 +248,7 @@ def test_a_gzip_bomb_fails_a_cli_run_at_once_keeps_every_row_and_bounds_its_memo
     )
     honest = measured_run(command, honest_env, tmp_path / "honest.txt", timeout=300)
     assert honest.returncode == 0, honest.output[-3000:]
-    before = stored(database)
+    before = stored_tables(database)
     assert all(len(before[name]) > 0 for name in TABLES)
 
     with streaming_server(lambda _: bomb_reply()) as (root, seen):
@@ -269,7 +259,7 @@ def test_a_gzip_bomb_fails_a_cli_run_at_once_keeps_every_row_and_bounds_its_memo
     assert "max_response_bytes = 134,217,728 bytes" in bombed.output
     assert "STEP_UP_FOR_RETRY" not in bombed.output and len(seen) == 1
     assert TEST_KEY not in bombed.output
-    after = stored(database)
+    after = stored_tables(database)
     for name in TABLES:
         pd.testing.assert_frame_equal(before[name], after[name], obj=name)
     assert bombed.peak_rss < 1 * GIB, f"peak RSS {bombed.peak_rss / MIB:.0f} MiB"

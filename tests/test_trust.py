@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from support.hostile_server import HostileProxy
-from support.pipeline import TEST_KEY, Pipeline
+from support.pipeline import TABLES, TEST_KEY, Pipeline, assert_tables_unchanged, stored_tables
 from support.reliability import cli_env, materialize_cmd, read_table
 
 from cloudglue_dagster import CloudglueResource, HeldTooMuchError
@@ -28,7 +28,6 @@ from cloudglue_dagster.guards import allow_shrink_config
 START = dt.date(2026, 5, 1)
 FIRST, LAST = "2026-05-03", "2026-05-06"
 RUN_DAYS = ["2026-05-03", "2026-05-04", "2026-05-05", "2026-05-06"]
-TABLES = ("chat_completions", "chat_messages", "token_usage")
 TIME_COLUMN = {"chat_completions": "created_at", "chat_messages": "date", "token_usage": "date"}
 OP = "cloudglue__tables"
 
@@ -63,21 +62,6 @@ def run_cli(proxy: HostileProxy, database: Path, home: Path | None, *extra: str)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=database.parent)
 
 
-def stored(database: Path) -> dict[str, pd.DataFrame]:
-    """Every stored row of the three tables, in a stable order."""
-    out = {}
-    for name in TABLES:
-        table = read_table(database, name)
-        out[name] = table.sort_values(list(table.columns[:4]), ignore_index=True)
-    return out
-
-
-def assert_unchanged(before: dict[str, pd.DataFrame], database: Path) -> None:
-    after = stored(database)
-    for name in TABLES:
-        pd.testing.assert_frame_equal(before[name], after[name], obj=name)
-
-
 def rows_per_day(frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, int]]:
     """table -> day -> rows."""
     return {
@@ -91,7 +75,7 @@ def seed(proxy: HostileProxy, tmp_path: Path) -> tuple[Path, dict[str, pd.DataFr
     database = tmp_path / "w.duckdb"
     done = run_cli(proxy, database, tmp_path / "home")
     assert done.returncode == 0, done.stderr[-3000:]
-    return database, stored(database)
+    return database, stored_tables(database)
 
 
 def output(done: subprocess.CompletedProcess) -> str:
@@ -123,11 +107,11 @@ def test_an_empty_answer_cannot_replace_stored_days_whatever_the_instance_rememb
     for day in RUN_DAYS:
         assert f"{day}: {counts[day]} -> 0" in said
     assert "the rows the warehouse holds" in said and "--config-json" in said
-    assert_unchanged(before, database)
+    assert_tables_unchanged(before, database)
 
     allowed = run_cli(proxy, database, instance, "--config-json", allow_shrink_config(OP))
     assert allowed.returncode == 0, output(allowed)[-3000:]
-    after = rows_per_day(stored(database))
+    after = rows_per_day(stored_tables(database))
     for name in TABLES:
         assert not set(after[name]) & set(RUN_DAYS), (name, after[name])
 
@@ -188,7 +172,7 @@ def test_a_listing_out_of_order_then_a_failure_leaves_every_day_as_it_was_in_eve
 
     failed = run_cli(proxy, database, tmp_path / ("home" if home.startswith("same") else "home2"))
     assert failed.returncode != 0
-    assert_unchanged(before, database)
+    assert_tables_unchanged(before, database)
     said = output(failed)
     assert "AuthenticationError" in said and "ShrinkRefusedError" not in said
     assert "This attempt committed none of its 4 day(s)" in said
@@ -196,7 +180,7 @@ def test_a_listing_out_of_order_then_a_failure_leaves_every_day_as_it_was_in_eve
     proxy.refuse_from_offset = None  # the same listing, honest to the end: exact, and no false refusal
     done = run_cli(proxy, database, tmp_path / "home")
     assert done.returncode == 0, output(done)[-3000:]
-    after = rows_per_day(stored(database))
+    after = rows_per_day(stored_tables(database))
     for day in RUN_DAYS:
         assert after["chat_completions"][day] == emu.ground_truth(dt.date.fromisoformat(day)).count
     assert "late-arrival" in set(read_table(database, "chat_completions")["id"])
@@ -225,11 +209,11 @@ def test_a_failure_in_one_table_leaves_the_day_as_it_was_in_every_table(
 
     with duckdb.connect(str(database)) as conn:
         conn.execute("ALTER TABLE w.cloudglue.token_usage ALTER COLUMN total_tokens TYPE INTEGER")
-    before["token_usage"] = stored(database)["token_usage"]
+    before["token_usage"] = stored_tables(database)["token_usage"]
 
     failed = run_cli(proxy, database, tmp_path / "home")
     assert failed.returncode != 0
-    assert_unchanged(before, database)
+    assert_tables_unchanged(before, database)
     said = output(failed)
     assert "DuckDBSchemaError" in said and "token_usage" in said
 
@@ -312,8 +296,8 @@ def test_an_unsorted_listing_held_past_max_held_bytes_fails_clearly_keeping_what
     assert HeldTooMuchError.__name__ in message and "max_held_bytes=1,048,576" in message
     assert "not sorted" in message and "max_partitions_per_run" in message
     assert "This attempt committed 1 of 4 day(s) (2026-05-06) before it failed" in message
-    assert rows_per_day(stored(database)) == {name: {"2026-05-06": n} for name, n in _day_rows(database).items()}
-    assert rows_per_day(stored(database))["chat_completions"] == {"2026-05-06": 300}
+    assert rows_per_day(stored_tables(database)) == {name: {"2026-05-06": n} for name, n in _day_rows(database).items()}
+    assert rows_per_day(stored_tables(database))["chat_completions"] == {"2026-05-06": 300}
 
 
 def _day_rows(database: Path) -> dict[str, int]:

@@ -16,6 +16,9 @@ from cloudglue_dagster.emulator import Emulator
 
 TEST_KEY = "sk-cloudglue-test-0123456789abcdef"
 
+TABLES = ("chat_completions", "chat_messages", "token_usage")
+"""The tables every run writes (collection_usage only when asked for)."""
+
 
 def day_range(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
@@ -89,3 +92,20 @@ def run_figures(result: dg.ExecuteInProcessResult, name: str) -> dict[str, Any]:
     assert len(observations) == 1, f"{len(observations)} run observations of {name}"
     assert observations[0].partition is None
     return {k: v.value for k, v in observations[0].metadata.items()}
+
+
+def stored_tables(database: Path, tables: Sequence[str] = TABLES) -> dict[str, pd.DataFrame]:
+    """Every stored row of each table, sorted on all its columns: an order that does not depend
+    on how the storage returns them."""
+    out = {}
+    for name in tables:
+        table = read_table(database, name)
+        out[name] = table.sort_values(list(table.columns), ignore_index=True)
+    return out
+
+
+def assert_tables_unchanged(before: dict[str, pd.DataFrame], database: Path) -> None:
+    """Every table holds exactly the rows ``before`` (from :func:`stored_tables`) held."""
+    after = stored_tables(database, tuple(before))
+    for name, rows in before.items():
+        pd.testing.assert_frame_equal(rows, after[name], obj=name)
