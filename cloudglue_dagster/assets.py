@@ -186,8 +186,8 @@ def build_cloudglue_assets(
             keep the ``key_prefix`` names whatever keys it gives.
         collection_usage: also build ``collection_usage`` (per day, collection and model).
         max_held_bytes: the most completion JSON, in bytes, a sweep may hold in memory
-            while it waits for days to be complete (default 1 GiB, about 2.5 GiB of
-            memory); past it the run fails with ``HeldTooMuchError`` instead of being
+            while it waits for days to be complete (default 512 MiB, about 2.3 GiB
+            of memory); past it the run fails with ``HeldTooMuchError`` instead of being
             killed for its memory.
 
     Partitions are UTC days from ``start_date`` to yesterday: today is still

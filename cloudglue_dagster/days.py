@@ -41,13 +41,14 @@ __all__ = ["DEFAULT_MAX_HELD_BYTES", "CompleteDay", "DayAssembler", "ReopenedDay
 
 _ONE_DAY = dt.timedelta(days=1)
 
-DEFAULT_MAX_HELD_BYTES = 1 << 30
-"""1 GiB: the JSON size of the completions a sweep may hold while their days are open.
+DEFAULT_MAX_HELD_BYTES = 512 << 20
+"""512 MiB: the JSON size of the completions a sweep may hold while their days are open.
 
-Held as records they take about 2.5 times that in memory (their texts are kept both decoded
-and as the JSON columns' text), so about 2.5 GiB at the bound. A sorted listing holds one or
-two days at a time; only a day of over ~700,000 realistic completions (1.4 KB each), or an
-unsorted listing over a long range, comes near it."""
+Held as records they take about 4.5 times that in memory (their texts are kept both decoded
+and as the JSON columns' text, with each record's structures: 4.55x for 9,447 realistic
+emulator records, ``python bench/held_memory.py``), so about 2.3 GiB at the bound. A sorted
+listing holds one or two days at a time; only a day of over ~380,000 realistic completions
+(1.4 KB each), or an unsorted listing over a long range, comes near it."""
 
 _RECORD_OVERHEAD = 200
 """Bytes counted per record beyond its JSON texts (id, model, times, counts)."""
