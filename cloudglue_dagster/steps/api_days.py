@@ -121,7 +121,7 @@ class ApiDays:
         yield Fetched(item, provisional=early)
 
     def _shrinks(self, item: CompleteDay) -> bool:
-        """Whether the guard holds ``item`` back (or, allowed, warns of it)."""
+        """Whether the guard refuses ``item`` (or, allowed, only warns of it)."""
         if self.shrink_guard is None:
             return False
         key = item.day.key
