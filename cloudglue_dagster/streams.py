@@ -41,6 +41,7 @@ __all__ = [
     "TableTarget",
     "TableWritten",
     "Warehouse",
+    "committed_summary",
     "supports_days",
 ]
 
@@ -158,3 +159,16 @@ class DayStream:
 def supports_days(io_manager: object) -> bool:
     """Whether ``io_manager`` stores :class:`DayStream` outputs."""
     return bool(getattr(io_manager, "supports_day_streams", False))
+
+
+def committed_summary(days: Collection[str], of: int, tables: Sequence[str]) -> str:
+    """What a failed attempt committed, in the words both its error and its log use (so that
+    they agree): ``days`` (keys) of the ``of`` days it had to write, in ``tables``."""
+    if not days:
+        return f"This attempt committed none of its {of} day(s) before it failed."
+    first, last = min(days), max(days)
+    span = first if first == last else f"{first}..{last}"
+    return (
+        f"This attempt committed {len(days)} of {of} day(s) ({span}) before it failed; each is whole in"
+        f" every table ({', '.join(tables)}) and kept."
+    )

@@ -17,7 +17,7 @@ import dagster as dg
 import pandas as pd
 
 from ..days import ReopenedDay, UTCDay
-from ..streams import DayRows, DayStream, Settled
+from ..streams import DayRows, DayStream, Settled, committed_summary
 from .day_store import DayStore
 from .errors import DuckDBCorruptFileError
 
@@ -48,7 +48,7 @@ class _CommitLog:
     :data:`PROGRESS_EVERY_SECONDS`, and, if the write fails, which days are kept."""
 
     def __init__(self, context: dg.OutputContext, to_write: int, tables: Sequence[str]) -> None:
-        self.context, self.to_write, self.tables = context, to_write, ", ".join(tables)
+        self.context, self.to_write, self.tables = context, to_write, list(tables)
         self.days: dict[str, None] = {}  # committed by this attempt, in commit order
         self.restored: set[str] = set()
         self._next = time.monotonic() + PROGRESS_EVERY_SECONDS
@@ -60,7 +60,7 @@ class _CommitLog:
             self._next = time.monotonic() + PROGRESS_EVERY_SECONDS
             self.context.log.info(
                 f"Committed {len(self.days)} of {self.to_write} day(s) so far (the last committed: {key}). Each is"
-                f" in every table ({self.tables}) from its commit; Dagster records the materializations when"
+                f" in every table ({', '.join(self.tables)}) from its commit; Dagster records the materializations when"
                 " this step ends."
             )
 
@@ -74,17 +74,13 @@ class _CommitLog:
                 f"This attempt committed {len(self.days)} of {self.to_write} day(s) into a file since found"
                 " damaged: none of its rows can be vouched for (see the error for what to do)."
             )
-        elif self.days:
-            first, last = min(self.days), max(self.days)
-            span = first if first == last else f"{first}..{last}"
-            kept = (
-                f"This attempt committed {len(self.days)} of {self.to_write} day(s) ({span}) before it failed;"
-                f" each is whole in every table ({self.tables}) and they are kept. A retry of this step, or a"
-                " re-execution of this run from failure, fetches and writes only the other days; a new run"
-                " of the range replaces them all."
-            )
         else:
-            kept = f"This attempt committed none of its {self.to_write} day(s) before it failed."
+            kept = committed_summary(self.days, self.to_write, self.tables)
+            if self.days:
+                kept += (
+                    " A retry of this step, or a re-execution of this run from failure, fetches and writes"
+                    " only the other days; a new run of the range replaces them all."
+                )
         if self.restored:
             kept += f" {len(self.restored)} day(s) it had written were put back as they were ({', '.join(sorted(self.restored))})."
         if not damaged:

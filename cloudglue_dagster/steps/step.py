@@ -30,7 +30,7 @@ from ..frames import chat_completions_frame, empty_frame
 from ..guards import ShrinkGuard, ShrinkRefusedError
 from ..masking import Masker
 from ..run_control import TerminationWatch, step_errors, wait_for_step_retry
-from ..streams import DayRows, DayStream, Item, TableTarget, TableWritten, Warehouse, supports_days
+from ..streams import DayRows, DayStream, Item, TableTarget, TableWritten, Warehouse, committed_summary, supports_days
 from .api_days import ApiDays, Fetched
 from .base import Recorder, resume_runs, run_days
 from .tables import CHAT, Table
@@ -229,18 +229,12 @@ class TablesStep:
         return columns
 
     def _stored_note(self) -> str:
-        """What this attempt has stored, for its failure (the log line the writer adds agrees)."""
-        tables = ", ".join(self.written)
+        """What this attempt has stored, for its failure (the writer's log line says the same)."""
         if not self.streaming:
-            return f"Nothing of this run was written: every day keeps its previous rows in every table ({tables})."
-        written = sorted(self.recorders[self.written[0]].written)
-        if not written:
-            return f"This attempt committed none of its {len(self.days)} day(s): every day keeps its previous rows in every table ({tables})."
-        span = written[0] if len(written) == 1 else f"{written[0]}..{written[-1]}"
-        return (
-            f"This attempt committed {len(written)} of {len(self.days)} day(s) ({span}) before it failed: each is"
-            f" whole in every table ({tables}) and kept; every other day keeps its previous rows."
-        )
+            return f"Nothing of this run was written: every day keeps its previous rows in every table ({', '.join(self.written)})."
+        recorder = self.recorders[self.written[0]]
+        to_write = len(self.days) - len(recorder.resumed)
+        return committed_summary(recorder.written, to_write, self.written) + " Every other day keeps its previous rows."
 
     # -- recording ---------------------------------------------------------------------------
 
