@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .client import DEFAULT_BASE_URL, CloudglueClient
+from .environment import API_KEY, BASE_URL
 from .errors import CloudglueError
 from .planner import DEFAULT_ASSUMPTIONS, Assumptions, parse_size, plan_backfill
 
@@ -40,13 +41,13 @@ def _parser() -> argparse.ArgumentParser:
         help="plan for an I/O manager handed the whole range (not ours, which commits day by day)",
     )
     plan.add_argument("--markdown", action="store_true", help="print markdown instead of text")
-    plan.add_argument("--base-url", default=os.environ.get("CLOUDGLUE_BASE_URL", DEFAULT_BASE_URL))
+    plan.add_argument("--base-url", default=os.environ.get(BASE_URL) or DEFAULT_BASE_URL)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    key = os.environ.get("CLOUDGLUE_API_KEY", "")
+    key = os.environ.get(API_KEY, "")
     if not key:
         print("error: set CLOUDGLUE_API_KEY to the account's API key", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ from pydantic import Field
 from .automation import Automation, build_automation
 from .checks import chat_check_specs, messages_check_specs
 from .days import DEFAULT_MAX_HELD_BYTES
+from .environment import warn_misspelt_variables
 from .frames import ModelPrice
 from .guards import ALLOW_SHRINK_TAG, ShrinkGuard
 from .masking import Masker
@@ -99,14 +100,24 @@ class CloudglueAssets:
         """The assets to list in your definitions: the one multi-asset."""
         return (self.assets_def,)
 
-    def definitions(self) -> dg.Definitions:
-        """Assets, checks, job, schedule and sensors (no resources) as ``dg.Definitions``, to merge into yours."""
+    def definitions(self, executor: dg.ExecutorDefinition | None = dg.in_process_executor) -> dg.Definitions:
+        """Assets, checks, jobs, schedule and sensors (no resources) as ``dg.Definitions``, to merge into yours.
+
+        Args:
+            executor: the code location's executor, in process by default: a run is one
+                step that fetches and writes every table, then its checks, so a process per
+                step (Dagster's default executor) buys no parallelism and costs seconds of
+                start-up per step (docs/operations.md, "Executors"). ``None`` leaves the choice
+                to your definitions: pass it when they set their own executor, which
+                ``dg.Definitions.merge`` would otherwise refuse as a second one.
+        """
         return dg.Definitions(
             assets=list(self.assets),
             asset_checks=[*self.asset_checks, *self.freshness_checks],
             jobs=[self.job, self.plan_job],
             schedules=[self.schedule],
             sensors=list(self.sensors),
+            executor=executor,
         )
 
 
@@ -193,6 +204,7 @@ def build_cloudglue_assets(
     Partitions are UTC days from ``start_date`` to yesterday: today is still
     receiving completions, so it is never a partition.
     """
+    warn_misspelt_variables()
     options = AssetOptions.of(
         start_date=start_date,
         key_prefix=key_prefix,

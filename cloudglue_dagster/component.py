@@ -26,7 +26,6 @@ from dagster.components.utils.translation import TranslationFn, TranslationFnRes
 from pydantic import Field
 
 from .assets import build_cloudglue_assets
-from .client import DEFAULT_BASE_URL
 from .duckdb import CloudglueDuckDBIOManager
 from .errors import CloudglueConfigError
 from .frames import ModelPrice
@@ -53,7 +52,13 @@ class CloudglueAccount(dg.Model):
             " when a run starts; the UI shows the name, never the key. Do not put the key in YAML."
         )
     )
-    base_url: str = Field(default=DEFAULT_BASE_URL, description="API root, with the version.")
+    base_url: str | None = Field(
+        default=None,
+        description=(
+            "API root, with the version. Unset: CLOUDGLUE_BASE_URL where the run executes,"
+            " else https://api.cloudglue.dev/v1."
+        ),
+    )
     max_concurrent_requests: int | None = Field(default=None, description="Pages fetched at once (1..64; 8).")
     max_retries: int | None = Field(default=None, description="Retries of one request (0..20; 5).")
     timeout_seconds: float | None = Field(default=None, description="Read timeout in seconds (60).")

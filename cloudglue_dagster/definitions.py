@@ -1,20 +1,12 @@
 """Ready-made definitions, configured from environment variables.
 
 Loaded by ``dagster dev -w workspace.yaml`` and by
-``dagster asset materialize -m cloudglue_dagster.definitions``:
-
-==========================  ===========================================  ==============================
-variable                    meaning                                      default
-==========================  ===========================================  ==============================
-``CLOUDGLUE_API_KEY``       API key (read when a run starts; checked     required
-                            at load too when set there)
-``CLOUDGLUE_BASE_URL``      API root                                     ``https://api.cloudglue.dev/v1``
-``CLOUDGLUE_START_DATE``    first daily partition (UTC date)             ``2026-01-01``
-``CLOUDGLUE_DUCKDB_PATH``   DuckDB warehouse file                        ``cloudglue.duckdb`` (in the
-                                                                         working directory)
-``CLOUDGLUE_MAX_CONCURRENT_REQUESTS``  pages fetched at once            ``8``
-``CLOUDGLUE_MAX_PARTITIONS_PER_RUN``   days per backfill run            unset: any range in one run
-==========================  ===========================================  ==============================
+``dagster asset materialize -m cloudglue_dagster.definitions``. The variables they read
+(``CLOUDGLUE_API_KEY``, ``CLOUDGLUE_BASE_URL``, ``CLOUDGLUE_START_DATE``,
+``CLOUDGLUE_DUCKDB_PATH``, ``CLOUDGLUE_MAX_CONCURRENT_REQUESTS``,
+``CLOUDGLUE_MAX_PARTITIONS_PER_RUN``), with their meanings and defaults, are listed once:
+:data:`cloudglue_dagster.environment.VARIABLES` (docs/configuration.md's table is held
+against it by a test).
 """
 
 from __future__ import annotations
@@ -25,11 +17,19 @@ import dagster as dg
 import pydantic
 
 from .assets import CloudglueAssets, build_cloudglue_assets
-from .client import DEFAULT_BASE_URL
 from .duckdb import CloudglueDuckDBIOManager
+from .environment import (
+    API_KEY,
+    DUCKDB_PATH,
+    MAX_CONCURRENT_REQUESTS,
+    MAX_PARTITIONS_PER_RUN,
+    START_DATE,
+    VARIABLES,
+    warn_misspelt_variables,
+)
 from .errors import CloudglueConfigError
 from .resource import CloudglueResource
-from .secrecy import display_url, validate_api_key
+from .secrecy import display_url
 
 __all__ = ["DEFAULT_DUCKDB_PATH", "DEFAULT_START_DATE", "build_definitions", "defs"]
 
@@ -44,70 +44,50 @@ def build_definitions(
     duckdb_path: str | None = None,
     base_url: str | None = None,
 ) -> dg.Definitions:
-    """The Cloudglue assets, checks, job, schedule and sensors with a resource and a DuckDB I/O manager.
+    """The Cloudglue assets, checks, jobs, schedule and sensors with a resource and a DuckDB I/O manager.
 
     Arguments left None come from the environment (see the module docstring). An invalid
-    value fails here, when the code location loads, listing the environment variables read.
+    value fails here, when the code location loads, listing the environment variables read;
+    a set API key is checked here too (a pasted line break fails now, not in a run), an unset
+    one is left to where runs execute. Runs are in process (the factory's default).
     """
+    warn_misspelt_variables()
     try:
-        _check_key_if_set()
         assets, resources = _build(start_date, duckdb_path, base_url)
     except (CloudglueConfigError, pydantic.ValidationError) as exc:
         # The factory and the resource name their own field (start_date, base_url); a user
-        # of these definitions set an environment variable, so name that too.
-        read = ", ".join(f"{name}={display_url(os.environ[name])!r}" for name in _SETTINGS if os.environ.get(name))
+        # of these definitions set an environment variable, so name those too.
+        read = ", ".join(
+            f"{v.name}={display_url(os.environ[v.name])!r}"
+            for v in VARIABLES
+            if v.name != API_KEY and os.environ.get(v.name)
+        )
         raise CloudglueConfigError(
             f"cloudglue_dagster.definitions: {exc}\nSettings read from the environment: {read or '(none)'}"
         ) from exc
-    # In-process: a run is one sweep followed by steps that each need the
-    # previous one, so a process per step (the default) buys no parallelism
-    # and costs seconds of imports per step.
-    return dg.Definitions.merge(
-        assets.definitions(), dg.Definitions(resources=resources, executor=dg.in_process_executor)
-    )
-
-
-# Every variable the definitions read, except the API key (never echoed).
-_SETTINGS = (
-    "CLOUDGLUE_BASE_URL",
-    "CLOUDGLUE_START_DATE",
-    "CLOUDGLUE_DUCKDB_PATH",
-    "CLOUDGLUE_MAX_CONCURRENT_REQUESTS",
-    "CLOUDGLUE_MAX_PARTITIONS_PER_RUN",
-)
+    return dg.Definitions.merge(assets.definitions(), dg.Definitions(resources=resources))
 
 
 def _build(
     start_date: str | None, duckdb_path: str | None, base_url: str | None
 ) -> tuple[CloudglueAssets, dict[str, object]]:
     assets = build_cloudglue_assets(
-        start_date=start_date or os.environ.get("CLOUDGLUE_START_DATE", DEFAULT_START_DATE),
-        max_partitions_per_run=_env_int("CLOUDGLUE_MAX_PARTITIONS_PER_RUN"),
+        start_date=start_date or os.environ.get(START_DATE, DEFAULT_START_DATE),
+        max_partitions_per_run=_env_int(MAX_PARTITIONS_PER_RUN),
     )
-    concurrency = _env_int("CLOUDGLUE_MAX_CONCURRENT_REQUESTS")
+    concurrency = _env_int(MAX_CONCURRENT_REQUESTS)
     resources: dict[str, object] = {
         "cloudglue": CloudglueResource(
-            api_key=dg.EnvVar("CLOUDGLUE_API_KEY"),
-            base_url=base_url or os.environ.get("CLOUDGLUE_BASE_URL", DEFAULT_BASE_URL),
+            api_key=dg.EnvVar(API_KEY),  # checked here if set; always where the run executes
+            base_url=base_url,  # None: the resource reads CLOUDGLUE_BASE_URL where the run executes
             **({} if concurrency is None else {"max_concurrent_requests": concurrency}),
         ),
         "io_manager": CloudglueDuckDBIOManager(
-            database=duckdb_path or os.environ.get("CLOUDGLUE_DUCKDB_PATH", DEFAULT_DUCKDB_PATH),
+            database=duckdb_path or os.environ.get(DUCKDB_PATH, DEFAULT_DUCKDB_PATH),
             schema=DUCKDB_SCHEMA,
         ),
     }
     return assets, resources
-
-
-def _check_key_if_set() -> None:
-    """A key set where the definitions load is checked now (a pasted newline fails here, not
-    in a run); an unset one may be set only where runs execute, so it is left to them."""
-    if "CLOUDGLUE_API_KEY" not in os.environ:
-        return
-    try:
-        validate_api_key(os.environ["CLOUDGLUE_API_KEY"])
-    except CloudglueConfigError as exc:
-        raise CloudglueConfigError(f"environment variable CLOUDGLUE_API_KEY is unusable: {exc}") from None
 
 
 def _env_int(name: str) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dagster as dg
@@ -16,8 +17,9 @@ from .client import (
     CloudglueClient,
     validate_base_url,
 )
+from .environment import BASE_URL, warn_misspelt_variables
 from .errors import CloudglueConfigError
-from .secrecy import validate_api_key
+from .secrecy import display_url, validate_api_key
 from .sweep import DEFAULT_MAX_WINDOW_RECORDS
 
 # (lowest, highest, integer?) of each numeric field. Checked by one validator, whose message
@@ -33,18 +35,25 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
     "max_window_records": (1, 1_000_000_000, True),
 }
 
+# dg.EnvVar.int's class, without importing it from a private module.
+_IntEnvVar = type(dg.EnvVar.int("_"))
+
 __all__ = ["CloudglueResource"]
 
 
 class CloudglueResource(dg.ConfigurableResource):
     """Connection settings for the Cloudglue API.
 
-    Invalid values are refused when the definitions load, with a message that
-    names the field and the value. The API key is never shown: not in the resource's
-    ``repr``, not in logs or errors. Give it as an environment variable so the
-    Dagster UI shows the variable's name, not the secret; its value is then checked
-    (not empty, no control or non-ASCII character) when a run starts, and the run
-    fails at once if it is unusable.
+    Every field accepts an environment variable: ``dg.EnvVar("NAME")`` for text,
+    ``dg.EnvVar.int("NAME")`` for integers (Dagster has no float source, so the three
+    timeouts take numbers). The UI then shows the variable's name, and its value is checked
+    wherever it is set: when the definitions load, and again when a run starts, by an
+    error that names the variable. Invalid values are refused with a message that names the
+    field and the value, except the API key's, which is never shown: not in the resource's
+    ``repr``, not in logs or errors.
+
+    ``base_url`` left unset reads ``CLOUDGLUE_BASE_URL`` where the run executes (else the real
+    API), and a run's log names the host it calls and where that came from.
 
     Examples:
         .. code-block:: python
@@ -66,21 +75,21 @@ class CloudglueResource(dg.ConfigurableResource):
             " dg.EnvVar('CLOUDGLUE_API_KEY') so the secret stays out of code and out of the UI."
         ),
     )
-    base_url: str = Field(
-        default=DEFAULT_BASE_URL,
+    base_url: str | None = Field(
+        default=None,
+        validate_default=True,
         description=(
             "API root, including the version. https:// required; http:// is accepted only for"
-            " loopback hosts (the local emulator)."
+            " loopback hosts (the local emulator). Unset (None): the environment variable"
+            " CLOUDGLUE_BASE_URL where the run executes, else https://api.cloudglue.dev/v1."
         ),
     )
     timeout_seconds: float = Field(
         default=60.0,
-        gt=0,
         description="Read timeout: seconds to wait for the server between bytes of a response.",
     )
     request_deadline_seconds: float = Field(
         default=DEFAULT_REQUEST_DEADLINE,
-        gt=0,
         description=(
             "Seconds one attempt of a request may take in all, however slowly the server sends"
             " its bytes; past it the attempt fails and is retried like a timeout."
@@ -88,13 +97,10 @@ class CloudglueResource(dg.ConfigurableResource):
     )
     connect_timeout_seconds: float = Field(
         default=10.0,
-        gt=0,
         description="Seconds to wait for a TCP/TLS connection to the API.",
     )
     max_retries: int = Field(
         default=5,
-        ge=0,
-        le=20,
         description=(
             "Retries of one request after 429, 500, 502, 503, 504, dropped connections, timeouts"
             " and malformed bodies (exponential backoff with jitter; Retry-After honoured)."
@@ -103,14 +109,10 @@ class CloudglueResource(dg.ConfigurableResource):
     )
     page_size: int = Field(
         default=MAX_PAGE_SIZE,
-        ge=1,
-        le=MAX_PAGE_SIZE,
         description="Completions requested per page, 1..100. 100 means fewest requests.",
     )
     max_concurrent_requests: int = Field(
         default=8,
-        ge=1,
-        le=64,
         description=(
             "Pages fetched at once after the first page of a window (which tells how many there"
             " are). Ingestion is bound by request latency, so this is the main speed knob; lower it"
@@ -120,8 +122,6 @@ class CloudglueResource(dg.ConfigurableResource):
 
     max_response_bytes: int = Field(
         default=DEFAULT_MAX_RESPONSE_BYTES,
-        ge=MIN_RESPONSE_BYTES,
-        le=2**40,
         description=(
             "Largest response body accepted, in bytes counted after decompression (default"
             " 134217728 = 128 MiB; a page of 100 completions is about 150 KB). A larger body, or a"
@@ -139,31 +139,40 @@ class CloudglueResource(dg.ConfigurableResource):
         ),
     )
 
-    @field_validator("base_url")
+    @field_validator("*", mode="before")
     @classmethod
-    def _check_base_url(cls, value: str) -> str:
-        return validate_base_url(value)
-
-    @field_validator("api_key")
-    @classmethod
-    def _check_api_key(cls, value: str) -> str:
-        # At load an EnvVar arrives as its name; its value is checked here when a run starts.
-        validate_api_key(value)
+    def _check(cls, value: Any, info: Any) -> Any:
+        # An EnvVar arrives here as itself, both when the definitions load and when a run
+        # starts (Dagster rebuilds the resource from the loaded one first): its value is
+        # checked wherever it is set, and the error names the variable.
+        variable = _variable_of(value)
+        if variable is None:
+            return _checked(info.field_name, value)
+        _check_variable(info.field_name, value, variable)
         return value
 
-    @field_validator(*_BOUNDS, mode="before")
-    @classmethod
-    def _check_bounds(cls, value: Any, info: Any) -> Any:
-        low, high, integer = _BOUNDS[info.field_name]
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not number or (integer and not float(value).is_integer()):
-            kind = "an integer" if integer else "a number"
-            raise CloudglueConfigError(f"{info.field_name} must be {kind}, got {value!r}")
-        inside = low <= value <= high if integer else low < value < high
-        if not inside:
-            span = f"{low}..{high}" if integer else f"> {low:g}"
-            raise CloudglueConfigError(f"{info.field_name} must be {span}, got {value!r}")
-        return value
+    def resolved_base_url(self) -> str:
+        """The API root runs call: ``base_url``, else ``CLOUDGLUE_BASE_URL`` here, else the real API.
+
+        Raises:
+            CloudglueConfigError: ``CLOUDGLUE_BASE_URL`` is set to an invalid URL (the message
+                names the variable).
+        """
+        return self._base_url_and_source()[0]
+
+    def _base_url_and_source(self) -> tuple[str, str]:
+        if self.base_url is not None:
+            return self.base_url, "base_url"
+        from_environment = _base_url_from_environment()
+        return (from_environment, BASE_URL) if from_environment else (DEFAULT_BASE_URL, "the default")
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Names the API host in the run's log, and any misspelt ``CLOUDGLUE_*`` variable."""
+        if context.log is None:
+            return
+        warn_misspelt_variables(log=context.log)
+        url, source = self._base_url_and_source()
+        context.log.info(f"Cloudglue API: {display_url(url)} (from {source})")
 
     def get_client(self, logger: Any | None = None) -> CloudglueClient:
         """A client configured from this resource's fields.
@@ -173,7 +182,7 @@ class CloudglueResource(dg.ConfigurableResource):
         """
         return CloudglueClient(
             api_key=self.api_key,
-            base_url=self.base_url,
+            base_url=self.resolved_base_url(),
             connect_timeout=self.connect_timeout_seconds,
             read_timeout=self.timeout_seconds,
             request_deadline=self.request_deadline_seconds,
@@ -183,3 +192,80 @@ class CloudglueResource(dg.ConfigurableResource):
             max_concurrent_requests=self.max_concurrent_requests,
             logger=logger,
         )
+
+
+def _variable_of(value: Any) -> str | None:
+    """The name of the environment variable ``value`` stands for, or None."""
+    if isinstance(value, dg.EnvVar):
+        return value.env_var_name
+    if isinstance(value, _IntEnvVar):
+        return value.name
+    return None
+
+
+def _checked(field: str, value: Any) -> Any:
+    """``value`` for ``field`` checked (and normalised), or a config error naming the field."""
+    if field == "api_key":
+        validate_api_key(value)
+        return value
+    if field == "base_url":
+        if value is None:
+            _base_url_from_environment()  # set where the definitions load: checked now
+            return None
+        return validate_base_url(value)
+    if field in _BOUNDS:
+        return _check_bounds(field, value)
+    return value
+
+
+def _check_bounds(field: str, value: Any) -> Any:
+    low, high, integer = _BOUNDS[field]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or (integer and not float(value).is_integer()):
+        kind = "an integer" if integer else "a number"
+        raise CloudglueConfigError(f"{field} must be {kind}, got {value!r}")
+    inside = low <= value <= high if integer else low < value < high
+    if not inside:
+        span = f"{low}..{high}" if integer else f"> {low:g}"
+        raise CloudglueConfigError(f"{field} must be {span}, got {value!r}")
+    return value
+
+
+def _check_variable(field: str, value: Any, variable: str) -> None:
+    """An EnvVar given for ``field``: the right kind for it, and its value checked if set here.
+
+    Unset, it is left to where runs execute (Dagster then names the missing variable)."""
+    bounds = _BOUNDS.get(field)
+    if bounds is not None and not bounds[2]:
+        raise CloudglueConfigError(
+            f"{field} takes a number of seconds, not an environment variable ({variable}): Dagster"
+            " reads environment variables into text and integer fields only (it has no float"
+            f" source). Give a number, e.g. {field}=float(os.environ[{variable!r}])."
+        )
+    integer = bounds is not None
+    if integer and not isinstance(value, _IntEnvVar):
+        raise CloudglueConfigError(
+            f"{field} is an integer: give dg.EnvVar.int({variable!r}), not dg.EnvVar({variable!r})"
+        )
+    text = os.environ.get(variable)
+    if text is None:
+        return
+    try:
+        if integer and not text.strip().lstrip("+-").isdigit():
+            raise CloudglueConfigError(f"{field} must be an integer, got {text!r}")
+        _checked(field, int(text) if integer else text)
+    except CloudglueConfigError as exc:
+        raise CloudglueConfigError(f"environment variable {variable} (for {field}): {exc}") from None
+
+
+def _base_url_from_environment() -> str | None:
+    """``CLOUDGLUE_BASE_URL`` checked, or None when it is unset or empty."""
+    text = os.environ.get(BASE_URL, "").strip()
+    if not text:
+        return None
+    try:
+        return validate_base_url(text)
+    except CloudglueConfigError as exc:
+        raise CloudglueConfigError(
+            f"environment variable {BASE_URL} (read because base_url is not set): {exc}"
+        ) from None

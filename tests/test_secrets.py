@@ -32,6 +32,7 @@ from typing import Any
 import dagster as dg
 import pytest
 from dagster_shared.serdes.serdes import serialize_value
+from pydantic import ValidationError
 from support.hostile_server import HostileProxy
 from support.leaks import assert_no_encoding, assert_no_leak, hostile_key
 from support.reliability import (
@@ -351,13 +352,19 @@ def test_a_key_with_a_control_character_is_refused_without_being_shown(tmp_path:
         assert done.returncode != 0
         assert b"CLOUDGLUE_API_KEY" in done.stderr and b"control character" in done.stderr
 
-        os.environ["CLOUDGLUE_BAD_KEY"] = bad  # the in-process run: no load-time check on this path
+        os.environ["CLOUDGLUE_BAD_KEY"] = bad
         try:
+            with pytest.raises(ValidationError) as refused:  # set where the resource is built: refused there
+                CloudglueResource(api_key=dg.EnvVar("CLOUDGLUE_BAD_KEY"), base_url=emu.base_url)
+            assert "environment variable CLOUDGLUE_BAD_KEY (for api_key)" in str(refused.value)
+            assert_no_encoding(str(refused.value), bad, "the load-time error")
+            del os.environ["CLOUDGLUE_BAD_KEY"]  # set only where the run executes: refused when it starts
             built = build_cloudglue_assets(start_date="2026-09-01")
             resources = {
                 "cloudglue": CloudglueResource(api_key=dg.EnvVar("CLOUDGLUE_BAD_KEY"), base_url=emu.base_url),
                 "io_manager": CloudglueDuckDBIOManager(database=str(tmp_path / "w.duckdb"), schema="cloudglue"),
             }
+            os.environ["CLOUDGLUE_BAD_KEY"] = bad
             instance = dg.DagsterInstance.ephemeral()
             run = dg.materialize(
                 list(built.assets),
@@ -367,7 +374,7 @@ def test_a_key_with_a_control_character_is_refused_without_being_shown(tmp_path:
                 raise_on_error=False,
             )
         finally:
-            del os.environ["CLOUDGLUE_BAD_KEY"]
+            os.environ.pop("CLOUDGLUE_BAD_KEY", None)
         assert emu.requests_served == 0  # refused before anything was sent
     assert not run.success
     logs = "\n".join(str(record) for record in instance.all_logs(run.run_id))

@@ -1,0 +1,147 @@
+"""The ``CLOUDGLUE_*`` environment variables: the one list of them, and the warning for a misspelt one.
+
+No Dagster, no pandas: :mod:`.definitions`, :mod:`.resource`, the factory and the planner read
+their variables through this module, and docs/configuration.md's table is held against
+:data:`VARIABLES` by a test.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "API_KEY",
+    "BASE_URL",
+    "DUCKDB_PATH",
+    "MAX_CONCURRENT_REQUESTS",
+    "MAX_PARTITIONS_PER_RUN",
+    "START_DATE",
+    "VARIABLES",
+    "CloudglueEnvironmentWarning",
+    "Variable",
+    "misspelt_variables",
+    "warn_misspelt_variables",
+]
+
+API_KEY = "CLOUDGLUE_API_KEY"
+BASE_URL = "CLOUDGLUE_BASE_URL"
+START_DATE = "CLOUDGLUE_START_DATE"
+DUCKDB_PATH = "CLOUDGLUE_DUCKDB_PATH"
+MAX_CONCURRENT_REQUESTS = "CLOUDGLUE_MAX_CONCURRENT_REQUESTS"
+MAX_PARTITIONS_PER_RUN = "CLOUDGLUE_MAX_PARTITIONS_PER_RUN"
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One variable the package reads: its name, what it sets, its default and who reads it."""
+
+    name: str
+    meaning: str
+    default: str
+    read_by: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable(
+        API_KEY,
+        "API key; read when a run starts (checked when the definitions load too, if set there), never shown",
+        "required",
+        "`cloudglue_dagster.definitions`, the planner, the emulator (the key it accepts); your own code through `dg.EnvVar`",
+    ),
+    Variable(
+        BASE_URL,
+        "API root, with the version (`http://` only for loopback hosts, e.g. the emulator)",
+        "`https://api.cloudglue.dev/v1`",
+        "`CloudglueResource` (when its `base_url` is not set, where the run executes), the planner",
+    ),
+    Variable(
+        START_DATE,
+        "first daily partition (a past UTC date, `YYYY-MM-DD`)",
+        "`2026-01-01`",
+        "`cloudglue_dagster.definitions`",
+    ),
+    Variable(
+        DUCKDB_PATH,
+        "DuckDB warehouse file",
+        "`cloudglue.duckdb` in the working directory",
+        "`cloudglue_dagster.definitions`",
+    ),
+    Variable(
+        MAX_CONCURRENT_REQUESTS,
+        "pages fetched at once (1..64)",
+        "`8`",
+        "`cloudglue_dagster.definitions`",
+    ),
+    Variable(
+        MAX_PARTITIONS_PER_RUN,
+        "days per backfill run (a positive integer)",
+        "unset: any range in one run",
+        "`cloudglue_dagster.definitions`",
+    ),
+)
+
+_PREFIX = "CLOUDGLUE_"
+_SIMILAR = 0.8
+"""difflib's ratio above which an unknown name is taken for a misspelling of a known one:
+``CLOUDGLUE_BASEURL`` (0.97) and ``CLOUDGLUE_DUCKDB_PAHT`` (0.95) are, while a second
+account's ``CLOUDGLUE_RESEARCH_API_KEY`` (0.74 to ``CLOUDGLUE_API_KEY``) is not."""
+
+
+class CloudglueEnvironmentWarning(UserWarning):
+    """A ``CLOUDGLUE_*`` variable is set that the package does not read, and looks like one it does."""
+
+
+def misspelt_variables(
+    environ: Mapping[str, str] | None = None, also_known: Iterable[str] = ()
+) -> list[tuple[str, str]]:
+    """``(set name, known name it resembles)`` for each variable that looks like a misspelling.
+
+    Only names starting with ``CLOUDGLUE_`` (in any case) are looked at, and only those close to
+    a known one are reported, so other variables of the same family (a second account's key)
+    stay quiet. ``also_known`` adds names the caller reads (e.g. a component's
+    ``api_key_env_var``).
+    """
+    environ = os.environ if environ is None else environ
+    known = {v.name for v in VARIABLES} | set(also_known)
+    found = []
+    for name in sorted(environ):
+        if name in known or not name.upper().startswith(_PREFIX):
+            continue
+        close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=_SIMILAR)
+        if close:
+            found.append((name, close[0]))
+    return found
+
+
+_warned: set[str] = set()
+_lock = threading.Lock()
+
+
+def warn_misspelt_variables(also_known: Iterable[str] = (), log: object | None = None) -> list[str]:
+    """Warn once per process about each misspelt ``CLOUDGLUE_*`` variable; returns the messages.
+
+    The warning goes to ``log.warning`` when given (a run's ``context.log``, so the UI shows it)
+    and to Python's :mod:`warnings` otherwise (the command line shows it when definitions load).
+    """
+    messages = []
+    for name, known in misspelt_variables(also_known=also_known):
+        message = (
+            f"Environment variable {name} is set but cloudglue_dagster does not read it: did you mean {known}?"
+            f" ({known} is {'set' if known in os.environ else 'not set'}.)"
+        )
+        with _lock:
+            if log is None and name in _warned:
+                continue
+            if log is None:
+                _warned.add(name)
+        messages.append(message)
+        if log is not None:
+            log.warning(message)  # type: ignore[attr-defined]
+        else:
+            warnings.warn(message, CloudglueEnvironmentWarning, stacklevel=3)
+    return messages
