@@ -413,3 +413,12 @@ def test_another_pandas_io_manager_gets_one_frame_per_range_with_each_days_metad
         assert messages_md[day.isoformat()]["completions"] == emu.ground_truth(day).count
     assert sorted(ids_by_day(pipeline.table("chat_completions"))) == [d for d in days if emu.ground_truth(d).count]
     assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+def test_the_factory_definitions_run_in_process_unless_told_otherwise() -> None:
+    built = build_cloudglue_assets(start_date="2026-01-01")
+    assert built.definitions().executor is dg.in_process_executor
+    mine = dg.Definitions(executor=dg.multiprocess_executor)
+    assert dg.Definitions.merge(built.definitions(executor=None), mine).executor is dg.multiprocess_executor
+    with pytest.raises(dg.DagsterInvariantViolationError, match="both have an executor"):
+        dg.Definitions.merge(built.definitions(), mine)

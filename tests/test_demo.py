@@ -17,6 +17,8 @@ import pytest
 from support.pipeline import read_table
 
 from cloudglue_dagster import demo
+from cloudglue_dagster.demo.settings import Settings
+from cloudglue_dagster.demo.summary import read_summary, verify
 from cloudglue_dagster.emulator import Dataset
 
 DAYS, PER_DAY = 4, 60
@@ -91,6 +93,16 @@ def test_demo_twice_gives_the_same_verified_tables_and_records_both_runs(tmp_pat
     # The generated API key never shows: not in the output, not in the backfill's log.
     for text in (first.stdout, first.stderr, (home / "demo-backfill.log").read_text()):
         assert not KEY_RE.search(text)
+
+    # The verification reads the third table too: a completion without its answer is caught.
+    settings = Settings(home=home, duckdb=home / "warehouse.duckdb", start=start, end=end, per_day=PER_DAY)
+    summary = read_summary(settings)
+    assert verify(settings, summary) == []
+    with duckdb.connect(str(home / "warehouse.duckdb")) as conn:
+        conn.execute(
+            "DELETE FROM cloudglue.chat_messages WHERE completion_id = ? AND source = 'choice'", [chat_1["id"][0]]
+        )
+    assert [p for p in verify(settings, summary) if "chat_messages holds a prompt and an answer for" in p] != []
 
 
 def test_a_busy_emulator_port_fails_clearly(tmp_path: Path):

@@ -13,7 +13,7 @@
    asset checks included), recorded in a project-local ``DAGSTER_HOME``
    (``./.dagster_home``) so that ``make ui`` shows the run afterwards, and
    writing the DuckDB file ``./.dagster_home/warehouse.duckdb``;
-3. reads both tables back from DuckDB, verifies them against the emulator's
+3. reads the three tables back from DuckDB, verifies them against the emulator's
    ground truth and prints a per-day summary (completions and tokens, by model);
 4. stops the emulator, on every exit path.
 

@@ -65,7 +65,7 @@ def run_demo(settings: Settings, *, out: IO[str] | None = None) -> Summary:
         )
     say(
         f"Verified against the emulator: {summary.completions:,} completions and"
-        f" {summary.total_tokens:,} total tokens in {settings.days} days, every id once;"
+        f" {summary.total_tokens:,} total tokens in {settings.days} days, every id once, each with its messages;"
         f" {result.passed} asset check evaluations passed.",
         out=out,
     )

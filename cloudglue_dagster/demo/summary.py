@@ -1,4 +1,4 @@
-"""The demo's summary: both tables read back from DuckDB, verified against the emulator, printed."""
+"""The demo's summary: the three tables read back from DuckDB, verified against the emulator, printed."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .settings import SCHEMA, DemoError, Settings, demo_dataset, shown_path
 
@@ -68,7 +69,7 @@ def _connect_read_only(path: Path, wait_seconds: float = 30.0):
 
 
 def read_summary(settings: Settings) -> Summary:
-    """Both tables of the demo's days, read back from DuckDB (read-only), per UTC day."""
+    """token_usage of the demo's days, read back from DuckDB (read-only), per UTC day."""
     import duckdb
 
     lo = settings.start.isoformat()
@@ -125,6 +126,7 @@ def verify(settings: Settings, summary: Summary) -> list[str]:
             """
         ).fetchall():
             ids.setdefault(day, []).append(cid)
+        answered = _messaged_completions(conn, lo, hi)
     finally:
         conn.close()
     problems: list[str] = []
@@ -136,6 +138,11 @@ def verify(settings: Settings, summary: Summary) -> list[str]:
                 f"{row.day}: chat_completions holds {len(got_ids)} rows ({len(set(got_ids))} distinct ids),"
                 f" the emulator served {want.count}"
             )
+        if answered.get(row.day, set()) != set(want.ids):
+            problems.append(
+                f"{row.day}: chat_messages holds a prompt and an answer for {len(answered.get(row.day, ()))}"
+                f" completions, the emulator served {want.count}"
+            )
         got = (row.completions, row.prompt_tokens, row.completion_tokens, row.total_tokens)
         expected = (want.count, want.prompt_tokens, want.completion_tokens, want.total_tokens)
         if got != expected:
@@ -146,6 +153,20 @@ def verify(settings: Settings, summary: Summary) -> list[str]:
         if models != {m: n for m, n in want.by_model.items() if n}:
             problems.append(f"{row.day}: completions by model {models}, expected {want.by_model}")
     return problems
+
+
+def _messaged_completions(conn: Any, lo: str, hi: str) -> dict[dt.date, set[str]]:
+    """Per day, the completions chat_messages holds both a prompt message and a choice of."""
+    found: dict[dt.date, set[str]] = {}
+    for day, cid in conn.execute(
+        f"""
+        SELECT CAST(date AS DATE), completion_id FROM {SCHEMA}.chat_messages
+        WHERE date >= TIMESTAMP '{lo}' AND date < TIMESTAMP '{hi}'
+        GROUP BY ALL HAVING count(*) FILTER (source = 'prompt') > 0 AND count(*) FILTER (source = 'choice') > 0
+        """
+    ).fetchall():
+        found.setdefault(day, set()).add(cid)
+    return found
 
 
 def _compact(n: int) -> str:
