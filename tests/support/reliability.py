@@ -198,7 +198,7 @@ def dagster(*args: str) -> list[str]:
 
 
 def materialize_cmd(*partition: str) -> list[str]:
-    """``dagster asset materialize`` of both assets of ``cloudglue_dagster.definitions``."""
+    """``dagster asset materialize`` of every table of ``cloudglue_dagster.definitions``."""
     return dagster("asset", "materialize", "-m", "cloudglue_dagster.definitions", *DAGSTER_SELECT, *partition)
 
 
