@@ -117,6 +117,8 @@ class CloudglueUnreachableError(CloudglueRequestError):
         proxy: the proxy the request went through (no user info), or None.
     """
 
+    transient = False  # said outright: the whole point is that Dagster does not retry it
+
     def __init__(
         self, message: str, *, host: str, port: int, cause: str, attempts: int, proxy: str | None = None
     ) -> None:
