@@ -214,7 +214,14 @@ def _unconnected(exc: BaseException, url: str, timeout: float, proxy: str | None
     """What an exception of ``session.get`` says, if the attempt never got a connection to
     the host (None if it did: a connection dropped mid-answer, a read timeout...)."""
     if isinstance(exc, requests.exceptions.ProxyError):
-        return _Unconnected(f"the proxy {proxy} could not open a tunnel to the host", "proxy failed", proxy)
+        causes = list(_causes(exc))
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            reason = "connection refused"
+        elif any(isinstance(c, urllib3.exceptions.NameResolutionError) for c in causes):
+            reason = "its name does not resolve"
+        else:  # e.g. "Tunnel connection failed: 403 Forbidden": the proxy's answer to CONNECT
+            reason = str(causes[-1])[:200]
+        return _Unconnected(f"the proxy {proxy} could not open a tunnel to the host ({reason})", "proxy failed", proxy)
     if isinstance(exc, requests.exceptions.SSLError):
         return _Unconnected(f"TLS handshake failed ({_tls_reason(exc)})", "TLS error", proxy)
     if isinstance(exc, requests.exceptions.ConnectTimeout):

@@ -297,3 +297,22 @@ def test_a_step_retry_of_a_host_that_answered_keeps_retrying_its_refused_connect
     error = result.get_step_failure_events()[0].step_failure_data.error.to_string()
     assert "RetriesExhaustedError" in error and "connection refused" in error, error
     assert "CloudglueUnreachableError" not in error
+
+
+def test_a_proxy_that_refuses_is_named_without_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    """https:// goes through HTTPS_PROXY; when nothing listens there, the error names the
+    API's host:port, the proxy's host:port and the variables to check, not the proxy's
+    password."""
+    with refusing_port() as port:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://user:s3cret-proxy-pass@127.0.0.1:{port}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        with CloudglueClient(TEST_KEY, "https://api.cloudglue.dev/v1", retry=QUICK) as client:
+            with pytest.raises(CloudglueUnreachableError) as info:
+                client.list_chat_completions()
+    said = str(info.value)
+    assert "Cannot reach the Cloudglue API at api.cloudglue.dev:443: the proxy" in said
+    assert f"through the proxy 127.0.0.1:{port}" in said and "connection refused" in said
+    assert "HTTPS_PROXY" in said and "NO_PROXY" in said
+    assert info.value.proxy == f"127.0.0.1:{port}" and info.value.attempts == 3
+    assert "s3cret" not in said and "user:" not in said and TEST_KEY not in said
