@@ -137,7 +137,9 @@ class CloudglueClient:
             non-ASCII character (the message does not repeat it).
         base_url: API root, default ``https://api.cloudglue.dev/v1``. ``http://``
             only for loopback hosts; no user info.
-        connect_timeout: seconds to wait for a TCP/TLS connection. Default 10.
+        connect_timeout: seconds to wait for a TCP/TLS connection. Default 10. While the host
+            has never answered, a request spends at most about 25 s trying to connect
+            (:data:`~cloudglue_dagster.transport.UNREACHABLE_BUDGET_SECONDS`).
         read_timeout: seconds to wait for the server between bytes of a
             response. Default 60.
         request_deadline: seconds one attempt may take in all, however the server
@@ -260,6 +262,22 @@ class CloudglueClient:
         return self._transport.throttle
 
     @property
+    def host_answered(self) -> bool:
+        """Whether the API host has answered this client (any HTTP status) since it was made,
+        or :meth:`mark_host_answered` said so. Until then a request that cannot connect at all
+        (refused, no such host, TLS handshake failure, connect timeout) gets two quick retries
+        and then fails with :class:`~cloudglue_dagster.errors.CloudglueUnreachableError`
+        (permanent); afterwards such failures are retried up to ``max_retries`` like any other
+        transient failure."""
+        return self._transport.host_answered
+
+    def mark_host_answered(self) -> None:
+        """Count the host as one that has answered, so that connection failures are retried up
+        to ``max_retries`` from the first: the assets' step does it in a step retry, whose
+        previous attempt reached the host (only transient errors are retried)."""
+        self._transport.mark_host_answered()
+
+    @property
     def requests_sent(self) -> int:
         """HTTP requests this client has sent, retries included."""
         return self._transport.requests_sent
@@ -288,6 +306,9 @@ class CloudglueClient:
             AuthenticationError, BadRequestError, NotFoundError, CloudglueHTTPError:
                 the API refused the request (never retried).
             CloudglueRequestError: the request could not be sent or completed (a redirect loop).
+            CloudglueUnreachableError: no connection could be made to a host that has never
+                answered this client (:attr:`host_answered`), after two quick retries; a
+                subclass of CloudglueRequestError, permanent.
             RetriesExhaustedError: transient failures outlasted ``max_retries``.
             InvalidResponseError: a 200 whose body does not have the documented shape.
             ResponseTooLargeError: a 200 whose body exceeds ``max_response_bytes`` (a subclass

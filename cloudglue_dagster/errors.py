@@ -25,6 +25,7 @@ __all__ = [
     "CloudglueError",
     "CloudglueHTTPError",
     "CloudglueRequestError",
+    "CloudglueUnreachableError",
     "HeldTooMuchError",
     "InconsistentResponseError",
     "InvalidResponseError",
@@ -91,6 +92,42 @@ class NotFoundError(CloudglueHTTPError):
 class CloudglueRequestError(CloudglueError):
     """A request could not be completed for a reason a retry does not fix: a redirect loop,
     a URL or header that cannot be sent. The message names the cause, never the key."""
+
+
+class CloudglueUnreachableError(CloudglueRequestError):
+    """Nothing ever answered at the base URL's host: every attempt failed before any HTTP
+    response (connection refused, no such host, TLS handshake failure, no connection within
+    the connect timeout), and no response at all had come from that host in the client's life.
+
+    A base URL where nothing answers is a setting to fix, not an outage to wait out, so the
+    client gives such a failure a short budget (:data:`~cloudglue_dagster.transport.UNREACHABLE_RETRIES`
+    quick retries) and then raises this, permanent: the step fails at once, without step
+    retries. Once the host has answered (any HTTP status), connection failures are transient
+    again and retried up to ``max_retries`` (:class:`RetriesExhaustedError`).
+
+    The message names ``host:port``, what failed and the setting to check (``base_url``,
+    ``CLOUDGLUE_BASE_URL``; the proxy variables when a proxy is in use), never the key.
+
+    Attributes:
+        host: the host of the base URL.
+        port: its port (443 for ``https://`` without one).
+        cause: what failed: ``"connection refused"``, ``"no such host"``, ``"TLS error"``,
+            ``"connect timeout"`` or ``"could not connect"``.
+        attempts: how many times the request was sent.
+        proxy: the proxy the request went through (no user info), or None.
+    """
+
+    transient = False  # said outright: the whole point is that Dagster does not retry it
+
+    def __init__(
+        self, message: str, *, host: str, port: int, cause: str, attempts: int, proxy: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.host = host
+        self.port = port
+        self.cause = cause
+        self.attempts = attempts
+        self.proxy = proxy
 
 
 class RetriesExhaustedError(CloudglueError):

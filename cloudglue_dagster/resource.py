@@ -97,14 +97,20 @@ class CloudglueResource(dg.ConfigurableResource):
     )
     connect_timeout_seconds: float = Field(
         default=10.0,
-        description="Seconds to wait for a TCP/TLS connection to the API.",
+        description=(
+            "Seconds to wait for a TCP/TLS connection to the API. Until the API host has answered"
+            " once (any HTTP status) in a step, a request stops trying to connect after about 25 s"
+            " in all and fails with CloudglueUnreachableError (two attempts at the default)."
+        ),
     )
     max_retries: int = Field(
         default=5,
         description=(
             "Retries of one request after 429, 500, 502, 503, 504, dropped connections, timeouts"
             " and malformed bodies (exponential backoff with jitter; Retry-After honoured)."
-            " 400, 401, 403 and 404 are never retried."
+            " 400, 401, 403 and 404 are never retried. A host that has never answered gets at most"
+            " 2 quick retries of a refused connection, unknown host, TLS error or connect timeout,"
+            " then the step fails with CloudglueUnreachableError, naming host:port and base_url."
         ),
     )
     page_size: int = Field(

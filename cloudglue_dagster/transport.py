@@ -15,6 +15,13 @@
   scrubbed from every text that reaches a message, and never handed to a proxy in clear:
   plain ``http://`` (loopback hosts only) goes straight to the host, whatever the proxy
   settings; ``https://`` uses them as requests does, through a CONNECT tunnel.
+* **A host that never answered fails fast.** Until some HTTP response (any status) has come
+  from the API host in this :class:`Transport`'s life, a failure to connect at all (refused, no
+  such host, TLS handshake, connect timeout) gets :data:`UNREACHABLE_RETRIES` quick retries
+  within :data:`UNREACHABLE_BUDGET_SECONDS`, then a permanent
+  :class:`~cloudglue_dagster.errors.CloudglueUnreachableError` naming ``host:port`` and
+  ``base_url``: a wrong base URL is not an outage. After the first answer, connection failures
+  are retried per :class:`RetryPolicy` like any other transient failure.
 * **Stops when told.** :meth:`Transport.close` (or a sweep's own cancel event) wakes every
   waiting request and aborts those in flight, so an interrupted run ends in seconds.
 """
@@ -25,6 +32,7 @@ import datetime as dt
 import email.utils
 import json
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +42,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import requests
+import urllib3.exceptions
 
 from ._loopback import is_loopback
 from .deadline import Watch, Watchdog, WatchedAdapter, current
@@ -44,6 +53,7 @@ from .errors import (
     CloudglueError,
     CloudglueHTTPError,
     CloudglueRequestError,
+    CloudglueUnreachableError,
     InvalidResponseError,
     NotFoundError,
     ResponseTooLargeError,
@@ -52,7 +62,14 @@ from .errors import (
 from .secrecy import Redactor, display_url, validate_api_key
 from .throttle import Throttle
 
-__all__ = ["ERROR_BODY_BYTES", "RETRYABLE_STATUSES", "RetryPolicy", "Transport"]
+__all__ = [
+    "ERROR_BODY_BYTES",
+    "RETRYABLE_STATUSES",
+    "UNREACHABLE_BUDGET_SECONDS",
+    "UNREACHABLE_RETRIES",
+    "RetryPolicy",
+    "Transport",
+]
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
@@ -60,6 +77,17 @@ MAX_REDIRECTS = 5
 ERROR_BODY_BYTES = 64 * 1024
 """Bytes read of an error body (after decompression), for its message: a JSON error is a few
 hundred bytes; a longer one (an HTML 502 page, a hostile answer) is cut there, unread."""
+UNREACHABLE_RETRIES = 2
+"""Retries of a request that could not connect at all (refused, no such host, TLS handshake,
+connect timeout) while the host has never answered: enough for a DNS or network blip of a
+second or two (the retries wait :meth:`RetryPolicy.backoff`, 0.25-0.5 s then 0.5-1 s by
+default), few enough that a wrong ``base_url`` fails in seconds. ``max_retries`` lower
+still wins."""
+UNREACHABLE_BUDGET_SECONDS = 25.0
+"""No retry of a never-answered host starts unless it could end (its connect timeout
+included) within this many seconds of the request's first attempt: with the default
+``connect_timeout_seconds`` of 10, a host that drops every packet costs two attempts, about
+20 s, and a Dagster run against it ends well within a minute."""
 _CHUNK_BYTES = 64 * 1024
 """Decoded bytes per read: urllib3 inflates at most this much per read, so a body is never
 decompressed far past its cap."""
@@ -101,8 +129,12 @@ class RetryPolicy:
         "Equal jitter": half the exponential delay is fixed, half random, so
         concurrent clients spread out but never retry immediately.
         """
-        delay = min(self.max_backoff, self.initial_backoff * (2 ** (retry - 1)))
+        delay = self.longest_backoff(retry)
         return delay / 2 + random.uniform(0, delay / 2)
+
+    def longest_backoff(self, retry: int) -> float:
+        """The most :meth:`backoff` can wait before retry number ``retry``, in seconds."""
+        return min(self.max_backoff, self.initial_backoff * (2 ** (retry - 1)))
 
     def retry_after(self, header: str | None, now: dt.datetime | None = None) -> float | None:
         """Seconds a ``Retry-After`` header asks for (delta-seconds or HTTP-date),
@@ -136,6 +168,81 @@ class _Retryable(Exception):
         self.description = description
         self.status = status
         self.retry_after = retry_after
+
+
+class _Unconnected(_Retryable):
+    """An attempt that never got a connection to the host: refused, no such host, TLS
+    handshake failure, connect timeout. ``cause`` is the short name of what failed
+    (:attr:`CloudglueUnreachableError.cause`); ``description`` says it in full."""
+
+    def __init__(self, description: str, cause: str, proxy: str | None) -> None:
+        super().__init__(description)
+        self.cause = cause
+        self.proxy = proxy
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps: requests' error holds urllib3's ``MaxRetryError``, whose
+    ``reason`` is the connection's error, which holds (or was caused by) the socket's."""
+    seen: set[int] = set()
+    current_: BaseException | None = exc
+    while current_ is not None and id(current_) not in seen:
+        seen.add(id(current_))
+        yield current_
+        reason = getattr(current_, "reason", None)
+        if isinstance(reason, BaseException):
+            current_ = reason
+        elif current_.args and isinstance(current_.args[0], BaseException):
+            current_ = current_.args[0]
+        else:
+            current_ = current_.__cause__ or current_.__context__
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """The TLS library's own words for a handshake failure, e.g. ``[SSL:
+    WRONG_VERSION_NUMBER] wrong version number`` or ``certificate verify failed:
+    self-signed certificate``, without the C source location."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return f"certificate verify failed: {cause.verify_message}"
+        if isinstance(cause, ssl.SSLError):
+            return str(cause.args[1] if len(cause.args) > 1 else cause).split(" (_ssl.c")[0]
+    return type(exc).__name__
+
+
+def _unconnected(exc: BaseException, url: str, timeout: float, proxy: str | None) -> _Unconnected | None:
+    """What an exception of ``session.get`` says, if the attempt never got a connection to
+    the host (None if it did: a connection dropped mid-answer, a read timeout...)."""
+    if isinstance(exc, requests.exceptions.ProxyError):
+        causes = list(_causes(exc))
+        if any(isinstance(c, ConnectionRefusedError) for c in causes):
+            reason = "connection refused"
+        elif any(isinstance(c, urllib3.exceptions.NameResolutionError) for c in causes):
+            reason = "its name does not resolve"
+        else:  # e.g. "Tunnel connection failed: 403 Forbidden": the proxy's answer to CONNECT
+            reason = str(causes[-1])[:200]
+        return _Unconnected(f"the proxy {proxy} could not open a tunnel to the host ({reason})", "proxy failed", proxy)
+    if isinstance(exc, requests.exceptions.SSLError):
+        return _Unconnected(f"TLS handshake failed ({_tls_reason(exc)})", "TLS error", proxy)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return _Unconnected(
+            f"no connection within connect_timeout_seconds = {timeout:g}s (the TCP or TLS handshake never completed)",
+            "connect timeout",
+            proxy,
+        )
+    if not isinstance(exc, requests.ConnectionError):
+        return None
+    for cause in _causes(exc):
+        if isinstance(cause, urllib3.exceptions.NameResolutionError):
+            host = getattr(cause, "_host", None) or urlsplit(url).hostname
+            return _Unconnected(f"no such host: the name {host!r} does not resolve (DNS)", "no such host", proxy)
+        if isinstance(cause, urllib3.exceptions.NewConnectionError):
+            refused = any(isinstance(c, ConnectionRefusedError) for c in _causes(cause))
+            if refused:
+                return _Unconnected("connection refused: nothing listens on that port", "connection refused", proxy)
+            errno_text = next((c.strerror for c in _causes(cause) if isinstance(c, OSError) and c.strerror), None)
+            return _Unconnected(f"could not connect ({errno_text or type(cause).__name__})", "could not connect", proxy)
+    return None
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -241,6 +348,24 @@ class Transport:
         self._stop = threading.Event()
         self._count_lock = threading.Lock()
         self.requests_sent = 0
+        self._answered = threading.Event()
+
+    @property
+    def host_answered(self) -> bool:
+        """Whether any HTTP response (any status, a redirect included) has come back in this
+        transport's life, or :meth:`mark_host_answered` said so. Until then a request that
+        cannot connect at all fails fast with :class:`CloudglueUnreachableError`."""
+        return self._answered.is_set()
+
+    def mark_host_answered(self) -> None:
+        """Treat the host as one that has answered: connection failures are then retried per
+        :class:`RetryPolicy` from the first (a step retry, whose previous attempt reached it)."""
+        self._answered.set()
+
+    def _heard(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        """A response hook: the host answered (every hop of a redirect passes here)."""
+        self._answered.set()
+        return response
 
     def close(self) -> None:
         """Stop: waiting requests give up, requests in flight are cut, connections closed."""
@@ -276,12 +401,15 @@ class Transport:
             RetriesExhaustedError: transient failures outlasted ``max_retries``.
             CloudglueHTTPError and subclasses: the API refused the request.
             CloudglueRequestError: the request cannot be sent or completed (redirect loop...).
+            CloudglueUnreachableError: no connection to a host that has never answered, after
+                :data:`UNREACHABLE_RETRIES` quick retries (a subclass of CloudglueRequestError).
             InvalidResponseError: a 200 whose body no JSON parser can represent.
             ResponseTooLargeError: a 200 whose body exceeds ``max_response_bytes``.
             CloudglueError: the transport was closed or the sweep cancelled.
         """
         path = urlsplit(url).path
         attempts = 0
+        began = time.monotonic()
         while True:
             self._check_running(cancel)
             attempts += 1
@@ -294,6 +422,13 @@ class Transport:
                     self.throttle.succeeded()
                     return body
             self._check_running(cancel)
+            retries = self.retry.max_retries
+            if isinstance(failure, _Unconnected) and not self._answered.is_set():
+                retries = min(UNREACHABLE_RETRIES, retries)
+                # The next attempt could take a whole connect timeout, after its longest backoff.
+                worst_next = self.retry.longest_backoff(attempts) + self.timeout[0]
+                if attempts > retries or time.monotonic() - began + worst_next > UNREACHABLE_BUDGET_SECONDS:
+                    raise self._unreachable(url, failure, attempts, time.monotonic() - began)
             if attempts > self.retry.max_retries:
                 raise RetriesExhaustedError(
                     f"GET {path} failed after {attempts} attempts; last error: {failure.description}."
@@ -303,9 +438,52 @@ class Transport:
                     last_status=failure.status,
                     last_error=failure.description,
                 )
-            self._back_off(path, attempts, failure, cancel)
+            self._back_off(path, attempts, retries, failure, cancel)
 
-    def _back_off(self, path: str, attempts: int, failure: _Retryable, cancel: threading.Event | None) -> None:
+    def _unreachable(self, url: str, failure: _Unconnected, attempts: int, spent: float) -> CloudglueUnreachableError:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        root = display_url(url).rsplit("/chat/completions", 1)[0]
+        via = ""
+        if failure.proxy is not None:
+            via = (
+                f" The request went through the proxy {failure.proxy} (HTTPS_PROXY, https_proxy or"
+                " ALL_PROXY in the environment): check that setting too, or list the host in NO_PROXY."
+            )
+        message = (
+            f"Cannot reach the Cloudglue API at {where}: {failure.description}"
+            f" ({attempts} attempt{'s' if attempts != 1 else ''} in {spent:.1f}s; nothing has ever"
+            " answered from that host, so this is taken for a wrong setting, not an outage, and not"
+            f" retried). Check base_url of CloudglueResource, now {root} (CLOUDGLUE_BASE_URL for the"
+            " bundled definitions); it should be the API root, e.g. https://api.cloudglue.dev/v1."
+            f"{via}"
+        )
+        return CloudglueUnreachableError(
+            self.redact(message), host=host, port=port, cause=failure.cause, attempts=attempts, proxy=failure.proxy
+        )
+
+    def _proxy_for(self, url: str) -> str | None:
+        """The proxy a request to ``url`` goes through (as requests chooses it from the
+        session and the environment, ``NO_PROXY`` included), shown without user info; None
+        for none, and for ``http://`` to a loopback host, which :class:`_Adapter` sends direct."""
+        parts = urlsplit(url)
+        if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+            return None
+        try:
+            settings = self._session.merge_environment_settings(url, {}, None, None, None)
+            proxy = requests.utils.select_proxy(url, settings["proxies"])
+        except Exception:  # noqa: BLE001 - only for the message
+            return None
+        if not proxy:
+            return None
+        shown = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        return shown.netloc.rpartition("@")[2] or None
+
+    def _back_off(
+        self, path: str, attempts: int, retries: int, failure: _Retryable, cancel: threading.Event | None
+    ) -> None:
         wait = self.retry.retry_after(failure.retry_after)
         if wait is None:
             wait = self.retry.backoff(attempts)
@@ -318,7 +496,8 @@ class Transport:
             return
         self.log.warning(
             f"Cloudglue API: {failure.description} on GET {path}; retry {attempts}"
-            f" of {self.retry.max_retries} in {wait:.2f}s"
+            f" of {retries} in {wait:.2f}s"
+            + (" (the host has never answered: few retries)" if retries < self.retry.max_retries else "")
         )
         end = time.monotonic() + wait
         while (left := end - time.monotonic()) > 0:
@@ -348,7 +527,7 @@ class Transport:
                     auth=self._auth,
                     timeout=self.timeout,
                     stream=True,
-                    hooks={"response": [_drop_redirect_body]},
+                    hooks={"response": [self._heard, _drop_redirect_body]},
                 )
             try:
                 status = response.status_code
@@ -399,6 +578,9 @@ class Transport:
                 raise CloudglueError("The Cloudglue request was aborted (the sweep stopped).") from None
             if watch.expired:
                 raise _Retryable(f"exceeded the request deadline of {self.deadline:g}s") from None
+            unconnected = _unconnected(exc, url, self.timeout[0], self._proxy_for(url))
+            if unconnected is not None:
+                raise unconnected from None
             if isinstance(exc, requests.Timeout):
                 raise _Retryable(f"timed out ({type(exc).__name__})") from None
             # ChunkedEncodingError is also how urllib3 reports a body shorter

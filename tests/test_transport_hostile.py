@@ -42,6 +42,7 @@ from support.reliability import EMPTY_PAGE, cli_env, materialize_cmd, read_table
 
 from cloudglue_dagster import (
     CloudglueClient,
+    CloudglueUnreachableError,
     InvalidResponseError,
     ResponseTooLargeError,
     RetriesExhaustedError,
@@ -302,11 +303,16 @@ def test_an_https_api_still_goes_through_the_proxy_by_a_connect_that_carries_no_
 ) -> None:
     """https:// keeps the environment's proxy, as requests does: the proxy only opens a
     tunnel (CONNECT host:443, no Authorization), and the key would travel inside TLS. This
-    proxy refuses the tunnel, so the request fails as a network failure does."""
+    proxy refuses the tunnel, so the request fails as a host that never answered does
+    (CloudglueUnreachableError), naming the proxy and the variables that chose it."""
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     with CloudglueClient(TEST_KEY, "https://api.cloudglue.invalid/v1", max_retries=0) as client:
-        with pytest.raises(RetriesExhaustedError):
+        with pytest.raises(CloudglueUnreachableError) as info:
             client.list_chat_completions()
+    said = str(info.value)
+    assert "api.cloudglue.invalid:443" in said and "403 Forbidden" in said
+    assert f"through the proxy {proxy.url.split('://')[-1]}" in said and "HTTPS_PROXY" in said and "NO_PROXY" in said
+    assert TEST_KEY not in said
     assert [(s.method, s.target) for s in proxy.seen] == [("CONNECT", "api.cloudglue.invalid:443")]
     assert "authorization" not in {k.lower() for k in proxy.seen[0].headers}
     assert TEST_KEY not in json.dumps(proxy.seen[0].headers)

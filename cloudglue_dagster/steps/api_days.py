@@ -81,6 +81,11 @@ class ApiDays:
     def days(self, todo: list[UTCDay]) -> Iterator[Fetched | ReopenedDay | Settled]:
         """Each day of ``todo`` once complete; then :attr:`refused` lists the days refused."""
         with self.resource.get_client(logger=self.log) as client:
+            if self.context.retry_number > 0:
+                # Only a transient error gets a step retry, and a host that never answered
+                # fails permanently: the previous attempt reached it, so an outage that
+                # refuses connections now is retried as one, not taken for a wrong base_url.
+                client.mark_host_answered()
             repair = False
             while todo:
                 # A repair sweep (days a late record reopened) holds its days to the end:
