@@ -456,8 +456,8 @@ class Transport:
             f"Cannot reach the Cloudglue API at {where}: {failure.description}"
             f" ({attempts} attempt{'s' if attempts != 1 else ''} in {spent:.1f}s; nothing has ever"
             " answered from that host, so this is taken for a wrong setting, not an outage, and not"
-            f" retried). Check base_url of CloudglueResource, now {root} (CLOUDGLUE_BASE_URL for the"
-            " bundled definitions); it should be the API root, e.g. https://api.cloudglue.dev/v1."
+            f" retried). Check base_url of CloudglueResource, now {root} (CLOUDGLUE_BASE_URL when"
+            " base_url is not set); it should be the API root, e.g. https://api.cloudglue.dev/v1."
             f"{via}"
         )
         return CloudglueUnreachableError(
