@@ -152,7 +152,7 @@ def package_problem() -> str | None:
     if not wheel_mode():
         return None
     purelib = Path(sysconfig.get_paths()["purelib"]).resolve()
-    if not here.is_relative_to(purelib) or here.is_relative_to(source_root().resolve()):
+    if not here.is_relative_to(purelib) or here == (source_root() / PACKAGE).resolve():
         return f"Wheel mode imports {PACKAGE} from {here}, not from the wheel installed in {purelib}."
     installed = json.loads(metadata.distribution(DIST_NAME).read_text("direct_url.json") or "{}")
     wheel = Path(os.environ[WHEEL_ENV]).resolve().as_uri()
