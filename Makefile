@@ -31,9 +31,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The sdist, then the wheel built from it, into dist/ (emptied first), checked for PyPI.
+# The sdist, then the wheel built from it, into dist/ (emptied first), checked for PyPI. The
+# egg-info goes first too: setuptools adds the files an old one lists to the sdist, so a file
+# pyproject.toml no longer ships would still reach the wheel.
 dist: $(STAMP)
-	rm -rf dist
+	rm -rf dist cloudglue_dagster.egg-info
 	$(BIN)/python -m build --quiet --outdir dist .
 	$(BIN)/twine check --strict dist/*
 
