@@ -68,8 +68,9 @@ def test_the_wheel_holds_every_file_of_the_package_and_nothing_else(built_dists:
     shipped = {name for name in names if name.startswith(f"{PACKAGE}/")}
     expected = tracked(PACKAGE)
     assert f"{PACKAGE}/py.typed" in expected
-    assert sorted(expected - shipped) == [], "files of the package missing from the wheel"
-    assert sorted(shipped - expected) == [], "files in the wheel that are not the package's"
+    missing, foreign = sorted(expected - shipped), sorted(shipped - expected)
+    assert not missing, f"files of the package missing from the wheel: {missing}"
+    assert not foreign, f"files in the wheel that are not the package's: {foreign}"
     assert {name.split("/")[0] for name in names} == {PACKAGE, f"{PACKAGE}-{project()['version']}.dist-info"}
 
 
@@ -93,7 +94,8 @@ def test_the_sdist_holds_the_license_changelog_readme_docs_and_tests(built_dists
         names = {m.name.removeprefix(top) for m in sdist.getmembers() if m.isfile()}
     needed = {"LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "workspace.yaml"}
     needed |= tracked(PACKAGE, "tests", "docs", "examples")
-    assert sorted(needed - names) == []
+    missing = sorted(needed - names)
+    assert not missing, f"files missing from the sdist: {missing}"
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
