@@ -1,12 +1,21 @@
 # The two commands of the README: `make demo` (the main job) and `make test`.
-# Each creates the virtualenv and installs the project when needed.
+# Each creates the virtualenv .venv and installs the project when needed, in one of two ways
+# (same dependencies, so switching takes seconds: .ci/install-project):
+#   editable, on the tree as you edit it: make install, demo, ui, screenshots, bench, dist and
+#     test-dev; after any of them `.venv/bin/python -m pytest tests/test_x.py` tests your edits.
+#   the built wheel, not editable: make test (and so CI, .ci/run) builds dist/, installs the
+#     wheel and runs the suite from a copy of the tree without cloudglue_dagster/, so a file
+#     missing from the wheel fails it. .venv keeps the wheel until another target runs; a
+#     `.venv/bin/python -m pytest` in the tree meanwhile stops at once and says so.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+export VENV
 
-.PHONY: install test test-pythons demo ui screenshots bench clean
+.PHONY: install lint dist test test-dev test-pythons demo ui screenshots bench clean
 
+# The dependencies (the project's, its dev extra's), when pyproject.toml changed.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -15,20 +24,39 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+	.ci/install-project editable
 
-# First installs the system packages the tests need when missing (.ci/system-packages: Chromium,
-# PostgreSQL; as root or with sudo, else it stops with the command to run), then checks the
-# tree with ruff (`.venv/bin/ruff format .` and `ruff check --fix .` repair most findings).
-test: $(STAMP)
-	.ci/system-packages
+# ruff: `.venv/bin/ruff format .` and `ruff check --fix .` repair most findings.
+lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+
+# The sdist, then the wheel built from it, into dist/ (emptied first), checked for PyPI. The
+# egg-info goes first too: setuptools adds the files an old one lists to the sdist, so a file
+# pyproject.toml no longer ships would still reach the wheel.
+dist: $(STAMP)
+	rm -rf dist cloudglue_dagster.egg-info
+	$(BIN)/python -m build --quiet --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# What CI runs. First installs the system packages the tests need when missing
+# (.ci/system-packages: Chromium, PostgreSQL; as root or with sudo, else it stops with the
+# command to run), checks the tree with ruff, builds dist/, installs the wheel and runs the
+# suite on it (.ci/test-wheel). E.g. make test TEST_ARGS='tests/test_package.py -q'.
+TEST_ARGS ?=
+test: lint dist
+	.ci/system-packages
+	.ci/install-project wheel
+	.ci/test-wheel $(TEST_ARGS)
+
+# The same checks on the editable install, from the tree: the loop while editing.
+test-dev: lint install
+	.ci/system-packages
+	$(BIN)/python -m pytest $(TEST_ARGS)
 
 # The suite under every Python 3.10-3.13 on the machine (pyenv's, else python3.X on PATH),
-# each in its own .venv-3.X; one summary line per interpreter, missing ones reported as skipped.
-# E.g. make test-pythons PYTHONS='3.10 3.12' TEST_ARGS='tests/test_io_manager.py'.
-TEST_ARGS ?=
+# each in its own .venv-3.X (editable); one summary line per interpreter, missing ones reported
+# as skipped. E.g. make test-pythons PYTHONS='3.10 3.12' TEST_ARGS='tests/test_io_manager.py'.
 test-pythons:
 	.ci/system-packages
 	.ci/test-pythons $(TEST_ARGS)
@@ -36,16 +64,16 @@ test-pythons:
 # Emulator + a real Dagster backfill of two weeks into .dagster_home/warehouse.duckdb + a summary.
 # Options: `python -m cloudglue_dagster.demo run --help`, e.g. make demo DEMO_ARGS='--days 7'.
 DEMO_ARGS ?=
-demo: $(STAMP)
+demo: install
 	$(BIN)/python -m cloudglue_dagster.demo run $(DEMO_ARGS)
 
 # Emulator + `dagster dev -w workspace.yaml` on the demo's DAGSTER_HOME (.dagster_home), until Ctrl-C.
 UI_PORT ?= 3000
-ui: $(STAMP)
+ui: install
 	$(BIN)/python -m cloudglue_dagster.demo ui --port $(UI_PORT) $(DEMO_ARGS)
 
 # Re-takes the README's screenshots (docs/*.png) with the browser test (needs Chromium).
-screenshots: $(STAMP)
+screenshots: install
 	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_ui.py -q
 
 # The performance benchmark (not part of the tests): a markdown table per range, then a summary.
@@ -53,8 +81,8 @@ screenshots: $(STAMP)
 # request, concurrency 8; dlt too when installed in a separate virtualenv (bench/run.py --help).
 # About 15 minutes; e.g. make bench BENCH_ARGS='--ranges 31 --skip dlt,sequential'.
 BENCH_ARGS ?=
-bench: $(STAMP)
+bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .dagster_home build *.egg-info
+	rm -rf $(VENV) .dagster_home build dist *.egg-info

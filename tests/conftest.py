@@ -1,14 +1,23 @@
-"""The fixtures of the suite (helpers live in ``tests/support/``)."""
+"""The fixtures of the suite (helpers live in ``tests/support/``), and the check, before any test,
+that the suite tests the ``cloudglue_dagster`` it means to (``support.wheel.package_problem``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wheel
 from support.pipeline import Pipeline
 
 from cloudglue_dagster.emulator import Emulator
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    problem = wheel.package_problem()
+    if problem:
+        pytest.exit(problem, returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture
@@ -17,3 +26,19 @@ def pipeline_factory(tmp_path: Path):
         return Pipeline(emu, tmp_path / "warehouse.duckdb", start_date, **factory)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def built_dists(tmp_path_factory: pytest.TempPathFactory) -> wheel.Dists:
+    """The wheel and sdist under test: in wheel mode (make test) the ones installed in .venv,
+    otherwise built once from this tree into a temporary directory (about 1.5 s)."""
+    return wheel.given_dists() or wheel.build_dists(tmp_path_factory.mktemp("dist"))
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(tmp_path_factory: pytest.TempPathFactory, built_dists: wheel.Dists) -> Iterator[wheel.FreshVenv]:
+    """A new virtualenv holding the wheel and its runtime dependencies only (no extra), as a
+    user's ``pip install cloudglue-dagster`` would: ``wheel_venv.run("-c", code, cwd=tmp_path)``
+    runs its Python from a directory of yours, ``wheel_venv.bin / "dagster"`` is its CLI and
+    ``wheel_venv.env()`` the environment to start it with. Created once per session (~35 s)."""
+    yield wheel.create_venv(tmp_path_factory.mktemp("wheel-venv") / "venv", built_dists.wheel)

@@ -1,5 +1,5 @@
-"""The README and docs/*.md hold together: every relative link reaches a file, and every
-``#anchor`` a heading of its page (GitHub's anchor rule); the README stays a landing page."""
+"""The README, CHANGELOG.md and docs/*.md hold together: every relative link reaches a file, and
+every ``#anchor`` a heading of its page (GitHub's anchor rule); the README stays a landing page."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import cloudglue_dagster
+
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -51,7 +53,7 @@ def test_the_layout_table_names_every_module_of_the_package_and_no_other() -> No
     for folder, inside in re.findall(r"`(\w+)/` \(([^)]*)\)", rows):
         named |= {f"{folder}/{m}" for m in re.findall(r"`(\w+\.py)`", inside)}
     named |= set(re.findall(r"`((?:\w+/)*\w+\.py)`", re.sub(r"`\w+/` \([^)]*\)", "", rows)))
-    package = ROOT / "cloudglue_dagster"
+    package = Path(cloudglue_dagster.__file__).parent  # the package under test: the wheel's in make test
     modules = {
         str(p.relative_to(package))
         for p in package.rglob("*.py")
