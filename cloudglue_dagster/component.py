@@ -140,7 +140,11 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
         ),
     )
     max_partitions_per_run: int | None = Field(
-        default=None, description="Days per backfill run; unset: any range in one run."
+        default=None,
+        description=(
+            "Days per backfill run; unset: any range in one run, which `dg launch --partition-range`"
+            " needs (with it set, ranges are backfills from the UI, run by the daemon)."
+        ),
     )
     schedule_hour: int = Field(default=1, description="UTC hour of the daily run (its schedule is stopped by default).")
     freshness_deadline_hour: int | None = Field(

@@ -13,7 +13,7 @@ from .days import DEFAULT_MAX_HELD_BYTES
 from .errors import CloudglueConfigError
 from .frames import ModelPrice
 from .guards import ShrinkGuard
-from .partitions import account_name
+from .partitions import CloudglueDailyPartitionsDefinition, account_name
 from .translator import TABLES, CloudglueTranslator
 
 __all__ = ["DEFAULT_POOL", "AssetOptions", "parse_start_date"]
@@ -132,8 +132,8 @@ class AssetOptions:
             )
 
     @cached_property
-    def partitions_def(self) -> dg.DailyPartitionsDefinition:
-        return dg.DailyPartitionsDefinition(start_date=self.first_day.isoformat(), timezone="UTC")
+    def partitions_def(self) -> CloudglueDailyPartitionsDefinition:
+        return CloudglueDailyPartitionsDefinition(start_date=self.first_day.isoformat(), timezone="UTC")
 
     @property
     def backfill_policy(self) -> dg.BackfillPolicy:

@@ -70,6 +70,16 @@ def prefix_for(folder: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", folder) or "cloudglue"
 
 
+_RUN_SIZE_NOTE = (
+    "# A range of days is one run, which `dg launch --partition-range A...B` needs; its memory is",
+    "# that of its busiest days, not of its length (the tables are written day by day). To split",
+    "# backfills launched from the UI into runs of at most 31 days, uncomment the line below; the",
+    "# command line then refuses ranges (Dagster launches a range as one run only with single-run",
+    "# backfills) and a range needs a backfill from the UI, with the daemon running (dg dev runs it).",
+    "# max_partitions_per_run: 31",
+)
+
+
 def scaffolded_yaml(type_name: str, params: CloudglueScaffoldParams, folder: str = "cloudglue") -> str:
     """The ``defs.yaml`` text, with a comment on every line a newcomer would ask about."""
     prefix = params.key_prefix or prefix_for(folder)
@@ -80,10 +90,12 @@ def scaffolded_yaml(type_name: str, params: CloudglueScaffoldParams, folder: str
         (f"key_prefix: {prefix}", f"assets {prefix}/chat_completions, ...; job {prefix}_daily"),
         ("io_manager:", ""),
         (f"  duckdb_path: {params.duckdb_path}", "relative to the working directory of Dagster"),
-        ("max_partitions_per_run: 31", "a backfill runs at most 31 days per run"),
     ]
     width = max(len(line) for line, _ in body) + 2
     lines = [f"  {line:<{width}}# {note}" if note else f"  {line}" for line, note in body]
+    # No max_partitions_per_run: a range is one run (the package's default), the only kind
+    # `dg launch --partition-range` and `dagster asset materialize --partition-range` accept.
+    lines += [f"  {line}" for line in _RUN_SIZE_NOTE]
     return "\n".join(
         [
             "# One Cloudglue account: chat_completions, chat_messages and token_usage per UTC day, in DuckDB.",

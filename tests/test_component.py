@@ -16,6 +16,7 @@ import pytest
 import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 from dagster.components.testing.utils import component_defs
+from support.pipeline import read_table
 
 from cloudglue_dagster import CloudglueComponent, CloudglueDuckDBIOManager, CloudglueResource
 from cloudglue_dagster.component import CloudglueAccount, DuckDBStorage
@@ -116,6 +117,90 @@ def test_the_scaffolded_yaml_loads_a_day_once_its_variable_is_set(tmp_path: Path
             conn.close()
 
 
+CREATE_DAGSTER = Path(sys.executable).with_name("create-dagster")  # create-dagster, a dev dependency
+REPO = Path(__file__).resolve().parents[1]
+
+
+def new_project(tmp_path: Path, emu: Emulator, database: Path) -> tuple[Path, dict[str, str]]:
+    """A project made as docs/operations.md says: ``create-dagster project``, then
+    ``dg scaffold defs`` of one account, its API root the emulator. Returns the project and the
+    environment of its ``dg`` commands.
+
+    Without network: ``--no-uv-sync`` (no ``uv sync``), no update check, and PYTHONPATH (this
+    tree, then the project's ``src``) standing for the docs' ``pip install -e .`` and
+    ``pip install cloudglue-dagster`` into the project's environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDGLUE_")}
+    env["DAGSTER_DG_UPDATE_CHECK_ENABLED"] = "0"  # create-dagster asks PyPI for a newer version
+    env["PATH"] = f"{DG.parent}{os.pathsep}{env.get('PATH', '')}"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env["DAGSTER_HOME"] = str(home)
+    made = subprocess.run(
+        [str(CREATE_DAGSTER), "project", "my-project", "--no-uv-sync"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-3000:]
+    project = tmp_path / "my-project"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(project / "src"), env.get("PYTHONPATH")]))
+    scaffold = ["scaffold", "defs", TYPE, "cloudglue", "--start-date", "2026-03-01", "--duckdb-path", str(database)]
+    scaffolded = dg_in(project, env, *scaffold)
+    assert scaffolded.returncode == 0, scaffolded.stdout[-2000:] + scaffolded.stderr[-3000:]
+    defs_yaml = project / "src" / "my_project" / "defs" / "cloudglue" / "defs.yaml"
+    text = defs_yaml.read_text()
+    assert "\n  max_partitions_per_run" not in text  # a range is one run, as dg launch needs
+    # The one line a test adds: the API is the emulator.
+    defs_yaml.write_text(text.replace("  account:\n", f"  account:\n    base_url: {emu.base_url}\n", 1))
+    return project, env
+
+
+def dg_in(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(DG), *args], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_project_made_by_create_dagster_scaffolds_checks_and_launches_a_range_of_days(
+    tmp_path: Path, cloudglue_emulator_factory
+) -> None:
+    first, last = dt.date(2026, 3, 2), dt.date(2026, 3, 4)
+    emu = cloudglue_emulator_factory(
+        start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 5), per_day=25, seed=8, empty_days=(), api_key="acme-key"
+    )
+    database = tmp_path / "warehouse.duckdb"
+    project, env = new_project(tmp_path, emu, database)
+    checked = dg_in(project, env, "check", "defs")
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-3000:]
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+
+    env["CLOUDGLUE_API_KEY"] = "acme-key"
+    launched = dg_in(project, env, "launch", "--assets", 'key:"cloudglue/*"', "--partition-range", f"{first}...{last}")
+    assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+
+    truth = emu.ground_truth_range(first, last)
+    completions = read_table(database, "chat_completions")
+    assert len(completions) == sum(t.count for t in truth.values())  # each once, no day outside the range
+    assert set(completions["id"]) == set().union(*(t.ids for t in truth.values()))
+    usage = read_table(database, "token_usage")
+    assert int(usage["total_tokens"].sum()) == sum(t.total_tokens for t in truth.values())
+    assert set(usage["date"].dt.date) == set(truth)  # every day of the range, none beside it
+    messages = read_table(database, "chat_messages")
+    assert set(messages["completion_id"]) == set(completions["id"])
+
+
+def test_dg_launch_names_start_date_for_a_day_before_it(tmp_path: Path, cloudglue_emulator_factory) -> None:
+    emu = cloudglue_emulator_factory(start=dt.date(2026, 3, 1), per_day=5, api_key="acme-key")
+    project, env = new_project(tmp_path, emu, tmp_path / "warehouse.duckdb")
+    env["CLOUDGLUE_API_KEY"] = "acme-key"
+    for target in (["--job", "cloudglue_daily"], ["--assets", 'key:"cloudglue/*"']):
+        done = dg_in(project, env, "launch", *target, "--partition", "2026-02-27")
+        assert done.returncode != 0
+        assert "No Cloudglue partition `2026-02-27`: it is before start_date (2026-03-01)" in done.stdout + done.stderr
+    assert emu.requests_served == 0
+
+
 def test_dg_scaffold_refuses_a_pasted_key_without_echoing_it(tmp_path: Path) -> None:
     project = tmp_path / "project"
     shutil.copytree(EXAMPLE, project)
@@ -176,7 +261,7 @@ def test_example_defs_load_in_the_sandbox(tmp_path: Path) -> None:
                 "cloudglue_research_daily_schedule",
             }
             chat = defs.resolve_assets_def(key("cloudglue/chat_completions"))
-            assert chat.backfill_policy == dg.BackfillPolicy.multi_run(31)
+            assert chat.backfill_policy == dg.BackfillPolicy.single_run()  # what CLI ranges need
 
 
 def account_yaml(name: str, emu: Emulator, database: Path, **extra) -> dict:

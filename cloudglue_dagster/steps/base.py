@@ -15,8 +15,10 @@ import dagster as dg
 
 from ..checks import Outcome, check_evaluations
 from ..days import UTCDay
+from ..errors import CloudglueConfigError
 from ..masking import Masker
 from ..metadata_keys import RUN_PARTITIONS
+from ..partitions import unknown_partition_message
 
 __all__ = ["Recorder", "resume_runs", "resumed_metadata", "run_days"]
 
@@ -24,7 +26,17 @@ _FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
 def run_days(context: dg.AssetExecutionContext, partitions_def: dg.TimeWindowPartitionsDefinition) -> list[UTCDay]:
-    """The run's days, oldest first, each with its UTC window."""
+    """The run's days, oldest first, each with its UTC window.
+
+    A run's partitions are checked when it is launched, but not by every launcher (a run
+    launched with partition tags, or from a process holding only a snapshot of the partitions):
+    one that reaches the step with a day outside the partitions fails here, saying why, before
+    any request, instead of Dagster's bare invariant or a read of a day that is not a partition.
+    """
+    keys = context.partition_key_range
+    for key in dict.fromkeys((keys.start, keys.end)):
+        if not partitions_def.has_partition_key(key):
+            raise CloudglueConfigError(unknown_partition_message(partitions_def, key))
     days = []
     for key in context.partition_keys:
         window = partitions_def.time_window_for_partition_key(key)
