@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.pipeline import TEST_KEY, read_table
+from support.pipeline import TEST_KEY, assert_tables_unchanged, read_table, stored_tables
 from support.reliability import DAGSTER_SELECT, free_port
 from support.wheel import FreshVenv
 
@@ -138,21 +138,24 @@ def test_the_snippet_takes_its_base_url_from_an_env_var_named_in_the_error_when_
 
 
 def test_the_snippet_against_a_dead_base_url_fails_within_a_minute_naming_host_and_port(
-    wheel_venv: FreshVenv, tmp_path: Path
+    wheel_venv: FreshVenv, emu: Emulator, tmp_path: Path
 ) -> None:
-    """It used to retry for over six minutes without naming the host."""
+    """A typo in CLOUDGLUE_BASE_URL after an honest load: it used to retry for over six minutes
+    without naming the host. Now the run fails at once, and every stored row stays."""
     folder = project(tmp_path, readme_snippet())
+    day = ["--partition", FIRST.isoformat()]
+    honest, _ = materialize(wheel_venv, folder, "definitions", day, CLOUDGLUE_BASE_URL=emu.base_url)
+    assert honest.returncode == 0, honest.stderr[-4000:]
+    before = stored_tables(folder / "warehouse.duckdb")
+    assert len(before["chat_completions"]) == DATASET.ground_truth_range(FIRST, FIRST)[FIRST].count
+
     port = free_port()
     done, took = materialize(
-        wheel_venv,
-        folder,
-        "definitions",
-        ["--partition", FIRST.isoformat()],
-        timeout=120,
-        CLOUDGLUE_BASE_URL=f"http://127.0.0.1:{port}/v1",
+        wheel_venv, folder, "definitions", day, timeout=120, CLOUDGLUE_BASE_URL=f"http://127.0.0.1:{port}/v1"
     )
     assert done.returncode != 0
     assert f"Cannot reach the Cloudglue API at 127.0.0.1:{port}: connection refused" in done.stderr
-    assert "STEP_UP_FOR_RETRY" not in done.stderr
+    assert "STEP_UP_FOR_RETRY" not in done.stderr and TEST_KEY not in done.stderr
     assert took < 60, took
+    assert_tables_unchanged(before, folder / "warehouse.duckdb")
     print(f"\na dead base URL from the wheel failed in {took:.1f} s")
