@@ -181,6 +181,14 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             " the column schema are kept whatever it says."
         ),
     )
+    in_process: bool = Field(
+        default=True,
+        description=(
+            "Set the code location's executor to Dagster's in-process one (what the factory's"
+            " definitions() do): a run is one step then its checks, so a process per step only adds"
+            " start-up time. false: leave the executor to your definitions (needed when they set one)."
+        ),
+    )
     shrink_guard: ShrinkGuardModel | None = Field(
         default_factory=ShrinkGuardModel,
         description=(
@@ -258,7 +266,8 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             resources[io_manager_key] = CloudglueDuckDBIOManager(
                 database=self.io_manager.duckdb_path, schema=self.io_manager.schema_ or self.name
             )
-        return dg.Definitions.merge(built.definitions(), dg.Definitions(resources=resources))
+        executor = dg.in_process_executor if self.in_process else None
+        return dg.Definitions.merge(built.definitions(executor=executor), dg.Definitions(resources=resources))
 
 
 class _ComponentTranslator(CloudglueTranslator):

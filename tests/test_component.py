@@ -337,6 +337,15 @@ def test_python_form_and_defaults(tmp_path: Path) -> None:
         ]
         == "cloudglue"
     )
+    assert defs.executor is dg.in_process_executor and resource.base_url is None  # CLOUDGLUE_BASE_URL at run time
+
+
+def test_in_process_false_leaves_the_executor_to_the_project(tmp_path: Path) -> None:
+    component = CloudglueComponent(
+        account=CloudglueAccount(api_key_env_var="CLOUDGLUE_API_KEY"), start_date="2026-01-01", in_process=False
+    )
+    mine = dg.Definitions(executor=dg.multiprocess_executor)
+    assert dg.Definitions.merge(component_defs(component=component), mine).executor is dg.multiprocess_executor
 
 
 @pytest.mark.parametrize("value", ["cg-live-4f9a8b7c6d5e", "{{ env.CLOUDGLUE_API_KEY }}", "has space"])
