@@ -48,8 +48,10 @@ assets = build_cloudglue_assets(
     late_data_lookback_days=None,
 )
 
+executor = dg.multiprocess_executor if os.environ.get("RETRY_EXECUTOR") == "multiprocess" else dg.in_process_executor
+
 defs = dg.Definitions.merge(
-    assets.definitions(),
+    assets.definitions(executor=executor),
     dg.Definitions(
         resources={
             "cloudglue": CloudglueResource(
@@ -60,6 +62,5 @@ defs = dg.Definitions.merge(
             ),
             "io_manager": CloudglueDuckDBIOManager(database=os.environ["CLOUDGLUE_DUCKDB_PATH"], schema="cloudglue"),
         },
-        **({} if os.environ.get("RETRY_EXECUTOR") == "multiprocess" else {"executor": dg.in_process_executor}),
     ),
 )

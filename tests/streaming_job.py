@@ -23,7 +23,9 @@ def definitions() -> dg.Definitions:
         late_data_lookback_days=None,
     )
     return dg.Definitions.merge(
-        built.definitions(),
+        # A step per process, as a deployment with Dagster's default executor runs it; each step
+        # process then reads this file's environment afresh.
+        built.definitions(executor=dg.multiprocess_executor),
         dg.Definitions(
             resources={
                 "cloudglue": CloudglueResource(
