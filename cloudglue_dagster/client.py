@@ -213,6 +213,7 @@ class CloudglueClient:
         self.log: Logger = logger or logging.getLogger(__name__)
         self._transport = Transport(
             api_key,
+            root=self.base_url,
             timeout=timeout,
             deadline=deadline,
             max_response_bytes=max_response_bytes,

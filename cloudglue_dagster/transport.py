@@ -307,6 +307,8 @@ class Transport:
 
     Args:
         api_key: the bearer token (checked with :func:`validate_api_key`).
+        root: the API root the requests go under (``base_url``), named in errors that ask
+            to check it (without user info).
         timeout: ``(connect, read)`` seconds; read is between bytes.
         deadline: seconds one attempt may take in all, headers and body included.
         max_response_bytes: the largest body a 200 may have, in bytes after decompression;
@@ -321,6 +323,7 @@ class Transport:
         self,
         api_key: str,
         *,
+        root: str,
         timeout: tuple[float, float],
         deadline: float,
         max_response_bytes: int,
@@ -332,6 +335,7 @@ class Transport:
         self._api_key = validate_api_key(api_key)
         self._auth = _BearerAuth(self._api_key)
         self.redact = Redactor(self._api_key)
+        self._root_shown = display_url(root)
         self.timeout = timeout
         self.deadline = deadline
         self.max_response_bytes = max_response_bytes
@@ -445,7 +449,7 @@ class Transport:
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        root = display_url(url).rsplit("/chat/completions", 1)[0]
+        root = self._root_shown
         via = ""
         if failure.proxy is not None:
             via = (
@@ -553,7 +557,7 @@ class Transport:
         if status in RETRYABLE_STATUSES:
             detail = f"HTTP {status}" + (f" ({message})" if message else "")
             raise _Retryable(detail, status=status, retry_after=response.headers.get("Retry-After"))
-        raise self._http_error(status, message, url)
+        raise self._http_error(status, message)
 
     @contextmanager
     def _mapped(self, url: str, watch: Watch) -> Iterator[None]:
@@ -617,9 +621,9 @@ class Transport:
                 status=200,
             ) from None
 
-    def _http_error(self, status: int, message: str | None, url: str) -> CloudglueHTTPError:
+    def _http_error(self, status: int, message: str | None) -> CloudglueHTTPError:
         said = f": {message}" if message else ""
-        root = display_url(url).rsplit("/chat/completions", 1)[0]
+        root = self._root_shown
         if status in (401, 403):
             return AuthenticationError(
                 f"Cloudglue API refused the API key (HTTP {status}{said}). Check that CLOUDGLUE_API_KEY"
