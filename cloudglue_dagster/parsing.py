@@ -29,6 +29,7 @@ from .models import (
     encode_json,
     parse_created_at,
 )
+from .secrecy import CUT
 
 __all__ = ["parse_completion", "parse_page"]
 
@@ -40,7 +41,7 @@ def _short(value: Any, width: int = 60) -> str:
         if not (type(value) is int and abs(value) > 10**width)
         else f"<integer of {len(str(abs(value)))} digits>"
     )
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return text if len(text) <= width else text[: width - 1] + CUT  # the redactor masks a key cut here
 
 
 def _type_name(value: Any) -> str:

@@ -86,21 +86,37 @@ def _base64_cores(secret: bytes) -> set[str]:
     return cores
 
 
+CUT = "…"
+"""What ends a text cut short (``parsing``'s values in errors): the redactor masks a beginning
+of the secret just before it, as it does at the end of a text."""
+
+
 class Redactor:
     """Replaces a secret in text by ``***``, in every form it can take there: as is, escaped
     (``repr``, JSON, ``unicode_escape``), URL-encoded (``quote``, ``quote_plus``, any case) and
-    base64-encoded (standard or URL-safe, at any alignment); and masks the user info of URLs."""
+    base64-encoded (standard or URL-safe, at any alignment); and masks the user info of URLs.
+
+    A text cut short inside the secret (a value shortened for a message, a body read up to its
+    limit) ends with the secret's beginning: a beginning of 8 characters or more, as is or
+    escaped, is masked at the end of the text and before each :data:`CUT`."""
 
     def __init__(self, secret: str) -> None:
         # repr() of a longer text escapes ' or not depending on that whole text: both forms.
         escaped = secret.replace("\\", "\\\\")
-        needles = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], escaped, escaped.replace("'", "\\'")}
+        textual = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], escaped, escaped.replace("'", "\\'")}
+        needles = set(textual)
         if len(secret) >= _MIN_DERIVED:
             raw = secret.encode("utf-8", "surrogatepass")
             needles |= {secret.encode("unicode_escape").decode("ascii"), quote(secret, safe=""), quote_plus(secret)}
             for blob in (raw, f"Bearer {secret}".encode("utf-8", "surrogatepass")):
                 needles |= _base64_cores(blob)
         ordered = sorted((n for n in needles if n), key=len, reverse=True)
+        # A text cut short may end inside a textual form (a 60-character repr, a body read up
+        # to its limit): their beginnings, longest first, are masked at a cut.
+        self._starts = sorted(
+            {form[:n] for form in textual for n in range(_MIN_DERIVED, len(form))}, key=len, reverse=True
+        )
+        self._openings = {start[:_MIN_DERIVED] for start in self._starts}
         # An empty secret has nothing to mask: a pattern that never matches, not one that always does.
         self._pattern = re.compile("|".join(map(re.escape, ordered)) or "(?!)", re.IGNORECASE)
         self._folded = [n.lower() for n in ordered] if all(n.isascii() for n in ordered) else None
@@ -115,7 +131,18 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if self._may_hold(text):
             text = self._pattern.sub("***", text)
+        if any(opening in text for opening in self._openings):
+            text = CUT.join(self._masked_end(piece) for piece in text.split(CUT))
         return _USERINFO.sub("***@", text) if "@" in text else text
+
+    def _masked_end(self, piece: str) -> str:
+        """``piece`` (a text's end, or what comes before a :data:`CUT`) without a beginning of
+        the secret, of :data:`_MIN_DERIVED` characters or more, at its very end: where a text
+        was cut short inside the secret, which the whole-secret pattern cannot see."""
+        for start in self._starts:
+            if piece.endswith(start):
+                return piece[: -len(start)] + "***"
+        return piece
 
     def _may_hold(self, text: str) -> bool:
         """False only if the pattern cannot match: no needle is in the text, compared as

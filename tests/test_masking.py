@@ -22,12 +22,13 @@ import pytest
 from dagster._utils.error import serializable_error_info_from_exc_info
 from dagster_shared.serdes.serdes import serialize_value
 from support.leaks import assert_no_leak, hostile_key
+from support.reliability import http_server, json_reply
 
-from cloudglue_dagster import CloudglueResource
+from cloudglue_dagster import CloudglueClient, CloudglueResource
 from cloudglue_dagster.errors import InvalidResponseError
 from cloudglue_dagster.masking import Masker
 from cloudglue_dagster.metadata import markdown_preview
-from cloudglue_dagster.secrecy import MaskedError, MaskedLog, Redactor, errors_masked, masked_error
+from cloudglue_dagster.secrecy import CUT, MaskedError, MaskedLog, Redactor, errors_masked, masked_error
 from cloudglue_dagster.usage_checks import usage_against_recorded
 
 
@@ -325,8 +326,8 @@ def test_a_preview_cell_is_masked_before_it_is_escaped_and_cut(key: str) -> None
     escape would hide the rest from any later masking)."""
     frame = pd.DataFrame({"id": [f"completion-{key}"], "text": [f"a|{key}"]})
     assert_no_leak(markdown_preview(frame, ["id", "text"], mask=Redactor(key)), key, "the preview")
-    with pytest.raises(AssertionError):  # unmasked, the cut cell keeps a part of the key
-        assert_no_leak(Masker(key).text(markdown_preview(frame, ["id", "text"])), key, "the preview")
+    # Masked only afterwards, the cut cells end with the key's beginning: masked at the cut too.
+    assert_no_leak(Masker(key).text(markdown_preview(frame, ["id", "text"])), key, "the preview masked afterwards")
 
 
 def test_the_usage_check_compares_models_masked_alike_on_both_sides(key: str) -> None:
@@ -379,3 +380,32 @@ def test_in_a_run_a_masked_log_and_a_masked_failure_leave_nothing_in_the_event_l
     assert failure.user_failure_data is not None and failure.user_failure_data.metadata["row"].value == "***"
     for record in records:
         assert_no_leak(serialize_value(record), key, f"the event {record.user_message[:30]!r}")
+
+
+def test_a_text_cut_short_inside_the_key_keeps_no_beginning_of_it(key: str) -> None:
+    """A value shortened for a message (cut marked by the redactor's CUT), or a body read up
+    to its limit (cut at its end), can end inside the key, where the whole-key pattern cannot
+    see it: its beginning, raw or escaped, is masked at the cut."""
+    redact = Redactor(key)
+    for form in (key, repr(key)[1:-1], json.dumps(key)[1:-1]):
+        for n in (8, 16, len(form) - 1):
+            for text in (f"timestamp 'xxxx{form[:n]}{CUT}: unreadable", f"error page ... {form[:n]}"):
+                masked = redact(text)
+                assert_no_leak(masked, key, repr(text))
+                assert form[:8] not in masked, masked
+    assert redact(f"{key[:7]}{CUT} is too short to tell") == f"{key[:7]}{CUT} is too short to tell"
+    assert redact("an ordinary text… with a cut") == "an ordinary text… with a cut"
+
+
+def test_a_key_a_server_puts_in_a_long_timestamp_leaves_no_part_of_it_in_the_error(key: str) -> None:
+    """The parser quotes a bad value's first 59 characters: with the key past the 20th, that
+    used to show the key's beginning (escaped by repr), after the redaction had looked for the
+    whole key."""
+    record = {"id": "c1", "object": "chat.completion", "created_at": "9" * 20 + key, "model": "m"}
+    page = {"object": "list", "data": [record], "total": 1, "limit": 100, "offset": 0}
+    with http_server("127.0.0.1", json_reply(page)) as (root, _):
+        with pytest.raises(InvalidResponseError) as info:
+            CloudglueClient(key, f"{root}/v1", max_retries=0).list_chat_completions()
+    said = str(info.value)
+    assert "unreadable timestamp '99999999999999999999***" in said, said
+    assert_no_leak(said, key, "the InvalidResponseError")
