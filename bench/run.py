@@ -13,7 +13,11 @@ a fixed per-request latency L, then measures, on the same data:
   (c) a one-page-at-a-time client (requests + json, nothing else);
   (d) dlt's ``rest_api`` source loading the same range into DuckDB, when dlt is available;
   (e) the latency bound: pages x L / concurrency (+ the time to parse the bytes, in the
-      per-range table).
+      per-range table);
+  (f) Dagster's floor for a run of the same shape (``bench/floor.py``: the same multi-asset,
+      checks and events, storing nothing), for the same days and each selection of (a). The
+      real limit of issue 28 is floor + bound (without the parse time): each backfill row gives
+      its wall / (floor + bound).
 
 Prints one markdown table per range (as soon as the range is done), then a summary table with
 one row per range. Every row names the command that produced it.
@@ -67,6 +71,8 @@ SELECTIONS = (
     ('key:"cloudglue/chat_completions"', "chat_completions only"),
     ('key:"cloudglue/*"', "all assets and checks"),
 )
+FLOOR_SELECTIONS = {"chat_completions only": "chat", "all assets and checks": "all"}
+"""Each backfill's label -> the selection of bench/floor.py with the same shape."""
 
 
 @dataclass
@@ -99,11 +105,17 @@ class RangeResult:
     duckdb_mib: dict[str, float] = field(default_factory=dict)  # label -> file size
     dlt: Row | None = None
     parse_seconds: float = 0.0
+    floors: dict[str, Row] = field(default_factory=dict)  # label -> Dagster's floor for that selection
 
     @property
     def bound(self) -> float:
         """The latency bound, seconds: pages x L / concurrency."""
         return self.pages * self.latency_ms / 1000 / self.concurrency
+
+    def limit(self, label: str) -> float | None:
+        """Issue 28's real limit for the backfill ``label``: its floor + the bound (None: no floor)."""
+        floor = self.floors.get(label)
+        return None if floor is None else floor.wall + self.bound
 
 
 def run_measured(cmd: list[str], env: dict[str, str] | None, log: Path) -> tuple[int, float, float, float]:
@@ -385,6 +397,41 @@ def dagster_backfill(
     return row, (sum(fetch) if fetch else None), size
 
 
+def dagster_floor(first: dt.date, days: int, label: str) -> Row:
+    """Dagster's floor (bench/floor.py) for the backfill ``label``'s selection and days."""
+    # bench/floor.py, beside this file (sys.path[0] when run as a script)
+    from floor import SELECTIONS as FLOOR_KEYS
+    from floor import measure
+
+    select = FLOOR_SELECTIONS[label]
+    floor = measure(select, first, days)
+    last = first + dt.timedelta(days=days - 1)
+    events = floor.events
+    row = Row(
+        f"Dagster's floor, same shape, stores nothing ({label})",
+        floor.wall,
+        shlex.join(
+            [
+                "dagster",
+                "asset",
+                "materialize",
+                "-f",
+                "bench/floor.py",
+                "--select",
+                FLOOR_KEYS[select],
+                "--partition-range",
+                f"{first}...{last}",
+            ]
+        ),
+    )
+    row.notes.append(
+        f"{sum(events.values())} events: {events['ASSET_MATERIALIZATION']} materializations,"
+        f" {events['ASSET_CHECK_EVALUATION']} check evaluations; RUN_START to RUN_SUCCESS"
+        f" {floor.run_end - floor.run_start:.1f}s"
+    )
+    return row
+
+
 # ------------------------------------------------------------------------------------- dlt
 def dlt_python(explicit: str | None) -> str | None:
     """The interpreter to run dlt with (see the module docstring), or None."""
@@ -541,6 +588,13 @@ def measure_range(args: argparse.Namespace, days: int, skip: set[str], dlt_exe: 
                     if fetch is not None:
                         result.fetch_phase[label] = fetch
                     print(f"[{days} days] dagster backfill ({label}) done in {row.wall:.1f}s", file=sys.stderr)
+                if "floor" not in skip:
+                    # After the backfills, not during: one measurement at a time.
+                    for _, label in SELECTIONS:
+                        floor = dagster_floor(first, days, label)
+                        result.floors[label] = floor
+                        result.rows.append(floor)
+                        print(f"[{days} days] Dagster's floor ({label}) done in {floor.wall:.1f}s", file=sys.stderr)
             if "inprocess" not in skip:
                 result.rows.append(in_process_fetch(emu.base_url, key, first, last, args.concurrency))
                 print(f"[{days} days] in-process fetch done in {result.rows[-1].wall:.1f}s", file=sys.stderr)
@@ -573,10 +627,12 @@ def print_range(r: RangeResult, per_day: int) -> None:
     print(f"Measured with `{r.command}`; each row's command is in its last column.\n")
     print(
         "| path | wall s | requests | vs minimum | completions | CPU s | CPU s / 100k | peak RSS MiB "
-        "| vs sequential | vs bound | notes | command |"
+        "| vs sequential | vs bound | vs floor + bound | notes | command |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    limits = {id(row): r.limit(label) for label, row in r.backfills.items()}
     for x in r.rows:
+        limit = limits.get(id(x))
         print(
             _cells(
                 [
@@ -590,6 +646,7 @@ def print_range(r: RangeResult, per_day: int) -> None:
                     "" if x.rss_mib is None else f"{x.rss_mib:.0f}",
                     "" if sequential_wall is None else f"{sequential_wall / x.wall:.1f}x faster",
                     f"{x.wall / bound:.2f}x",
+                    "" if limit is None else f"{x.wall / limit:.2f}x",
                     "; ".join(x.notes),
                     f"`{x.command}`",
                 ]
@@ -608,11 +665,21 @@ def print_range(r: RangeResult, per_day: int) -> None:
                 "",
                 "",
                 "1.00x",
+                "",
                 "parse: a sample of 20 pages, json + parse_page, best of 3, scaled",
                 "(arithmetic)",
             ]
         )
     )
+    for label, backfill in r.backfills.items():
+        limit = r.limit(label)
+        if limit is not None:
+            print(
+                f"\nReal limit ({label}): Dagster's floor {r.floors[label].wall:.1f}s + bound {r.bound:.1f}s"
+                f" (pages x L / concurrency) = {limit:.1f}s; the run took {backfill.wall:.1f}s ="
+                f" {backfill.wall / limit:.2f}x.",
+                end="",
+            )
     for label, fetch in r.fetch_phase.items():
         note = f", {sequential_wall / fetch:.1f}x faster than the sequential client" if sequential_wall else ""
         print(
@@ -627,15 +694,16 @@ def print_summary(results: list[RangeResult]) -> None:
     cc, everything = (label for _, label in SELECTIONS)
     print("\n### Summary\n")
     print(
-        "Bound = pages x L / concurrency (no parse time); ratio = wall / bound. Peak RSS: the run's"
-        " process, its VmHWM. Walls in seconds.\n"
+        "Bound = pages x L / concurrency (no parse time); ratio = wall / bound. Floor: Dagster's own"
+        " cost for a run of the same shape (bench/floor.py); the real limit is floor + bound. Peak"
+        " RSS: the run's process, its VmHWM. Walls in seconds.\n"
     )
     print(
         "| range | completions | pages | `chat_completions` only | all assets + checks | bound | cc / bound "
         "| all / bound | fetch phase (cc) / bound | dlt `rest_api` | dlt / cc | peak RSS MiB (cc / all / dlt) "
-        "| DuckDB MiB (cc / all) | command |"
+        "| DuckDB MiB (cc / all) | floor (cc / all) | cc / (floor + bound) | all / (floor + bound) | command |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         a, b = r.backfills.get(cc), r.backfills.get(everything)
         fetch = r.fetch_phase.get(cc)
@@ -659,6 +727,9 @@ def print_summary(results: list[RangeResult]) -> None:
                     num(r.dlt.wall / a.wall, "{:.1f}x") if r.dlt and a else "",
                     " / ".join(num(x and x.rss_mib, "{:.0f}") or "-" for x in (a, b, r.dlt)),
                     " / ".join(num(r.duckdb_mib.get(label), "{:.0f}") or "-" for label in (cc, everything)),
+                    " / ".join(num(r.floors[label].wall) if label in r.floors else "-" for label in (cc, everything)),
+                    num(a and r.limit(cc) and a.wall / r.limit(cc), "{:.2f}x"),
+                    num(b and r.limit(everything) and b.wall / r.limit(everything), "{:.2f}x"),
                     f"`{r.command}`",
                 ]
             )
@@ -695,7 +766,7 @@ def main() -> None:
         help="cut the Dagster backfill into runs of this many days, as a capped backfill"
         " does (default: one run); peak RSS is then that of the largest run",
     )
-    parser.add_argument("--skip", default="", help="comma list of: dagster,inprocess,sequential,dlt")
+    parser.add_argument("--skip", default="", help="comma list of: dagster,floor,inprocess,sequential,dlt")
     parser.add_argument("--dlt-python", default=None, help="interpreter with dlt installed (see above)")
     parser.add_argument("--dlt-worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -706,7 +777,7 @@ def main() -> None:
     if not ranges or min(ranges) < 1:
         parser.error("ranges must be positive numbers of days")
     skip = set(filter(None, args.skip.split(",")))
-    unknown = skip - {"dagster", "inprocess", "sequential", "dlt"}
+    unknown = skip - {"dagster", "floor", "inprocess", "sequential", "dlt"}
     if unknown:
         parser.error(f"unknown --skip value(s): {','.join(sorted(unknown))}")
     dlt_exe = None if "dlt" in skip else dlt_python(args.dlt_python)
