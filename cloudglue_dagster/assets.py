@@ -18,7 +18,6 @@ from pydantic import Field
 from .automation import Automation, build_automation
 from .checks import chat_check_specs, messages_check_specs
 from .days import DEFAULT_MAX_HELD_BYTES
-from .environment import warn_misspelt_variables
 from .frames import ModelPrice
 from .guards import ALLOW_SHRINK_TAG, ShrinkGuard
 from .masking import Masker
@@ -204,7 +203,6 @@ def build_cloudglue_assets(
     Partitions are UTC days from ``start_date`` to yesterday: today is still
     receiving completions, so it is never a partition.
     """
-    warn_misspelt_variables()
     options = AssetOptions.of(
         start_date=start_date,
         key_prefix=key_prefix,

@@ -25,7 +25,6 @@ from .environment import (
     MAX_PARTITIONS_PER_RUN,
     START_DATE,
     VARIABLES,
-    warn_misspelt_variables,
 )
 from .errors import CloudglueConfigError
 from .resource import CloudglueResource
@@ -51,7 +50,6 @@ def build_definitions(
     a set API key is checked here too (a pasted line break fails now, not in a run), an unset
     one is left to where runs execute. Runs are in process (the factory's default).
     """
-    warn_misspelt_variables()
     try:
         assets, resources = _build(start_date, duckdb_path, base_url)
     except (CloudglueConfigError, pydantic.ValidationError) as exc:

@@ -11,8 +11,9 @@ import difflib
 import os
 import threading
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "API_KEY",
@@ -25,6 +26,7 @@ __all__ = [
     "CloudglueEnvironmentWarning",
     "Variable",
     "misspelt_variables",
+    "note_read",
     "warn_misspelt_variables",
 ]
 
@@ -96,18 +98,28 @@ class CloudglueEnvironmentWarning(UserWarning):
     """A ``CLOUDGLUE_*`` variable is set that the package does not read, and looks like one it does."""
 
 
-def misspelt_variables(
-    environ: Mapping[str, str] | None = None, also_known: Iterable[str] = ()
-) -> list[tuple[str, str]]:
+_lock = threading.Lock()
+_warned: set[str] = set()
+_read_here: set[str] = set()
+
+
+def note_read(name: str) -> None:
+    """Note that this process reads ``name`` (a ``dg.EnvVar`` given to :class:`CloudglueResource`,
+    a component's ``api_key_env_var``): it is then never taken for a misspelling."""
+    with _lock:
+        _read_here.add(name)
+
+
+def misspelt_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """``(set name, known name it resembles)`` for each variable that looks like a misspelling.
 
     Only names starting with ``CLOUDGLUE_`` (in any case) are looked at, and only those close to
     a known one are reported, so other variables of the same family (a second account's key)
-    stay quiet. ``also_known`` adds names the caller reads (e.g. a component's
-    ``api_key_env_var``).
+    stay quiet. Known: :data:`VARIABLES` and what :func:`note_read` was told.
     """
     environ = os.environ if environ is None else environ
-    known = {v.name for v in VARIABLES} | set(also_known)
+    with _lock:
+        known = {v.name for v in VARIABLES} | _read_here
     found = []
     for name in sorted(environ):
         if name in known or not name.upper().startswith(_PREFIX):
@@ -118,30 +130,27 @@ def misspelt_variables(
     return found
 
 
-_warned: set[str] = set()
-_lock = threading.Lock()
+def warn_misspelt_variables(log: Any | None = None) -> list[str]:
+    """Warn about each misspelt ``CLOUDGLUE_*`` variable; returns the messages.
 
-
-def warn_misspelt_variables(also_known: Iterable[str] = (), log: object | None = None) -> list[str]:
-    """Warn once per process about each misspelt ``CLOUDGLUE_*`` variable; returns the messages.
-
-    The warning goes to ``log.warning`` when given (a run's ``context.log``, so the UI shows it)
-    and to Python's :mod:`warnings` otherwise (the command line shows it when definitions load).
+    With ``log`` (a run's ``context.log``, so the UI shows it) every call warns; without it the
+    warning goes to Python's :mod:`warnings` (the command line shows it when definitions load),
+    once per name and process.
     """
     messages = []
-    for name, known in misspelt_variables(also_known=also_known):
+    for name, known in misspelt_variables():
+        if log is None:
+            with _lock:
+                if name in _warned:
+                    continue
+                _warned.add(name)
         message = (
             f"Environment variable {name} is set but cloudglue_dagster does not read it: did you mean {known}?"
             f" ({known} is {'set' if known in os.environ else 'not set'}.)"
         )
-        with _lock:
-            if log is None and name in _warned:
-                continue
-            if log is None:
-                _warned.add(name)
         messages.append(message)
         if log is not None:
-            log.warning(message)  # type: ignore[attr-defined]
+            log.warning(message)
         else:
             warnings.warn(message, CloudglueEnvironmentWarning, stacklevel=3)
     return messages

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 import dagster as dg
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from .client import (
     DEFAULT_BASE_URL,
@@ -17,7 +17,7 @@ from .client import (
     CloudglueClient,
     validate_base_url,
 )
-from .environment import BASE_URL, warn_misspelt_variables
+from .environment import BASE_URL, note_read, warn_misspelt_variables
 from .errors import CloudglueConfigError
 from .secrecy import display_url, validate_api_key
 from .sweep import DEFAULT_MAX_WINDOW_RECORDS
@@ -154,8 +154,15 @@ class CloudglueResource(dg.ConfigurableResource):
         variable = _variable_of(value)
         if variable is None:
             return _checked(info.field_name, value)
+        note_read(variable)  # e.g. CLOUDGLUE_KEY: read, so not a misspelt CLOUDGLUE_API_KEY
         _check_variable(info.field_name, value, variable)
         return value
+
+    @model_validator(mode="after")
+    def _warn_misspelt(self) -> CloudglueResource:
+        # Where the definitions load (once per name): after the fields noted their variables.
+        warn_misspelt_variables()
+        return self
 
     def resolved_base_url(self) -> str:
         """The API root runs call: ``base_url``, else ``CLOUDGLUE_BASE_URL`` here, else the real API.

@@ -7,11 +7,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from support.pipeline import TEST_KEY
 from support.reliability import cli_env, materialize_cmd
 
 import cloudglue_dagster.definitions
+from cloudglue_dagster import CloudglueResource
 from cloudglue_dagster.emulator import Dataset, Emulator
 from cloudglue_dagster.environment import VARIABLES, misspelt_variables
 
@@ -39,9 +41,11 @@ def test_known_names_and_other_variables_of_the_family_stay_quiet(name: str) -> 
     assert misspelt_variables({name: "x"}) == []
 
 
-def test_a_name_the_caller_reads_is_not_a_misspelling() -> None:
-    assert misspelt_variables({"CLOUDGLUE_API_KEYS": "x"}) == [("CLOUDGLUE_API_KEYS", "CLOUDGLUE_API_KEY")]
-    assert misspelt_variables({"CLOUDGLUE_API_KEYS": "x"}, also_known=["CLOUDGLUE_API_KEYS"]) == []
+def test_a_variable_given_to_the_resource_as_an_env_var_is_not_a_misspelling() -> None:
+    """A user's own name for the key (CLOUDGLUE_KEY resembles CLOUDGLUE_API_KEY) is read, not misspelt."""
+    assert misspelt_variables({"CLOUDGLUE_KEY": "x"}) == [("CLOUDGLUE_KEY", "CLOUDGLUE_API_KEY")]
+    CloudglueResource(api_key=dg.EnvVar("CLOUDGLUE_KEY"))
+    assert misspelt_variables({"CLOUDGLUE_KEY": "x"}) == []
 
 
 def test_the_configuration_table_lists_every_variable_with_its_default() -> None:
