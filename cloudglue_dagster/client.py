@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_REQUEST_DEADLINE",
+    "LOOKAHEAD_PAGES",
     "MAX_PAGE_SIZE",
     "MIN_RESPONSE_BYTES",
     "CloudglueClient",
@@ -56,6 +57,14 @@ DEFAULT_MAX_RESPONSE_BYTES = 128 * 1024 * 1024
 """The largest response body accepted, in bytes after decompression: 128 MiB. A page of 100
 completions is about 150 KB, so this leaves room for completions hundreds of times longer
 than usual, while a gzip bomb (4 MB inflating to 4 GiB) is stopped at 128 MiB."""
+LOOKAHEAD_PAGES = 64
+"""Pages a concurrent read keeps asked for ahead of its consumer (in flight, or finished and
+waiting), or twice ``max_concurrent_requests`` if that is more. The requests go on while the
+consumer builds and writes a day: at 25 ms a request, 8 at once, 64 pages are about 0.2 s of
+fetching, longer than a day's work in a range run; with only twice the concurrency ahead (16
+pages), the pool stood idle whenever a day was written (at 2 requests at once, a 180-day sweep
+took 43.0 s against 30.7 s with 16 pages ahead and 29.0 s with 64; docs/performance.md). At
+most about 6,400 completions wait: ~9 MB of JSON, ~40 MB as records."""
 MIN_RESPONSE_BYTES = 1024
 """The smallest ``max_response_bytes`` accepted: a page of one completion is about 1.4 KB, so
 a smaller cap can only be a unit mistake (128 meant as MiB)."""
@@ -388,12 +397,14 @@ class CloudglueClient:
         def fan_out(fetch: Fetch, offsets: Iterable[int]) -> Iterator[tuple[int, ChatCompletionPage]]:
             """Fetch ``offsets`` concurrently, yielding ``(offset, page)`` in offset order.
 
-            At most ``max_concurrent_requests`` are in flight, and at most twice that many
-            finished pages wait in memory, however long the window. Stopping early (the
+            At most ``max_concurrent_requests`` are in flight, and at most
+            :data:`LOOKAHEAD_PAGES` (or twice the concurrency, if more) are asked for ahead
+            of the consumer, however long the window: the pool goes on fetching while the
+            consumer works on what it received. Stopping early (the
             sweep found a problem, or an interrupt) cancels what is queued and cuts what is
             in flight, so the workers end at once.
             """
-            window = 2 * self.max_concurrent_requests
+            window = max(LOOKAHEAD_PAGES, 2 * self.max_concurrent_requests)
             pool = ThreadPoolExecutor(self.max_concurrent_requests, thread_name_prefix="cloudglue")
             pending: deque[tuple[int, Future[ChatCompletionPage]]] = deque()
             finished = False

@@ -23,7 +23,7 @@ from cloudglue_dagster import (
     RetriesExhaustedError,
     RetryPolicy,
 )
-from cloudglue_dagster.client import SweepStats
+from cloudglue_dagster.client import LOOKAHEAD_PAGES, SweepStats
 from cloudglue_dagster.emulator import FAULT_KINDS, Dataset, Emulator
 from cloudglue_dagster.parsing import parse_page
 from cloudglue_dagster.throttle import Throttle
@@ -66,6 +66,23 @@ def test_pagination_returns_every_record_once(count: int, concurrency: int) -> N
         assert set(got) == truth_ids(emu, D0, D0)
         pages = max(1, -(-count // 100))
         assert emu.requests_served == pages
+
+
+def test_the_pages_ahead_are_fetched_while_the_consumer_works_and_no_more() -> None:
+    # A range run's consumer stops to build and write each day: the pool must go on fetching
+    # meanwhile (up to LOOKAHEAD_PAGES asked for ahead of it), and not past that bound.
+    pages = LOOKAHEAD_PAGES + 40
+    dataset = Dataset(D0, D0, counts={D0: pages * 10}, seed=5)
+    with Emulator(dataset, api_key=KEY) as server, client_for(server, max_concurrent_requests=4) as client:
+        records = client.iter_chat_completions(created_after=D0, created_before=D0, page_size=10)
+        for _ in range(11):  # the first page, then one record of the concurrent read
+            next(records)
+        time.sleep(1.0)  # the consumer busy with a day
+        asked = server.requests_served
+        seen = 11 + sum(1 for _ in records)
+    assert seen == pages * 10
+    # the first page, the lookahead (the one handed on included), nothing more
+    assert asked == 1 + LOOKAHEAD_PAGES, asked
 
 
 def test_server_capping_limit_is_followed(emu: Emulator) -> None:
