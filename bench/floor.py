@@ -215,29 +215,42 @@ class Floor:
     run_start: float
     run_end: float
     events: collections.Counter[str]
+    seconds: collections.Counter[str]
 
 
-def _read_run(home: Path) -> tuple[float, float, collections.Counter[str]]:
-    """RUN_START's and RUN_SUCCESS's timestamps and the run's events by type, from the run's
-    SQLite shard (``history/runs/<run id>.db``: every event of the run)."""
+def _read_run(home: Path) -> tuple[float, float, collections.Counter[str], collections.Counter[str]]:
+    """RUN_START's and RUN_SUCCESS's timestamps, the run's events by type, and the seconds
+    spent on each type, from the run's SQLite shard (``history/runs/<run id>.db``: every
+    event of the run).
+
+    An event's cost is the time since the event before it (in the order stored): the step
+    does nothing but make events, so that time is the event's making, logging and storing.
+    The first event's is not counted."""
     (shard,) = [path for path in (home / "history" / "runs").glob("*.db") if path.name != "index.db"]
     with sqlite3.connect(shard) as conn:
-        rows = conn.execute("SELECT dagster_event_type, event FROM event_logs").fetchall()
-    stamps = {
-        kind: json.loads(body)["timestamp"] for kind, body in rows if kind in ("PIPELINE_START", "PIPELINE_SUCCESS")
-    }
-    events = collections.Counter(kind or "log message" for kind, _ in rows)
-    return stamps["PIPELINE_START"], stamps["PIPELINE_SUCCESS"], events
+        rows = conn.execute("SELECT dagster_event_type, event FROM event_logs ORDER BY id").fetchall()
+    stamps = [(kind or "log message", json.loads(body)["timestamp"]) for kind, body in rows]
+    start = next(t for kind, t in stamps if kind == "PIPELINE_START")
+    end = next(t for kind, t in stamps if kind == "PIPELINE_SUCCESS")
+    events = collections.Counter(kind for kind, _ in stamps)
+    seconds: collections.Counter[str] = collections.Counter()
+    for (_, before), (kind, at) in zip(stamps, stamps[1:]):
+        seconds[kind] += at - before
+    return start, end, events, seconds
 
 
-def measure(select: str, start: dt.date, days: int) -> Floor:
+def measure(select: str, start: dt.date, days: int, planned_subset: bool = False) -> Floor:
     """Time `dagster asset materialize -f bench/floor.py` for ``days`` days from ``start``
-    (``select``: "chat" or "all") in a fresh DAGSTER_HOME."""
+    (``select``: "chat" or "all") in a fresh DAGSTER_HOME; ``planned_subset`` sets
+    ``DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true`` (one planned event per asset)."""
     last = start + dt.timedelta(days=days - 1)
     with tempfile.TemporaryDirectory(prefix="floor-home-") as tmp:
         home = Path(tmp)
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         env = {**os.environ, "DAGSTER_HOME": str(home), "CLOUDGLUE_FLOOR_START": start.isoformat()}
+        env.pop(PLANNED_SUBSET, None)
+        if planned_subset:
+            env[PLANNED_SUBSET] = "true"
         command = [
             str(Path(sys.executable).with_name("dagster")),
             "asset",
@@ -257,33 +270,57 @@ def measure(select: str, start: dt.date, days: int) -> Floor:
         return Floor(began, wall, *_read_run(home))
 
 
+PLANNED_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+KINDS = {
+    "ASSET_MATERIALIZATION_PLANNED": "planned",
+    "ASSET_MATERIALIZATION": "materializations",
+    "ASSET_CHECK_EVALUATION_PLANNED": "check planned",
+    "ASSET_CHECK_EVALUATION": "check evaluations",
+}
+
+
+def _kind_cells(floor: Floor) -> str:
+    """`count: seconds` of each kind of :data:`KINDS`, then of every other kind together."""
+    cells = [f"{floor.events[k]}: {floor.seconds[k]:.1f}" for k in KINDS]
+    rest = [k for k in floor.events if k not in KINDS]
+    cells.append(f"{sum(floor.events[k] for k in rest)}: {sum(floor.seconds[k] for k in rest):.1f}")
+    return " | ".join(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--days", type=int, default=180)
     parser.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2025, 1, 1))
     parser.add_argument("--select", choices=("chat", "all", "both"), default="both")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--planned-subset",
+        choices=("off", "on", "both"),
+        default="off",
+        help=f"run with {PLANNED_SUBSET}=true (on), without (off), or each in turn (both)",
+    )
     args = parser.parse_args()
     if args.start + dt.timedelta(days=args.days) > dt.datetime.now(dt.timezone.utc).date():
         parser.error("--start + --days must end before today (UTC): partitions end yesterday")
     selections = ["chat", "all"] if args.select == "both" else [args.select]
     print(f"Dagster's floor: {args.days} days from {args.start}, SQLite storage, `dagster asset materialize -f`")
+    subsets = {"off": [False], "on": [True], "both": [False, True]}[args.planned_subset]
+    print("Each kind of event: `count: seconds` (an event's seconds: the time since the event before it).")
+    print()
     print(
-        "| selection | wall s | before RUN_START s | RUN_START to RUN_SUCCESS s | events"
-        " | planned | materializations | check evaluations |"
+        "| selection | planned subset | wall s | before RUN_START s | RUN_START to RUN_SUCCESS s | events"
+        " | planned | materializations | check planned | check evaluations | other |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for _ in range(args.repeat):
         for select in selections:
-            floor = measure(select, args.start, args.days)
-            events = floor.events
-            print(
-                f"| {select} | {floor.wall:.1f} | {floor.run_start - floor.began:.1f}"
-                f" | {floor.run_end - floor.run_start:.1f} | {sum(events.values())}"
-                f" | {events['ASSET_MATERIALIZATION_PLANNED']} | {events['ASSET_MATERIALIZATION']}"
-                f" | {events['ASSET_CHECK_EVALUATION']} |",
-                flush=True,
-            )
+            for subset in subsets:
+                floor = measure(select, args.start, args.days, planned_subset=subset)
+                print(
+                    f"| {select} | {'on' if subset else 'off'} | {floor.wall:.1f} | {floor.run_start - floor.began:.1f}"
+                    f" | {floor.run_end - floor.run_start:.1f} | {sum(floor.events.values())} | {_kind_cells(floor)} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

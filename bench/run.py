@@ -1,8 +1,10 @@
 """Benchmark: the project's backfill path against a sequential client, dlt and the latency bound.
 
-For each range of N days (``--ranges 31,180,365``, the default; ``--days N`` is one range), it
-starts the emulator (a separate process, realistic texts) with N days x M completions a day and
-a fixed per-request latency L, then measures, on the same data:
+For each range of N days (``--ranges 31,180,365``, the default; ``--days N`` is one range) and
+each per-request latency L (``--latency-ms 25,250``, the default: the emulator's usual one and a
+realistic API's), it starts the emulator (a separate process, realistic texts) with N days x M
+completions a day answering each request after L, then measures, on the same data (at the
+first latency only for (b), (c) and (d), which at a higher one cost pages x L):
 
   (a) the project's backfill, through the command a user runs, in a fresh DAGSTER_HOME and
       DuckDB file, for ``chat_completions`` only and for all three assets with their checks:
@@ -39,7 +41,8 @@ import dlt, else ``bench-venv/bin/python`` next to the repository (``/work/bench
 checkout in ``/work/main``) if it exists; without any, the dlt rows are left out.
 
 Not part of the test suite: ``make bench`` (or ``python bench/run.py --help``). A full default
-run (three ranges, every path, dlt included) takes some 15 minutes on a 2-core machine.
+run (three ranges at two latencies, every path, dlt included) takes some 30 minutes on a 2-core
+machine.
 """
 
 from __future__ import annotations
@@ -66,6 +69,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RANGES = (31, 180, 365)
+DEFAULT_LATENCIES = (25.0, 250.0)
+"""Per-request latencies, ms: the emulator's usual bench latency, and a realistic API's."""
 PAGE_SIZE = 100
 SELECTIONS = (
     ('key:"cloudglue/chat_completions"', "chat_completions only"),
@@ -176,7 +181,7 @@ def proc_cpu(pid: int) -> float | None:
 class EmulatorProcess:
     """The emulator in its own process, so its CPU is not the client's."""
 
-    def __init__(self, args: argparse.Namespace, days: int, key: str) -> None:
+    def __init__(self, args: argparse.Namespace, days: int, latency_ms: float, key: str) -> None:
         cmd = [
             sys.executable,
             "-m",
@@ -194,7 +199,7 @@ class EmulatorProcess:
             "--seed",
             str(args.seed),
             "--latency-ms",
-            str(args.latency_ms),
+            str(latency_ms),
             "--text",
             args.text,
         ]
@@ -516,8 +521,8 @@ def dlt_rest_api(python: str, base_url: str, key: str, after: str, before: str, 
 
 
 # ------------------------------------------------------------------------------------- ranges
-def range_command(args: argparse.Namespace, days: int) -> str:
-    """The invocation that measures this range alone, with the same settings."""
+def range_command(args: argparse.Namespace, days: int, latency_ms: float, skip: set[str]) -> str:
+    """The invocation that measures this range at this latency alone, with the same settings."""
     cmd = [
         "python",
         "bench/run.py",
@@ -526,7 +531,7 @@ def range_command(args: argparse.Namespace, days: int) -> str:
         "--per-day",
         str(args.per_day),
         "--latency-ms",
-        f"{args.latency_ms:g}",
+        f"{latency_ms:g}",
         "--concurrency",
         str(args.concurrency),
         "--seed",
@@ -538,31 +543,33 @@ def range_command(args: argparse.Namespace, days: int) -> str:
         cmd += ["--text", args.text]
     if args.max_partitions_per_run:
         cmd += ["--max-partitions-per-run", str(args.max_partitions_per_run)]
-    if args.skip:
-        cmd += ["--skip", args.skip]
+    if skip:
+        cmd += ["--skip", ",".join(sorted(skip))]
     if args.dlt_python:
         cmd += ["--dlt-python", args.dlt_python]
     return shlex.join(cmd)
 
 
-def measure_range(args: argparse.Namespace, days: int, skip: set[str], dlt_exe: str | None) -> RangeResult:
+def measure_range(
+    args: argparse.Namespace, days: int, latency_ms: float, skip: set[str], dlt_exe: str | None
+) -> RangeResult:
     first, last = args.start, args.start + dt.timedelta(days=days - 1)
     after, before = (first - dt.timedelta(days=1)).isoformat(), (last + dt.timedelta(days=1)).isoformat()
     key = secrets.token_hex(16)
-    emu = EmulatorProcess(args, days, key)
+    emu = EmulatorProcess(args, days, latency_ms, key)
     result = RangeResult(
         days,
         first,
         last,
         emu.total,
         math.ceil(emu.total / PAGE_SIZE),
-        args.latency_ms,
+        latency_ms,
         args.concurrency,
-        range_command(args, days),
+        range_command(args, days, latency_ms, skip),
     )
     try:
         print(
-            f"[{days} days] emulator: {emu.total} completions, latency {args.latency_ms} ms,"
+            f"[{days} days] emulator: {emu.total} completions, latency {latency_ms:g} ms,"
             f" concurrency {args.concurrency}",
             file=sys.stderr,
         )
@@ -699,11 +706,11 @@ def print_summary(results: list[RangeResult]) -> None:
         " RSS: the run's process, its VmHWM. Walls in seconds.\n"
     )
     print(
-        "| range | completions | pages | `chat_completions` only | all assets + checks | bound | cc / bound "
+        "| range | L ms | completions | pages | `chat_completions` only | all assets + checks | bound | cc / bound "
         "| all / bound | fetch phase (cc) / bound | dlt `rest_api` | dlt / cc | peak RSS MiB (cc / all / dlt) "
         "| DuckDB MiB (cc / all) | floor (cc / all) | cc / (floor + bound) | all / (floor + bound) | command |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         a, b = r.backfills.get(cc), r.backfills.get(everything)
         fetch = r.fetch_phase.get(cc)
@@ -715,6 +722,7 @@ def print_summary(results: list[RangeResult]) -> None:
             _cells(
                 [
                     f"{r.days} days ({r.first}..{r.last})",
+                    f"{r.latency_ms:g}",
                     str(r.total),
                     str(r.pages),
                     num(a and a.wall),
@@ -747,7 +755,14 @@ def main() -> None:
     )
     span.add_argument("--days", type=int, help="one range of this many days (same as --ranges N)")
     parser.add_argument("--per-day", type=int, default=1000)
-    parser.add_argument("--latency-ms", type=float, default=25.0)
+    parser.add_argument(
+        "--latency-ms",
+        type=lambda s: [float(x) for x in s.split(",") if x.strip()],
+        default=list(DEFAULT_LATENCIES),
+        help="comma list of per-request latencies in ms, each range measured at each (default"
+        f" {','.join(f'{x:g}' for x in DEFAULT_LATENCIES)}); the paths that fetch one page at a time"
+        " (sequential, dlt) and the in-process fetch only at the first",
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -783,12 +798,17 @@ def main() -> None:
     dlt_exe = None if "dlt" in skip else dlt_python(args.dlt_python)
     if "dlt" not in skip and dlt_exe is None:
         print("dlt: not installed (see --help for a separate virtualenv); its rows are left out", file=sys.stderr)
+    if not args.latency_ms or min(args.latency_ms) < 0:
+        parser.error("latencies must be numbers of milliseconds >= 0")
     results = []
     for days in ranges:
-        result = measure_range(args, days, skip, dlt_exe)
-        print_range(result, args.per_day)
-        sys.stdout.flush()
-        results.append(result)
+        for i, latency in enumerate(args.latency_ms):
+            # One page at a time, the other paths cost pages x L at a higher latency: arithmetic.
+            also = set() if i == 0 else {"dlt", "sequential", "inprocess"}
+            result = measure_range(args, days, latency, skip | also, dlt_exe)
+            print_range(result, args.per_day)
+            sys.stdout.flush()
+            results.append(result)
     print_summary(results)
 
 
