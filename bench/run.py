@@ -619,6 +619,13 @@ def measure_range(
     return result
 
 
+def _ratio(wall: float | None, bound: float) -> str:
+    """``wall / bound`` as ``1.23x``; empty without a wall, ``-`` for a bound of 0 (L = 0)."""
+    if wall is None:
+        return ""
+    return f"{wall / bound:.2f}x" if bound > 0 else "-"
+
+
 def _cells(cells: list[str]) -> str:
     return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
@@ -652,7 +659,7 @@ def print_range(r: RangeResult, per_day: int) -> None:
                     "" if x.cpu is None or not x.records else f"{x.cpu / x.records * 100_000:.1f}",
                     "" if x.rss_mib is None else f"{x.rss_mib:.0f}",
                     "" if sequential_wall is None else f"{sequential_wall / x.wall:.1f}x faster",
-                    f"{x.wall / bound:.2f}x",
+                    _ratio(x.wall, bound),
                     "" if limit is None else f"{x.wall / limit:.2f}x",
                     "; ".join(x.notes),
                     f"`{x.command}`",
@@ -690,8 +697,8 @@ def print_range(r: RangeResult, per_day: int) -> None:
     for label, fetch in r.fetch_phase.items():
         note = f", {sequential_wall / fetch:.1f}x faster than the sequential client" if sequential_wall else ""
         print(
-            f"\nDagster fetch phase ({label}): {fetch:.1f}s = {fetch / r.bound:.2f}x pages x L / concurrency"
-            f" ({fetch / bound:.2f}x with the parse time){note}.",
+            f"\nDagster fetch phase ({label}): {fetch:.1f}s = {_ratio(fetch, r.bound)} pages x L / concurrency"
+            f" ({_ratio(fetch, bound)} with the parse time){note}.",
             end="",
         )
     print()
@@ -728,9 +735,9 @@ def print_summary(results: list[RangeResult]) -> None:
                     num(a and a.wall),
                     num(b and b.wall),
                     f"{r.bound:.1f}",
-                    num(a and a.wall / r.bound, "{:.2f}x"),
-                    num(b and b.wall / r.bound, "{:.2f}x"),
-                    "" if fetch is None else f"{fetch:.1f} = {fetch / r.bound:.2f}x",
+                    _ratio(a and a.wall, r.bound),
+                    _ratio(b and b.wall, r.bound),
+                    "" if fetch is None else f"{fetch:.1f} = {_ratio(fetch, r.bound)}",
                     num(r.dlt and r.dlt.wall) if r.dlt else "not measured",
                     num(r.dlt.wall / a.wall, "{:.1f}x") if r.dlt and a else "",
                     " / ".join(num(x and x.rss_mib, "{:.0f}") or "-" for x in (a, b, r.dlt)),
