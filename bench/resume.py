@@ -141,7 +141,7 @@ def main() -> None:
     args.days += 2
     key = "sk-bench-" + secrets.token_hex(8)
     args.text = "realistic"
-    emulator = EmulatorProcess(args, args.days, key)
+    emulator = EmulatorProcess(args, args.days, args.latency_ms, key)
     work = Path(tempfile.mkdtemp(prefix="cloudglue-resume-"))
     try:
         proxy = OutageProxy(emulator.base_url)

@@ -1,8 +1,8 @@
 """Benchmark: the project's backfill path against a sequential client, dlt and the latency bound.
 
 For each range of N days (``--ranges 31,180,365``, the default; ``--days N`` is one range) and
-each per-request latency L (``--latency-ms 25,250``, the default: the emulator's usual one and a
-realistic API's), it starts the emulator (a separate process, realistic texts) with N days x M
+each per-request latency L (``--latency-ms 25,250,0``, the default: the emulator's usual one, a
+realistic API's, and none, where the run is its own work alone), it starts the emulator (a separate process, realistic texts) with N days x M
 completions a day answering each request after L, then measures, on the same data (at the
 first latency only for (b), (c) and (d), which at a higher one cost pages x L):
 
@@ -41,7 +41,7 @@ import dlt, else ``bench-venv/bin/python`` next to the repository (``/work/bench
 checkout in ``/work/main``) if it exists; without any, the dlt rows are left out.
 
 Not part of the test suite: ``make bench`` (or ``python bench/run.py --help``). A full default
-run (three ranges at two latencies, every path, dlt included) takes some 30 minutes on a 2-core
+run (three ranges at three latencies, every path, dlt included) takes some 35 minutes on a 2-core
 machine.
 """
 
@@ -69,8 +69,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RANGES = (31, 180, 365)
-DEFAULT_LATENCIES = (25.0, 250.0)
-"""Per-request latencies, ms: the emulator's usual bench latency, and a realistic API's."""
+DEFAULT_LATENCIES = (25.0, 250.0, 0.0)
+"""Per-request latencies, ms: the emulator's usual bench latency, a realistic API's, and none
+(the run's own work alone: a run at L within a little of its run at 0 hides the latency)."""
 PAGE_SIZE = 100
 SELECTIONS = (
     ('key:"cloudglue/chat_completions"', "chat_completions only"),
@@ -619,6 +620,17 @@ def measure_range(
     return result
 
 
+def _vs_zero(r: RangeResult, zero: RangeResult | None, labels: tuple[str, str]) -> str:
+    """Each backfill's wall over the same backfill's at L = 0 (``cc / all``), if measured."""
+    if zero is None or zero is r:
+        return ""
+    cells = []
+    for label in labels:
+        here, there = r.backfills.get(label), zero.backfills.get(label)
+        cells.append("-" if here is None or there is None else f"{here.wall / there.wall:.2f}x")
+    return " / ".join(cells)
+
+
 def _ratio(wall: float | None, bound: float) -> str:
     """``wall / bound`` as ``1.23x``; empty without a wall, ``-`` for a bound of 0 (L = 0)."""
     if wall is None:
@@ -709,15 +721,18 @@ def print_summary(results: list[RangeResult]) -> None:
     print("\n### Summary\n")
     print(
         "Bound = pages x L / concurrency (no parse time); ratio = wall / bound. Floor: Dagster's own"
-        " cost for a run of the same shape (bench/floor.py); the real limit is floor + bound. Peak"
+        " cost for a run of the same shape (bench/floor.py); the real limit is floor + bound. At"
+        " L = 0 the run is its own work alone: a run within a little of it hides the latency. Peak"
         " RSS: the run's process, its VmHWM. Walls in seconds.\n"
     )
     print(
         "| range | L ms | completions | pages | `chat_completions` only | all assets + checks | bound | cc / bound "
         "| all / bound | fetch phase (cc) / bound | dlt `rest_api` | dlt / cc | peak RSS MiB (cc / all / dlt) "
-        "| DuckDB MiB (cc / all) | floor (cc / all) | cc / (floor + bound) | all / (floor + bound) | command |"
+        "| DuckDB MiB (cc / all) | floor (cc / all) | cc / (floor + bound) | all / (floor + bound)"
+        " | vs the same at L = 0 (cc / all) | command |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    at_zero = {r.days: r for r in results if r.latency_ms == 0}
     for r in results:
         a, b = r.backfills.get(cc), r.backfills.get(everything)
         fetch = r.fetch_phase.get(cc)
@@ -745,6 +760,7 @@ def print_summary(results: list[RangeResult]) -> None:
                     " / ".join(num(r.floors[label].wall) if label in r.floors else "-" for label in (cc, everything)),
                     num(a and r.limit(cc) and a.wall / r.limit(cc), "{:.2f}x"),
                     num(b and r.limit(everything) and b.wall / r.limit(everything), "{:.2f}x"),
+                    _vs_zero(r, at_zero.get(r.days), (cc, everything)),
                     f"`{r.command}`",
                 ]
             )
