@@ -48,8 +48,8 @@ def job():
         retry_policy=dg.RetryPolicy(max_retries=2, delay=float(os.environ["RESUME_RETRY_DELAY"])),
     )
     defs = dg.Definitions(
-        assets=[built.chat_completions],
-        jobs=[dg.define_asset_job("chat_only", selection=[built.chat_completions.key])],
+        assets=list(built.assets),
+        jobs=[dg.define_asset_job("chat_only", selection=[built.keys["chat_completions"]])],
         resources={
             "cloudglue": CloudglueResource(api_key=os.environ["RESUME_KEY"], base_url=os.environ["RESUME_URL"],
                                            max_retries=1, max_concurrent_requests=int(os.environ["RESUME_CONCURRENCY"])),
