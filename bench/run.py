@@ -2,9 +2,10 @@
 
 For each range of N days (``--ranges 31,180,365``, the default; ``--days N`` is one range) and
 each per-request latency L (``--latency-ms 25,250,0``, the default: the emulator's usual one, a
-realistic API's, and none, where the run is its own work alone), it starts the emulator (a separate process, realistic texts) with N days x M
-completions a day answering each request after L, then measures, on the same data (at the
-first latency only for (b), (c) and (d), which at a higher one cost pages x L):
+realistic API's, and none, where the run is its own work alone), it starts the emulator (a
+separate process, realistic texts) with N days x M completions a day answering each request
+after L, then measures, on the same data (at the first latency only for (b), (c) and (d),
+which at another are arithmetic):
 
   (a) the project's backfill, through the command a user runs, in a fresh DAGSTER_HOME and
       DuckDB file, for ``chat_completions`` only and for all three assets with their checks:
@@ -826,7 +827,8 @@ def main() -> None:
     results = []
     for days in ranges:
         for i, latency in enumerate(args.latency_ms):
-            # One page at a time, the other paths cost pages x L at a higher latency: arithmetic.
+            # At the other latencies those paths are arithmetic: one page at a time costs
+            # pages x L, the in-process fetch about the bound.
             also = set() if i == 0 else {"dlt", "sequential", "inprocess"}
             result = measure_range(args, days, latency, skip | also, dlt_exe)
             print_range(result, args.per_day)
