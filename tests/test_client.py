@@ -77,7 +77,11 @@ def test_the_pages_ahead_are_fetched_while_the_consumer_works_and_no_more() -> N
         records = client.iter_chat_completions(created_after=D0, created_before=D0, page_size=10)
         for _ in range(11):  # the first page, then one record of the concurrent read
             next(records)
-        time.sleep(1.0)  # the consumer busy with a day
+        # The consumer busy with a day: the lookahead arrives meanwhile, and nothing past it.
+        deadline = time.monotonic() + 10
+        while server.requests_served < 1 + LOOKAHEAD_PAGES and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
         asked = server.requests_served
         seen = 11 + sum(1 for _ in records)
     assert seen == pages * 10
