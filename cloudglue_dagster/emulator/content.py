@@ -20,7 +20,7 @@ import json
 import random
 from typing import Any, NamedTuple
 
-from .text import TextMaker, placeholder, skeleton
+from .text import SPECIAL_SENTENCES, TextMaker, placeholder, skeleton
 
 __all__ = [
     "MODELS",
@@ -54,22 +54,6 @@ _PLAIN = (
     "The drone footage shows the coastline at sunset.",
     "Give me timestamps for each product mention.",
     "The lecture introduces gradient descent with a simple example.",
-)
-_SPECIAL = (
-    'She said "ship it" and the room laughed.',
-    "Café, déjà vu, naïve résumé, jalapeño, Ångström.",
-    "视频里的人在厨房做饭，然后讨论了预算。",
-    "動画の要約：会議は十時に始まりました。",
-    "회의 요약: 다음 주에 출시합니다.",
-    "Great demo 🎬🍳👍 — really 🔥!",
-    "Family emoji 👨‍👩‍👧‍👦 and flags 🇵🇹🇯🇵.",
-    "Path on disk: C:\\videos\\2026\\clip_01.mp4 and regex \\d+\\.mp4",
-    "Line one\nLine two\n\tindented line three\r\nwindows line",
-    'JSON-ish text: {"key": [1, 2, 3], "nested": {"a": null}}',
-    "Greek: Σύνοψη βίντεο. Russian: Краткое содержание. Arabic: ملخص الفيديو.",
-    "Separators\u2028inside\u2029text and a zero\u200bwidth space.",
-    "Math: ∑ x² ≤ ∞, arrows → ⇒, quotes ‘single’ “double”.",
-    "Tab\tseparated\tvalues and a trailing backslash \\",
 )
 _SPEAKERS = ("Ana", "Bruno", "Chen Wei", "Dana", "Élodie", "Farah", "Gonçalo", "Hiro")
 _NAMES = ("ana", "bruno", "ops-bot", "analyst_7")
@@ -106,7 +90,7 @@ def collection_pool(rng: random.Random, size: int = 8) -> list[str]:
 
 def _sentence(rng: random.Random) -> str:
     if rng.random() < 0.3:
-        return _pick(rng, _SPECIAL)
+        return _pick(rng, SPECIAL_SENTENCES)
     return _pick(rng, _PLAIN)
 
 
