@@ -88,6 +88,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from run import EmulatorProcess  # bench/ is first on sys.path: this script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT_ENV = "CLOUDGLUE_BENCH_EVENTS_OUT"
 LAYERS = ("storage", "instance", "path")
@@ -200,48 +202,6 @@ def _cleanup(fn: Any) -> Any:
     """Run ``fn`` at exit too (idempotent cleanups), so a crash or SIGTERM still stops servers."""
     atexit.register(fn)
     return fn
-
-
-class EmulatorProcess:
-    """``python -m cloudglue_dagster.emulator`` in its own process, so its CPU is not the run's."""
-
-    def __init__(self, args: argparse.Namespace, key: str, env: dict[str, str]) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "cloudglue_dagster.emulator",
-            "--port",
-            "0",
-            "--api-key",
-            key,
-            "--start",
-            args.start.isoformat(),
-            "--days",
-            str(args.days),
-            "--per-day",
-            str(args.per_day),
-            "--seed",
-            str(args.seed),
-            "--latency-ms",
-            str(args.latency_ms),
-        ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        _cleanup(self.stop)
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        match = re.search(r"(http://\S+/v1) \((\d+) completions", line)
-        if not match:
-            self.stop()
-            raise SystemExit(f"emulator did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
-        self.base_url, self.total = match.group(1), int(match.group(2))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 class PostgresServer:
@@ -611,7 +571,16 @@ def main() -> None:
         probe_dir = tmp / "probe"
         probe_dir.mkdir()
         (probe_dir / "sitecustomize.py").write_text(PROBE)
-        emu = EmulatorProcess(args, key, env)
+        emu = EmulatorProcess(
+            start=args.start,
+            days=args.days,
+            per_day=args.per_day,
+            seed=args.seed,
+            latency_ms=args.latency_ms,
+            key=key,
+            env=env,
+        )
+        _cleanup(emu.stop)
         pg: PostgresServer | None = None
         try:
             print(

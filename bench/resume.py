@@ -140,8 +140,9 @@ def main() -> None:
     first = args.start + dt.timedelta(days=1)
     args.days += 2
     key = "sk-bench-" + secrets.token_hex(8)
-    args.text = "realistic"
-    emulator = EmulatorProcess(args, args.days, args.latency_ms, key)
+    emulator = EmulatorProcess(
+        start=args.start, days=args.days, per_day=args.per_day, seed=args.seed, latency_ms=args.latency_ms, key=key
+    )
     work = Path(tempfile.mkdtemp(prefix="cloudglue-resume-"))
     try:
         proxy = OutageProxy(emulator.base_url)

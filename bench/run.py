@@ -181,35 +181,32 @@ def proc_cpu(pid: int) -> float | None:
 
 
 class EmulatorProcess:
-    """The emulator in its own process, so its CPU is not the client's."""
+    """``python -m cloudglue_dagster.emulator`` in its own process, so its CPU is not the client's.
 
-    def __init__(self, args: argparse.Namespace, days: int, latency_ms: float, key: str) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "cloudglue_dagster.emulator",
-            "--port",
-            "0",
-            "--api-key",
-            key,
-            "--start",
-            args.start.isoformat(),
-            "--days",
-            str(days),
-            "--per-day",
-            str(args.per_day),
-            "--seed",
-            str(args.seed),
-            "--latency-ms",
-            str(latency_ms),
-            "--text",
-            args.text,
-        ]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    The one launcher of the benchmarks (``run.py``, ``events.py``, ``resume.py``): N days from
+    ``start`` x ``per_day`` completions, each request answered after ``latency_ms``; ``env``
+    for the process (None: this one's)."""
+
+    def __init__(
+        self,
+        *,
+        start: dt.date,
+        days: int,
+        per_day: int,
+        seed: int,
+        latency_ms: float,
+        key: str,
+        text: str = "realistic",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        cmd = [sys.executable, "-m", "cloudglue_dagster.emulator", "--port", "0", "--api-key", key]
+        cmd += ["--start", start.isoformat(), "--days", str(days), "--per-day", str(per_day), "--seed", str(seed)]
+        cmd += ["--latency-ms", str(latency_ms), "--text", text]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         match = re.search(r"(http://\S+/v1) \((\d+) completions", line)
         if not match:
-            self.proc.kill()
+            self.stop()
             raise SystemExit(f"emulator did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
         self.base_url, self.total = match.group(1), int(match.group(2))
 
@@ -217,11 +214,14 @@ class EmulatorProcess:
         return proc_cpu(self.proc.pid)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        """Stop the process (again: a no-op)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 def sequential(base_url: str, key: str, after: str, before: str) -> tuple[Row, int]:
@@ -558,7 +558,15 @@ def measure_range(
     first, last = args.start, args.start + dt.timedelta(days=days - 1)
     after, before = (first - dt.timedelta(days=1)).isoformat(), (last + dt.timedelta(days=1)).isoformat()
     key = secrets.token_hex(16)
-    emu = EmulatorProcess(args, days, latency_ms, key)
+    emu = EmulatorProcess(
+        start=args.start,
+        days=days,
+        per_day=args.per_day,
+        seed=args.seed,
+        latency_ms=latency_ms,
+        key=key,
+        text=args.text,
+    )
     result = RangeResult(
         days,
         first,
