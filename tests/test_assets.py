@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
 from support.pipeline import TEST_KEY, Pipeline, day_range, read_table, run_figures
+from support.reliability import materialize_cmd
 
 from cloudglue_dagster import CloudglueConfigError, CloudglueResource, build_cloudglue_assets
 from cloudglue_dagster.emulator import BOUNDARY_READINGS, Dataset, Emulator
@@ -334,24 +334,13 @@ def test_results_do_not_depend_on_local_time_zone(emu: Emulator, tmp_path: Path)
         "CLOUDGLUE_DUCKDB_PATH": str(database),
         "DAGSTER_HOME": str(tmp_path),
     }
-    dagster = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "cloudglue_dagster.definitions",
-        "--select",
-        'key:"cloudglue/*"',
-    ]
     for tz, partition in [
         ("America/Los_Angeles", ["--partition-range", "2026-03-02...2026-03-05"]),
         ("Asia/Tokyo", ["--partition", "2026-03-03"]),
         ("Pacific/Kiritimati", ["--partition", "2026-03-04"]),
     ]:
         done = subprocess.run(
-            [*dagster, *partition], env={**env, "TZ": tz}, capture_output=True, text=True, timeout=180
+            materialize_cmd(*partition), env={**env, "TZ": tz}, capture_output=True, text=True, timeout=180
         )
         assert done.returncode == 0, done.stderr[-3000:]
     chat = read_table(database, "chat_completions")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +20,7 @@ import pytest
 from dagster._core.errors import DagsterUnknownPartitionError
 from dagster._serdes import serialize_value
 from support.pipeline import Pipeline
-from support.reliability import DAGSTER_SELECT
+from support.reliability import materialize_cmd
 
 from cloudglue_dagster import build_cloudglue_assets
 from cloudglue_dagster.definitions import DEFAULT_START_DATE
@@ -41,9 +40,8 @@ def bundled_cli(tmp_path: Path, *partition: str) -> subprocess.CompletedProcess[
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))  # this tree
     env["DAGSTER_HOME"] = str(tmp_path)
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    command = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cloudglue_dagster.definitions"]
     return subprocess.run(
-        [*command, *DAGSTER_SELECT, *partition], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        materialize_cmd(*partition), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
 
 
