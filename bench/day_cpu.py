@@ -2,10 +2,10 @@
 
 What the ``chat_completions`` step does with each completed day, without Dagster or HTTP:
 N days of the emulator's realistic completions (as ``bench/duckdb_writes.py`` makes them)
-are built into the contract's frame (:func:`~cloudglue_dagster.frames.chat_completions_frame`),
-described (:func:`~cloudglue_dagster.metadata.frame_metadata`), checked
-(:func:`~cloudglue_dagster.checks.chat_check_outcomes`) and inserted into a DuckDB file
-(:func:`~cloudglue_dagster.duckdb.write_frame`, a transaction a day); then what the
+are built into the contract's frame (:func:`~cloudglue_dagster.tables.frames.chat_completions_frame`),
+described (:func:`~cloudglue_dagster.assets.metadata.frame_metadata`), checked
+(:func:`~cloudglue_dagster.assets.checks.chat_check_outcomes`) and inserted into a DuckDB file
+(:func:`~cloudglue_dagster.io_managers.duckdb.write_frame`, a transaction a day); then what the
 ``chat_messages`` and ``token_usage`` steps build, describe and check from each day of it
 (from the frames; the ``read back`` row times loading each day from the DuckDB file as the
 I/O manager loads an input: the query, DuckDB's frame and the nullable dtypes). Each stage is timed
@@ -33,18 +33,18 @@ from typing import Any
 import pandas as pd
 from duckdb_writes import day_records
 
-from cloudglue_dagster.checks import chat_check_outcomes, messages_check_outcomes
-from cloudglue_dagster.duckdb import open_connection, write_frame
-from cloudglue_dagster.duckdb.pandas_handler import to_nullable_dtypes
-from cloudglue_dagster.frames import (
+from cloudglue_dagster.assets.checks import chat_check_outcomes, messages_check_outcomes
+from cloudglue_dagster.assets.metadata import frame_metadata, messages_metadata
+from cloudglue_dagster.io_managers.duckdb import open_connection, write_frame
+from cloudglue_dagster.io_managers.duckdb.pandas_handler import to_nullable_dtypes
+from cloudglue_dagster.tables.frames import (
     CHAT_COMPLETIONS_COLUMNS,
     CHAT_MESSAGES_COLUMNS,
     TOKEN_USAGE_COLUMNS,
     chat_completions_frame,
     chat_messages_frame,
 )
-from cloudglue_dagster.metadata import frame_metadata, messages_metadata
-from cloudglue_dagster.usage import token_usage_frame
+from cloudglue_dagster.tables.usage import token_usage_frame
 
 PREVIEW = ("created_at", "model", "total_tokens", "prompt", "response")  # as the step previews
 

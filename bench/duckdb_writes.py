@@ -3,8 +3,8 @@
 What a day-by-day range run does to the DuckDB file, without Dagster or HTTP: N days of the
 emulator's realistic completions (``--per-day``) are decoded and built into frames as the
 assets build them, then written one transaction a day (delete nothing, insert, commit)
-through :func:`cloudglue_dagster.duckdb.open_connection` and
-:func:`cloudglue_dagster.duckdb.write_frame`, the connection closed and reopened every
+through :func:`cloudglue_dagster.io_managers.duckdb.open_connection` and
+:func:`cloudglue_dagster.io_managers.duckdb.write_frame`, the connection closed and reopened every
 ``HOLD_SECONDS`` as the day store does (a close checkpoints), or every ``--days-per-connection``
 days (1: the pattern of a daily schedule, one run and one checkpoint per day). Each
 ``--config`` is one ``connection_config`` (JSON) and one row: ``{}`` is this package's
@@ -28,11 +28,11 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
-from cloudglue_dagster.decoding import decode_page
-from cloudglue_dagster.duckdb import open_connection, write_frame
-from cloudglue_dagster.duckdb.day_store import HOLD_SECONDS
+from cloudglue_dagster.api.decoding import decode_page
 from cloudglue_dagster.emulator.data import Dataset
-from cloudglue_dagster.frames import chat_completions_frame
+from cloudglue_dagster.io_managers.duckdb import open_connection, write_frame
+from cloudglue_dagster.io_managers.duckdb.day_store import HOLD_SECONDS
+from cloudglue_dagster.tables.frames import chat_completions_frame
 
 DUCKDB_DEFAULTS = '{"checkpoint_threshold": "16MB", "force_compression": "auto", "max_vacuum_tasks": 100}'
 

@@ -9,7 +9,7 @@ a user runs::
     dagster asset materialize -f bench/floor.py --select S --partition-range A...B
 
 on the definitions this file holds. They have the shape of the project's
-(``cloudglue_dagster.assets``), with the same in-process executor:
+(``cloudglue_dagster.assets.factory``), with the same in-process executor:
 
 * one ``dg.multi_asset``, op ``cloudglue__tables``, ``can_subset=True``, daily UTC partitions
   from ``--start``, one run for a range (``BackfillPolicy.single_run()``), specs for
@@ -65,8 +65,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from cloudglue_dagster.metadata import column_schema
-from cloudglue_dagster.steps import tables_for
+from cloudglue_dagster.assets.metadata import column_schema
+from cloudglue_dagster.assets.steps import tables_for
 
 START = os.environ.get("CLOUDGLUE_FLOOR_START", "2025-01-01")
 """First partition (UTC date) of the assets below; the script passes ``--start`` through it."""

@@ -3,7 +3,7 @@
 ``python bench/held_memory.py`` starts the emulator in its own process (realistic texts, 3 days
 x 3,000 completions), sweeps the window with the package's client, keeps every record (as a
 sweep holds an open day) and compares what ``tracemalloc`` counts with the records'
-:func:`~cloudglue_dagster.days.json_size`: the ratio behind ``DEFAULT_MAX_HELD_BYTES``'s memory figure.
+:func:`~cloudglue_dagster.api.days.json_size`: the ratio behind ``DEFAULT_MAX_HELD_BYTES``'s memory figure.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import tracemalloc
 
 from cloudglue_dagster import CloudglueClient
-from cloudglue_dagster.days import json_size
+from cloudglue_dagster.api.days import json_size
 
 
 def main() -> None:

@@ -259,7 +259,7 @@ def parse_cost(base_url: str, key: str, after: str, before: str, pages: int) -> 
 
     Measured on a sample of pages (fetched once, parsed in-process) and scaled to all pages.
     """
-    from cloudglue_dagster.parsing import parse_page
+    from cloudglue_dagster.api.parsing import parse_page
 
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {key}"
@@ -291,8 +291,8 @@ def parse_cost(base_url: str, key: str, after: str, before: str, pages: int) -> 
 def in_process_fetch(base_url: str, key: str, first: dt.date, last: dt.date, concurrency: int) -> Row:
     """The project's fetch path without Dagster: client sweep + records + contract frame."""
     from cloudglue_dagster import CloudglueClient
-    from cloudglue_dagster.frames import chat_completions_frame
-    from cloudglue_dagster.window import WindowSweep
+    from cloudglue_dagster.api.window import WindowSweep
+    from cloudglue_dagster.tables.frames import chat_completions_frame
 
     start = dt.datetime.combine(first, dt.time(), dt.timezone.utc)
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), dt.timezone.utc)

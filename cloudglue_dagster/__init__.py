@@ -11,10 +11,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .assets import CloudglueAssets, CloudglueRunConfig, build_cloudglue_assets
-    from .client import DEFAULT_BASE_URL, CloudglueClient, RetryPolicy
-    from .component import CloudglueComponent
-    from .duckdb import CloudglueDuckDBIOManager
+    from cloudglue_dagster.api.client import DEFAULT_BASE_URL, CloudglueClient, RetryPolicy
+    from cloudglue_dagster.api.models import ChatCompletion, ChatCompletionPage, ChatMessage, Choice, Usage
+    from cloudglue_dagster.assets.factory import CloudglueAssets, CloudglueRunConfig, build_cloudglue_assets
+    from cloudglue_dagster.assets.guards import ShrinkGuard, ShrinkRefusedError
+    from cloudglue_dagster.assets.translator import CloudglueTranslator, CloudglueTranslatorData
+    from cloudglue_dagster.components.component import CloudglueComponent
+    from cloudglue_dagster.io_managers.duckdb import CloudglueDuckDBIOManager
+    from cloudglue_dagster.tables.frames import ModelPrice
+
     from .errors import (
         AuthenticationError,
         BadRequestError,
@@ -32,46 +37,42 @@ if TYPE_CHECKING:
         WindowTooLargeError,
         is_transient,
     )
-    from .frames import ModelPrice
-    from .guards import ShrinkGuard, ShrinkRefusedError
-    from .models import ChatCompletion, ChatCompletionPage, ChatMessage, Choice, Usage
     from .resource import CloudglueResource
-    from .translator import CloudglueTranslator, CloudglueTranslatorData
 
 _HOME = {
-    "DEFAULT_BASE_URL": "client",
+    "DEFAULT_BASE_URL": "api.client",
     "AuthenticationError": "errors",
     "BadRequestError": "errors",
-    "ChatCompletion": "models",
-    "ChatCompletionPage": "models",
-    "ChatMessage": "models",
-    "CloudglueAssets": "assets",
-    "Choice": "models",
-    "CloudglueClient": "client",
-    "CloudglueComponent": "component",
+    "ChatCompletion": "api.models",
+    "ChatCompletionPage": "api.models",
+    "ChatMessage": "api.models",
+    "CloudglueAssets": "assets.factory",
+    "Choice": "api.models",
+    "CloudglueClient": "api.client",
+    "CloudglueComponent": "components.component",
     "CloudglueConfigError": "errors",
-    "CloudglueDuckDBIOManager": "duckdb",
+    "CloudglueDuckDBIOManager": "io_managers.duckdb",
     "CloudglueError": "errors",
     "CloudglueHTTPError": "errors",
     "CloudglueRequestError": "errors",
     "CloudglueUnreachableError": "errors",
     "CloudglueResource": "resource",
-    "CloudglueRunConfig": "assets",
-    "CloudglueTranslator": "translator",
-    "CloudglueTranslatorData": "translator",
+    "CloudglueRunConfig": "assets.factory",
+    "CloudglueTranslator": "assets.translator",
+    "CloudglueTranslatorData": "assets.translator",
     "HeldTooMuchError": "errors",
     "InconsistentResponseError": "errors",
     "InvalidResponseError": "errors",
-    "ModelPrice": "frames",
+    "ModelPrice": "tables.frames",
     "NotFoundError": "errors",
     "ResponseTooLargeError": "errors",
     "RetriesExhaustedError": "errors",
-    "RetryPolicy": "client",
-    "ShrinkGuard": "guards",
-    "ShrinkRefusedError": "guards",
-    "Usage": "models",
+    "RetryPolicy": "api.client",
+    "ShrinkGuard": "assets.guards",
+    "ShrinkRefusedError": "assets.guards",
+    "Usage": "api.models",
     "WindowTooLargeError": "errors",
-    "build_cloudglue_assets": "assets",
+    "build_cloudglue_assets": "assets.factory",
     "is_transient": "errors",
 }
 """Each public name -> the module that defines it."""

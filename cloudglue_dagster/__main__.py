@@ -12,10 +12,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .client import DEFAULT_BASE_URL, CloudglueClient
+from cloudglue_dagster.api.client import DEFAULT_BASE_URL, CloudglueClient
+from cloudglue_dagster.planner.plan import DEFAULT_ASSUMPTIONS, Assumptions, parse_size, plan_backfill
+
 from .environment import API_KEY, BASE_URL
 from .errors import CloudglueError
-from .planner import DEFAULT_ASSUMPTIONS, Assumptions, parse_size, plan_backfill
 
 
 def _date(text: str) -> dt.date:

@@ -16,8 +16,10 @@ import os
 import dagster as dg
 import pydantic
 
-from .assets import CloudglueAssets, build_cloudglue_assets
-from .duckdb import CloudglueDuckDBIOManager
+from cloudglue_dagster.api.secrecy import display_url
+from cloudglue_dagster.assets.factory import CloudglueAssets, build_cloudglue_assets
+from cloudglue_dagster.io_managers.duckdb import CloudglueDuckDBIOManager
+
 from .environment import (
     API_KEY,
     DUCKDB_PATH,
@@ -28,7 +30,6 @@ from .environment import (
 )
 from .errors import CloudglueConfigError
 from .resource import CloudglueResource
-from .secrecy import display_url
 
 __all__ = ["DEFAULT_DUCKDB_PATH", "DEFAULT_START_DATE", "build_definitions", "defs"]
 

@@ -100,7 +100,7 @@ class CloudglueUnreachableError(CloudglueRequestError):
     the connect timeout), and no response at all had come from that host in the client's life.
 
     A base URL where nothing answers is a setting to fix, not an outage to wait out, so the
-    client gives such a failure a short budget (:data:`~cloudglue_dagster.transport.UNREACHABLE_RETRIES`
+    client gives such a failure a short budget (:data:`~cloudglue_dagster.api.transport.UNREACHABLE_RETRIES`
     quick retries) and then raises this, permanent: the step fails at once, without step
     retries. Once the host has answered (any HTTP status), connection failures are transient
     again and retried up to ``max_retries`` (:class:`RetriesExhaustedError`).

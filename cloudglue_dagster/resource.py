@@ -8,7 +8,7 @@ from typing import Any
 import dagster as dg
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from .client import (
+from cloudglue_dagster.api.client import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_REQUEST_DEADLINE,
@@ -17,10 +17,11 @@ from .client import (
     CloudglueClient,
     validate_base_url,
 )
+from cloudglue_dagster.api.secrecy import display_url, validate_api_key
+from cloudglue_dagster.api.sweep import DEFAULT_MAX_WINDOW_RECORDS
+
 from .environment import BASE_URL, note_read, warn_misspelt_variables
 from .errors import CloudglueConfigError
-from .secrecy import display_url, validate_api_key
-from .sweep import DEFAULT_MAX_WINDOW_RECORDS
 
 # (lowest, highest, integer?) of each numeric field. Checked by one validator, whose message
 # names the value: pydantic's own would not, since inputs are hidden from errors (see below).

@@ -20,7 +20,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from cloudglue_dagster.duckdb import CloudglueDuckDBIOManager
+from cloudglue_dagster.io_managers.duckdb import CloudglueDuckDBIOManager
 
 PARTITIONS = dg.DailyPartitionsDefinition(start_date="2026-01-01", timezone="UTC")
 SCHEMA = "cloudglue"

@@ -26,7 +26,7 @@ import os
 import dagster as dg
 
 from cloudglue_dagster import CloudglueDuckDBIOManager, CloudglueResource, build_cloudglue_assets
-from cloudglue_dagster.assets import DEFAULT_RETRY_POLICY
+from cloudglue_dagster.assets.factory import DEFAULT_RETRY_POLICY
 
 
 def retry_policy() -> dg.RetryPolicy:

@@ -15,7 +15,7 @@ from support.reliability import materialize_cmd
 
 from cloudglue_dagster import CloudglueConfigError, CloudglueResource, build_cloudglue_assets
 from cloudglue_dagster.emulator import BOUNDARY_READINGS, Dataset, Emulator
-from cloudglue_dagster.frames import CHAT_COMPLETIONS_COLUMNS, TOKEN_USAGE_COLUMNS
+from cloudglue_dagster.tables.frames import CHAT_COMPLETIONS_COLUMNS, TOKEN_USAGE_COLUMNS
 
 FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 7)
 UTC = dt.timezone.utc

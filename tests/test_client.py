@@ -23,10 +23,10 @@ from cloudglue_dagster import (
     RetriesExhaustedError,
     RetryPolicy,
 )
-from cloudglue_dagster.client import LOOKAHEAD_PAGES, SweepStats
+from cloudglue_dagster.api.client import LOOKAHEAD_PAGES, SweepStats
+from cloudglue_dagster.api.parsing import parse_page
+from cloudglue_dagster.api.throttle import Throttle
 from cloudglue_dagster.emulator import FAULT_KINDS, Dataset, Emulator
-from cloudglue_dagster.parsing import parse_page
-from cloudglue_dagster.throttle import Throttle
 
 KEY = "sk-test-7f3a9c-SECRET"
 D0 = dt.date(2026, 3, 1)

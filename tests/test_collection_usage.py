@@ -13,10 +13,10 @@ import pytest
 from support.pipeline import TEST_KEY, Pipeline, day_range, read_table
 
 from cloudglue_dagster import ModelPrice
+from cloudglue_dagster.assets.usage_checks import collection_usage_mismatches
 from cloudglue_dagster.emulator import Dataset, Emulator
-from cloudglue_dagster.frames import COLLECTION_USAGE_COLUMNS, empty_frame
-from cloudglue_dagster.usage import collection_usage_frame, token_usage_frame
-from cloudglue_dagster.usage_checks import collection_usage_mismatches
+from cloudglue_dagster.tables.frames import COLLECTION_USAGE_COLUMNS, empty_frame
+from cloudglue_dagster.tables.usage import collection_usage_frame, token_usage_frame
 
 FIRST, LAST = dt.date(2026, 4, 1), dt.date(2026, 4, 30)
 EMPTY = [dt.date(2026, 4, 9), dt.date(2026, 4, 30)]

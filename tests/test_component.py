@@ -19,7 +19,7 @@ from dagster.components.testing.utils import component_defs
 from support.pipeline import read_table
 
 from cloudglue_dagster import CloudglueComponent, CloudglueDuckDBIOManager, CloudglueResource
-from cloudglue_dagster.component import CloudglueAccount, DuckDBStorage
+from cloudglue_dagster.components.component import CloudglueAccount, DuckDBStorage
 from cloudglue_dagster.emulator import Dataset, Emulator
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "components"
@@ -87,7 +87,7 @@ def test_dg_scaffolds_a_defs_yaml_that_passes_dg_check_defs_as_written(tmp_path:
 
 
 def test_the_scaffolded_yaml_loads_a_day_once_its_variable_is_set(tmp_path: Path, monkeypatch) -> None:
-    from cloudglue_dagster.scaffolder import CloudglueScaffoldParams, scaffolded_yaml
+    from cloudglue_dagster.components.scaffolder import CloudglueScaffoldParams, scaffolded_yaml
 
     day = dt.date(2026, 3, 2)
     database = tmp_path / "w.duckdb"

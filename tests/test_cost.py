@@ -10,10 +10,10 @@ import pytest
 from support.pipeline import TEST_KEY
 
 from cloudglue_dagster import CloudglueConfigError, ModelPrice, build_cloudglue_assets
+from cloudglue_dagster.api.parsing import parse_completion
 from cloudglue_dagster.emulator import Dataset, Emulator
-from cloudglue_dagster.frames import TOKEN_USAGE_COLUMNS, chat_completions_frame
-from cloudglue_dagster.parsing import parse_completion
-from cloudglue_dagster.usage import token_usage_frame
+from cloudglue_dagster.tables.frames import TOKEN_USAGE_COLUMNS, chat_completions_frame
+from cloudglue_dagster.tables.usage import token_usage_frame
 
 DAY = 1767225600000  # 2026-01-01T00:00:00Z in ms
 PRICES = {"m1": ModelPrice(input_per_million=2.0, output_per_million=10.0)}

@@ -2,8 +2,8 @@
 
 import datetime as dt
 
-from cloudglue_dagster.days import CompleteDay, DayAssembler, ReopenedDay, UTCDay, assemble
-from cloudglue_dagster.parsing import parse_completion
+from cloudglue_dagster.api.days import CompleteDay, DayAssembler, ReopenedDay, UTCDay, assemble
+from cloudglue_dagster.api.parsing import parse_completion
 
 UTC = dt.timezone.utc
 

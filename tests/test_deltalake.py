@@ -16,7 +16,7 @@ What was found:
   On the ``date`` columns of the other two tables it could only work one day per run, since for
   a range the window's start is still the only value used (read in its source; not exercised
   here, as ``chat_completions`` fails first).
-* :class:`cloudglue_dagster.deltalake.CloudglueDeltaLakeIOManager`, whose type handler replaces
+* :class:`cloudglue_dagster.io_managers.deltalake.CloudglueDeltaLakeIOManager`, whose type handler replaces
   and reads ``start <= partition_expr < end`` over the run's window, as the stock DuckDB,
   Snowflake and BigQuery I/O managers do, makes every asset, check and guarantee tested here
   hold on Delta Lake.
@@ -39,9 +39,14 @@ from deltalake import DeltaTable, write_deltalake
 from support.pipeline import TEST_KEY, Pipeline, day_range
 
 from cloudglue_dagster import CloudglueResource
-from cloudglue_dagster.deltalake import CloudglueDeltaLakeIOManager
 from cloudglue_dagster.emulator import Dataset, Emulator
-from cloudglue_dagster.frames import CHAT_COMPLETIONS_COLUMNS, CHAT_MESSAGES_COLUMNS, TOKEN_USAGE_COLUMNS, conform
+from cloudglue_dagster.io_managers.deltalake import CloudglueDeltaLakeIOManager
+from cloudglue_dagster.tables.frames import (
+    CHAT_COMPLETIONS_COLUMNS,
+    CHAT_MESSAGES_COLUMNS,
+    TOKEN_USAGE_COLUMNS,
+    conform,
+)
 
 UTC = dt.timezone.utc
 FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 14)

@@ -50,9 +50,10 @@ def test_the_layout_table_names_every_module_of_the_package_and_no_other() -> No
     section = text[text.index("### Where things live") :]
     rows = "\n".join(line.split("|")[2] for line in section.splitlines() if line.startswith("| ") and "`" in line)
     named: set[str] = set()
-    for folder, inside in re.findall(r"`(\w+)/` \(([^)]*)\)", rows):
-        named |= {f"{folder}/{m}" for m in re.findall(r"`(\w+\.py)`", inside)}
-    named |= set(re.findall(r"`((?:\w+/)*\w+\.py)`", re.sub(r"`\w+/` \([^)]*\)", "", rows)))
+    folder = r"`((?:\w+/)+)` \(([^)]*)\)"  # `assets/steps/` (`step.py`, ...)
+    for path, inside in re.findall(folder, rows):
+        named |= {f"{path}{m}" for m in re.findall(r"`(\w+\.py)`", inside)}
+    named |= set(re.findall(r"`((?:\w+/)*\w+\.py)`", re.sub(folder, "", rows)))
     package = Path(cloudglue_dagster.__file__).parent  # the package under test: the wheel's in make test
     modules = {
         str(p.relative_to(package))

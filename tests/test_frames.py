@@ -10,14 +10,17 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from cloudglue_dagster.checks import (
+from cloudglue_dagster.api.parsing import parse_completion, parse_page
+from cloudglue_dagster.assets.checks import (
     chat_check_outcomes,
     duplicate_ids,
     inconsistent_totals,
     negative_token_rows,
     rows_outside,
 )
-from cloudglue_dagster.frames import (
+from cloudglue_dagster.assets.metadata import frame_metadata
+from cloudglue_dagster.assets.usage_checks import usage_against_recorded
+from cloudglue_dagster.tables.frames import (
     CHAT_COMPLETIONS_COLUMNS,
     CHAT_MESSAGES_COLUMNS,
     COLLECTION_USAGE_COLUMNS,
@@ -26,10 +29,7 @@ from cloudglue_dagster.frames import (
     conform,
     empty_frame,
 )
-from cloudglue_dagster.metadata import frame_metadata
-from cloudglue_dagster.parsing import parse_completion, parse_page
-from cloudglue_dagster.usage import token_usage_frame
-from cloudglue_dagster.usage_checks import usage_against_recorded
+from cloudglue_dagster.tables.usage import token_usage_frame
 
 TABLES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "tables.md"
 

@@ -12,8 +12,8 @@ from dagster._core.test_utils import freeze_time
 from support.pipeline import TEST_KEY, Pipeline
 
 from cloudglue_dagster import CloudglueConfigError, build_cloudglue_assets
+from cloudglue_dagster.assets.sensors import LoadedDay, late_days
 from cloudglue_dagster.emulator import Dataset, Emulator
-from cloudglue_dagster.sensors import LoadedDay, late_days
 
 UTC = dt.timezone.utc
 

@@ -37,13 +37,13 @@ from cloudglue_dagster import (
     RetriesExhaustedError,
     WindowTooLargeError,
 )
-from cloudglue_dagster.assets import DEFAULT_RETRY_POLICY
-from cloudglue_dagster.duckdb.progress import PROGRESS_TABLE
+from cloudglue_dagster.api.sweep import DEFAULT_MAX_WINDOW_RECORDS, MAX_REREADS
+from cloudglue_dagster.assets.factory import DEFAULT_RETRY_POLICY
+from cloudglue_dagster.assets.guards import ALLOW_SHRINK_TAG, ShrinkGuard
+from cloudglue_dagster.assets.run_control import policy_delay, retry_delay
 from cloudglue_dagster.emulator import Dataset, Emulator
 from cloudglue_dagster.errors import CloudglueRequestError, is_transient
-from cloudglue_dagster.guards import ALLOW_SHRINK_TAG, ShrinkGuard
-from cloudglue_dagster.run_control import policy_delay, retry_delay
-from cloudglue_dagster.sweep import DEFAULT_MAX_WINDOW_RECORDS, MAX_REREADS
+from cloudglue_dagster.io_managers.duckdb.progress import PROGRESS_TABLE
 
 START = dt.date(2026, 5, 1)
 FIRST, LAST = "2026-05-03", "2026-05-05"

@@ -27,7 +27,7 @@ import iom_assets as ia  # noqa: E402
 from dagster._core.storage.db_io_manager import TableSlice
 from dagster._utils.error import SerializableErrorInfo
 
-from cloudglue_dagster.duckdb import (
+from cloudglue_dagster.io_managers.duckdb import (
     DEFAULT_MEMORY_LIMIT,
     CloudglueDuckDBIOManager,
     DuckDBLockTimeoutError,
@@ -38,8 +38,8 @@ from cloudglue_dagster.duckdb import (
     open_connection,
     write_frame,
 )
-from cloudglue_dagster.duckdb.pandas_handler import to_nullable_dtypes
-from cloudglue_dagster.duckdb.sql import remember_catalog, table_columns
+from cloudglue_dagster.io_managers.duckdb.pandas_handler import to_nullable_dtypes
+from cloudglue_dagster.io_managers.duckdb.sql import remember_catalog, table_columns
 
 TESTS_DIR = Path(__file__).resolve().parent
 HELPER = TESTS_DIR / "iom_assets.py"

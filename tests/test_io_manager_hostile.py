@@ -38,8 +38,9 @@ from test_io_manager import (  # noqa: E402
     versions_by_id,
 )
 
-from cloudglue_dagster.days import UTCDay
-from cloudglue_dagster.duckdb import (
+from cloudglue_dagster.api.days import UTCDay
+from cloudglue_dagster.errors import CloudglueConfigError, CloudglueError, is_transient
+from cloudglue_dagster.io_managers.duckdb import (
     CloudglueDuckDBIOManager,
     DuckDBPathError,
     DuckDBRunTerminatedError,
@@ -49,9 +50,8 @@ from cloudglue_dagster.duckdb import (
     day_store,
     open_connection,
 )
-from cloudglue_dagster.duckdb import errors as duckdb_errors
-from cloudglue_dagster.errors import CloudglueConfigError, CloudglueError, is_transient
-from cloudglue_dagster.streams import DayRows, DayStream, TableTarget
+from cloudglue_dagster.io_managers.duckdb import errors as duckdb_errors
+from cloudglue_dagster.tables.streams import DayRows, DayStream, TableTarget
 
 
 @pytest.fixture

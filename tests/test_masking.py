@@ -25,11 +25,11 @@ from support.leaks import assert_no_leak, hostile_key
 from support.reliability import http_server, json_reply
 
 from cloudglue_dagster import CloudglueClient, CloudglueResource
+from cloudglue_dagster.api.secrecy import CUT, MaskedError, MaskedLog, Redactor, errors_masked, masked_error
+from cloudglue_dagster.assets.masking import Masker
+from cloudglue_dagster.assets.metadata import markdown_preview
+from cloudglue_dagster.assets.usage_checks import usage_against_recorded
 from cloudglue_dagster.errors import InvalidResponseError
-from cloudglue_dagster.masking import Masker
-from cloudglue_dagster.metadata import markdown_preview
-from cloudglue_dagster.secrecy import CUT, MaskedError, MaskedLog, Redactor, errors_masked, masked_error
-from cloudglue_dagster.usage_checks import usage_against_recorded
 
 
 @pytest.fixture

@@ -9,17 +9,17 @@ import pandas as pd
 import pytest
 from support.pipeline import TEST_KEY, day_range
 
-from cloudglue_dagster.checks import duplicate_message_keys, message_count_mismatches
+from cloudglue_dagster.api.parsing import parse_completion
+from cloudglue_dagster.assets.checks import duplicate_message_keys, message_count_mismatches
+from cloudglue_dagster.assets.steps import tables_for
 from cloudglue_dagster.emulator import Dataset, Emulator
-from cloudglue_dagster.frames import (
+from cloudglue_dagster.tables.frames import (
     CHAT_MESSAGES_COLUMNS,
     MESSAGE_SOURCE_COLUMNS,
     chat_completions_frame,
     chat_messages_frame,
     empty_frame,
 )
-from cloudglue_dagster.parsing import parse_completion
-from cloudglue_dagster.steps import tables_for
 
 DAY = 1767225600000  # 2026-01-01T00:00:00Z in ms
 FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 5)
@@ -79,7 +79,7 @@ def test_one_row_per_prompt_message_then_per_choice() -> None:
 
 
 def test_the_vectorised_reading_equals_the_cell_by_cell_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cloudglue_dagster import frames
+    from cloudglue_dagster.tables import frames
 
     dataset = Dataset(FIRST, LAST, per_day=40, seed=5)
     chat = chat_completions_frame(parse_completion(r) for d in dataset.days for r in dataset.records(d))

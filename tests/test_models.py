@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from cloudglue_dagster.decoding import decode_page
+from cloudglue_dagster.api.decoding import decode_page
+from cloudglue_dagster.api.models import ChatCompletion, ChatMessage, Choice, CompletionJSON, Usage, parse_created_at
+from cloudglue_dagster.api.parsing import parse_completion, parse_page
 from cloudglue_dagster.errors import InvalidResponseError
-from cloudglue_dagster.models import ChatCompletion, ChatMessage, Choice, CompletionJSON, Usage, parse_created_at
-from cloudglue_dagster.parsing import parse_completion, parse_page
 
 UTC = timezone.utc
 

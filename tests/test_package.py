@@ -139,3 +139,24 @@ def test_a_fresh_virtualenv_with_only_the_wheel_imports_and_builds_the_assets(
     for module in ("cloudglue_dagster.emulator", "cloudglue_dagster.demo", "cloudglue_dagster"):
         helped = wheel_venv.run("-m", module, "--help", cwd=tmp_path, timeout=120)
         assert helped.returncode == 0, (module, helped.stdout[-2000:] + helped.stderr[-3000:])
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "name"),
+    [
+        ("cloudglue_dagster.duckdb", "cloudglue_dagster.io_managers.duckdb", "CloudglueDuckDBIOManager"),
+        ("cloudglue_dagster.deltalake", "cloudglue_dagster.io_managers.deltalake", "CloudglueDeltaLakeIOManager"),
+    ],
+)
+def test_the_old_warehouse_paths_still_import_with_a_deprecation_warning(old: str, new: str, name: str) -> None:
+    code = (
+        "import importlib, warnings\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    old = importlib.import_module({old!r})\n"
+        f"new = importlib.import_module({new!r})\n"
+        f"assert getattr(old, {name!r}) is getattr(new, {name!r})\n"
+        "print([str(w.message) for w in caught if w.category is DeprecationWarning])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert f"{old} moved to {new}" in out and "goes in 0.3.0" in out

@@ -23,9 +23,9 @@ from support.pipeline import Pipeline
 from support.reliability import materialize_cmd
 
 from cloudglue_dagster import build_cloudglue_assets
+from cloudglue_dagster.assets.partitions import CloudglueDailyPartitionsDefinition
 from cloudglue_dagster.definitions import DEFAULT_START_DATE
 from cloudglue_dagster.emulator import Emulator
-from cloudglue_dagster.partitions import CloudglueDailyPartitionsDefinition
 
 REPO = Path(__file__).resolve().parents[1]
 

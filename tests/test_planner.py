@@ -17,7 +17,8 @@ from support.reliability import cli_env, materialize_cmd
 
 from cloudglue_dagster import CloudglueClient, CloudglueConfigError, CloudglueResource, build_cloudglue_assets
 from cloudglue_dagster.emulator import Dataset, Emulator
-from cloudglue_dagster.planner import Assumptions, DayProbe, parse_size, plan_backfill, plan_from_probes
+from cloudglue_dagster.planner import Assumptions, DayProbe, parse_size, plan_backfill
+from cloudglue_dagster.planner.plan import plan_from_probes
 
 FIRST, LAST = dt.date(2026, 5, 1), dt.date(2026, 5, 14)
 MiB = 2**20

@@ -41,7 +41,7 @@ from support.reliability import (
 
 from cloudglue_dagster import CloudglueClient, CloudglueResource
 from cloudglue_dagster.emulator import BOUNDARY_READINGS, FAULT_KINDS, Dataset, Emulator
-from cloudglue_dagster.frames import CHAT_COMPLETIONS_COLUMNS, TOKEN_USAGE_COLUMNS
+from cloudglue_dagster.tables.frames import CHAT_COMPLETIONS_COLUMNS, TOKEN_USAGE_COLUMNS
 
 KEY = TEST_KEY  # the key Pipeline configures
 

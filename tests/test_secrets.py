@@ -58,8 +58,8 @@ from cloudglue_dagster import (
     RetriesExhaustedError,
     build_cloudglue_assets,
 )
-from cloudglue_dagster.duckdb import CloudglueDuckDBIOManager
 from cloudglue_dagster.emulator import Dataset, Emulator
+from cloudglue_dagster.io_managers.duckdb import CloudglueDuckDBIOManager
 
 WEBSERVER = str(Path(sys.executable).parent / "dagster-webserver")
 

@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import iom_assets as ia  # noqa: E402
 from test_io_manager import TABLE, failed_at_once, materialize_events, query, versions_by_id  # noqa: E402
 
-from cloudglue_dagster.duckdb import errors as duckdb_errors  # noqa: E402
-from cloudglue_dagster.duckdb import open_connection  # noqa: E402
-from cloudglue_dagster.duckdb.connections import is_out_of_memory  # noqa: E402
-from cloudglue_dagster.duckdb.progress import PROGRESS_TABLE  # noqa: E402
 from cloudglue_dagster.emulator import Dataset, Emulator  # noqa: E402
+from cloudglue_dagster.io_managers.duckdb import errors as duckdb_errors  # noqa: E402
+from cloudglue_dagster.io_managers.duckdb import open_connection  # noqa: E402
+from cloudglue_dagster.io_managers.duckdb.connections import is_out_of_memory  # noqa: E402
+from cloudglue_dagster.io_managers.duckdb.progress import PROGRESS_TABLE  # noqa: E402
 
 START = dt.date(2026, 5, 1)
 BLOCK = 262_144  # DuckDB's block size (pragma_database_size)

@@ -21,9 +21,9 @@ from support.hostile_server import HostileProxy
 from support.pipeline import TEST_KEY, Pipeline
 from support.reliability import expected_for, ms, read_table
 
-from cloudglue_dagster.duckdb import day_stream
-from cloudglue_dagster.duckdb.progress import PROGRESS_TABLE
 from cloudglue_dagster.emulator import Dataset, Emulator
+from cloudglue_dagster.io_managers.duckdb import day_stream
+from cloudglue_dagster.io_managers.duckdb.progress import PROGRESS_TABLE
 
 START = dt.date(2026, 4, 1)
 DAYS = 30

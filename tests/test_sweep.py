@@ -11,16 +11,16 @@ from typing import Any
 
 import pytest
 
-from cloudglue_dagster.emulator.timeutil import BOUNDARY_READINGS, window_ms
-from cloudglue_dagster.errors import WindowTooLargeError, is_transient
-from cloudglue_dagster.models import ChatCompletion, ChatCompletionPage
-from cloudglue_dagster.parsing import parse_completion
-from cloudglue_dagster.sweep import (
+from cloudglue_dagster.api.models import ChatCompletion, ChatCompletionPage
+from cloudglue_dagster.api.parsing import parse_completion
+from cloudglue_dagster.api.sweep import (
     DEFAULT_MAX_WINDOW_RECORDS,
     page_problem,
     total_growth_limit,
     window_bounds,
 )
+from cloudglue_dagster.emulator.timeutil import BOUNDARY_READINGS, window_ms
+from cloudglue_dagster.errors import WindowTooLargeError, is_transient
 
 UTC = dt.timezone.utc
 WINDOW = ("2026-05-02", "2026-05-06")

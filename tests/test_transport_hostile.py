@@ -49,7 +49,7 @@ from cloudglue_dagster import (
     RetryPolicy,
     is_transient,
 )
-from cloudglue_dagster.client import DEFAULT_MAX_RESPONSE_BYTES
+from cloudglue_dagster.api.client import DEFAULT_MAX_RESPONSE_BYTES
 from cloudglue_dagster.emulator import Dataset, Emulator
 
 START = dt.date(2026, 5, 1)

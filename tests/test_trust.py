@@ -21,9 +21,9 @@ from support.pipeline import TABLES, TEST_KEY, Pipeline, assert_tables_unchanged
 from support.reliability import cli_env, materialize_cmd, read_table
 
 from cloudglue_dagster import CloudglueResource, HeldTooMuchError
-from cloudglue_dagster.duckdb.progress import PROGRESS_TABLE
+from cloudglue_dagster.assets.guards import allow_shrink_config
 from cloudglue_dagster.emulator import Dataset, Emulator
-from cloudglue_dagster.guards import allow_shrink_config
+from cloudglue_dagster.io_managers.duckdb.progress import PROGRESS_TABLE
 
 START = dt.date(2026, 5, 1)
 FIRST, LAST = "2026-05-03", "2026-05-06"

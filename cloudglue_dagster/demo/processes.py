@@ -176,7 +176,7 @@ def check_duckdb_unlocked(path: Path, wait_seconds: float = 5.0) -> None:
     """Fail fast, with a clear message, when another process holds the DuckDB file's lock."""
     import duckdb
 
-    from ..duckdb.connections import is_lock_error
+    from cloudglue_dagster.io_managers.duckdb.connections import is_lock_error
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

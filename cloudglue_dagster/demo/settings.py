@@ -114,6 +114,6 @@ def resolve_window(start: dt.date | None, days: int, today: dt.date) -> tuple[dt
 
 
 def demo_dataset(settings: Settings):  # -> Dataset (imported lazily: keeps `--help` fast)
-    from ..emulator import Dataset
+    from cloudglue_dagster.emulator import Dataset
 
     return Dataset(settings.start, settings.end, per_day=settings.per_day, seed=settings.seed)

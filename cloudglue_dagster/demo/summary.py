@@ -49,7 +49,7 @@ class Summary:
 def _connect_read_only(path: Path, wait_seconds: float = 30.0):
     import duckdb
 
-    from ..duckdb.connections import is_lock_error
+    from cloudglue_dagster.io_managers.duckdb.connections import is_lock_error
 
     if not path.exists():
         raise DemoError(f"the DuckDB file {shown_path(path)} does not exist: the backfill wrote nothing")

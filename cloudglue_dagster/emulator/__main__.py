@@ -15,7 +15,8 @@ import threading
 from datetime import date, datetime, timedelta, timezone
 from types import FrameType
 
-from .._loopback import is_loopback
+from cloudglue_dagster.api.loopback import is_loopback
+
 from .content import TEXT_MODES
 from .data import Dataset
 from .faults import FAULT_KINDS, validate_kinds

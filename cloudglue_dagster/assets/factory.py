@@ -1,0 +1,353 @@
+"""The asset factory: daily UTC partitions of chat completions, their messages and token usage.
+
+:func:`build_cloudglue_assets` checks its options (:mod:`.options`), asks the translator for
+each table's spec (:mod:`.translator`), and builds one multi-asset over every table: one step
+that fetches each day once and writes every table of it together (:mod:`.steps`). The job,
+schedule and sensors come from :mod:`.automation`.
+"""
+
+import datetime as dt
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from pydantic import Field
+
+from cloudglue_dagster.api.days import DEFAULT_MAX_HELD_BYTES
+from cloudglue_dagster.planner.job import build_plan_job
+from cloudglue_dagster.tables.frames import ModelPrice
+from cloudglue_dagster.tables.streams import TableTarget
+
+from .automation import Automation, build_automation
+from .checks import chat_check_specs, messages_check_specs
+from .guards import ALLOW_SHRINK_TAG, ShrinkGuard
+from .masking import Masker
+from .metadata import column_schema
+from .options import DEFAULT_POOL, AssetOptions
+from .steps import CHAT, StepSettings, TablesStep, tables_for
+from .translator import CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
+from .usage_checks import build_collection_usage_check, build_usage_check
+
+__all__ = [
+    "DEFAULT_POOL",
+    "DEFAULT_RETRY_POLICY",
+    "DEFAULT_SHRINK_GUARD",
+    "CloudglueAssets",
+    "CloudglueRunConfig",
+    "build_cloudglue_assets",
+]
+
+DEFAULT_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+"""Step retries for transient errors only (an API outage that outlasted the client's own
+retries): Dagster's exponential backoff, (2**n - 1) x 30 s, so about 30, 90 and 210 s, each
++-30 s of jitter (see :func:`.run_control.retry_delay`)."""
+
+DEFAULT_SHRINK_GUARD = ShrinkGuard()
+"""Refuse a replace that removes more than half of a stored day of 20 rows or more."""
+
+
+class CloudglueRunConfig(dg.Config):
+    """Run config of the assets' step (Launchpad, ``--config-json``, ``run_config=``)."""
+
+    allow_shrink: bool = Field(
+        default=False,
+        description=(
+            "Write days the shrink guard refuses (days that would lose most of their stored rows):"
+            " for completions that really were deleted upstream. Same as the run tag"
+            f" {ALLOW_SHRINK_TAG}=true."
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class CloudglueAssets:
+    """What :func:`build_cloudglue_assets` returns.
+
+    Attributes:
+        assets_def: the multi-asset of every table (one step; a run may select any of them).
+        keys: table name -> asset key (``chat_completions``, ``chat_messages``,
+            ``token_usage``, and ``collection_usage`` with ``collection_usage=True``).
+        asset_checks: the token_usage check (and the collection_usage one), to list in
+            your definitions (the chat_completions and chat_messages checks are part
+            of the multi-asset and run with it).
+        freshness_checks: one freshness check per table (empty when disabled).
+        partitions_def: the daily UTC partitions every table shares.
+        job: a job materializing every table (one partition or a range per run).
+        plan_job: ``<account>_plan_backfill``, which plans a backfill (:mod:`.plan_job`).
+        schedule: runs ``job`` daily for the day that just ended (stopped by default).
+        sensors: the freshness-check sensor and the late-data sensor, those
+            enabled (both stopped by default).
+        op_name: the step's name, ``<account>__tables`` (what run config addresses).
+    """
+
+    assets_def: dg.AssetsDefinition
+    keys: Mapping[str, dg.AssetKey]
+    asset_checks: tuple[dg.AssetChecksDefinition, ...]
+    freshness_checks: tuple[dg.AssetChecksDefinition, ...]
+    partitions_def: dg.DailyPartitionsDefinition
+    job: UnresolvedAssetJobDefinition
+    schedule: dg.ScheduleDefinition
+    sensors: tuple[dg.SensorDefinition, ...]
+    plan_job: dg.JobDefinition
+    op_name: str
+
+    @property
+    def assets(self) -> tuple[dg.AssetsDefinition, ...]:
+        """The assets to list in your definitions: the one multi-asset."""
+        return (self.assets_def,)
+
+    def definitions(self, executor: dg.ExecutorDefinition | None = dg.in_process_executor) -> dg.Definitions:
+        """Assets, checks, jobs, schedule and sensors (no resources) as ``dg.Definitions``, to merge into yours.
+
+        Args:
+            executor: the code location's executor, in process by default: a run is one
+                step that fetches and writes every table, then its checks, so a process per
+                step (Dagster's default executor) buys no parallelism and costs seconds of
+                start-up per step (docs/operations.md, "Executors"). ``None`` leaves the choice
+                to your definitions: pass it when they set their own executor, which
+                ``dg.Definitions.merge`` would otherwise refuse as a second one.
+        """
+        return dg.Definitions(
+            assets=list(self.assets),
+            asset_checks=[*self.asset_checks, *self.freshness_checks],
+            jobs=[self.job, self.plan_job],
+            schedules=[self.schedule],
+            sensors=list(self.sensors),
+            executor=executor,
+        )
+
+
+def build_cloudglue_assets(
+    *,
+    start_date: str | dt.date,
+    key_prefix: str | Sequence[str] = ("cloudglue",),
+    group_name: str = "cloudglue",
+    resource_key: str = "cloudglue",
+    io_manager_key: str = "io_manager",
+    max_partitions_per_run: int | None = None,
+    retry_policy: dg.RetryPolicy | None = DEFAULT_RETRY_POLICY,
+    shrink_guard: ShrinkGuard | None = DEFAULT_SHRINK_GUARD,
+    storage_kind: str = "duckdb",
+    schedule_hour: int = 1,
+    pool: str | None = DEFAULT_POOL,
+    prices: Mapping[str, ModelPrice] | None = None,
+    freshness_deadline_hour: int | None = 6,
+    late_data_lookback_days: int | None = 7,
+    late_data_interval_seconds: int = 3600,
+    translator: CloudglueTranslator | None = None,
+    collection_usage: bool = False,
+    max_held_bytes: int = DEFAULT_MAX_HELD_BYTES,
+) -> CloudglueAssets:
+    """Build the Cloudglue assets, their checks, a job, a daily schedule and sensors.
+
+    Args:
+        start_date: first partition, a UTC date in the past (``YYYY-MM-DD``).
+        key_prefix: asset key prefix; the keys are ``<prefix>/chat_completions``,
+            ``<prefix>/chat_messages`` and ``<prefix>/token_usage``. Joined with
+            ``_``, it also names the job, schedule and sensors, so each account
+            (each prefix) of a code location has its own.
+        group_name: asset group shown in the UI.
+        resource_key: key of the :class:`CloudglueResource` in your definitions.
+        io_manager_key: key of the pandas I/O manager storing the tables.
+            It must honour the ``partition_expr`` metadata (DuckDB, Snowflake
+            and BigQuery pandas I/O managers do).
+        max_partitions_per_run: None (default) backfills any range in one run
+            with one paged sweep; a number caps the days per run, bounding a
+            run's memory.
+        retry_policy: step retries for transient failures only (an API outage
+            that outlasted the client's own retries, a window that kept changing);
+            None disables them. Applied by the assets themselves, which carry no
+            Dagster retry policy: Dagster would also retry permanent errors and
+            turn a termination (SIGTERM, SIGINT, the UI's Terminate) into a retry.
+            Each retry waits its delay at its own start, where a termination stops it.
+        shrink_guard: refuse to replace a day that would lose more than
+            ``max_loss_fraction`` of the rows the warehouse holds for it (days of
+            at least ``min_stored_rows``); the run writes its other days and fails
+            naming every refused day. Run config ``allow_shrink: true`` (or the
+            run tag ``cloudglue/allow_shrink=true``) accepts the loss. None: no guard.
+        storage_kind: the storage kind shown in the UI next to ``cloudglue``
+            and ``pandas``.
+        schedule_hour: UTC hour at which the daily schedule materializes the
+            day that just ended.
+        pool: Dagster concurrency pool of the step (it calls the API), so
+            runs materializing in parallel (a multi-run backfill) share a
+            limit: ``dagster instance concurrency set cloudglue 2``. The
+            default, ``{key_prefix}``, is the key prefix joined with ``_``
+            (``cloudglue``): one pool per account. None: no pool.
+        prices: model name -> :class:`ModelPrice` (USD per million input and
+            output tokens). Fills token_usage's cost columns, which are always
+            there and null for a model without a price.
+        freshness_deadline_hour: UTC hour by which the day that just ended must
+            be loaded (a freshness check per asset, severity WARN, plus a
+            stopped sensor evaluating them between runs). After
+            ``schedule_hour``, the same day. None: no freshness checks.
+        late_data_lookback_days: how many recent UTC days the late-data sensor
+            (stopped by default) watches for completions that arrived after
+            the day was loaded. None: no such sensor.
+        late_data_interval_seconds: seconds between two evaluations of that
+            sensor; each costs one API request per watched, loaded day.
+        translator: a :class:`CloudglueTranslator` (subclass) giving each table's key,
+            group, description, owners, tags, kinds, code version and automation
+            condition (see :mod:`.translator`). ``key_prefix``, ``group_name`` and
+            ``storage_kind`` feed its default; the job, schedule, sensors and pool
+            keep the ``key_prefix`` names whatever keys it gives.
+        collection_usage: also build ``collection_usage`` (per day, collection and model).
+        max_held_bytes: the most completion JSON, in bytes, a sweep may hold in memory
+            while it waits for days to be complete (default 512 MiB, about 2.3 GiB
+            of memory); past it the run fails with ``HeldTooMuchError`` instead of being
+            killed for its memory.
+
+    Partitions are UTC days from ``start_date`` to yesterday: today is still
+    receiving completions, so it is never a partition.
+    """
+    options = AssetOptions.of(
+        start_date=start_date,
+        key_prefix=key_prefix,
+        group_name=group_name,
+        resource_key=resource_key,
+        io_manager_key=io_manager_key,
+        max_partitions_per_run=max_partitions_per_run,
+        retry_policy=retry_policy,
+        shrink_guard=shrink_guard,
+        storage_kind=storage_kind,
+        schedule_hour=schedule_hour,
+        pool=pool,
+        prices=dict(prices or {}),
+        freshness_deadline_hour=freshness_deadline_hour,
+        late_data_lookback_days=late_data_lookback_days,
+        late_data_interval_seconds=late_data_interval_seconds,
+        translator=CloudglueTranslator() if translator is None else translator,
+        collection_usage=collection_usage,
+        max_held_bytes=max_held_bytes,
+    )
+    # Single-run backfills and partitioned checks are what this integration is
+    # built on; Dagster labels them beta/preview. Time-partition freshness
+    # checks are labelled superseded by FreshnessPolicy, which only looks at
+    # the latest materialization: a backfill of old days would pass it while
+    # yesterday is missing. Silence those for our own definitions only, so
+    # every code location load is not a wall of warnings.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        warnings.simplefilter("ignore", dg.SupersessionWarning)
+        return _build(options)
+
+
+def _build(options: AssetOptions) -> CloudglueAssets:
+    specs = _specs(options)
+    keys = {table: spec.key for table, spec in specs.items()}
+    assets_def = _tables_asset(options, specs)
+    checks = [
+        build_usage_check(
+            chat_key=keys[CHAT],
+            usage_key=keys["token_usage"],
+            partitions_def=options.partitions_def,
+            name=options.name,
+            resource_key=options.resource_key,
+        )
+    ]
+    if options.collection_usage:
+        checks.append(
+            build_collection_usage_check(
+                collections_key=keys["collection_usage"],
+                usage_key=keys["token_usage"],
+                partitions_def=options.partitions_def,
+                name=options.name,
+                resource_key=options.resource_key,
+            )
+        )
+    automation: Automation = build_automation(options, assets_def, keys)
+    return CloudglueAssets(
+        assets_def=assets_def,
+        keys=keys,
+        asset_checks=tuple(checks),
+        freshness_checks=automation.freshness_checks,
+        partitions_def=options.partitions_def,
+        job=automation.job,
+        schedule=automation.schedule,
+        sensors=automation.sensors,
+        plan_job=build_plan_job(
+            name=options.name,
+            chat_key=keys[CHAT],
+            first_day=options.first_day,
+            resource_key=options.resource_key,
+            max_partitions_per_run=options.max_partitions_per_run,
+        ),
+        op_name=_op_name(options),
+    )
+
+
+def _op_name(options: AssetOptions) -> str:
+    return f"{options.name}__tables"
+
+
+def _specs(options: AssetOptions) -> dict[str, dg.AssetSpec]:
+    specs = {
+        table: asset_spec_for(
+            options.translator,
+            CloudglueTranslatorData(table, options.key_prefix, options.group_name, options.storage_kind),
+        )
+        for table in options.tables
+    }
+    check_distinct_keys({table: spec.key for table, spec in specs.items()})
+    return specs
+
+
+def _tables_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> dg.AssetsDefinition:
+    """One multi-asset over every table: a run may select any of them (``can_subset``)."""
+    tables = tables_for(options.prices)
+    keys = {table: spec.key for table, spec in specs.items()}
+    full = {table: _full_spec(options, spec, tables[table], keys[CHAT]) for table, spec in specs.items()}
+    settings = StepSettings(
+        keys=keys,
+        targets={t: TableTarget(t, tuple(spec.key.path), dict(spec.metadata)) for t, spec in full.items()},
+        tables=tables,
+        partitions_def=options.partitions_def,
+        resource_key=options.resource_key,
+        io_manager_key=options.io_manager_key,
+        retry_policy=options.retry_policy,
+        shrink_guard=options.shrink_guard,
+        max_held_bytes=options.max_held_bytes,
+        op_name=_op_name(options),
+    )
+
+    @dg.multi_asset(
+        name=settings.op_name,
+        specs=list(full.values()),
+        check_specs=[*chat_check_specs(keys[CHAT], options.partitions_def)]
+        + [*messages_check_specs(keys["chat_messages"], options.partitions_def)],
+        can_subset=True,
+        backfill_policy=options.backfill_policy,
+        pool=options.resolved_pool,
+        required_resource_keys={options.resource_key},
+        # No retry_policy: see run_control (step_errors applies it to transient errors only).
+    )
+    def tables_step(
+        context: dg.AssetExecutionContext, config: CloudglueRunConfig
+    ) -> Iterator[dg.Output | dg.AssetCheckEvaluation | dg.AssetObservation]:
+        tag = context.run.tags.get(ALLOW_SHRINK_TAG, "").strip().lower() == "true"
+        # The key the run resolved: a server may send it back in its data (masking.py).
+        masker = Masker.of(getattr(context.resources, options.resource_key))
+        with masker.errors():
+            yield from TablesStep(context, settings, allow_shrink=config.allow_shrink or tag, masker=masker).outputs()
+
+    return tables_step
+
+
+def _full_spec(options: AssetOptions, spec: dg.AssetSpec, table, chat_key: dg.AssetKey) -> dg.AssetSpec:
+    """The translator's spec, then what the step needs on top of it (merged last, so a spec
+    cannot drop what the I/O manager and the UI read)."""
+    return spec.replace_attributes(
+        metadata={
+            **spec.metadata,
+            "partition_expr": table.partition_expr,
+            "dagster/column_schema": column_schema(table.columns),
+        },
+        deps=[] if table.name == CHAT else [chat_key],
+        partitions_def=options.partitions_def,
+        skippable=True,
+    ).with_io_manager_key(options.io_manager_key)
