@@ -77,7 +77,7 @@ class CloudglueAssets:
         freshness_checks: one freshness check per table (empty when disabled).
         partitions_def: the daily UTC partitions every table shares.
         job: a job materializing every table (one partition or a range per run).
-        plan_job: ``<account>_plan_backfill``, which plans a backfill (:mod:`.plan_job`).
+        plan_job: ``<account>_plan_backfill``, which plans a backfill (:mod:`cloudglue_dagster.planner.job`).
         schedule: runs ``job`` daily for the day that just ended (stopped by default).
         sensors: the freshness-check sensor and the late-data sensor, those
             enabled (both stopped by default).

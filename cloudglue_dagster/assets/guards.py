@@ -1,6 +1,6 @@
 """The shrink guard: a replace must not empty stored days on the API's word alone.
 
-Standard library only. A sweep that passed every consistency check (:mod:`.sweep`) can still
+Standard library only. A sweep that passed every consistency check (:mod:`cloudglue_dagster.api.sweep`) can still
 be wrong as a whole: a key of another account, an API-side data loss, an outage answering
 empty lists all answer with a self-consistent, smaller window. Replacing a day "exactly" would
 then delete good rows. So each day's new row count is compared with the rows the warehouse

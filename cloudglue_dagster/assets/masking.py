@@ -1,6 +1,6 @@
 """Masking the API key out of what a run shows: its log lines, its metadata and its errors.
 
-The transport never puts the key in what it builds (:mod:`.secrecy`), but a server can send it
+The transport never puts the key in what it builds (:mod:`cloudglue_dagster.api.secrecy`), but a server can send it
 back inside its data: in a record's id or model, a prompt or an answer. What the package derives
 from that data for people to read passes through a :class:`Masker`, made from the resource's key
 when the run starts:

@@ -1,4 +1,4 @@
-"""How the assets' steps fail, retry and stop: the Dagster side of :func:`.errors.is_transient`.
+"""How the assets' steps fail, retry and stop: the Dagster side of :func:`cloudglue_dagster.errors.is_transient`.
 
 Dagster applies an op's ``RetryPolicy`` to every exception *and to interrupts*: SIGTERM or
 SIGINT during a step with a policy (the UI's *Terminate*, Ctrl-C) becomes a step retry, and the

@@ -6,7 +6,7 @@ every run that materializes the assets, and by a sensor between runs).
 
 Late data: completions can reach the API after their day was loaded. The
 sensor re-reads each recent day's ``total`` (one ``limit=1`` request per day,
-over the same padded dates the assets query, see :mod:`.window`) and asks for
+over the same padded dates the assets query, see :mod:`cloudglue_dagster.api.window`) and asks for
 a re-materialization of the days whose count changed since they were loaded.
 
 The API filters by whole dates whose boundary reading it does not document,

@@ -2,7 +2,7 @@
 
 pandas only, no Dagster. Both take a ``chat_completions`` frame (its accounting columns; the
 ``collections`` column too for the second) and return a frame of their contract in
-:mod:`.frames`.
+:mod:`cloudglue_dagster.tables.frames`.
 
 Attribution to collections. A completion names zero or more collections
 (``payload.collections``; a name given twice counts once). One naming none is attributed to

@@ -1,6 +1,6 @@
 """The warehouse as seen through any pandas I/O manager (one that does not store days).
 
-The DuckDB I/O manager answers the step's questions itself (:mod:`..duckdb.day_store`). Any
+The DuckDB I/O manager answers the step's questions itself (:mod:`cloudglue_dagster.io_managers.duckdb.day_store`). Any
 other I/O manager is asked through its ``load_input``, as a downstream asset would load the
 table: the stored rows of a range (only the columns asked for, where it honours the
 ``columns`` input metadata, as Dagster's database I/O managers do), cut into days here.
