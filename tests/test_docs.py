@@ -4,6 +4,8 @@ every ``#anchor`` a heading of its page (GitHub's anchor rule); the README stays
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -62,3 +64,35 @@ def test_the_layout_table_names_every_module_of_the_package_and_no_other() -> No
     }
     assert sorted(modules - named) == [], "modules the table does not list"
     assert sorted(named - modules) == [], "modules the table lists that do not exist"
+
+
+def test_the_package_top_level_stays_small_and_its_folders_are_the_layers() -> None:
+    """The tree shows the plan: a new module goes into its layer's folder, not beside the public API."""
+    package = Path(cloudglue_dagster.__file__).parent
+    top = sorted(p.name for p in package.glob("*.py"))
+    assert len(top) <= 12, top
+    folders = {p.name for p in package.iterdir() if (p / "__init__.py").is_file()}
+    assert folders == {"api", "tables", "assets", "io_managers", "components", "planner", "emulator", "demo"}
+
+
+@pytest.mark.parametrize(
+    ("layer", "forbidden"),
+    [
+        ("api", ["dagster", "pandas", "duckdb"]),
+        ("tables", ["dagster", "duckdb"]),
+        ("planner.plan", ["dagster", "pandas"]),
+    ],
+)
+def test_each_lower_layer_imports_none_of_the_layers_below_it(layer: str, forbidden: list[str]) -> None:
+    """api/ is the client without Dagster or pandas; tables/ is pandas without Dagster: imported alone, they
+    load nothing heavier (a subprocess, so this session's imports do not count)."""
+    package = Path(cloudglue_dagster.__file__).parent
+    path = package.joinpath(*layer.split("."))
+    modules = (
+        [f"cloudglue_dagster.{layer}.{p.stem}" for p in sorted(path.glob("*.py")) if p.stem != "__init__"]
+        if path.is_dir()
+        else [f"cloudglue_dagster.{layer}"]
+    )
+    code = f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\nprint(sorted(set(sys.modules) & set({forbidden!r})))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", f"{layer} imports {out.strip()}"
