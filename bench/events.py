@@ -88,7 +88,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from run import EmulatorProcess  # bench/ is first on sys.path: this script's folder
+from run import EmulatorProcess, materialize_cmd  # bench/ is first on sys.path: this script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_ENV = "CLOUDGLUE_BENCH_EVENTS_OUT"
@@ -381,19 +381,7 @@ def backfill(
     }
     if batch_size:
         run_env["DAGSTER_EVENT_BATCH_SIZE"] = str(batch_size)
-    cmd = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "cloudglue_dagster.definitions",
-        "--select",
-        SELECTIONS[selection][0],
-        "--partition-range",
-        f"{first.isoformat()}...{last.isoformat()}",
-    ]
+    cmd = materialize_cmd(SELECTIONS[selection][0], first, last)
     log_path = work / "dagster.log"
     started = time.monotonic()
     with open(log_path, "w") as log:

@@ -1,8 +1,8 @@
 """Benchmark: Dagster's floor for a single-run range backfill shaped like the project's.
 
-Issue 28 judges a backfill against "the real limit": the floor (what Dagster alone costs a run
-of exactly this shape) plus the latency bound (pages x latency / concurrency, which no client
-can beat). This script measures the floor. Run as a script, it times, in a fresh
+docs/performance.md judges a backfill against the real limit: the floor (what Dagster alone
+costs a run of exactly this shape) plus the latency bound (pages x latency / concurrency, which
+no client can beat). This script measures the floor. Run as a script, it times, in a fresh
 ``DAGSTER_HOME`` (SQLite storage, the default ``dagster.yaml`` with telemetry off), the command
 a user runs::
 

@@ -8,30 +8,20 @@ sweep holds an open day) and compares what ``tracemalloc`` counts with the recor
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
-import socket
-import subprocess
-import sys
-import time
 import tracemalloc
+
+from run import EmulatorProcess  # bench/ is first on sys.path: this script's folder
 
 from cloudglue_dagster import CloudglueClient
 from cloudglue_dagster.api.days import json_size
 
 
 def main() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "cloudglue_dagster.emulator", "--port", str(port), "--api-key", "k",
-         "--start", "2026-01-01", "--days", "3", "--per-day", "3000"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    emulator = EmulatorProcess(start=dt.date(2026, 1, 1), days=3, per_day=3000, seed=0, latency_ms=0, key="k")
     try:
-        with CloudglueClient("k", f"http://127.0.0.1:{port}/v1", max_retries=10) as client:
-            time.sleep(1.0)
+        with CloudglueClient("k", emulator.base_url, max_retries=10) as client:
             list(client.iter_chat_completions("2026-01-01", "2026-01-01"))  # imports and pools warm
             gc.collect()
             tracemalloc.start()
@@ -43,8 +33,7 @@ def main() -> None:
             f"{len(held):,} records: json_size {size / 1e6:.1f} MB, held in {traced / 1e6:.1f} MB: {traced / size:.2f}x"
         )
     finally:
-        emulator.terminate()
-        emulator.wait(timeout=10)
+        emulator.stop()
 
 
 if __name__ == "__main__":

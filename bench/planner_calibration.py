@@ -22,6 +22,7 @@ import tempfile
 import time
 
 import numpy as np
+from run import materialize_cmd  # bench/ is first on sys.path: this script's folder (or _child's)
 
 CASES = [(12, 300), (12, 1500), (36, 300), (1, 1000), (1, 8000)]
 KEY = "sk-cloudglue-calibration-0123456789"
@@ -49,10 +50,7 @@ def _child(days: int, per_day: int) -> None:
             "CLOUDGLUE_DUCKDB_PATH": os.path.join(home, "w.duckdb"),
             "DAGSTER_HOME": home,
         }
-        command = [
-            sys.executable, "-m", "dagster", "asset", "materialize", "-m", "cloudglue_dagster.definitions",
-            "--select", 'key:"cloudglue/*"', "--partition-range", f"{first}...{last}",
-        ]  # fmt: skip
+        command = materialize_cmd('key:"cloudglue/*"', first, last)
         began = time.monotonic()
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         wall = time.monotonic() - began

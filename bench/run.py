@@ -19,8 +19,8 @@ which at another are arithmetic):
       per-range table);
   (f) Dagster's floor for a run of the same shape (``bench/floor.py``: the same multi-asset,
       checks and events, storing nothing), for the same days and each selection of (a). The
-      real limit of issue 28 is floor + bound (without the parse time): each backfill row gives
-      its wall / (floor + bound).
+      real limit is floor + bound (without the parse time): each backfill row gives its
+      wall / (floor + bound).
 
 Prints one markdown table per range (as soon as the range is done), then a summary table with
 one row per range. Every row names the command that produced it.
@@ -33,13 +33,13 @@ is the run's: ``dagster asset materialize`` executes the run in its own process.
 dlt is not a dependency of this project (nor of its virtualenv). To measure it, install it in a
 separate virtualenv, e.g.::
 
-    python3 -m venv /work/bench-venv
-    /work/bench-venv/bin/python -m pip install 'dlt[duckdb]'    # dlt 1.31.0 when this was written
+    python3 -m venv ../bench-venv                                # beside the checkout
+    ../bench-venv/bin/python -m pip install 'dlt[duckdb]'       # dlt 1.31.0 when this was written
 
 The dlt part then runs in that interpreter (``bench/run.py --dlt-worker``, which needs only dlt
 and requests): ``--dlt-python PATH``, else ``$BENCH_DLT_PYTHON``, else this interpreter if it can
-import dlt, else ``bench-venv/bin/python`` next to the repository (``/work/bench-venv`` for a
-checkout in ``/work/main``) if it exists; without any, the dlt rows are left out.
+import dlt, else ``bench-venv/bin/python`` in the folder that holds the checkout, if it exists;
+without any, the dlt rows are left out.
 
 Not part of the test suite: ``make bench`` (or ``python bench/run.py --help``). A full default
 run (three ranges at three latencies, every path, dlt included) takes some 35 minutes on a 2-core
@@ -120,7 +120,7 @@ class RangeResult:
         return self.pages * self.latency_ms / 1000 / self.concurrency
 
     def limit(self, label: str) -> float | None:
-        """Issue 28's real limit for the backfill ``label``: its floor + the bound (None: no floor)."""
+        """The real limit for the backfill ``label``: its floor + the bound (None: no floor)."""
         floor = self.floors.get(label)
         return None if floor is None else floor.wall + self.bound
 
@@ -183,9 +183,9 @@ def proc_cpu(pid: int) -> float | None:
 class EmulatorProcess:
     """``python -m cloudglue_dagster.emulator`` in its own process, so its CPU is not the client's.
 
-    The one launcher of the benchmarks (``run.py``, ``events.py``, ``resume.py``): N days from
-    ``start`` x ``per_day`` completions, each request answered after ``latency_ms``; ``env``
-    for the process (None: this one's)."""
+    The one launcher of the benchmarks (``run.py``, ``events.py``, ``resume.py``,
+    ``held_memory.py``): N days from ``start`` x ``per_day`` completions, each request answered
+    after ``latency_ms``; ``env`` for the process (None: this one's)."""
 
     def __init__(
         self,
@@ -314,6 +314,22 @@ def in_process_fetch(base_url: str, key: str, first: dt.date, last: dt.date, con
     return row
 
 
+def materialize_cmd(
+    select: str, first: dt.date, last: dt.date, target: tuple[str, ...] = ("-m", "cloudglue_dagster.definitions")
+) -> list[str]:
+    """The command a user runs, in this interpreter: ``dagster asset materialize`` of ``target``
+    (the bundled definitions unless given), ``select``, the days ``first`` to ``last`` as one
+    ``--partition-range``. The one builder of the benchmarks (``run.py``, ``events.py``,
+    ``planner_calibration.py``); :func:`shown` prints it as a user types it."""
+    dagster = [sys.executable, "-m", "dagster"]
+    return [*dagster, "asset", "materialize", *target, "--select", select, "--partition-range", f"{first}...{last}"]
+
+
+def shown(cmd: list[str]) -> str:
+    """A :func:`materialize_cmd` as a user types it (``dagster asset materialize ...``)."""
+    return shlex.join(["dagster", *cmd[3:]])
+
+
 def dagster_backfill(
     emu: EmulatorProcess,
     key: str,
@@ -356,19 +372,7 @@ def dagster_backfill(
     emu_cpu0 = emu.cpu()
     commands = []
     for i, (a, b) in enumerate(ranges):
-        cmd = [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "cloudglue_dagster.definitions",
-            "--select",
-            selection,
-            "--partition-range",
-            f"{a.isoformat()}...{b.isoformat()}",
-        ]
+        cmd = materialize_cmd(selection, a, b)
         commands.append(cmd)
         status, seconds, used, peak = run_measured(cmd, env, workdir / f"run-{i}.log")
         text = (workdir / f"run-{i}.log").read_text(errors="replace")
@@ -380,8 +384,12 @@ def dagster_backfill(
     fetch = [float(s) for s in re.findall(r"requests and ([\d.]+)s; kept", log)]
     requests_made = sum(int(s) for s in re.findall(r"in (\d+) requests and", log))
     kept = sum(int(s) for s in re.findall(r"; kept (\d+)", log))
-    shown = shlex.join(["dagster", *commands[0][3:]])
-    command = shown if len(commands) == 1 else f"{len(commands)} commands, one per {max_partitions} days: {shown} ..."
+    first_shown = shown(commands[0])
+    command = (
+        first_shown
+        if len(commands) == 1
+        else f"{len(commands)} commands, one per {max_partitions} days: {first_shown} ..."
+    )
     row = Row(
         f"project: `dagster asset materialize --partition-range` ({label})",
         wall,
@@ -417,19 +425,7 @@ def dagster_floor(first: dt.date, days: int, label: str) -> Row:
     row = Row(
         f"Dagster's floor, same shape, stores nothing ({label})",
         floor.wall,
-        shlex.join(
-            [
-                "dagster",
-                "asset",
-                "materialize",
-                "-f",
-                "bench/floor.py",
-                "--select",
-                FLOOR_KEYS[select],
-                "--partition-range",
-                f"{first}...{last}",
-            ]
-        ),
+        shown(materialize_cmd(FLOOR_KEYS[select], first, last, target=("-f", "bench/floor.py"))),
     )
     row.notes.append(
         f"{sum(events.values())} events: {events['ASSET_MATERIALIZATION']} materializations,"
