@@ -64,7 +64,7 @@ waiting), or twice ``max_concurrent_requests`` if that is more. The requests go 
 consumer builds and writes a day: at 25 ms a request, 8 at once, 64 pages are about 0.2 s of
 fetching, longer than a day's work in a range run. With only twice the concurrency ahead, the
 pool stood idle whenever a day was written: at 2 requests at once, a 180-day sweep took 43.0 s
-with 4 pages ahead, 30.7 s with 16 and 29.0 s with 64 (docs/performance.md). At most about
+with 4 pages ahead, 30.7 s with 16 and 29.0 s with 64 (CHANGELOG.md, 0.2.0). At most about
 6,400 completions wait: ~9 MB of JSON, ~40 MB as records."""
 MIN_RESPONSE_BYTES = 1024
 """The smallest ``max_response_bytes`` accepted: a page of one completion is about 1.4 KB, so

@@ -50,7 +50,7 @@ def remember_catalog(conn: duckdb.DuckDBPyConnection) -> None:
 
     A day's write asked DuckDB's catalog the same questions again and again (18 calls a day
     where 9 do), and inside a run each call also waits for the GIL the fetch threads hold
-    (docs/performance.md). Only for a connection through which nothing else changes the
+    (CHANGELOG.md, 0.1.0). Only for a connection through which nothing else changes the
     catalog: the day store's held writer, whose own DDL (:func:`write_frame
     <cloudglue_dagster.io_managers.duckdb.write_frame>`) forgets what it changes, and whose rollback
     forgets everything. Other connections are asked every time.
