@@ -12,14 +12,19 @@ against it by a test).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 import pydantic
+from pydantic.fields import FieldInfo
 
 from cloudglue_dagster.api.secrecy import display_url
 from cloudglue_dagster.assets.factory import CloudglueAssets, build_cloudglue_assets
+from cloudglue_dagster.assets.options import AssetOptions
 from cloudglue_dagster.io_managers.duckdb import CloudglueDuckDBIOManager
 
+from .bounds import is_integer_field
 from .environment import (
     API_KEY,
     DUCKDB_PATH,
@@ -67,19 +72,25 @@ def build_definitions(
     return dg.Definitions.merge(assets.definitions(), dg.Definitions(resources=resources))
 
 
+FACTORY_OPTIONS_FROM_ENVIRONMENT = {"start_date": START_DATE, "max_partitions_per_run": MAX_PARTITIONS_PER_RUN}
+"""The factory options (:class:`~cloudglue_dagster.assets.options.AssetOptions`) set from the environment."""
+
+RESOURCE_FIELDS_FROM_ENVIRONMENT = {"max_concurrent_requests": MAX_CONCURRENT_REQUESTS}
+"""The :class:`CloudglueResource` fields set from the environment (besides the key and base URL)."""
+
+
 def _build(
     start_date: str | None, duckdb_path: str | None, base_url: str | None
 ) -> tuple[CloudglueAssets, dict[str, object]]:
-    assets = build_cloudglue_assets(
-        start_date=start_date or os.environ.get(START_DATE, DEFAULT_START_DATE),
-        max_partitions_per_run=_env_int(MAX_PARTITIONS_PER_RUN),
-    )
-    concurrency = _env_int(MAX_CONCURRENT_REQUESTS)
+    options = {"start_date": DEFAULT_START_DATE, **_read(FACTORY_OPTIONS_FROM_ENVIRONMENT, AssetOptions.model_fields)}
+    if start_date:
+        options["start_date"] = start_date
+    assets = build_cloudglue_assets(**options)
     resources: dict[str, object] = {
         "cloudglue": CloudglueResource(
             api_key=dg.EnvVar(API_KEY),  # checked here if set; always where the run executes
             base_url=base_url,  # None: the resource reads CLOUDGLUE_BASE_URL where the run executes
-            **({} if concurrency is None else {"max_concurrent_requests": concurrency}),
+            **_read(RESOURCE_FIELDS_FROM_ENVIRONMENT, CloudglueResource.model_fields),
         ),
         "io_manager": CloudglueDuckDBIOManager(
             database=duckdb_path or os.environ.get(DUCKDB_PATH, DEFAULT_DUCKDB_PATH),
@@ -89,10 +100,18 @@ def _build(
     return assets, resources
 
 
-def _env_int(name: str) -> int | None:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return None
+def _read(variables: Mapping[str, str], fields: Mapping[str, FieldInfo]) -> dict[str, Any]:
+    """Each field of ``variables`` (field -> variable) whose variable is set, as its field's type;
+    the bounds are the fields' own, checked where they are set."""
+    values: dict[str, Any] = {}
+    for field, name in variables.items():
+        text = os.environ.get(name, "").strip()
+        if text:
+            values[field] = _env_int(name, text) if is_integer_field(fields[field]) else text
+    return values
+
+
+def _env_int(name: str, text: str) -> int:
     try:
         return int(text)
     except ValueError:

@@ -81,7 +81,7 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         MAX_PARTITIONS_PER_RUN,
-        "days per backfill run (a positive integer)",
+        "days per backfill run (>= 1)",
         "unset: any range in one run",
         "`cloudglue_dagster.definitions`",
     ),

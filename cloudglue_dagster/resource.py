@@ -20,21 +20,9 @@ from cloudglue_dagster.api.client import (
 from cloudglue_dagster.api.secrecy import display_url, validate_api_key
 from cloudglue_dagster.api.sweep import DEFAULT_MAX_WINDOW_RECORDS
 
+from .bounds import bounds_of, check_bounds, is_integer_field
 from .environment import BASE_URL, note_read, warn_misspelt_variables
 from .errors import CloudglueConfigError
-
-# (lowest, highest, integer?) of each numeric field. Checked by one validator, whose message
-# names the value: pydantic's own would not, since inputs are hidden from errors (see below).
-_BOUNDS: dict[str, tuple[float, float, bool]] = {
-    "timeout_seconds": (0, float("inf"), False),
-    "connect_timeout_seconds": (0, float("inf"), False),
-    "request_deadline_seconds": (0, float("inf"), False),
-    "max_retries": (0, 20, True),
-    "page_size": (1, MAX_PAGE_SIZE, True),
-    "max_concurrent_requests": (1, 64, True),
-    "max_response_bytes": (MIN_RESPONSE_BYTES, 2**40, True),  # 1 TiB: only a typo goes past it
-    "max_window_records": (1, 1_000_000_000, True),
-}
 
 # dg.EnvVar.int's class, without importing it from a private module.
 _IntEnvVar = type(dg.EnvVar.int("_"))
@@ -85,12 +73,16 @@ class CloudglueResource(dg.ConfigurableResource):
             " CLOUDGLUE_BASE_URL where the run executes, else https://api.cloudglue.dev/v1."
         ),
     )
+    # Each numeric field's bounds are its Field's ge/le/gt: the one place they are written
+    # (bounds.py reads them for the messages, the component and the docs' tests).
     timeout_seconds: float = Field(
         default=60.0,
+        gt=0,
         description="Read timeout: seconds to wait for the server between bytes of a response.",
     )
     request_deadline_seconds: float = Field(
         default=DEFAULT_REQUEST_DEADLINE,
+        gt=0,
         description=(
             "Seconds one attempt of a request may take in all, however slowly the server sends"
             " its bytes; past it the attempt fails and is retried like a timeout."
@@ -98,6 +90,7 @@ class CloudglueResource(dg.ConfigurableResource):
     )
     connect_timeout_seconds: float = Field(
         default=10.0,
+        gt=0,
         description=(
             "Seconds to wait for a TCP/TLS connection to the API. Until the API host has answered"
             " once (any HTTP status) in a step, a request stops trying to connect after about 25 s"
@@ -106,6 +99,8 @@ class CloudglueResource(dg.ConfigurableResource):
     )
     max_retries: int = Field(
         default=5,
+        ge=0,
+        le=20,
         description=(
             "Retries of one request after 429, 500, 502, 503, 504, dropped connections, timeouts"
             " and malformed bodies (exponential backoff with jitter; Retry-After honoured)."
@@ -116,10 +111,14 @@ class CloudglueResource(dg.ConfigurableResource):
     )
     page_size: int = Field(
         default=MAX_PAGE_SIZE,
-        description="Completions requested per page, 1..100. 100 means fewest requests.",
+        ge=1,
+        le=MAX_PAGE_SIZE,
+        description="Completions requested per page. The most, 100, means fewest requests.",
     )
     max_concurrent_requests: int = Field(
         default=8,
+        ge=1,
+        le=64,
         description=(
             "Pages fetched at once after the first page of a window (which tells how many there"
             " are). Ingestion is bound by request latency, so this is the main speed knob; lower it"
@@ -129,15 +128,19 @@ class CloudglueResource(dg.ConfigurableResource):
 
     max_response_bytes: int = Field(
         default=DEFAULT_MAX_RESPONSE_BYTES,
+        ge=MIN_RESPONSE_BYTES,
+        le=2**40,  # 1 TiB: only a typo goes past it
         description=(
-            "Largest response body accepted, in bytes counted after decompression (default"
-            " 134217728 = 128 MiB; a page of 100 completions is about 150 KB). A larger body, or a"
+            "Largest response body accepted, in bytes counted after decompression (a page of 100"
+            " completions is about 150 KB; the default is 128 MiB). A larger body, or a"
             " Content-Length announcing one, fails the step at once (ResponseTooLargeError), having"
             " held at most this much per request in flight: a gzip bomb cannot exhaust memory."
         ),
     )
     max_window_records: int = Field(
         default=DEFAULT_MAX_WINDOW_RECORDS,
+        ge=1,
+        le=1_000_000_000,
         description=(
             "The largest total a window (the run's days padded by a day each side) may announce;"
             " above it, on any page, the sweep stops at once with WindowTooLargeError (permanent)."
@@ -146,15 +149,16 @@ class CloudglueResource(dg.ConfigurableResource):
         ),
     )
 
-    @field_validator("*", mode="before")
+    @field_validator("*", mode="wrap")
     @classmethod
-    def _check(cls, value: Any, info: Any) -> Any:
+    def _check(cls, value: Any, handler: Any, info: Any) -> Any:
         # An EnvVar arrives here as itself, both when the definitions load and when a run
         # starts (Dagster rebuilds the resource from the loaded one first): its value is
-        # checked wherever it is set, and the error names the variable.
+        # checked wherever it is set, and the error names the variable. It skips pydantic's
+        # own validation, whose bounds would be compared with the EnvVar object, not its value.
         variable = _variable_of(value)
         if variable is None:
-            return _checked(info.field_name, value)
+            return handler(_checked(info.field_name, value))
         note_read(variable)  # e.g. CLOUDGLUE_KEY: read, so not a misspelt CLOUDGLUE_API_KEY
         _check_variable(info.field_name, value, variable)
         return value
@@ -227,21 +231,9 @@ def _checked(field: str, value: Any) -> Any:
             _base_url_from_environment()  # set where the definitions load: checked now
             return None
         return validate_base_url(value)
-    if field in _BOUNDS:
-        return _check_bounds(field, value)
-    return value
-
-
-def _check_bounds(field: str, value: Any) -> Any:
-    low, high, integer = _BOUNDS[field]
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or (integer and not float(value).is_integer()):
-        kind = "an integer" if integer else "a number"
-        raise CloudglueConfigError(f"{field} must be {kind}, got {value!r}")
-    inside = low <= value <= high if integer else low < value < high
-    if not inside:
-        span = f"{low}..{high}" if integer else f"> {low:g}"
-        raise CloudglueConfigError(f"{field} must be {span}, got {value!r}")
+    info = CloudglueResource.model_fields[field]
+    if bounds_of(info) is not None:
+        return check_bounds(field, info, value)
     return value
 
 
@@ -249,14 +241,14 @@ def _check_variable(field: str, value: Any, variable: str) -> None:
     """An EnvVar given for ``field``: the right kind for it, and its value checked if set here.
 
     Unset, it is left to where runs execute (Dagster then names the missing variable)."""
-    bounds = _BOUNDS.get(field)
-    if bounds is not None and not bounds[2]:
+    info = CloudglueResource.model_fields[field]
+    if info.annotation is float:
         raise CloudglueConfigError(
             f"{field} takes a number of seconds, not an environment variable ({variable}): Dagster"
             " reads environment variables into text and integer fields only (it has no float"
             f" source). Give a number, e.g. {field}=float(os.environ[{variable!r}])."
         )
-    integer = bounds is not None
+    integer = is_integer_field(info)
     if integer and not isinstance(value, _IntEnvVar):
         raise CloudglueConfigError(
             f"{field} is an integer: give dg.EnvVar.int({variable!r}), not dg.EnvVar({variable!r})"

@@ -25,7 +25,7 @@ from .checks import chat_check_specs, messages_check_specs
 from .guards import ALLOW_SHRINK_TAG, ShrinkGuard
 from .masking import Masker
 from .metadata import column_schema
-from .options import DEFAULT_POOL, AssetOptions
+from .options import DEFAULT_POOL, DEFAULT_RETRY_POLICY, DEFAULT_SHRINK_GUARD, AssetOptions
 from .steps import CHAT, StepSettings, TablesStep, tables_for
 from .translator import CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
 from .usage_checks import build_collection_usage_check, build_usage_check
@@ -38,16 +38,6 @@ __all__ = [
     "CloudglueRunConfig",
     "build_cloudglue_assets",
 ]
-
-DEFAULT_RETRY_POLICY = dg.RetryPolicy(
-    max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
-"""Step retries for transient errors only (an API outage that outlasted the client's own
-retries): Dagster's exponential backoff, (2**n - 1) x 30 s, so about 30, 90 and 210 s, each
-+-30 s of jitter (see :func:`.run_control.retry_delay`)."""
-
-DEFAULT_SHRINK_GUARD = ShrinkGuard()
-"""Refuse a replace that removes more than half of a stored day of 20 rows or more."""
 
 
 class CloudglueRunConfig(dg.Config):
@@ -144,86 +134,67 @@ def build_cloudglue_assets(
 ) -> CloudglueAssets:
     """Build the Cloudglue assets, their checks, a job, a daily schedule and sensors.
 
-    Args:
-        start_date: first partition, a UTC date in the past (``YYYY-MM-DD``).
-        key_prefix: asset key prefix; the keys are ``<prefix>/chat_completions``,
-            ``<prefix>/chat_messages`` and ``<prefix>/token_usage``. Joined with
-            ``_``, it also names the job, schedule and sensors, so each account
-            (each prefix) of a code location has its own.
-        group_name: asset group shown in the UI.
-        resource_key: key of the :class:`CloudglueResource` in your definitions.
-        io_manager_key: key of the pandas I/O manager storing the tables.
-            It must honour the ``partition_expr`` metadata (DuckDB, Snowflake
-            and BigQuery pandas I/O managers do).
-        max_partitions_per_run: None (default) backfills any range in one run
-            with one paged sweep; a number caps the days per run, bounding a
-            run's memory.
-        retry_policy: step retries for transient failures only (an API outage
-            that outlasted the client's own retries, a window that kept changing);
-            None disables them. Applied by the assets themselves, which carry no
-            Dagster retry policy: Dagster would also retry permanent errors and
-            turn a termination (SIGTERM, SIGINT, the UI's Terminate) into a retry.
-            Each retry waits its delay at its own start, where a termination stops it.
-        shrink_guard: refuse to replace a day that would lose more than
-            ``max_loss_fraction`` of the rows the warehouse holds for it (days of
-            at least ``min_stored_rows``); the run writes its other days and fails
-            naming every refused day. Run config ``allow_shrink: true`` (or the
-            run tag ``cloudglue/allow_shrink=true``) accepts the loss. None: no guard.
-        storage_kind: the storage kind shown in the UI next to ``cloudglue``
-            and ``pandas``.
-        schedule_hour: UTC hour at which the daily schedule materializes the
-            day that just ended.
-        pool: Dagster concurrency pool of the step (it calls the API), so
-            runs materializing in parallel (a multi-run backfill) share a
-            limit: ``dagster instance concurrency set cloudglue 2``. The
-            default, ``{key_prefix}``, is the key prefix joined with ``_``
-            (``cloudglue``): one pool per account. None: no pool.
-        prices: model name -> :class:`ModelPrice` (USD per million input and
-            output tokens). Fills token_usage's cost columns, which are always
-            there and null for a model without a price.
-        freshness_deadline_hour: UTC hour by which the day that just ended must
-            be loaded (a freshness check per asset, severity WARN, plus a
-            stopped sensor evaluating them between runs). After
-            ``schedule_hour``, the same day. None: no freshness checks.
-        late_data_lookback_days: how many recent UTC days the late-data sensor
-            (stopped by default) watches for completions that arrived after
-            the day was loaded. None: no such sensor.
-        late_data_interval_seconds: seconds between two evaluations of that
-            sensor; each costs one API request per watched, loaded day.
-        translator: a :class:`CloudglueTranslator` (subclass) giving each table's key,
-            group, description, owners, tags, kinds, code version and automation
-            condition (see :mod:`.translator`). ``key_prefix``, ``group_name`` and
-            ``storage_kind`` feed its default; the job, schedule, sensors and pool
-            keep the ``key_prefix`` names whatever keys it gives.
-        collection_usage: also build ``collection_usage`` (per day, collection and model).
-        max_held_bytes: the most completion JSON, in bytes, a sweep may hold in memory
-            while it waits for days to be complete (default 512 MiB, about 2.3 GiB
-            of memory); past it the run fails with ``HeldTooMuchError`` instead of being
-            killed for its memory.
+    Partitions are UTC days from ``start_date`` to yesterday: today is still receiving
+    completions, so it is never a partition. Every bad value fails here, at definition load,
+    with a :class:`CloudglueConfigError` naming the option and the value.
 
-    Partitions are UTC days from ``start_date`` to yesterday: today is still
-    receiving completions, so it is never a partition.
+    Args:
+        start_date: First daily partition: a UTC day that has ended, written YYYY-MM-DD (or a
+            date).
+        key_prefix: Asset key prefix: the keys are <prefix>/chat_completions,
+            <prefix>/chat_messages and <prefix>/token_usage. Joined with '_', it also names the
+            job, schedule, sensors and pool, so each account (each prefix) of a code location
+            has its own.
+        group_name: Asset group shown in the UI.
+        resource_key: Key of the CloudglueResource in your definitions.
+        io_manager_key: Key of the pandas I/O manager storing the tables. It must honour the
+            partition_expr metadata (the DuckDB, Snowflake and BigQuery pandas I/O managers do).
+        max_partitions_per_run: Days per run of a backfill. None: any range in one run, with one
+            paged sweep (what `dg launch --partition-range` and `dagster asset materialize
+            --partition-range` need); a number caps the days of a run, bounding its memory
+            (ranges are then backfills from the UI, run by the daemon). Must be >= 1 or None.
+        retry_policy: Step retries for transient failures only (an API outage that outlasted
+            the client's own retries, a window that kept changing); None disables them. The
+            default: 3 retries, after about 30, 90 and 210 s. Applied by the assets themselves,
+            which carry no Dagster retry policy: Dagster would also retry permanent errors and
+            turn a termination (SIGTERM, SIGINT, the UI's Terminate) into a retry. Each retry
+            waits its delay at its own start, where a termination stops it.
+        shrink_guard: Refuse to replace a day that would lose more than max_loss_fraction of the
+            rows the warehouse holds for it (days of at least min_stored_rows); the run writes
+            its other days and fails naming every refused day. Run config allow_shrink: true (or
+            the run tag cloudglue/allow_shrink=true) accepts the loss. None: no guard.
+        storage_kind: The storage kind shown in the UI next to cloudglue and pandas.
+        schedule_hour: UTC hour at which the daily schedule (stopped by default) materializes
+            the day that just ended. Must be 0..23.
+        pool: Dagster concurrency pool of the step (it calls the API), so runs materializing in
+            parallel (a multi-run backfill) share a limit: `dagster instance concurrency set
+            cloudglue 2`. The default, {key_prefix}, is the key prefix joined with '_'
+            (cloudglue): one pool per account. None: no pool.
+        prices: Model name -> ModelPrice (USD per million input and output tokens). Fills
+            token_usage's cost columns, which are always there and null for a model without a
+            price.
+        freshness_deadline_hour: UTC hour by which the day that just ended must be loaded (a
+            freshness check per asset, severity WARN, plus a stopped sensor evaluating them
+            between runs). After schedule_hour, the same day (..23). None: no freshness checks.
+        late_data_lookback_days: How many recent UTC days the late-data sensor (stopped by
+            default) watches for completions that arrived after the day was loaded. None: no
+            such sensor. Must be >= 1 or None.
+        late_data_interval_seconds: Seconds between two evaluations of the late-data sensor;
+            each costs one API request per watched, loaded day. Must be >= 30.
+        translator: A CloudglueTranslator (subclass) giving each table's key, group,
+            description, owners, tags, kinds, code version and automation condition.
+            key_prefix, group_name and storage_kind feed its default; the job, schedule, sensors
+            and pool keep the key_prefix names whatever keys it gives.
+        collection_usage: Also build <prefix>/collection_usage: token usage per UTC day,
+            collection and model, with a check that it sums to token_usage.
+        max_held_bytes: The most completion JSON, in bytes, a sweep may hold in memory while it
+            waits for days to be complete (default 512 MiB, about 2.3 GiB of memory); past it
+            the run fails with HeldTooMuchError instead of being killed for its memory. Must be
+            >= 1048576 (1 MiB).
     """
-    options = AssetOptions.of(
-        start_date=start_date,
-        key_prefix=key_prefix,
-        group_name=group_name,
-        resource_key=resource_key,
-        io_manager_key=io_manager_key,
-        max_partitions_per_run=max_partitions_per_run,
-        retry_policy=retry_policy,
-        shrink_guard=shrink_guard,
-        storage_kind=storage_kind,
-        schedule_hour=schedule_hour,
-        pool=pool,
-        prices=dict(prices or {}),
-        freshness_deadline_hour=freshness_deadline_hour,
-        late_data_lookback_days=late_data_lookback_days,
-        late_data_interval_seconds=late_data_interval_seconds,
-        translator=CloudglueTranslator() if translator is None else translator,
-        collection_usage=collection_usage,
-        max_held_bytes=max_held_bytes,
-    )
+    # Every argument by name: the signature is AssetOptions' fields, in order, with their
+    # defaults and types, and the Args above are their docs (tests/test_options.py holds both).
+    options = AssetOptions.of(**locals())
     # Single-run backfills and partitioned checks are what this integration is
     # built on; Dagster labels them beta/preview. Time-partition freshness
     # checks are labelled superseded by FreshnessPolicy, which only looks at
@@ -288,8 +259,8 @@ def _op_name(options: AssetOptions) -> str:
 def _specs(options: AssetOptions) -> dict[str, dg.AssetSpec]:
     specs = {
         table: asset_spec_for(
-            options.translator,
-            CloudglueTranslatorData(table, options.key_prefix, options.group_name, options.storage_kind),
+            options.resolved_translator,
+            CloudglueTranslatorData(table, options.prefix, options.group_name, options.storage_kind),
         )
         for table in options.tables
     }
@@ -299,7 +270,7 @@ def _specs(options: AssetOptions) -> dict[str, dg.AssetSpec]:
 
 def _tables_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> dg.AssetsDefinition:
     """One multi-asset over every table: a run may select any of them (``can_subset``)."""
-    tables = tables_for(options.prices)
+    tables = tables_for(options.price_list)
     keys = {table: spec.key for table, spec in specs.items()}
     full = {table: _full_spec(options, spec, tables[table], keys[CHAT]) for table, spec in specs.items()}
     settings = StepSettings(

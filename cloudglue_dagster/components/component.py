@@ -19,7 +19,7 @@ schedule, the sensors and the concurrency pool, so nothing is shared.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import dagster as dg
 from dagster.components.utils.translation import TranslationFn, TranslationFnResolver
@@ -27,8 +27,10 @@ from pydantic import Field
 
 from cloudglue_dagster.assets.factory import build_cloudglue_assets
 from cloudglue_dagster.assets.guards import ShrinkGuard
+from cloudglue_dagster.assets.options import DEFAULT_SHRINK_GUARD, AssetOptions, option_doc
 from cloudglue_dagster.assets.partitions import account_name
 from cloudglue_dagster.assets.translator import CloudglueTranslator, CloudglueTranslatorData
+from cloudglue_dagster.bounds import bounds_of
 from cloudglue_dagster.errors import CloudglueConfigError
 from cloudglue_dagster.io_managers.duckdb import CloudglueDuckDBIOManager
 from cloudglue_dagster.resource import CloudglueResource
@@ -39,6 +41,42 @@ from .scaffolder import CloudglueScaffolder
 __all__ = ["CloudglueAccount", "CloudglueComponent", "DuckDBStorage", "Price"]
 
 _ENV_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _resource_setting(name: str) -> Any:
+    """A :class:`CloudglueAccount` field for the resource's field ``name``: unset (None) takes
+    the resource's default; the description is the resource's, with its bounds and default."""
+    field = CloudglueResource.model_fields[name]
+    bounds = bounds_of(field)
+    allowed = "" if bounds is None else f" Allowed: {bounds.text(byte_units=name.endswith('_bytes'))}."
+    default = f"{field.default:g}" if isinstance(field.default, float) else field.default
+    unset = "" if default is None else f" Unset: the resource's default, {default}."  # None: its doc says
+    return Field(default=None, description=f"{field.description}{allowed}{unset}")
+
+
+_NOT_IN_YAML = {
+    "retry_policy": "a dg.RetryPolicy, a Python object: the factory's default applies",
+    "translator": "a Python object: YAML has translation (and a subclass get_asset_spec) instead",
+    "storage_kind": "not offered in YAML: the factory's default applies",
+    "pool": "not offered in YAML: the factory's default applies",
+    "max_held_bytes": "not offered in YAML: the factory's default applies",
+}
+"""The factory's options a component does not take, and why."""
+
+_UNSET: Any = object()
+
+
+def _option(name: str, *, default: Any = _UNSET, default_factory: Any = None, note: str = "") -> Any:
+    """The YAML key of the factory option ``name``: its doc is the option's (with None spelt
+    null, as YAML does) then ``note``; its default is the option's unless given."""
+    field = AssetOptions.model_fields[name]
+    doc = re.sub(r"\bNone\b", "null", option_doc(name))
+    description = f"{doc} {note}".strip()
+    if default_factory is not None:
+        return Field(default_factory=default_factory, description=description)
+    if default is _UNSET and field.is_required():
+        return Field(description=description)
+    return Field(default=field.default if default is _UNSET else default, description=description)
 
 
 class CloudglueAccount(dg.Model):
@@ -53,26 +91,19 @@ class CloudglueAccount(dg.Model):
             " when a run starts; the UI shows the name, never the key. Do not put the key in YAML."
         )
     )
-    base_url: str | None = Field(
-        default=None,
-        description=(
-            "API root, with the version. Unset: CLOUDGLUE_BASE_URL where the run executes,"
-            " else https://api.cloudglue.dev/v1."
-        ),
-    )
-    max_concurrent_requests: int | None = Field(default=None, description="Pages fetched at once (1..64; 8).")
-    max_retries: int | None = Field(default=None, description="Retries of one request (0..20; 5).")
-    timeout_seconds: float | None = Field(default=None, description="Read timeout in seconds (60).")
-    request_deadline_seconds: float | None = Field(
-        default=None, description="Seconds one attempt of a request may take in all (120)."
-    )
-    max_response_bytes: int | None = Field(
-        default=None,
-        description="Largest response body accepted, in bytes after decompression (134217728 = 128 MiB).",
-    )
-    max_window_records: int | None = Field(
-        default=None, description="Largest total a window may announce before the sweep refuses it (10000000)."
-    )
+    # The resource's settings: type, bounds, default and doc are its fields' (resource.py).
+    base_url: str | None = _resource_setting("base_url")
+    max_concurrent_requests: int | None = _resource_setting("max_concurrent_requests")
+    max_retries: int | None = _resource_setting("max_retries")
+    timeout_seconds: float | None = _resource_setting("timeout_seconds")
+    request_deadline_seconds: float | None = _resource_setting("request_deadline_seconds")
+    max_response_bytes: int | None = _resource_setting("max_response_bytes")
+    max_window_records: int | None = _resource_setting("max_window_records")
+
+    def resource_settings(self) -> dict[str, Any]:
+        """The resource's settings given here (unset ones are left to its defaults)."""
+        names = [name for name in type(self).model_fields if name in CloudglueResource.model_fields]
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
 class DuckDBStorage(dg.Model):
@@ -92,9 +123,12 @@ class ShrinkGuardModel(dg.Model):
     """When a replace that removes most of a stored day is refused (see ``ShrinkGuard``)."""
 
     max_loss_fraction: float = Field(
-        default=0.5, description="Share of a day's stored rows a replace may remove (0..1)."
+        default=DEFAULT_SHRINK_GUARD.max_loss_fraction,
+        description="Share of a day's stored rows a replace may remove (0..1, 1 excluded).",
     )
-    min_stored_rows: int = Field(default=20, description="Days with fewer stored rows are not guarded.")
+    min_stored_rows: int = Field(
+        default=DEFAULT_SHRINK_GUARD.min_stored_rows, description="Days with fewer stored rows are not guarded."
+    )
 
 
 class Price(dg.Model):
@@ -115,56 +149,41 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
     ``io_manager_key`` (default ``io_manager``), which you define.
     """
 
+    # The factory's options keep their names here; each one's default and doc come from
+    # AssetOptions (assets/options.py), `note` saying what YAML adds. Options left out of YAML:
+    # _NOT_IN_YAML. tests/test_options.py holds this list against the model.
     account: CloudglueAccount = Field(description="API key variable and connection settings.")
-    start_date: str = Field(description="First daily partition, a past UTC date 'YYYY-MM-DD' (quote it in YAML).")
-    key_prefix: str | list[str] = Field(
+    start_date: str = _option("start_date", note="Quote it in YAML: '2026-01-01'.")
+    key_prefix: str | list[str] = _option(
+        "key_prefix",
         default="cloudglue",
-        description=(
-            "Asset key prefix. Joined with '_', it also names the resource, the job, schedule and sensors,"
-            " the pool and the default schema and group: give each account its own."
-        ),
+        note="Here it also names the resource and the default schema and group: give each account its own.",
     )
-    group_name: str | None = Field(default=None, description="Asset group. Default: the key prefix joined with '_'.")
-    resource_key: str | None = Field(
-        default=None, description="Key of the CloudglueResource created. Default: the key prefix joined with '_'."
+    group_name: str | None = _option("group_name", default=None, note="Default: the key prefix joined with '_'.")
+    resource_key: str | None = _option(
+        "resource_key", default=None, note="The component creates it. Default: the key prefix joined with '_'."
     )
     io_manager: DuckDBStorage | None = Field(
         default=None,
         description="Create a DuckDB I/O manager for the tables (under io_manager_key, or '<resource_key>_io_manager').",
     )
-    io_manager_key: str | None = Field(
+    io_manager_key: str | None = _option(
+        "io_manager_key",
         default=None,
-        description=(
-            "Key of the I/O manager storing the tables: the one created by io_manager, or one you define"
-            " (a pandas I/O manager honouring partition_expr). Default: '<resource_key>_io_manager' with"
+        note=(
+            "The one created by io_manager, or one you define. Default: '<resource_key>_io_manager' with"
             " io_manager, else 'io_manager'."
         ),
     )
-    max_partitions_per_run: int | None = Field(
-        default=None,
-        description=(
-            "Days per backfill run; unset: any range in one run, which `dg launch --partition-range`"
-            " needs (with it set, ranges are backfills from the UI, run by the daemon)."
-        ),
+    max_partitions_per_run: int | None = _option("max_partitions_per_run")
+    schedule_hour: int = _option("schedule_hour")
+    freshness_deadline_hour: int | None = _option("freshness_deadline_hour")
+    late_data_lookback_days: int | None = _option("late_data_lookback_days")
+    late_data_interval_seconds: int = _option("late_data_interval_seconds")
+    prices: dict[str, Price] | None = _option(
+        "prices", note="In YAML: {model: {input_per_million: ..., output_per_million: ...}}."
     )
-    schedule_hour: int = Field(default=1, description="UTC hour of the daily run (its schedule is stopped by default).")
-    freshness_deadline_hour: int | None = Field(
-        default=6, description="UTC hour by which yesterday must be loaded (freshness checks); null: none."
-    )
-    late_data_lookback_days: int | None = Field(
-        default=7, description="Recent UTC days the late-data sensor watches (stopped by default); null: no sensor."
-    )
-    late_data_interval_seconds: int = Field(default=3600, description="Seconds between two late-data sensor ticks.")
-    prices: dict[str, Price] | None = Field(
-        default=None, description="Model name -> price per million tokens, for token_usage's cost columns."
-    )
-    collection_usage: bool = Field(
-        default=False,
-        description=(
-            "Also build <prefix>/collection_usage: token usage per day, collection and model, with a check"
-            " that it sums to token_usage."
-        ),
-    )
+    collection_usage: bool = _option("collection_usage")
     translation: (
         Annotated[
             TranslationFn[CloudglueTranslatorData],
@@ -190,12 +209,10 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             " start-up time. false: leave the executor to your definitions (needed when they set one)."
         ),
     )
-    shrink_guard: ShrinkGuardModel | None = Field(
+    shrink_guard: ShrinkGuardModel | None = _option(
+        "shrink_guard",
         default_factory=ShrinkGuardModel,
-        description=(
-            "Refuse a replace that removes more than max_loss_fraction of a stored day's rows (run tag"
-            " cloudglue/allow_shrink=true accepts it); null: no guard."
-        ),
+        note="In YAML: {max_loss_fraction: ..., min_stored_rows: ...}.",
     )
 
     @classmethod
@@ -229,39 +246,24 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             )
         resource_key = self.resource_key or self.name
         io_manager_key = self.io_manager_key or (f"{resource_key}_io_manager" if self.io_manager else "io_manager")
-        built = build_cloudglue_assets(
-            start_date=self.start_date,
-            key_prefix=self.key_prefix,
+        # Every option this component has, under its own name; then those YAML spells otherwise.
+        arguments: dict[str, Any] = {
+            name: getattr(self, name) for name in AssetOptions.model_fields if name in type(self).model_fields
+        }
+        arguments.update(
             group_name=self.group_name or self.name,
             resource_key=resource_key,
             io_manager_key=io_manager_key,
-            max_partitions_per_run=self.max_partitions_per_run,
-            schedule_hour=self.schedule_hour,
             prices={m: ModelPrice(p.input_per_million, p.output_per_million) for m, p in (self.prices or {}).items()},
-            freshness_deadline_hour=self.freshness_deadline_hour,
-            late_data_lookback_days=self.late_data_lookback_days,
-            late_data_interval_seconds=self.late_data_interval_seconds,
             shrink_guard=None
             if self.shrink_guard is None
             else ShrinkGuard(self.shrink_guard.max_loss_fraction, self.shrink_guard.min_stored_rows),
             translator=_ComponentTranslator(self),
-            collection_usage=self.collection_usage,
         )
+        built = build_cloudglue_assets(**arguments)
         account = self.account
-        optional = {
-            "max_concurrent_requests": account.max_concurrent_requests,
-            "max_retries": account.max_retries,
-            "timeout_seconds": account.timeout_seconds,
-            "request_deadline_seconds": account.request_deadline_seconds,
-            "max_response_bytes": account.max_response_bytes,
-            "max_window_records": account.max_window_records,
-        }
         resources: dict[str, object] = {
-            resource_key: CloudglueResource(
-                api_key=dg.EnvVar(account.api_key_env_var),
-                base_url=account.base_url,
-                **{k: v for k, v in optional.items() if v is not None},
-            )
+            resource_key: CloudglueResource(api_key=dg.EnvVar(account.api_key_env_var), **account.resource_settings())
         }
         if self.io_manager is not None:
             resources[io_manager_key] = CloudglueDuckDBIOManager(
