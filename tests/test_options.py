@@ -235,3 +235,15 @@ def _configuration_row(field: str) -> str:
 @pytest.mark.parametrize(("name", "bounds"), BOUNDED_SETTINGS, ids=[n for n, _ in BOUNDED_SETTINGS])
 def test_the_resource_table_of_the_docs_gives_each_field_its_bounds(name: str, bounds: Bounds) -> None:
     assert bounds.text() in _configuration_row(name)
+
+
+def test_the_docs_name_every_option_and_every_yaml_key() -> None:
+    configuration = (ROOT / "docs" / "configuration.md").read_text()
+    arguments = configuration.split("`build_cloudglue_assets` arguments:", 1)[1].split("\n\n", 1)[0]
+    assert [name for name in OPTIONS if f"`{name}`" not in arguments] == []
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    table = [line for line in operations.splitlines() if line.startswith("| `")]
+    keys = {key for line in table for key in re.findall(r"`([\w.]+)`", line.split(" | ")[0])}
+    yaml_keys = set(CloudglueComponent.model_fields) - {"account"}
+    yaml_keys |= {f"account.{name}" for name in CloudglueAccount.model_fields}
+    assert sorted(yaml_keys - keys) == []
