@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 from pathlib import Path
 
 import dagster as dg
@@ -71,6 +72,36 @@ def test_a_translator_changes_keys_owners_tags_kinds_and_automation_but_not_the_
     assert {d.asset_key for d in specs["cg_chat_messages"].deps} == {chat.key}
     assert {d.asset_key for d in specs["cg_token_usage"].deps} == {chat.key}
     assert built.job.name == "cloudglue_daily"
+
+
+# What the factory adds to a translator's spec: the daily partitions, the dependencies on
+# chat_completions, skippable (a run may select any table), and these metadata keys.
+FACTORY_METADATA = {"partition_expr", "dagster/column_schema", "dagster/io_manager_key"}
+FACTORY_OWNED = {"deps", "partitions_def", "skippable", "metadata"}
+
+
+@pytest.mark.parametrize("translator", [CloudglueTranslator(), TeamTranslator()], ids=["default", "team"])
+def test_the_built_assets_are_the_translators_specs_plus_what_the_factory_owns(translator) -> None:
+    """Every attribute the translator sets reaches the multi-asset unchanged (it is built from the
+    specs, not copied field by field); the factory adds only its own."""
+    built = build_cloudglue_assets(start_date="2026-01-01", translator=translator, collection_usage=True)
+    attributes = set(inspect.signature(dg.AssetSpec.replace_attributes).parameters) - {"self"}
+    assert FACTORY_OWNED <= attributes
+    by_key = {spec.key: spec for spec in built.assets_def.specs}
+    assert len(by_key) == len(built.keys) == 4
+    chat_key = built.keys["chat_completions"]
+    for table, key in built.keys.items():
+        wanted = translator.get_asset_spec(CloudglueTranslatorData(table, ("cloudglue",), "cloudglue", "duckdb"))
+        got = by_key[key]
+        for attribute in sorted(attributes - FACTORY_OWNED):
+            assert getattr(got, attribute) == getattr(wanted, attribute), (table, attribute)
+        added = set(got.metadata) - set(wanted.metadata)
+        assert added <= FACTORY_METADATA, table
+        mine = {k: v for k, v in wanted.metadata.items() if k not in FACTORY_METADATA}
+        assert {k: got.metadata[k] for k in mine} == mine, table
+        assert got.partitions_def == built.partitions_def and got.skippable
+        assert {d.asset_key for d in got.deps} == (set() if key == chat_key else {chat_key})
+        assert built.assets_def.get_io_manager_key_for_asset_key(key) == "io_manager"
 
 
 def test_assets_under_translated_keys_materialize_exactly(tmp_path: Path) -> None:
