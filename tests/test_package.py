@@ -29,6 +29,17 @@ def test_every_public_name_resolves_to_its_module() -> None:
     assert set(cloudglue_dagster.__all__) <= set(dir(cloudglue_dagster))
 
 
+def test_dagsters_internal_names_are_imported_in_one_module_only() -> None:
+    """``cloudglue_dagster.internals`` says why each has no public equivalent; every other module
+    uses Dagster's public API."""
+    package = Path(cloudglue_dagster.__file__).parent
+    internal = re.compile(r"^\s*(?:from|import) (?:dagster\._|dagster_shared\b)", flags=re.M)
+    importing = sorted(
+        str(path.relative_to(package)) for path in package.rglob("*.py") if internal.search(path.read_text())
+    )
+    assert importing == ["internals.py"]
+
+
 def test_the_pytest_plugin_imports_no_dagster_pandas_or_duckdb() -> None:
     code = (
         "import sys, cloudglue_dagster.emulator.pytest_plugin\n"

@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from cloudglue_dagster.internals import UnresolvedAssetJobDefinition
 
 from .options import AssetOptions
 from .sensors import build_freshness, build_late_data_sensor

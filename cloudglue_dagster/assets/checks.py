@@ -176,9 +176,7 @@ def check_evaluations(
     outcomes: Mapping[str, Mapping[str, Outcome]],
 ) -> Iterator[dg.AssetCheckEvaluation]:
     """One evaluation per (check, partition), tied to the partition's latest materialization."""
-    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-        AssetCheckEvaluationTargetMaterializationData,
-    )
+    from cloudglue_dagster.internals import AssetCheckEvaluationTargetMaterializationData
 
     partitions = sorted({p for by_partition in outcomes.values() for p in by_partition})
     if not partitions:

@@ -12,10 +12,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import Field
 
 from cloudglue_dagster.api.days import DEFAULT_MAX_HELD_BYTES
+from cloudglue_dagster.internals import UnresolvedAssetJobDefinition
 from cloudglue_dagster.planner.job import build_plan_job
 from cloudglue_dagster.tables.frames import ModelPrice
 from cloudglue_dagster.tables.streams import TableTarget

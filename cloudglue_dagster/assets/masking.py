@@ -26,9 +26,9 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-from dagster_shared.serdes.serdes import deserialize_value, is_whitelisted_for_serdes_object, pack_value
 
 from cloudglue_dagster.api.secrecy import MaskedLog, Redactor, errors_masked, masked_error
+from cloudglue_dagster.internals import is_whitelisted_for_serdes_object, pack_value
 
 if TYPE_CHECKING:
     from .checks import Outcome
@@ -140,7 +140,7 @@ class Masker:
         if not any(text is _OPAQUE or self.text(text) != text for text in _texts(value)):
             return value
         masked = self._packed(pack_value(value))
-        return deserialize_value(json.dumps(masked), as_type=type(value))
+        return dg.deserialize_value(json.dumps(masked), as_type=type(value))
 
     def _packed(self, packed: Any) -> Any:
         if isinstance(packed, list):

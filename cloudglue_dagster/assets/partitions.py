@@ -7,9 +7,8 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 import pandas as pd
-from dagster._core.definitions.partitions.context import PartitionLoadingContext, partition_loading_context
-from dagster._core.errors import DagsterUnknownPartitionError
 
+from cloudglue_dagster.internals import PartitionLoadingContext
 from cloudglue_dagster.tables.frames import window_rows
 
 __all__ = ["CloudglueDailyPartitionsDefinition", "account_name", "partition_slices", "unknown_partition_message"]
@@ -33,11 +32,11 @@ class CloudglueDailyPartitionsDefinition(dg.DailyPartitionsDefinition):
     def validate_partition_key(self, partition_key: str, context: PartitionLoadingContext) -> None:
         try:
             super().validate_partition_key(partition_key, context)
-        except DagsterUnknownPartitionError:
-            with partition_loading_context(new_ctx=context):
+        except dg.DagsterUnknownPartitionError:
+            with dg.partition_loading_context(new_ctx=context):
                 message = unknown_partition_message(self, partition_key)
             # The same type, so whatever catches Dagster's error catches this one.
-            raise DagsterUnknownPartitionError(message) from None
+            raise dg.DagsterUnknownPartitionError(message) from None
 
 
 def unknown_partition_message(partitions_def: dg.TimeWindowPartitionsDefinition, partition_key: str) -> str:

@@ -24,9 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from cloudglue_dagster.api.window import padded_dates
+from cloudglue_dagster.internals import UnresolvedAssetJobDefinition
 from cloudglue_dagster.resource import CloudglueResource
 
 from .checks import latest_materializations

@@ -30,12 +30,13 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pds
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 from dagster_deltalake.io_manager import TableConnection
 from dagster_deltalake_pandas import DeltaLakePandasIOManager
 from dagster_deltalake_pandas.deltalake_pandas_type_handler import DeltaLakePandasTypeHandler
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
+
+from cloudglue_dagster.internals import DbTypeHandler, TableSlice
 
 __all__ = ["CloudglueDeltaLakeIOManager", "DayRangeDeltaLakePandasTypeHandler"]
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import dagster as dg
 import duckdb
-from dagster._core.storage.db_io_manager import DbClient, TableSlice
 
 from cloudglue_dagster.assets.run_control import terminated_status
+from cloudglue_dagster.internals import DbClient, TableSlice
 
 from .connections import DEFAULT_MEMORY_LIMIT, create_parent, is_out_of_memory, open_connection, quietly
 from .day_store import partitions_label, table_label

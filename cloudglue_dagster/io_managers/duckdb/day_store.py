@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import duckdb
 import pandas as pd
-from dagster._core.definitions.partitions.utils import TimeWindow
-from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice
 
 from cloudglue_dagster.api.days import UTCDay
+from cloudglue_dagster.internals import TablePartitionDimension, TableSlice
 from cloudglue_dagster.tables.streams import DayRows
 
 from .errors import DuckDBMemoryLimitError
@@ -78,7 +77,9 @@ def day_slice(table_slice: TableSlice, day: UTCDay, columns: Sequence[str] | Non
     (dimension,) = table_slice.partition_dimensions
     return table_slice._replace(
         partition_dimensions=[
-            TablePartitionDimension(partition_expr=dimension.partition_expr, partitions=TimeWindow(day.start, day.end))
+            TablePartitionDimension(
+                partition_expr=dimension.partition_expr, partitions=dg.TimeWindow(day.start, day.end)
+            )
         ],
         columns=columns if columns is not None else table_slice.columns,
     )

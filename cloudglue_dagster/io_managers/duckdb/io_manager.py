@@ -51,10 +51,9 @@ from typing import Any, cast
 
 import dagster as dg
 import pandas as pd
-from dagster._core.definitions.partitions.utils import TimeWindow
-from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TablePartitionDimension, TableSlice
 from pydantic import Field, field_validator
 
+from cloudglue_dagster.internals import DbIOManager, DbTypeHandler, TablePartitionDimension, TableSlice
 from cloudglue_dagster.tables.streams import DayStream, TableTarget, TableWritten
 
 from .client import UTCDuckDbClient
@@ -286,7 +285,7 @@ class _MemoryRetryingDbIOManager(DbIOManager):
         write_stream(store, context, stream)
         self._describe_table(context, slices[stream.written[0]])
 
-    def _slice(self, target: TableTarget, window: TimeWindow) -> TableSlice:
+    def _slice(self, target: TableTarget, window: dg.TimeWindow) -> TableSlice:
         """Where ``target`` is stored, for the run's range: the table and schema Dagster's
         ``DbIOManager`` would give its asset (the ``schema`` metadata, this manager's schema,
         the key's prefix, or ``public``)."""

@@ -9,9 +9,9 @@ from typing import Any
 import dagster as dg
 import duckdb
 import pandas as pd
-from dagster._core.storage.db_io_manager import DbTypeHandler, TableSlice
 
 from cloudglue_dagster.assets.metadata_keys import PARTITION_ROW_COUNT
+from cloudglue_dagster.internals import DbTypeHandler, TableSlice
 
 from .connections import database_of, is_out_of_memory, quietly
 from .day_store import partitions_label

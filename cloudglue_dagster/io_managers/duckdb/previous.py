@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import duckdb
-from dagster._core.storage.db_io_manager import TableSlice
+
+from cloudglue_dagster.internals import TableSlice
 
 from .sql import create_once, forget_table, partition_where_clause, qualified_table, quote_identifier, table_columns
 

@@ -7,9 +7,10 @@ from datetime import datetime, timezone
 from typing import cast
 from weakref import WeakKeyDictionary
 
+import dagster as dg
 import duckdb
-from dagster._core.definitions.partitions.utils import TimeWindow
-from dagster._core.storage.db_io_manager import TablePartitionDimension, TableSlice, static_where_clause
+
+from cloudglue_dagster.internals import TablePartitionDimension, TableSlice, static_where_clause
 
 __all__ = [
     "catalog_name",
@@ -120,7 +121,7 @@ def partition_where_clause(partition_dimensions: Sequence[TablePartitionDimensio
     return " AND ".join(
         (
             time_window_where_clause(dimension)
-            if isinstance(dimension.partitions, TimeWindow)
+            if isinstance(dimension.partitions, dg.TimeWindow)
             else static_where_clause(dimension)
         )
         for dimension in partition_dimensions
@@ -129,7 +130,7 @@ def partition_where_clause(partition_dimensions: Sequence[TablePartitionDimensio
 
 def time_window_where_clause(dimension: TablePartitionDimension) -> str:
     """``expr >= start AND expr < end`` with the window's bounds written in UTC."""
-    start, end = cast("TimeWindow", dimension.partitions)
+    start, end = cast("dg.TimeWindow", dimension.partitions)
     return (
         f"{dimension.partition_expr} >= '{_utc_literal(start)}' AND {dimension.partition_expr} < '{_utc_literal(end)}'"
     )
