@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from cloudglue_dagster.api.client import DEFAULT_BASE_URL, CloudglueClient, RetryPolicy
+    from cloudglue_dagster.api.client import DEFAULT_BASE_URL, CloudglueClient, HTTPRetryPolicy
     from cloudglue_dagster.api.models import ChatCompletion, ChatCompletionPage, ChatMessage, Choice, Usage
     from cloudglue_dagster.assets.factory import CloudglueAssets, CloudglueRunConfig, build_cloudglue_assets
     from cloudglue_dagster.assets.guards import ShrinkGuard, ShrinkRefusedError
@@ -60,6 +60,7 @@ _HOME = {
     "CloudglueRunConfig": "assets.factory",
     "CloudglueTranslator": "assets.translator",
     "CloudglueTranslatorData": "assets.translator",
+    "HTTPRetryPolicy": "api.client",
     "HeldTooMuchError": "errors",
     "InconsistentResponseError": "errors",
     "InvalidResponseError": "errors",
@@ -67,7 +68,6 @@ _HOME = {
     "NotFoundError": "errors",
     "ResponseTooLargeError": "errors",
     "RetriesExhaustedError": "errors",
-    "RetryPolicy": "api.client",
     "ShrinkGuard": "assets.guards",
     "ShrinkRefusedError": "assets.guards",
     "Usage": "api.models",
@@ -98,6 +98,7 @@ __all__ = [
     "CloudglueRunConfig",
     "CloudglueTranslator",
     "CloudglueTranslatorData",
+    "HTTPRetryPolicy",
     "HeldTooMuchError",
     "InconsistentResponseError",
     "InvalidResponseError",
@@ -105,7 +106,6 @@ __all__ = [
     "NotFoundError",
     "ResponseTooLargeError",
     "RetriesExhaustedError",
-    "RetryPolicy",
     "ShrinkGuard",
     "ShrinkRefusedError",
     "Usage",
@@ -115,7 +115,16 @@ __all__ = [
 ]
 
 
+_RENAMED = {"RetryPolicy"}
+"""Deprecated names (each kept for one release, with a ``DeprecationWarning``): see
+:func:`cloudglue_dagster.api.client.deprecated_name`."""
+
+
 def __getattr__(name: str) -> Any:
+    if name in _RENAMED:  # not cached: each use warns
+        from cloudglue_dagster.api.client import deprecated_name
+
+        return deprecated_name(__name__, name)
     if name not in _HOME:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)

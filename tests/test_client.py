@@ -18,10 +18,10 @@ from cloudglue_dagster import (
     CloudglueClient,
     CloudglueConfigError,
     CloudglueResource,
+    HTTPRetryPolicy,
     InvalidResponseError,
     NotFoundError,
     RetriesExhaustedError,
-    RetryPolicy,
 )
 from cloudglue_dagster.api.client import LOOKAHEAD_PAGES, SweepStats
 from cloudglue_dagster.api.parsing import parse_page
@@ -30,7 +30,7 @@ from cloudglue_dagster.emulator import FAULT_KINDS, Dataset, Emulator
 
 KEY = "sk-test-7f3a9c-SECRET"
 D0 = dt.date(2026, 3, 1)
-FAST = RetryPolicy(max_retries=8, initial_backoff=0.01, max_backoff=0.05)
+FAST = HTTPRetryPolicy(max_retries=8, initial_backoff=0.01, max_backoff=0.05)
 
 
 def client_for(emu: Emulator, **kwargs: object) -> CloudglueClient:
@@ -164,7 +164,7 @@ def test_twenty_percent_faults_of_every_kind_still_exact(emu: Emulator) -> None:
 def test_gives_up_after_max_retries(emu: Emulator) -> None:
     emu.fault_kinds = ("500",)
     emu.fault_rate = 1.0
-    with client_for(emu, retry=RetryPolicy(max_retries=2, initial_backoff=0.01)) as client:
+    with client_for(emu, retry=HTTPRetryPolicy(max_retries=2, initial_backoff=0.01)) as client:
         with pytest.raises(RetriesExhaustedError) as info:
             client.list_chat_completions()
     assert info.value.attempts == 3 and info.value.last_status == 500
@@ -175,7 +175,7 @@ def test_gives_up_after_max_retries(emu: Emulator) -> None:
 def test_dropped_connections_exhaust_with_no_status(emu: Emulator) -> None:
     emu.fault_kinds = ("drop",)
     emu.fault_rate = 1.0
-    with client_for(emu, retry=RetryPolicy(max_retries=1, initial_backoff=0.01)) as client:
+    with client_for(emu, retry=HTTPRetryPolicy(max_retries=1, initial_backoff=0.01)) as client:
         with pytest.raises(RetriesExhaustedError) as info:
             client.list_chat_completions()
     assert info.value.last_status is None and info.value.attempts == 2
@@ -185,7 +185,7 @@ def test_retry_after_is_honoured(emu: Emulator, caplog: pytest.LogCaptureFixture
     emu.fault_kinds = ("429",)
     emu.fault_rate = 1.0
     emu.retry_after_seconds = 1
-    policy = RetryPolicy(max_retries=1, initial_backoff=0.01, max_backoff=0.01)
+    policy = HTTPRetryPolicy(max_retries=1, initial_backoff=0.01, max_backoff=0.01)
     with client_for(emu, retry=policy) as client, caplog.at_level(logging.WARNING):
         with pytest.raises(RetriesExhaustedError) as info:
             client.list_chat_completions()
@@ -247,7 +247,7 @@ def test_throttle_limits_requests_in_flight() -> None:
 
 
 def test_retry_after_parsing() -> None:
-    policy = RetryPolicy(initial_backoff=0.5, max_retry_after=60)
+    policy = HTTPRetryPolicy(initial_backoff=0.5, max_retry_after=60)
     now = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone.utc)
     assert policy.retry_after("3", now) == 3.0
     assert policy.retry_after("0", now) == 0.5  # floor
@@ -259,7 +259,7 @@ def test_retry_after_parsing() -> None:
 
 
 def test_backoff_grows_with_jitter() -> None:
-    policy = RetryPolicy(initial_backoff=1.0, max_backoff=8.0)
+    policy = HTTPRetryPolicy(initial_backoff=1.0, max_backoff=8.0)
     for retry, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 8.0), (9, 8.0)]:
         waits = {policy.backoff(retry) for _ in range(50)}
         assert all(ceiling / 2 <= w <= ceiling for w in waits)
@@ -309,7 +309,7 @@ def test_key_appears_in_no_error_log_or_repr(emu: Emulator, caplog: pytest.LogCa
         emu.fault_rate = 1.0
         try:
             CloudglueClient(
-                KEY, emu.base_url, retry=RetryPolicy(max_retries=1, initial_backoff=0.01)
+                KEY, emu.base_url, retry=HTTPRetryPolicy(max_retries=1, initial_backoff=0.01)
             ).list_chat_completions()
         except RetriesExhaustedError as exc:
             texts.append(str(exc) + repr(exc))

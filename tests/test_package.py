@@ -6,6 +6,7 @@ the changelog and the tests, and a fresh virtualenv with only the wheel runs the
 from __future__ import annotations
 
 import email.parser
+import importlib
 import re
 import subprocess
 import sys
@@ -171,3 +172,19 @@ def test_the_old_warehouse_paths_still_import_with_a_deprecation_warning(old: st
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert f"{old} moved to {new}" in out and "goes in 0.3.0" in out
+
+
+@pytest.mark.parametrize("module", ["cloudglue_dagster", "cloudglue_dagster.api.client"])
+def test_the_old_name_of_the_http_retry_policy_still_works_with_a_deprecation_warning(module: str) -> None:
+    """``RetryPolicy`` (until 0.2.0) read like ``dg.RetryPolicy``: it is ``HTTPRetryPolicy`` now,
+    the old name kept until 0.3.0; each use warns, pointing at the line that used it."""
+    imported = importlib.import_module(module)
+    with pytest.warns(
+        DeprecationWarning, match=rf"{module}\.RetryPolicy is deprecated: use {module}\.HTTPRetryPolicy"
+    ) as caught:
+        old = imported.RetryPolicy
+    assert old is cloudglue_dagster.HTTPRetryPolicy and "0.3.0" in str(caught[0].message)
+    assert caught[0].filename == __file__
+    with pytest.warns(DeprecationWarning):
+        exec(f"from {module} import RetryPolicy", {})  # the form most code uses
+    assert "RetryPolicy" not in getattr(imported, "__all__", ()) and "HTTPRetryPolicy" in imported.__all__

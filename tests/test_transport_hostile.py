@@ -43,10 +43,10 @@ from support.reliability import EMPTY_PAGE, cli_env, materialize_cmd, read_table
 from cloudglue_dagster import (
     CloudglueClient,
     CloudglueUnreachableError,
+    HTTPRetryPolicy,
     InvalidResponseError,
     ResponseTooLargeError,
     RetriesExhaustedError,
-    RetryPolicy,
     is_transient,
 )
 from cloudglue_dagster.api.client import DEFAULT_MAX_RESPONSE_BYTES
@@ -54,7 +54,7 @@ from cloudglue_dagster.emulator import Dataset, Emulator
 
 START = dt.date(2026, 5, 1)
 FIRST, LAST = "2026-05-03", "2026-05-05"
-FAST = RetryPolicy(max_retries=1, initial_backoff=0.01, max_backoff=0.01)
+FAST = HTTPRetryPolicy(max_retries=1, initial_backoff=0.01, max_backoff=0.01)
 EMPTY = json.dumps(EMPTY_PAGE).encode()
 
 
@@ -81,12 +81,12 @@ def page_reply(_: Seen) -> tuple[int, dict[str, str], list[bytes]]:
 
 _CHILD = """
 import json, sys, time
-from cloudglue_dagster import CloudglueClient, RetryPolicy, is_transient
+from cloudglue_dagster import CloudglueClient, HTTPRetryPolicy, is_transient
 key, base_url = sys.argv[1], sys.argv[2]
 started = time.monotonic()
 outcome = {}
 try:
-    retry = RetryPolicy(max_retries=1, initial_backoff=0.01, max_backoff=0.01)
+    retry = HTTPRetryPolicy(max_retries=1, initial_backoff=0.01, max_backoff=0.01)
     with CloudglueClient(key, base_url, retry=retry) as client:
         outcome["total"] = client.list_chat_completions(limit=100).total
 except Exception as exc:

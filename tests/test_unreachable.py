@@ -42,13 +42,13 @@ from cloudglue_dagster import (
     CloudglueRequestError,
     CloudglueResource,
     CloudglueUnreachableError,
+    HTTPRetryPolicy,
     RetriesExhaustedError,
-    RetryPolicy,
     build_cloudglue_assets,
     is_transient,
 )
 
-QUICK = RetryPolicy(max_retries=5, initial_backoff=0.01, max_backoff=0.01)
+QUICK = HTTPRetryPolicy(max_retries=5, initial_backoff=0.01, max_backoff=0.01)
 
 
 @contextmanager
@@ -209,7 +209,7 @@ def test_a_host_that_answered_once_and_then_refuses_is_retried_as_a_transient_ou
             server.server_close()
 
     log = _Logged(go_away)
-    policy = RetryPolicy(max_retries=4, initial_backoff=0.01, max_backoff=0.01)
+    policy = HTTPRetryPolicy(max_retries=4, initial_backoff=0.01, max_backoff=0.01)
     with CloudglueClient(TEST_KEY, f"http://127.0.0.1:{sock.getsockname()[1]}/v1", retry=policy, logger=log) as c:
         if first_answer == 200:
             c.list_chat_completions()

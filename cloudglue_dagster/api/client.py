@@ -17,10 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -34,7 +36,7 @@ from .parsing import parse_page
 from .secrecy import display_url, errors_masked
 from .sweep import DEFAULT_MAX_WINDOW_RECORDS, Fetch, Sweep, SweepStats
 from .throttle import Throttle
-from .transport import Logger, RetryPolicy, Transport
+from .transport import HTTPRetryPolicy, Logger, Transport
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -44,7 +46,7 @@ __all__ = [
     "MAX_PAGE_SIZE",
     "MIN_RESPONSE_BYTES",
     "CloudglueClient",
-    "RetryPolicy",
+    "HTTPRetryPolicy",
     "SweepStats",
     "validate_base_url",
 ]
@@ -160,8 +162,8 @@ class CloudglueClient:
             ``Content-Length`` announcing more, fails the request at once with
             :class:`~cloudglue_dagster.errors.ResponseTooLargeError` (permanent), having held at
             most that much in memory per request in flight. Error bodies are read up to 64 KiB.
-        retry: a :class:`RetryPolicy`; or give ``max_retries`` alone.
-        max_retries: shorthand for ``RetryPolicy(max_retries=...)``.
+        retry: a :class:`HTTPRetryPolicy`; or give ``max_retries`` alone.
+        max_retries: shorthand for ``HTTPRetryPolicy(max_retries=...)``.
         max_concurrent_requests: pages fetched at once by
             :meth:`iter_chat_completions` after the first. Default 8.
         logger: where retries are reported (``logging.Logger`` or Dagster's
@@ -188,7 +190,7 @@ class CloudglueClient:
         read_timeout: float = 60.0,
         request_deadline: float = DEFAULT_REQUEST_DEADLINE,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        retry: RetryPolicy | None = None,
+        retry: HTTPRetryPolicy | None = None,
         max_retries: int | None = None,
         max_concurrent_requests: int = 8,
         logger: Logger | None = None,
@@ -227,7 +229,7 @@ class CloudglueClient:
             timeout=timeout,
             deadline=deadline,
             max_response_bytes=max_response_bytes,
-            retry=retry or (RetryPolicy(max_retries=max_retries) if max_retries is not None else RetryPolicy()),
+            retry=retry or (HTTPRetryPolicy(max_retries=max_retries) if max_retries is not None else HTTPRetryPolicy()),
             concurrency=max_concurrent_requests,
             logger=self.log,
             session=session,
@@ -263,8 +265,8 @@ class CloudglueClient:
         return self._transport.max_response_bytes
 
     @property
-    def retry(self) -> RetryPolicy:
-        """The client's :class:`RetryPolicy`."""
+    def retry(self) -> HTTPRetryPolicy:
+        """The client's :class:`HTTPRetryPolicy`."""
         return self._transport.retry
 
     @property
@@ -427,3 +429,25 @@ class CloudglueClient:
                 cancel.clear()
 
         return fan_out
+
+
+def deprecated_name(module: str, name: str) -> Any:
+    """The value of a deprecated name of ``module``, with a ``DeprecationWarning`` naming the new one."""
+    new = _RENAMED[name]
+    warnings.warn(
+        f"{module}.{name} is deprecated: use {module}.{new}, the client's HTTP retries ({name} read like"
+        f" dg.RetryPolicy, which retries a Dagster step). {name} goes in 0.3.0.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return globals()[new]
+
+
+_RENAMED = {"RetryPolicy": "HTTPRetryPolicy"}
+"""Old name -> new name, each old one kept for one release (0.2.x) with a warning."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        return deprecated_name(__name__, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """One GET to the Cloudglue API, with every guarantee the client makes about it.
 
 * **Retries** what is worth retrying (429, 500, 502, 503, 504, dropped connections, timeouts,
-  truncated or malformed bodies, a request past its deadline) per :class:`RetryPolicy`,
+  truncated or malformed bodies, a request past its deadline) per :class:`HTTPRetryPolicy`,
   honouring ``Retry-After``, and turns everything else into a typed, permanent
   :class:`~cloudglue_dagster.errors.CloudglueError`. Nothing else escapes.
 * **A total deadline per request** (:mod:`.deadline`): an attempt past it is cut and counts as
@@ -21,7 +21,7 @@
   within :data:`UNREACHABLE_BUDGET_SECONDS`, then a permanent
   :class:`~cloudglue_dagster.errors.CloudglueUnreachableError` naming ``host:port`` and
   ``base_url``: a wrong base URL is not an outage. After the first answer, connection failures
-  are retried per :class:`RetryPolicy` like any other transient failure.
+  are retried per :class:`HTTPRetryPolicy` like any other transient failure.
 * **Stops when told.** :meth:`Transport.close` (or a sweep's own cancel event) wakes every
   waiting request and aborts those in flight, so an interrupted run ends in seconds.
 """
@@ -68,7 +68,7 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "UNREACHABLE_BUDGET_SECONDS",
     "UNREACHABLE_RETRIES",
-    "RetryPolicy",
+    "HTTPRetryPolicy",
     "Transport",
 ]
 
@@ -81,7 +81,7 @@ hundred bytes; a longer one (an HTML 502 page, a hostile answer) is cut there, u
 UNREACHABLE_RETRIES = 2
 """Retries of a request that could not connect at all (refused, no such host, TLS handshake,
 connect timeout) while the host has never answered: enough for a DNS or network blip of a
-second or two (the retries wait :meth:`RetryPolicy.backoff`, 0.25-0.5 s then 0.5-1 s by
+second or two (the retries wait :meth:`HTTPRetryPolicy.backoff`, 0.25-0.5 s then 0.5-1 s by
 default), few enough that a wrong ``base_url`` fails in seconds. ``max_retries`` lower
 still wins."""
 UNREACHABLE_BUDGET_SECONDS = 25.0
@@ -101,8 +101,12 @@ class Logger(Protocol):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """How the client retries transient failures.
+class HTTPRetryPolicy:
+    """How the client retries one HTTP request after a transient failure.
+
+    Not Dagster's ``dg.RetryPolicy``, which retries a whole step (the factory's
+    ``retry_policy``): this one retries a request inside a step, within seconds. Named
+    ``RetryPolicy`` until 0.2.0; that name still works, with a ``DeprecationWarning``, until 0.3.0.
 
     Attributes:
         max_retries: retries after the first attempt (0 = try once). Default 5.
@@ -314,7 +318,7 @@ class Transport:
         deadline: seconds one attempt may take in all, headers and body included.
         max_response_bytes: the largest body a 200 may have, in bytes after decompression;
             past it the request fails with :class:`ResponseTooLargeError`.
-        retry: the :class:`RetryPolicy`.
+        retry: the :class:`HTTPRetryPolicy`.
         concurrency: requests in flight at most (the :class:`Throttle` ceiling).
         logger: where retries are reported.
         session: a ``requests.Session`` to use instead of a new one.
@@ -328,7 +332,7 @@ class Transport:
         timeout: tuple[float, float],
         deadline: float,
         max_response_bytes: int,
-        retry: RetryPolicy,
+        retry: HTTPRetryPolicy,
         concurrency: int,
         logger: Logger,
         session: requests.Session | None = None,
@@ -364,7 +368,7 @@ class Transport:
 
     def mark_host_answered(self) -> None:
         """Treat the host as one that has answered: connection failures are then retried per
-        :class:`RetryPolicy` from the first (a step retry, whose previous attempt reached it)."""
+        :class:`HTTPRetryPolicy` from the first (a step retry, whose previous attempt reached it)."""
         self._answered.set()
 
     def _heard(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
