@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	$(BIN)/python -m pip show dagster dagster-duckdb-pandas | grep -E '^(Name|Version)'
+	$(BIN)/python -m pip show dagster duckdb pandas | grep -E '^(Name|Version)'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -5,8 +5,10 @@ the changelog and the tests, and a fresh virtualenv with only the wheel runs the
 
 from __future__ import annotations
 
+import ast
 import email.parser
 import importlib
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -98,6 +100,57 @@ def test_the_wheel_metadata_names_the_license_version_and_entry_points(built_dis
     entry_points = wheel.read(f"{info}/entry_points.txt").decode()
     assert "cloudglue_emulator = cloudglue_dagster.emulator.pytest_plugin" in entry_points
     assert "cloudglue_dagster = cloudglue_dagster" in entry_points  # dg's registry module
+
+
+# Imported only where an extra or pytest provides them: the deltalake extra's warehouse (and its
+# deprecated path), the emulator's pytest plugin (loaded by pytest itself).
+EXTRA_IMPORTS = {
+    "io_managers/deltalake.py": "deltalake",
+    "deltalake.py": "deltalake",
+    "emulator/pytest_plugin.py": "pytest",
+}
+# Needed at run time although never imported: the UI and `dagster dev` (make ui, the demo).
+NOT_IMPORTED = {"dagster-webserver"}
+
+
+def imported_distributions(skip: set[str]) -> set[str]:
+    """The distributions the package's modules import (outside ``skip``), by their names."""
+    package = Path(cloudglue_dagster.__file__).parent
+    modules: set[str] = set()
+    for path in package.rglob("*.py"):
+        if str(path.relative_to(package)) in skip:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    modules -= set(sys.stdlib_module_names) | {PACKAGE}
+    owners = importlib.metadata.packages_distributions()
+    return {canonical(dist) for module in modules for dist in owners[module]}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_runtime_dependencies_are_what_the_package_imports(built_dists: Dists) -> None:
+    """Every distribution the package imports is declared (duckdb, pydantic...), and nothing it
+    does not import is (dagster-duckdb-pandas is the tests')."""
+    wheel = zipfile.ZipFile(built_dists.wheel)
+    meta = email.parser.HeaderParser().parsestr(
+        wheel.read(f"{PACKAGE}-{project()['version']}.dist-info/METADATA").decode()
+    )
+    runtime = {
+        canonical(re.match(r"[\w.-]+", line)[0]) for line in meta.get_all("Requires-Dist") if "extra ==" not in line
+    }
+    assert imported_distributions(skip=set(EXTRA_IMPORTS)) == runtime - NOT_IMPORTED
+    deltalake = {
+        canonical(re.match(r"[\w.-]+", line)[0])
+        for line in meta.get_all("Requires-Dist")
+        if 'extra == "deltalake"' in line
+    }
+    assert "dagster-deltalake-pandas" in deltalake  # brings dagster-deltalake, deltalake and pyarrow
 
 
 def test_the_sdist_holds_the_license_changelog_readme_docs_and_tests(built_dists: Dists) -> None:
