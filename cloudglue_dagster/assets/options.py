@@ -228,8 +228,10 @@ class AssetOptions(BaseModel):
 
     def _check_together(self) -> None:
         deadline = self.freshness_deadline_hour
-        last_hour = bounds_of(type(self).model_fields["schedule_hour"]).le  # type: ignore[union-attr]
-        if deadline is not None and not self.schedule_hour < deadline <= last_hour:  # type: ignore[operator]
+        hours = bounds_of(type(self).model_fields["schedule_hour"])  # the same day: up to its last hour
+        assert hours is not None and hours.le is not None
+        last_hour = hours.le
+        if deadline is not None and not self.schedule_hour < deadline <= last_hour:
             raise CloudglueConfigError(
                 f"freshness_deadline_hour must be after schedule_hour ({self.schedule_hour}) on the same UTC"
                 f" day (..{last_hour:g}), got {deadline}; None disables the freshness checks"
