@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -43,15 +44,22 @@ __all__ = ["CloudglueDeltaLakeIOManager", "DayRangeDeltaLakePandasTypeHandler"]
 _UTC = dt.timezone.utc
 
 
-def _window(table_slice: TableSlice) -> tuple[str, dt.datetime, dt.datetime]:
-    """The slice's column and its UTC window ``[start, end)``."""
-    (dimension,) = table_slice.partition_dimensions
-    start, end = dimension.partitions
-    return dimension.partition_expr, start.astimezone(_UTC), end.astimezone(_UTC)
+def _window(table_slice: TableSlice) -> tuple[str, dt.datetime, dt.datetime] | None:
+    """The slice's column and its UTC window ``[start, end)``; None unless the slice is one
+    time window (static or multi-dimensional partitions: the stock handler's)."""
+    dimensions = table_slice.partition_dimensions or ()
+    if len(dimensions) != 1:
+        return None
+    (dimension,) = dimensions
+    window = dimension.partitions
+    if not isinstance(window, dg.TimeWindow):
+        return None
+    return dimension.partition_expr, window.start.astimezone(_UTC), window.end.astimezone(_UTC)
 
 
 class DayRangeDeltaLakePandasTypeHandler(DeltaLakePandasTypeHandler):
-    """Replaces (one Delta commit) and loads the rows with ``start <= partition_expr < end``.
+    """Replaces (one Delta commit) and loads the rows with ``start <= partition_expr < end``;
+    a slice of other partitions (static, several dimensions) is the stock handler's.
 
     A zone-less column (``date``: UTC midnight) is compared with the window's zone-less UTC
     bounds; a zoned one (``created_at``) with the zoned bounds."""
@@ -59,10 +67,11 @@ class DayRangeDeltaLakePandasTypeHandler(DeltaLakePandasTypeHandler):
     def handle_output(
         self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection: TableConnection
     ) -> None:
-        if not table_slice.partition_dimensions:
+        window = _window(table_slice)
+        if window is None:
             super().handle_output(context, table_slice, obj, connection)
             return
-        column, start, end = _window(table_slice)
+        column, start, end = window
         data = pa.Table.from_pandas(obj, preserve_index=False)
         naive = data.schema.field(column).type.tz is None
         low, high = (t.replace(tzinfo=None).isoformat() if naive else t.isoformat() for t in (start, end))
@@ -84,12 +93,17 @@ class DayRangeDeltaLakePandasTypeHandler(DeltaLakePandasTypeHandler):
     ) -> pd.DataFrame:
         dataset = DeltaTable(connection.table_uri, storage_options=connection.storage_options).to_pyarrow_dataset()
         if not table_slice.partition_dimensions:
-            return dataset.to_table(columns=table_slice.columns).to_pandas()
-        column, start, end = _window(table_slice)
+            whole: pd.DataFrame = dataset.to_table(columns=table_slice.columns).to_pandas()  # pyarrow: untyped
+            return whole
+        window = _window(table_slice)
+        if window is None:
+            return super().load_input(context, table_slice, connection)
+        column, start, end = window
         kind = dataset.schema.field(column).type
         low, high = (pa.scalar(t if kind.tz else t.replace(tzinfo=None), type=kind) for t in (start, end))
         rows = (pds.field(column) >= low) & (pds.field(column) < high)
-        return dataset.to_table(columns=table_slice.columns, filter=rows).to_pandas()
+        days: pd.DataFrame = dataset.to_table(columns=table_slice.columns, filter=rows).to_pandas()
+        return days
 
 
 class CloudglueDeltaLakeIOManager(DeltaLakePandasIOManager):
@@ -99,5 +113,5 @@ class CloudglueDeltaLakeIOManager(DeltaLakePandasIOManager):
     Override :meth:`type_handlers` to add handlers of your own."""
 
     @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
+    def type_handlers() -> Sequence[DbTypeHandler[Any]]:
         return [DayRangeDeltaLakePandasTypeHandler()]
