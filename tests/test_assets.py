@@ -376,6 +376,17 @@ def test_factory_options() -> None:
     assert defs.resolve_schedule_def("cloudglue_daily_schedule").cron_schedule == "0 1 * * *"
 
 
+def test_the_schedule_is_the_schedule_definition_its_type_says_with_the_hour_asked() -> None:
+    """``CloudglueAssets.schedule`` is a ``dg.ScheduleDefinition`` before any ``Definitions``
+    resolves it: its cron, time zone and job can be read from it as from any schedule."""
+    assets = build_cloudglue_assets(start_date="2026-01-01", schedule_hour=3)
+    schedule = assets.schedule
+    assert isinstance(schedule, dg.ScheduleDefinition)
+    assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 3 * * *", "UTC")
+    assert schedule.job_name == assets.job.name == "cloudglue_daily"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
 @pytest.mark.parametrize("start", ["2999-01-01", "yesterday", dt.datetime.now(UTC).date().isoformat()])
 def test_start_date_must_be_a_past_day(start: str) -> None:
     with pytest.raises(CloudglueConfigError, match="start_date"):

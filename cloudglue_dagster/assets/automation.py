@@ -35,6 +35,9 @@ def build_automation(
     job = dg.define_asset_job(
         name=f"{options.name}_daily",
         selection=dg.AssetSelection.assets(*keys.values()),
+        # Given here, not left to Definitions: the schedule below is then a ScheduleDefinition
+        # at once (without it, an unresolved schedule with no cron_schedule to read).
+        partitions_def=options.partitions_def,
         description="Materializes Cloudglue chat completions, messages and token usage for a day (or a range).",
     )
     schedule = dg.build_schedule_from_partitioned_job(
@@ -42,6 +45,7 @@ def build_automation(
         hour_of_day=options.schedule_hour,
         description=f"Each day at {options.schedule_hour:02d}:00 UTC, loads the UTC day that just ended.",
     )
+    assert isinstance(schedule, dg.ScheduleDefinition)  # the job has its partitions (above)
     freshness_checks: Sequence[dg.AssetChecksDefinition] = ()
     sensors: list[dg.SensorDefinition] = []
     if options.freshness_deadline_hour is not None:
