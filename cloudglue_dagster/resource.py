@@ -30,7 +30,9 @@ _IntEnvVar = type(dg.EnvVar.int("_"))
 __all__ = ["CloudglueResource"]
 
 
-class CloudglueResource(dg.ConfigurableResource):
+# Unparametrized, as Dagster's own resources: subscripting this pydantic model at run time
+# would make a new model class for one type checker's sake.
+class CloudglueResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Connection settings for the Cloudglue API.
 
     Every field accepts an environment variable: ``dg.EnvVar("NAME")`` for text,

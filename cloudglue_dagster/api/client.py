@@ -19,7 +19,7 @@ import logging
 import threading
 import warnings
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 from typing import Any
@@ -34,7 +34,7 @@ from .loopback import is_loopback
 from .models import ChatCompletion, ChatCompletionPage
 from .parsing import parse_page
 from .secrecy import display_url, errors_masked
-from .sweep import DEFAULT_MAX_WINDOW_RECORDS, Fetch, Sweep, SweepStats
+from .sweep import DEFAULT_MAX_WINDOW_RECORDS, FanOut, Fetch, Sweep, SweepStats
 from .throttle import Throttle
 from .transport import HTTPRetryPolicy, Logger, Transport
 
@@ -396,8 +396,8 @@ class CloudglueClient:
         )
         yield from sweep
 
-    def _fan_out(self, cancel: threading.Event):  # noqa: ANN202 - a FanOut
-        def fan_out(fetch: Fetch, offsets: Iterable[int]) -> Iterator[tuple[int, ChatCompletionPage]]:
+    def _fan_out(self, cancel: threading.Event) -> FanOut:
+        def fan_out(fetch: Fetch, offsets: Iterable[int]) -> Generator[tuple[int, ChatCompletionPage], None, None]:
             """Fetch ``offsets`` concurrently, yielding ``(offset, page)`` in offset order.
 
             At most ``max_concurrent_requests`` are in flight, and at most

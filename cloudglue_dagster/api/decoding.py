@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -107,6 +108,7 @@ def _decode_page(body: bytes | bytearray | memoryview) -> ChatCompletionPage:
     choices, choice_texts = _column([r.choices for r in data], _CHOICES)
     collections, collection_texts = _column([p.collections for p in payloads], _COLLECTIONS)
     filter_cells = [p.filter for p in payloads]
+    filter_texts: Sequence[str | None]  # _filters_with_floats spells a null filter None
     try:
         filters, filter_texts = _column(filter_cells, _FILTERS)
     except _FloatSeen:
@@ -154,7 +156,7 @@ def _decode_page(body: bytes | bytearray | memoryview) -> ChatCompletionPage:
     return ChatCompletionPage(tuple(records), page.total, page.limit, page.offset)
 
 
-def _column(cells: list[msgspec.Raw], decoder: msgspec.json.Decoder) -> tuple[list[Any], list[str]]:
+def _column(cells: list[msgspec.Raw], decoder: msgspec.json.Decoder[Any]) -> tuple[list[Any], list[str]]:
     """One JSON column of a page: each cell's value, and its text as :data:`~cloudglue_dagster.api.models.encode_json` spells it.
 
     The cells are decoded in one call (one JSON value per line). When encoding the values

@@ -131,7 +131,7 @@ class ChatCompletion(msgspec.Struct, frozen=True):
     collections: tuple[str, ...]
     raw: CompletionJSON
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[object, ...]:
         return (
             self.id,
             self.created_at,

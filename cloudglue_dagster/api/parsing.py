@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from cloudglue_dagster.errors import InvalidResponseError
@@ -193,7 +194,7 @@ def _choices(raw_choices: Any, cid: str) -> tuple[Choice, ...]:
                 raise _wrong(cid, f"choices[{i}].index", "an integer", index)
             index = int(index)
         _int64(index, cid, f"choices[{i}].index")
-        choices.append(Choice(index, _message(choice.get("message"), cid, lambda i=i: f"choices[{i}].message")))
+        choices.append(Choice(index, _message(choice.get("message"), cid, partial("choices[{}].message".format, i))))
     return tuple(choices)
 
 
@@ -202,7 +203,7 @@ def _messages(raw_messages: Any, cid: str) -> tuple[ChatMessage, ...]:
         return ()
     if type(raw_messages) is not list:
         raise _wrong(cid, "payload.messages", "an array", raw_messages)
-    return tuple(_message(m, cid, lambda i=i: f"payload.messages[{i}]") for i, m in enumerate(raw_messages))
+    return tuple(_message(m, cid, partial("payload.messages[{}]".format, i)) for i, m in enumerate(raw_messages))
 
 
 def _collections(collections: Any, cid: str) -> tuple[str, ...]:

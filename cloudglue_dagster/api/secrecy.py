@@ -228,7 +228,8 @@ class _ChainMasker:
 
     @staticmethod
     def _stand_in(exc: BaseException, text: str) -> MaskedError:
-        stand_in = _stand_in_class(type(exc))(text)
+        # A class is hashable (type.__hash__); mypy checks BaseException's own __hash__ instead.
+        stand_in = _stand_in_class(type(exc))(text)  # type: ignore[arg-type]
         vars(stand_in).update(vars(exc))  # already masked
         stand_in.__traceback__ = exc.__traceback__
         return stand_in

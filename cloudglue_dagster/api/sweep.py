@@ -34,7 +34,7 @@ advancing by the records actually received, so records shifting between pages ar
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,7 +82,8 @@ runs (``max_partitions_per_run``); raise the bound only where the memory and the
 _ONE_DAY = dt.timedelta(days=1)
 
 Fetch = Callable[[int], ChatCompletionPage]
-FanOut = Callable[[Fetch, Iterable[int]], Iterator[tuple[int, ChatCompletionPage]]]
+# A generator, not any iterator: the sweep closes it to cancel the pages still in flight.
+FanOut = Callable[[Fetch, Iterable[int]], Generator[tuple[int, ChatCompletionPage], None, None]]
 
 
 @dataclass
@@ -322,7 +323,8 @@ class Sweep:
             return _Verdict(f"offset {offset}: only records already received, total unchanged", drift=False)
         return None
 
-    def _sequential_read(self) -> Iterator[ChatCompletion]:
+    def _sequential_read(self) -> Generator[ChatCompletion, None, _Verdict | None]:
+        """One read page by page: yields the new records, returns why it failed (None: consistent)."""
         tally, offset = _Read(), 0
         while True:
             page = self.fetch(offset)
@@ -333,7 +335,8 @@ class Sweep:
             if offset >= page.total:
                 return tally.verdict()
 
-    def _concurrent_read(self) -> Iterator[ChatCompletion]:
+    def _concurrent_read(self) -> Generator[ChatCompletion, None, _Verdict | None]:
+        """The first read, the pages after the first fetched concurrently; as :meth:`_sequential_read`."""
         assert self.fan_out is not None
         tally = _Read()
         first = self.fetch(0)

@@ -139,7 +139,8 @@ class HTTPRetryPolicy:
 
     def longest_backoff(self, retry: int) -> float:
         """The most :meth:`backoff` can wait before retry number ``retry``, in seconds."""
-        return min(self.max_backoff, self.initial_backoff * (2 ** (retry - 1)))
+        growth: float = 2 ** (retry - 1)  # typeshed: int ** int is Any (a negative power is a float)
+        return min(self.max_backoff, self.initial_backoff * growth)
 
     def retry_after(self, header: str | None, now: dt.datetime | None = None) -> float | None:
         """Seconds a ``Retry-After`` header asks for (delta-seconds or HTTP-date),
@@ -288,7 +289,7 @@ class _Adapter(WatchedAdapter):
         timeout: Any = None,
         verify: bool | str = True,
         cert: Any = None,
-        proxies: dict[str, str] | None = None,
+        proxies: Mapping[str, str] | None = None,
     ) -> requests.Response:
         parts = urlsplit(request.url or "")
         if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):

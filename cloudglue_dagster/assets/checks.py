@@ -92,8 +92,8 @@ _MESSAGE_KEY = ["completion_id", "source", "position"]
 def duplicate_message_keys(messages: pd.DataFrame) -> list[str]:
     """``completion_id/source/position`` keys that appear more than once."""
     # In Python: pandas' duplicated() over three columns cost more than the rest of the check.
-    seen: set[tuple] = set()
-    repeated: set[tuple] = set()
+    seen: set[tuple[object, ...]] = set()
+    repeated: set[tuple[object, ...]] = set()
     for key in zip(*(messages[column].tolist() for column in _MESSAGE_KEY)):
         (repeated if key in seen else seen).add(key)
     return sorted("/".join(str(v) for v in key) for key in repeated)
@@ -205,7 +205,7 @@ def report_checks(
     context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext,
     asset_key: dg.AssetKey,
     outcomes: Mapping[str, Mapping[str, Outcome]],
-) -> Iterator[dg.AssetCheckEvaluation | dg.Output]:
+) -> Iterator[dg.AssetCheckEvaluation | dg.Output[None]]:
     """Per-partition evaluations, then the (empty) check outputs Dagster expects of the op.
 
     Dagster's ``AssetCheckResult`` would report a range run as one unpartitioned

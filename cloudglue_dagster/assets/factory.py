@@ -10,6 +10,7 @@ import datetime as dt
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -26,7 +27,7 @@ from .guards import ALLOW_SHRINK_TAG, ShrinkGuard
 from .masking import Masker
 from .metadata import column_schema
 from .options import DEFAULT_POOL, DEFAULT_RETRY_POLICY, DEFAULT_SHRINK_GUARD, AssetOptions
-from .steps import CHAT, StepSettings, TablesStep, tables_for
+from .steps import CHAT, StepSettings, Table, TablesStep, tables_for
 from .translator import CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
 from .usage_checks import build_collection_usage_check, build_usage_check
 
@@ -299,7 +300,7 @@ def _tables_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> d
     )
     def tables_step(
         context: dg.AssetExecutionContext, config: CloudglueRunConfig
-    ) -> Iterator[dg.Output | dg.AssetCheckEvaluation | dg.AssetObservation]:
+    ) -> Iterator[dg.Output[Any] | dg.AssetCheckEvaluation | dg.AssetObservation]:
         tag = context.run.tags.get(ALLOW_SHRINK_TAG, "").strip().lower() == "true"
         # The key the run resolved: a server may send it back in its data (masking.py).
         masker = Masker.of(getattr(context.resources, options.resource_key))
@@ -309,7 +310,7 @@ def _tables_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> d
     return tables_step
 
 
-def _full_spec(options: AssetOptions, spec: dg.AssetSpec, table, chat_key: dg.AssetKey) -> dg.AssetSpec:
+def _full_spec(options: AssetOptions, spec: dg.AssetSpec, table: Table, chat_key: dg.AssetKey) -> dg.AssetSpec:
     """The translator's spec, then what the step needs on top of it (merged last, so a spec
     cannot drop what the I/O manager and the UI read)."""
     return spec.replace_attributes(

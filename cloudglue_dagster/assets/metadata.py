@@ -113,7 +113,9 @@ def _completions_by_model(frame: pd.DataFrame) -> pd.Series | Counter[Any]:
     if "completions" in frame.columns:  # token_usage
         return frame.groupby("model")["completions"].sum()
     # Counted in Python: pandas' value_counts of a string column cost ten times as much here.
-    counts = Counter(frame["model"].to_numpy(dtype=object, na_value=None).tolist())
+    # The ignore: pandas takes any na_value, None included; pandas-stubs' overloads leave None out.
+    models = frame["model"].to_numpy(dtype=object, na_value=None).tolist()  # type: ignore[call-overload]
+    counts: Counter[str | None] = Counter(models)
     counts.pop(None, None)
     return counts
 

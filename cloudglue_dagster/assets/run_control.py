@@ -107,7 +107,9 @@ def _uniform(seed: str) -> float:
 
 
 def _step_key(context: dg.AssetExecutionContext) -> str:
-    return context.get_step_execution_context().step.key
+    # Through op_execution_context (what context.get_step_execution_context() calls): typed,
+    # where the asset context's copy of the method is not.
+    return context.op_execution_context.get_step_execution_context().step.key
 
 
 @contextmanager
@@ -178,7 +180,7 @@ def _retry_wait(context: dg.AssetExecutionContext, policy: dg.RetryPolicy) -> tu
     requested = _retry_request(context.instance, run_id, step_key)
     if requested is None:  # not recorded (never seen): the whole delay from now
         return delay, delay
-    if requested.dagster_event.step_retry_data.seconds_to_wait:
+    if requested.get_dagster_event().step_retry_data.seconds_to_wait:
         return 0.0, delay  # Dagster waited already: a retry policy of its own asked for this attempt
     # The event's time is wall-clock; capped by the delay should two hosts' clocks differ.
     return min(delay, requested.timestamp + delay - time.time()), delay

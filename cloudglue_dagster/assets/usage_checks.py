@@ -8,7 +8,7 @@ partition; the comparisons are plain functions of DataFrames.
 # No `from __future__ import annotations`: Dagster reads the check functions' annotations as types.
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -93,7 +93,9 @@ def build_usage_check(
         ins={"token_usage": dg.AssetIn(key=usage_key)},
         required_resource_keys={resource_key},
     )
-    def usage_check(context: dg.AssetCheckExecutionContext, token_usage: pd.DataFrame):
+    def usage_check(
+        context: dg.AssetCheckExecutionContext, token_usage: pd.DataFrame
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output[None]]:
         masker = Masker.of(getattr(context.resources, resource_key))  # model names come from the API
         usage = conform(token_usage, TOKEN_USAGE_COLUMNS).sort_values("date", kind="stable")
         keys = context.op_execution_context.partition_keys
@@ -121,6 +123,11 @@ def _same(expected: Any, stored: Any, tolerance: float = 0.0) -> bool:
     return math.isclose(float(expected), float(stored), rel_tol=tolerance, abs_tol=tolerance)
 
 
+def _sum_or_null(values: pd.Series) -> Any:
+    """The sum, null when every value is (``sum()`` alone gives 0): nulls compare as nulls."""
+    return values.sum(min_count=1)
+
+
 def collection_usage_mismatches(collections_day: pd.DataFrame, usage_day: pd.DataFrame) -> list[dict[str, Any]]:
     """Where one day of collection_usage, summed over collections, differs from token_usage:
     per model, the tokens exactly (nulls included), ``attributed_completions`` against
@@ -128,7 +135,7 @@ def collection_usage_mismatches(collections_day: pd.DataFrame, usage_day: pd.Dat
     summed = collections_day.groupby("model", dropna=False).agg(
         {
             "attributed_completions": "sum",
-            **{f: lambda s: s.sum(min_count=1) for f in (*TOKEN_FIELDS, "input_cost", "output_cost", "total_cost")},
+            **{f: _sum_or_null for f in (*TOKEN_FIELDS, "input_cost", "output_cost", "total_cost")},
         }
     )
     usage = usage_day.set_index("model")
@@ -179,7 +186,7 @@ def build_collection_usage_check(
     )
     def collection_usage_check(
         context: dg.AssetCheckExecutionContext, collection_usage: pd.DataFrame, token_usage: pd.DataFrame
-    ):
+    ) -> Iterator[dg.AssetCheckEvaluation | dg.Output[None]]:
         masker = Masker.of(getattr(context.resources, resource_key))  # model and collection names come from the API
         collections = conform(collection_usage, COLLECTION_USAGE_COLUMNS).sort_values("date", kind="stable")
         usage = conform(token_usage, TOKEN_USAGE_COLUMNS).sort_values("date", kind="stable")

@@ -157,7 +157,7 @@ def _error_check_failures(dagster_home: str | None, run_id: str | None) -> Count
             run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=100_000
         )
         for record in records.records:
-            evaluation = record.event_log_entry.dagster_event.event_specific_data
+            evaluation = record.event_log_entry.get_dagster_event().asset_check_evaluation_data
             if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
                 failures[f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"] += 1
     return failures

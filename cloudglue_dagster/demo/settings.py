@@ -8,7 +8,10 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: keeps `--help` fast
+    from cloudglue_dagster.emulator import Dataset
 
 __all__ = [
     "ASSET_SELECTION",
@@ -113,7 +116,7 @@ def resolve_window(start: dt.date | None, days: int, today: dt.date) -> tuple[dt
     return start, end
 
 
-def demo_dataset(settings: Settings):  # -> Dataset (imported lazily: keeps `--help` fast)
+def demo_dataset(settings: Settings) -> Dataset:
     from cloudglue_dagster.emulator import Dataset
 
     return Dataset(settings.start, settings.end, per_day=settings.per_day, seed=settings.seed)

@@ -7,9 +7,12 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .settings import SCHEMA, DemoError, Settings, demo_dataset, shown_path
+
+if TYPE_CHECKING:  # imported where used: keeps `--help` fast
+    import duckdb
 
 __all__ = ["DayRow", "Summary", "format_summary", "read_summary", "verify"]
 
@@ -46,7 +49,7 @@ class Summary:
         return sum(r.total_tokens for r in self.rows)
 
 
-def _connect_read_only(path: Path, wait_seconds: float = 30.0):
+def _connect_read_only(path: Path, wait_seconds: float = 30.0) -> duckdb.DuckDBPyConnection:
     import duckdb
 
     from cloudglue_dagster.io_managers.duckdb.connections import is_lock_error

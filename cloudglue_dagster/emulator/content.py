@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from .text import SPECIAL_SENTENCES, TextMaker, placeholder, skeleton
 
@@ -59,7 +60,10 @@ _SPEAKERS = ("Ana", "Bruno", "Chen Wei", "Dana", "Élodie", "Farah", "Gonçalo",
 _NAMES = ("ana", "bruno", "ops-bot", "analyst_7")
 
 
-def _pick(rng: random.Random, seq: tuple[Any, ...] | list[Any]) -> Any:
+_T = TypeVar("_T")
+
+
+def _pick(rng: random.Random, seq: Sequence[_T]) -> _T:
     """``rng.choice`` without its rejection sampling (several times faster)."""
     return seq[int(rng.random() * len(seq))]
 

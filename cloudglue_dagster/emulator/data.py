@@ -129,11 +129,12 @@ class _Stored:
 
 def _with_created_at(raw: dict[str, Any], value: Any) -> dict[str, Any]:
     """Copy of ``raw`` with ``created_at`` set (placed after ``id`` if it was absent)."""
+    out: dict[str, Any]
     if "created_at" in raw:
         out = dict(raw)
         out["created_at"] = value
         return out
-    out: dict[str, Any] = {}
+    out = {}
     if "id" not in raw:
         out["created_at"] = value
     for key, val in raw.items():

@@ -75,7 +75,7 @@ class FaultPlan:
     def __init__(self, rate: float = 0.0, seed: int = 0, kinds: Iterable[str] = FAULT_KINDS) -> None:
         self.rate = rate
         self.seed = seed
-        self.kinds = kinds  # type: ignore[assignment]  # validated by the setter
+        self.kinds = kinds  # validated by the setter
         self._lock = threading.Lock()
         self._n = 0
         self.injected: dict[str, int] = {k: 0 for k in FAULT_KINDS}

@@ -374,7 +374,7 @@ class Emulator:
 
     @fault_kinds.setter
     def fault_kinds(self, value: Iterable[str]) -> None:
-        self._faults.kinds = value  # type: ignore[assignment]
+        self._faults.kinds = value
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> Emulator:

@@ -214,7 +214,7 @@ def _expanded(words: Sequence[bytes], size: int) -> list[bytes]:
     return out[:size]
 
 
-def _u16(rng: random.Random, n: int) -> array:
+def _u16(rng: random.Random, n: int) -> array[int]:
     """``n`` uniform 16-bit values from ``rng``, the same on every platform."""
     values = array("H", rng.randbytes(2 * n))
     if _BIG_ENDIAN:
@@ -229,7 +229,7 @@ class _Language(NamedTuple):
     starts: list[bytes]  # 8,192 capitalized first words (Zipf-weighted)
     ends: tuple[bytes, ...]  # the end mark of a text, per kind (a question mark for a user message)
     corpus: bytes  # phrases in random order
-    places: array  # offset in ``corpus`` of each of its phrases, and its length last
+    places: array[int]  # offset in ``corpus`` of each of its phrases, and its length last
     cuts: int  # a run of phrases starts at one of the first ``cuts`` places (then fits)
 
 

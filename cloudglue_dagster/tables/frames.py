@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -49,12 +49,16 @@ __all__ = [
 ]
 
 
+ColumnDtype = Literal["string", "Int64", "Float64", "datetime64[ns, UTC]", "datetime64[us]"]
+"""The pandas dtypes the contracts use (a new one is added here, and to the warehouses' mappings)."""
+
+
 @dataclass(frozen=True)
 class Column:
     """One column of a table's contract: name, pandas dtype, and what it holds."""
 
     name: str
-    dtype: str
+    dtype: ColumnDtype
     description: str
 
 
@@ -186,7 +190,8 @@ def empty_frame(columns: Sequence[Column]) -> pd.DataFrame:
 def _typed(data: Mapping[str, Any], columns: Sequence[Column]) -> pd.DataFrame:
     # Arrays, not Series: a frame made of Series aligns their indexes, which took as long as
     # building the columns (2.1 of 5.2 ms for a day of the benchmark's completions).
-    return pd.DataFrame({c.name: pd.array(data[c.name], dtype=c.dtype) for c in columns}, copy=False)
+    # The ignore: pandas-stubs' pd.array has no overload for the datetime64 dtypes pandas takes.
+    return pd.DataFrame({c.name: pd.array(data[c.name], dtype=c.dtype) for c in columns}, copy=False)  # type: ignore[arg-type]
 
 
 def chat_completions_frame(completions: Iterable[ChatCompletion]) -> pd.DataFrame:
@@ -238,10 +243,10 @@ def _fewer_collections() -> Iterator[None]:
         gc.set_threshold(*previous)
 
 
-def _chat_columns(completions: Iterable[ChatCompletion]) -> dict[str, list]:
+def _chat_columns(completions: Iterable[ChatCompletion]) -> dict[str, list[Any]]:
     """The contract's columns as lists, one pass over the records. The JSON columns are the
     records' own text (:class:`~cloudglue_dagster.api.models.CompletionJSON`): nothing is encoded here."""
-    columns: tuple[list, ...] = tuple([] for _ in CHAT_COMPLETIONS_COLUMNS)
+    columns: tuple[list[Any], ...] = tuple([] for _ in CHAT_COMPLETIONS_COLUMNS)
     (
         ids,
         created,
@@ -307,7 +312,7 @@ def window_rows(frame: pd.DataFrame, column: str, start: Any, end: Any) -> pd.Da
     return frame.iloc[lo:hi]
 
 
-def utc_day(created_at: pd.Series) -> pd.Series:
+def utc_day(created_at: pd.Series[pd.Timestamp]) -> pd.Series[pd.Timestamp]:
     """The UTC day of each timestamp, as naive midnight (``datetime64[us]``)."""
     return created_at.dt.tz_convert("UTC").dt.tz_localize(None).dt.floor("D").astype("datetime64[us]")
 
@@ -407,9 +412,9 @@ def _objects(values: Iterable[Any], count: int) -> np.ndarray:
     return np.fromiter(values, dtype=object, count=count)
 
 
-def _message_columns_cell_by_cell(chat_completions: pd.DataFrame) -> dict[str, list]:
+def _message_columns_cell_by_cell(chat_completions: pd.DataFrame) -> dict[str, list[Any]]:
     """:func:`_message_columns` for any JSON: each cell read with json, row by row."""
-    data: dict[str, list] = {c.name: [] for c in CHAT_MESSAGES_COLUMNS}
+    data: dict[str, list[Any]] = {c.name: [] for c in CHAT_MESSAGES_COLUMNS}
     dates, ids, sources, positions, indexes, roles, names, contents = data.values()
     days = utc_day(chat_completions["created_at"])
     for completion_id, day, prompt_json, choices_json in zip(

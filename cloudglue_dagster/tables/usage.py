@@ -18,6 +18,7 @@ many runs touched this collection"). Costs are the attributed tokens times the m
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import msgspec
 import numpy as np
@@ -105,7 +106,7 @@ def collection_usage_frame(
     rows = np.repeat(np.arange(len(lists)), k)  # one row per (completion, collection)
     position = np.arange(len(rows)) - np.repeat(np.cumsum(k) - k, k)  # 0..k-1 within a completion
     shares = np.repeat(k, k)
-    named = [name for names in lists for name in (names or [None])]
+    named: list[str | None] = [name for names in lists for name in (names if names else [None])]
     frame = pd.DataFrame(
         {
             "date": utc_day(chat_completions["created_at"]).to_numpy()[rows],
@@ -115,7 +116,8 @@ def collection_usage_frame(
         }
     )
     for field in TOKEN_FIELDS:
-        tokens = chat_completions[field].astype("Int64").array[rows]
+        # An Int64 column's .array is an IntegerArray; pandas-stubs type it as any ExtensionArray.
+        tokens = cast("pd.arrays.IntegerArray", chat_completions[field].astype("Int64").array)[rows]
         frame[field] = tokens // shares + (pd.array(position, dtype="Int64") < tokens % shares).astype("Int64")
     grouped = frame.groupby(["date", "collection", "model"], sort=True, dropna=False)
     usage = pd.DataFrame(

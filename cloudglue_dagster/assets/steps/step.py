@@ -109,7 +109,7 @@ class TablesStep:
 
     # -- outputs -----------------------------------------------------------------------------
 
-    def outputs(self) -> Iterator[dg.Output | dg.AssetCheckEvaluation | dg.AssetObservation]:
+    def outputs(self) -> Iterator[dg.Output[Any] | dg.AssetCheckEvaluation | dg.AssetObservation]:
         """Every selected table's output, then the check evaluations and the run's figures."""
         names = {t: self.settings.keys[t].to_python_identifier() for t in self.written}
         if self.streaming:
@@ -285,7 +285,7 @@ class TablesStep:
             figures.update(self.api.run_metadata())
         return figures
 
-    def report(self) -> Iterator[dg.Output | dg.AssetCheckEvaluation | dg.AssetObservation]:
+    def report(self) -> Iterator[dg.Output[Any] | dg.AssetCheckEvaluation | dg.AssetObservation]:
         """After the outputs: each day's check evaluations, the (empty) outputs of the selected
         checks, then each table's figures, once."""
         for recorder in self.recorders.values():

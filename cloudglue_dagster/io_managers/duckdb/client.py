@@ -46,7 +46,7 @@ from .sql import (
 __all__ = ["UTCDuckDbClient"]
 
 
-class UTCDuckDbClient(DbClient):
+class UTCDuckDbClient(DbClient[duckdb.DuckDBPyConnection]):
     """DuckDB client for ``DbIOManager`` with transactional writes, UTC sessions and lock waits.
 
     ``DbIOManager.handle_output`` runs ``ensure_schema_exists``, ``delete_table_slice`` and the
@@ -75,8 +75,10 @@ class UTCDuckDbClient(DbClient):
         clone.memory_limit = None
         return clone
 
+    # A method where DbClient declares a staticmethod: DbIOManager calls it on this client,
+    # whose database, settings and memory cap each connection needs.
     @contextmanager
-    def connect(  # pyright: ignore[reportIncompatibleMethodOverride]
+    def connect(  # type: ignore[override]  # pyright: ignore[reportIncompatibleMethodOverride]
         self, context: dg.OutputContext | dg.InputContext, table_slice: TableSlice
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         if isinstance(context, dg.OutputContext):

@@ -247,7 +247,7 @@ def _stores_zstd(conn: duckdb.DuckDBPyConnection) -> bool:
     rows = conn.execute("SELECT tags FROM duckdb_databases() WHERE database_name = current_database()").fetchall()
     version = str((rows[0][0] or {}).get("storage_version", "")) if rows else ""
     match = re.match(r"v(\d+)\.(\d+)\.(\d+)", version)
-    return bool(match) and tuple(int(part) for part in match.groups()) >= (1, 2, 0)
+    return match is not None and tuple(int(part) for part in match.groups()) >= (1, 2, 0)
 
 
 def _refuse_if_truncated(conn: duckdb.DuckDBPyConnection, database: str, config: Mapping[str, Any]) -> None:
@@ -298,6 +298,7 @@ def _blocks_end(conn: duckdb.DuckDBPyConnection) -> int | None:
 
 def _last_block(conn: duckdb.DuckDBPyConnection, table: str) -> int | None:
     """The highest block id a table's stored segments use (not those only in memory yet)."""
+    block: int | None  # NULL: no stored segment
     ((block,),) = conn.execute(
         "SELECT max(greatest(block_id, coalesce(list_max(additional_block_ids), -1)))"
         " FROM pragma_storage_info(?) WHERE persistent",

@@ -29,7 +29,7 @@ from cloudglue_dagster.tables.streams import DayRows
 from .errors import DuckDBMemoryLimitError
 from .previous import drop_previous, keep_previous, restore_previous
 from .progress import committed_by, mark, unmark
-from .sql import partition_where_clause, qualified_table, remember_catalog, table_columns
+from .sql import day_dimension, partition_where_clause, qualified_table, remember_catalog, table_columns
 
 if TYPE_CHECKING:
     from .client import UTCDuckDbClient
@@ -74,7 +74,7 @@ def partitions_label(context: dg.OutputContext) -> str | None:
 
 def day_slice(table_slice: TableSlice, day: UTCDay, columns: Sequence[str] | None = None) -> TableSlice:
     """``table_slice`` narrowed to ``day`` (and to ``columns``, when given)."""
-    (dimension,) = table_slice.partition_dimensions
+    dimension = day_dimension(table_slice)
     return table_slice._replace(
         partition_dimensions=[
             TablePartitionDimension(
@@ -253,7 +253,8 @@ class DayStore:
         """One day of ``table``, as the pandas handler loads it."""
         one_day = day_slice(self.slices[table], day, columns)
         with self._reading(context, one_day) as conn:
-            return self.handler.load_input(_ReadContext(), one_day, conn)
+            frame: pd.DataFrame = self.handler.load_input(_ReadContext(), one_day, conn)
+            return frame
 
     @contextmanager
     def _reading(self, context: dg.OutputContext, table_slice: TableSlice) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -276,11 +277,11 @@ class DayStore:
                 return {day.key: 0 for day in days}
             target = qualified_table(conn, table_slice.schema, table_slice.table)
             span = UTCDay("", min(d.start for d in days), max(d.end for d in days))
-            (dimension,) = table_slice.partition_dimensions
+            dimension = day_dimension(table_slice)
             # The session's time zone is UTC: a timestamp's DATE is its UTC day, the partition.
             rows = conn.execute(
                 f"SELECT CAST({dimension.partition_expr} AS DATE), count(*) FROM {target}"
-                f" WHERE {partition_where_clause(day_slice(table_slice, span).partition_dimensions)} GROUP BY 1"
+                f" WHERE {partition_where_clause([day_dimension(day_slice(table_slice, span))])} GROUP BY 1"
             ).fetchall()
         by_date = {str(date): int(n) for date, n in rows}
         return {day.key: by_date.get(day.start.date().isoformat(), 0) for day in days}

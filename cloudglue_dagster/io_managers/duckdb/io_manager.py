@@ -66,7 +66,9 @@ from .sql import table_columns
 __all__ = ["CloudglueDuckDBIOManager"]
 
 
-class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
+# Unparametrized, as Dagster's own managers: subscripting this pydantic model at run time
+# would make a new model class for one type checker's sake.
+class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):  # type: ignore[type-arg]
     """Stores pandas DataFrames in a DuckDB file; loads them back as DataFrames.
 
     Each asset is a table named after the last component of its asset key, in the schema given
@@ -216,7 +218,7 @@ class CloudglueDuckDBIOManager(dg.ConfigurableIOManagerFactory):
         return check_database_path(value)
 
     @staticmethod
-    def type_handlers() -> Sequence[DbTypeHandler]:
+    def type_handlers() -> Sequence[DbTypeHandler[Any]]:
         """The type handlers writing and loading each Python type (the override point, as in
         ``dagster_duckdb.DuckDBIOManager``): :class:`DuckDBPandasReplaceTypeHandler` for pandas."""
         return [DuckDBPandasReplaceTypeHandler()]

@@ -4,7 +4,7 @@ pandas nullable dtypes (rules in :class:`~cloudglue_dagster.io_managers.duckdb.C
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import duckdb
@@ -26,6 +26,10 @@ from .sql import (
     table_columns,
 )
 
+if TYPE_CHECKING:
+    from pandas._typing import AstypeArg  # pandas-stubs' name for what astype takes
+
+
 __all__ = ["DuckDBPandasReplaceTypeHandler", "to_nullable_dtypes", "write_frame"]
 
 # Name the frame is registered under while it is written; unlikely to clash with a table.
@@ -35,7 +39,7 @@ _FRAME_VIEW = "__cloudglue_dagster_frame"
 _UNKNOWN_TYPE = '"NULL"'
 
 # What a reader gets back for each DuckDB column type (see CloudglueDuckDBIOManager).
-_PANDAS_DTYPE_BY_DUCKDB_TYPE: Mapping[str, str] = {
+_PANDAS_DTYPE_BY_DUCKDB_TYPE: Mapping[str, AstypeArg] = {
     "TINYINT": "Int8",
     "SMALLINT": "Int16",
     "INTEGER": "Int32",
@@ -282,8 +286,9 @@ def _strings_as_objects(frame: pd.DataFrame) -> pd.DataFrame:
     with object columns. The conversion copies pointers, not text.
     """
     # One pass per column (na_value replaces <NA> as it copies): a third of astype + where's time.
+    # The ignore: pandas takes any na_value, None included; pandas-stubs' overloads leave None out.
     objects = {
-        position: column.to_numpy(dtype=object, na_value=None)
+        position: column.to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]
         for position, (_, column) in enumerate(frame.items())
         if isinstance(column.dtype, pd.StringDtype)
     }

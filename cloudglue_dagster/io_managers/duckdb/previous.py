@@ -20,7 +20,15 @@ import duckdb
 
 from cloudglue_dagster.internals import TableSlice
 
-from .sql import create_once, forget_table, partition_where_clause, qualified_table, quote_identifier, table_columns
+from .sql import (
+    create_once,
+    day_dimension,
+    forget_table,
+    partition_where_clause,
+    qualified_table,
+    quote_identifier,
+    table_columns,
+)
 
 __all__ = ["PREVIOUS_PREFIX", "drop_previous", "keep_previous", "restore_previous"]
 
@@ -60,7 +68,7 @@ def keep_previous(conn: duckdb.DuckDBPyConnection, day_slice: TableSlice, run_id
                 forget_table(conn, day_slice.schema, copy_name)
                 conn.execute(f"ALTER TABLE {copy} ADD COLUMN {quote_identifier(name)} {column_type}")
         conn.execute(f"DELETE FROM {copy} WHERE {_DAY} = ?", [day])
-    where = partition_where_clause(day_slice.partition_dimensions)
+    where = partition_where_clause([day_dimension(day_slice)])
     conn.execute(
         f"INSERT INTO {copy} BY NAME SELECT ? AS {_RUN}, ? AS {_DAY}, * FROM {live} WHERE {where}", [run_id, day]
     )
@@ -72,7 +80,7 @@ def restore_previous(conn: duckdb.DuckDBPyConnection, day_slice: TableSlice, run
     if table_columns(conn, day_slice.schema, day_slice.table) is None:
         return
     live, copy, copy_name = _names(conn, day_slice)
-    conn.execute(f"DELETE FROM {live} WHERE {partition_where_clause(day_slice.partition_dimensions)}")
+    conn.execute(f"DELETE FROM {live} WHERE {partition_where_clause([day_dimension(day_slice)])}")
     if table_columns(conn, day_slice.schema, copy_name) is None:
         return
     conn.execute(

@@ -15,6 +15,7 @@ from cloudglue_dagster.internals import TablePartitionDimension, TableSlice, sta
 __all__ = [
     "catalog_name",
     "create_once",
+    "day_dimension",
     "forget_catalog",
     "forget_table",
     "partition_where_clause",
@@ -114,6 +115,13 @@ def table_columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> d
 def _current_database(conn: duckdb.DuckDBPyConnection) -> str:
     ((catalog,),) = conn.execute("SELECT current_database()").fetchall()
     return str(catalog)
+
+
+def day_dimension(table_slice: TableSlice) -> TablePartitionDimension:
+    """The one partition dimension of a slice the day store reads or writes (its tables are
+    partitioned by UTC day only); ValueError for a slice with none or several."""
+    (dimension,) = table_slice.partition_dimensions or ()
+    return dimension
 
 
 def partition_where_clause(partition_dimensions: Sequence[TablePartitionDimension]) -> str:
