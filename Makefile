@@ -26,10 +26,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 	.ci/install-project editable
 
-# ruff: `.venv/bin/ruff format .` and `ruff check --fix .` repair most findings.
+# ruff: `.venv/bin/ruff format .` and `ruff check --fix .` repair most findings. mypy: the
+# package's types ([tool.mypy] in pyproject.toml), run by .venv's mypy so that it reads the stubs
+# the dev extra installs there (pandas-stubs, types-requests) and the installed dependencies.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The sdist, then the wheel built from it, into dist/ (emptied first), checked for PyPI. The
 # egg-info goes first too: setuptools adds the files an old one lists to the sdist, so a file
@@ -41,7 +44,7 @@ dist: $(STAMP)
 
 # What CI runs. First installs the system packages the tests need when missing
 # (.ci/system-packages: Chromium, PostgreSQL; as root or with sudo, else it stops with the
-# command to run), checks the tree with ruff, builds dist/, installs the wheel and runs the
+# command to run), checks the tree with ruff and mypy, builds dist/, installs the wheel and runs the
 # suite on it (.ci/test-wheel). E.g. make test TEST_ARGS='tests/test_package.py -q'.
 TEST_ARGS ?=
 test: lint dist
