@@ -147,7 +147,10 @@ class Watchdog:
 
 class _WatchedConnection:
     """Mixin for urllib3 connections: a new connection shows its socket to the sending
-    thread's :class:`Watch` as soon as it is connected."""
+    thread's :class:`Watch` as soon as it is connected.
+
+    The ignores on its ``super()`` calls (and :class:`_WatchedPool`'s): mypy looks for the
+    method in ``object``, not in the urllib3 class the mixin is put before."""
 
     def connect(self) -> None:
         super().connect()  # type: ignore[misc]
