@@ -62,6 +62,7 @@ def test_the_bundled_definitions_read_only_listed_variables_and_name_them_all() 
     assert 'os.environ.get("CLOUDGLUE' not in source  # read through the names in environment.py
 
 
+@pytest.mark.processes
 def test_a_misspelt_variable_is_named_when_the_definitions_load_and_in_the_run_log(tmp_path: Path) -> None:
     """CLOUDGLUE_DUCKDB_PAHT once wrote silently into ./cloudglue.duckdb."""
     day = dt.date(2026, 3, 2)

@@ -213,6 +213,7 @@ def test_a_database_whose_directory_cannot_be_created_fails_the_run_at_once(tmp_
     assert parent_file.read_text() == "a file, not a directory"
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("where", ["unwritable directory", "directly in /proc"])
 def test_a_database_file_that_cannot_be_created_fails_the_run_at_once(tmp_path: Path, where: str) -> None:
     """Root can write any directory chmod protects: the unwritable one is made immutable
@@ -232,6 +233,7 @@ def test_a_database_file_that_cannot_be_created_fails_the_run_at_once(tmp_path: 
     assert not db.exists()
 
 
+@pytest.mark.processes
 def test_a_database_file_made_unwritable_after_a_write_fails_the_next_and_keeps_its_rows(db: Path) -> None:
     """The file is made immutable (root) or read-only (other users): see :func:`unwritable`."""
     materialize_events(db, partition="2026-01-02", version=1)
@@ -244,6 +246,7 @@ def test_a_database_file_made_unwritable_after_a_write_fails_the_next_and_keeps_
     assert stored(db) == before
 
 
+@pytest.mark.processes
 def test_a_directory_made_unwritable_after_a_write_fails_the_commit_and_keeps_the_rows(db: Path) -> None:
     """The file can still be opened, but DuckDB writes a log beside it (``iom.duckdb.wal``) at
     commit, which the immutable (root) or read-only (other users) directory refuses."""

@@ -78,6 +78,7 @@ F_START, F_END = dt.date(2026, 4, 1), dt.date(2026, 5, 8)  # the API's data
 F_FIRST, F_LAST = dt.date(2026, 4, 2), dt.date(2026, 5, 6)  # the backfill: 35 days
 
 
+@pytest.mark.processes
 def test_backfill_under_faults_of_every_kind_equals_ground_truth(tmp_path: Path) -> None:
     """35 days backfilled through real runs while 25% of requests fail in every way the
     emulator can (429 with Retry-After, 500, HTML 502/503 pages, dropped connections,
@@ -171,6 +172,7 @@ def test_backfill_under_faults_of_every_kind_equals_ground_truth(tmp_path: Path)
 # -- 2. parallel runs ---------------------------------------------------------------------------
 
 
+@pytest.mark.processes
 def test_eight_parallel_cli_runs_write_one_partition_each(tmp_path: Path) -> None:
     """Eight ``dagster asset materialize --partition DAY`` processes started together on one
     DuckDB file and one DAGSTER_HOME all succeed, and the tables equal the ground truth.
@@ -496,6 +498,7 @@ def test_completions_outside_the_window_are_dropped_and_counted_exactly(pipeline
         ),
     ],
 )
+@pytest.mark.processes
 def test_invalid_config_is_rejected_when_the_definitions_load(tmp_path: Path, env: dict, expected: list | None) -> None:
     """``dagster definitions validate -m cloudglue_dagster.definitions`` fails on an invalid
     environment, before any run, with a message naming the field and the value (and never the

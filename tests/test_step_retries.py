@@ -28,6 +28,9 @@ from support.reliability import DAGSTER_SELECT, cli_env, dagster
 
 from cloudglue_dagster.emulator import Dataset, Emulator
 
+# serial: each test holds a stop or a retry delay to a bound of seconds or tenths of one.
+pytestmark = [pytest.mark.processes, pytest.mark.serial]
+
 START = dt.date(2026, 6, 1)
 FIRST, LAST = "2026-06-02", "2026-06-04"
 DEFS = str(Path(__file__).with_name("retry_defs.py"))

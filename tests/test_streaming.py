@@ -141,6 +141,7 @@ def full_sweep(instance: dg.DagsterInstance, proxy: HostileProxy, emu: Emulator,
     return proxy.requests
 
 
+@pytest.mark.processes
 def test_a_step_retry_after_an_outage_fetches_only_the_days_the_first_attempt_had_not_committed(
     emu: Emulator, proxy: HostileProxy, instance: dg.DagsterInstance, job_env: Path
 ) -> None:
@@ -171,6 +172,7 @@ def test_a_step_retry_after_an_outage_fetches_only_the_days_the_first_attempt_ha
     assert sum(1 for md in days.values() if md.get("resumed_from_run") == result.run_id) == resumed
 
 
+@pytest.mark.processes
 def test_a_reexecution_of_a_failed_range_run_fetches_only_the_days_it_had_not_committed(
     emu: Emulator, proxy: HostileProxy, instance: dg.DagsterInstance, job_env: Path
 ) -> None:
@@ -224,6 +226,7 @@ def test_a_reexecution_of_a_failed_range_run_fetches_only_the_days_it_had_not_co
     assert "Resuming" not in logs(instance, fresh.run_id)
 
 
+@pytest.mark.processes
 def test_a_completion_arriving_after_its_day_was_written_makes_that_day_be_read_again(
     emu: Emulator, proxy: HostileProxy, instance: dg.DagsterInstance, job_env: Path
 ) -> None:

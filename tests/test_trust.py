@@ -85,6 +85,7 @@ def output(done: subprocess.CompletedProcess) -> str:
 # -- 1. the warehouse is the witness --------------------------------------------------------------
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("home", ["new DAGSTER_HOME", "no DAGSTER_HOME"])
 def test_an_empty_answer_cannot_replace_stored_days_whatever_the_instance_remembers(
     proxy: HostileProxy, tmp_path: Path, home: str
@@ -144,6 +145,7 @@ def _day(record: dict[str, Any]) -> str:
     return dt.datetime.fromtimestamp(record["created_at"] / 1000, dt.timezone.utc).date().isoformat()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("listing", ["a late record", "the oldest listed second"])
 @pytest.mark.parametrize("home", ["same DAGSTER_HOME", "new DAGSTER_HOME"])
 def test_a_listing_out_of_order_then_a_failure_leaves_every_day_as_it_was_in_every_table(
@@ -186,6 +188,7 @@ def test_a_listing_out_of_order_then_a_failure_leaves_every_day_as_it_was_in_eve
     assert "late-arrival" in set(read_table(database, "chat_completions")["id"])
 
 
+@pytest.mark.processes
 def test_a_failure_in_one_table_leaves_the_day_as_it_was_in_every_table(
     emu: Emulator, proxy: HostileProxy, tmp_path: Path
 ) -> None:
@@ -218,6 +221,7 @@ def test_a_failure_in_one_table_leaves_the_day_as_it_was_in_every_table(
     assert "DuckDBSchemaError" in said and "token_usage" in said
 
 
+@pytest.mark.processes
 def test_a_60_mb_answer_is_stored_whole_in_every_table(emu: Emulator, proxy: HostileProxy, tmp_path: Path) -> None:
     """One answer of 60 MB outgrows DuckDB's default memory cap: its day is retried without the
     cap, all tables at once. It used to be stored in chat_completions while chat_messages failed
@@ -251,6 +255,7 @@ def test_a_60_mb_answer_is_stored_whole_in_every_table(emu: Emulator, proxy: Hos
 # -- 3. messages that agree -----------------------------------------------------------------------
 
 
+@pytest.mark.processes
 def test_after_a_failure_the_error_and_the_log_name_the_same_committed_days(
     proxy: HostileProxy, tmp_path: Path
 ) -> None:
