@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import streaming_job
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from support.hostile_server import HostileProxy
 from support.pipeline import TEST_KEY, Pipeline
@@ -64,14 +65,17 @@ def job_env(proxy: HostileProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     return database
 
 
+RANGE_TAGS = {
+    "dagster/asset_partition_range_start": FIRST.isoformat(),
+    "dagster/asset_partition_range_end": LAST.isoformat(),
+}
+
+
 def run_range(instance: dg.DagsterInstance, **kwargs) -> dg.ExecuteJobResult:
-    tags = {
-        "dagster/asset_partition_range_start": FIRST.isoformat(),
-        "dagster/asset_partition_range_end": LAST.isoformat(),
-    }
+    """A run of FIRST..LAST as a deployment makes it: a process per step."""
     # By file: the step subprocesses import it without tests/ on their path.
     job = ReconstructableJob.for_file(JOB_FILE, "daily_job")
-    with dg.execute_job(job, instance=instance, tags=tags, raise_on_error=False, **kwargs) as result:
+    with dg.execute_job(job, instance=instance, tags=RANGE_TAGS, raise_on_error=False, **kwargs) as result:
         return result
 
 
@@ -133,9 +137,10 @@ def logs(instance: dg.DagsterInstance, run_id: str) -> str:
 
 
 def full_sweep(instance: dg.DagsterInstance, proxy: HostileProxy, emu: Emulator, database: Path) -> int:
-    """A first, honest run; returns its request count."""
+    """A first, honest run of FIRST..LAST, the same job in this process (the test is about the
+    runs after it; its steps would cost a process each); returns its request count."""
     proxy.requests = 0
-    result = run_range(instance)
+    result = streaming_job.daily_job().execute_in_process(instance=instance, tags=RANGE_TAGS)
     assert result.success
     assert_exact(emu, database)
     return proxy.requests
@@ -221,8 +226,10 @@ def test_a_reexecution_of_a_failed_range_run_fetches_only_the_days_it_had_not_co
     assert_exact(emu, job_env)
 
     proxy.requests = 0
-    fresh = run_range(instance)
-    assert fresh.success and proxy.requests >= full  # a new run replaces every day
+    # A new run, not a re-execution; in this process: what a step resumes comes from its run's
+    # parent and its retry number (assets/steps/base.py resume_runs), not from how it was launched.
+    fresh = streaming_job.daily_job().execute_in_process(instance=instance, tags=RANGE_TAGS)
+    assert fresh.success and proxy.requests >= full  # replaces every day
     assert "Resuming" not in logs(instance, fresh.run_id)
 
 
