@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import duckdb
@@ -427,6 +428,9 @@ def test_a_range_terminated_between_two_status_reads_stops_at_the_next_and_keeps
     STATUS_EVERY_SECONDS (a read per day cost a 180-day run 1.2 s): a Terminate between two
     reads lets complete days commit until the next read, which rolls back its day."""
     monkeypatch.setattr(day_store, "STATUS_EVERY_SECONDS", 2.0)
+    # The store's clock, which the produce step below moves on instead of sleeping.
+    skipped = [0.0]
+    monkeypatch.setattr(day_store, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + skipped[0]))
 
     @dg.asset(
         partitions_def=ia.PARTITIONS,
@@ -444,8 +448,8 @@ def test_a_range_terminated_between_two_status_reads_stops_at_the_next_and_keeps
             for i, day in enumerate(days):
                 if i == 2:  # two days committed, the first after a status read
                     context.instance.report_run_canceling(context.run)
-                if i == 3:  # the third was committed without a read; now one is due
-                    time.sleep(2.5)
+                if i == 3:  # the third was committed without a read; 2.5 s on, one is due
+                    skipped[0] += 2.5
                 yield DayRows(day, {"iom_days": ia.day_rows(pd.Timestamp(day.start), 1)})
 
         ignore = lambda stored: None  # noqa: E731

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import re
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -172,13 +173,16 @@ def test_backfill_under_faults_of_every_kind_equals_ground_truth(tmp_path: Path)
 # -- 2. parallel runs ---------------------------------------------------------------------------
 
 
+LOCKED = "is locked by another process"  # the run's log line when it first finds the file locked
+
+
 @pytest.mark.processes
 def test_eight_parallel_cli_runs_write_one_partition_each(tmp_path: Path) -> None:
     """Eight ``dagster asset materialize --partition DAY`` processes started together on one
     DuckDB file and one DAGSTER_HOME all succeed, and the tables equal the ground truth.
 
-    The test holds the DuckDB file's lock until every run has fetched its day, so all of them
-    reach their writes while the file is locked and then contend for it at once.
+    The test holds the DuckDB file's lock until every run has fetched its day and logged that
+    the file is locked, so all of them then contend for it at once.
     """
     dataset = Dataset(dt.date(2026, 8, 1), dt.date(2026, 8, 12), per_day=40, seed=88, empty_days=[dt.date(2026, 8, 5)])
     database = tmp_path / "warehouse.duckdb"
@@ -201,25 +205,32 @@ def test_eight_parallel_cli_runs_write_one_partition_each(tmp_path: Path) -> Non
                 )
                 for day in partitions
             ]
+            lines: list[list[str]] = [[] for _ in procs]
+            readers = [threading.Thread(target=seen.extend, args=(proc.stdout,)) for proc, seen in zip(procs, lines)]
+            for reader in readers:
+                reader.start()
+            # Every run has fetched its day and met the locked file (each logs it once).
             deadline = time.monotonic() + 120
-            while len({r.query.get("created_after") for r in emu.request_log}) < len(partitions):
-                assert time.monotonic() < deadline, "the runs never fetched their days"
-                assert all(p.poll() is None for p in procs), "a run ended before fetching"
+            while (met := sum(any(LOCKED in line for line in seen) for seen in lines)) < len(procs):
+                assert time.monotonic() < deadline, f"only {met} of {len(procs)} runs met the lock"
+                assert all(p.poll() is None for p in procs), "a run ended before meeting the lock"
                 time.sleep(0.05)
-            time.sleep(1.0)  # let every run parse its pages and reach the locked file
+            assert len({r.query.get("created_after") for r in emu.request_log}) == len(partitions)
             holder.close()
-            outputs = [p.communicate(timeout=180)[0] for p in procs]
+            for proc in procs:
+                proc.wait(timeout=180)
+            for reader in readers:
+                reader.join(timeout=60)
         finally:
             holder.close()
             for proc in procs:
                 if proc.poll() is None:
                     proc.kill()
                     proc.communicate()
-    for day, proc, output in zip(partitions, procs, outputs):
+    for day, proc, seen in zip(partitions, procs, lines):
+        output = "".join(seen)
         assert proc.returncode == 0, f"{day}:\n{output[-4000:]}"
         assert "RUN_SUCCESS" in output, day
-    waited = sum("is locked by another process" in output for output in outputs)
-    assert waited >= 4, f"only {waited} of 8 runs met the lock"
     assert_tables_equal_truth(database, emu, partitions)
 
 
