@@ -431,9 +431,10 @@ def test_killed_mid_write_keeps_previous_rows(db: Path, tmp_path: Path) -> None:
     assert new_rows <= 0, "the write committed before the kill: make the frame bigger"
     assert after == before
 
-    materialize_events(db, partition="2026-01-05", mode="big", rows=rows, version=2)
+    # The file takes the day again; its size is no longer the point (4M rows cost 8 s here).
+    materialize_events(db, partition="2026-01-05", mode="big", rows=10_000, version=2)
     assert query(db, f"SELECT count(*), min(version), max(version) FROM {TABLE} WHERE id LIKE '2026-01-05-%'") == [
-        (rows, 2, 2)
+        (10_000, 2, 2)
     ]
     assert versions_by_id(db).keys() >= expected({"2026-01-04": 1, "2026-01-06": 1}).keys()
 
