@@ -4,50 +4,27 @@ and the tiers: ``--tier fast|parallel|serial`` (``support.tiers``: make test-fas
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import shared, tiers, wheel
+from support import shared, wheel
 from support.pipeline import Pipeline
+from support.tiers import (  # noqa: F401  the tiers' hooks (--tier fast|parallel|serial)
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_runtest_makereport,
+    pytest_runtest_protocol,
+)
 
 from cloudglue_dagster.emulator import Emulator
-
-_guard = tiers.ChildProcessGuard()
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    tiers.add_option(parser)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     problem = wheel.package_problem()
     if problem:
         pytest.exit(problem, returncode=pytest.ExitCode.USAGE_ERROR)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    tiers.select(config, items)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
-    # In the fast tier every phase of a test (fixtures of any scope included) runs with the guard.
-    if tiers.tier(item.config) != "fast":
-        return (yield)
-    with _guard.active():
-        return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    report = yield
-    attempts = _guard.attempts()
-    if attempts:  # even when the code under test caught the refusal
-        report.outcome = "failed"
-        report.longrepr = tiers.failure_text(item.nodeid, attempts)
-    return report
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@
   that measure time or memory and so must not share the machine with other tests.
 * no ``--tier``: every test selected, as plain pytest does.
 
-The selection composes with paths, ``-k`` and ``-m``: a tier only deselects.
+The selection composes with paths, ``-k`` and ``-m``: a tier only deselects. The module is a
+pytest plugin: ``tests/conftest.py`` takes its hooks (``pytest -p support.tiers`` works too).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import contextlib
 import multiprocessing.process
 import os
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ SLOW_MARKERS = ("processes", "servers", "browser", "production", "serial")
 SERIAL_MARKER = "serial"
 
 
-def add_option(parser: pytest.Parser) -> None:
+def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--tier",
         choices=TIERS,
@@ -58,7 +59,7 @@ def keeps(tier_name: str | None, item: pytest.Item) -> bool:
     return True
 
 
-def select(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Removes from ``items`` (in place) the tests the ``--tier`` given does not run, and in the
     parallel tier puts the long ones first: a deployment, a browser, then the tests that start
     processes, the in-process ones last, so the workers end together instead of one of them
@@ -123,6 +124,28 @@ class ChildProcessGuard:
         """The calls refused since the last call, and forgets them."""
         taken, self._attempts = self._attempts, []
         return taken
+
+
+_guard = ChildProcessGuard()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    # In the fast tier every phase of a test (fixtures of any scope included) runs with the guard.
+    if tier(item.config) != "fast":
+        return (yield)
+    with _guard.active():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
+    attempts = _guard.attempts()
+    if attempts:  # even when the code under test caught the refusal
+        report.outcome = "failed"
+        report.longrepr = failure_text(item.nodeid, attempts)
+    return report
 
 
 def _describe(name: str, args: tuple[Any, ...]) -> str:
