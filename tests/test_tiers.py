@@ -125,3 +125,32 @@ def test_a_tier_composes_with_a_marker_expression(suite: pytest.Pytester) -> Non
         "test_marked_processes",
         "test_in_process",
     ]
+
+
+@pytest.mark.processes  # xdist's workers
+def test_the_tests_of_an_xdist_group_run_in_one_worker(pytester: pytest.Pytester) -> None:
+    """What keeps tests/test_production.py's deployment to one process under make test
+    (--dist loadgroup); pytest 9.2 broke it silently with pytest-xdist 3.8 (pyproject.toml)."""
+    pytester.makepyfile(
+        test_grouped="""
+        import pytest
+
+        pytestmark = pytest.mark.xdist_group("deployment")
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_grouped(i):
+            pass
+        """,
+        test_other="""
+        import pytest
+
+        @pytest.mark.parametrize("i", range(6))
+        def test_other(i):
+            pass
+        """,
+    )
+    result = pytester.runpytest_inprocess("-n", "3", "--dist", "loadgroup", "-v", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=12)
+    # "[gw1] [ 50%] PASSED test_grouped.py::test_grouped[3]@deployment"
+    workers = {line.split()[0] for line in result.outlines if "PASSED test_grouped.py::" in line}
+    assert len(workers) == 1, result.outlines
