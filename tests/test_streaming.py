@@ -27,7 +27,7 @@ from cloudglue_dagster.io_managers.duckdb import day_stream
 from cloudglue_dagster.io_managers.duckdb.progress import PROGRESS_TABLE
 
 START = dt.date(2026, 4, 1)
-DAYS = 30
+DAYS = 16
 FIRST, LAST = START + dt.timedelta(days=1), START + dt.timedelta(days=DAYS - 2)  # data on both sides
 CHAT = dg.AssetKey(["cloudglue", "chat_completions"])
 JOB_FILE = str(Path(__file__).with_name("streaming_job.py"))
@@ -240,7 +240,7 @@ def test_a_completion_arriving_after_its_day_was_written_makes_that_day_be_read_
     """The listing breaks its order (a record listed among a later day's claims an earlier
     day): the days handed on too early are marked unwritten and read again; the tables are
     what a whole-range read gives."""
-    day = START + dt.timedelta(days=20)
+    day = START + dt.timedelta(days=DAYS * 2 // 3)
     target = emu.dataset.records(day, "ms")[len(emu.dataset.records(day, "ms")) // 2]["id"]
     earlier = day - dt.timedelta(days=2)
     proxy.moves = {target: ms(dt.datetime.combine(earlier, dt.time(12), dt.timezone.utc))}
