@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -253,18 +254,51 @@ def test_a_trickling_server_is_cut_at_the_request_deadline(proxy: HostileProxy) 
 # -- 4. stopping when told ---------------------------------------------------------------------
 
 
+def terminated_dataset() -> Dataset:
+    days = [START + dt.timedelta(days=i) for i in range(8)]
+    return Dataset(START, days[-1], seed=5, counts=dict.fromkeys(days, 300))
+
+
+@pytest.fixture(scope="module")
+def loaded_by_the_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """FIRST..LAST of :func:`terminated_dataset` loaded by the CLI once for the module: the
+    DuckDB file and the DAGSTER_HOME that ran it (each test takes a copy)."""
+    root = tmp_path_factory.mktemp("loaded")
+    with Emulator(terminated_dataset(), api_key=TEST_KEY) as emu:
+        env = cli_env(
+            key=TEST_KEY,
+            base_url=emu.base_url,
+            start=START.isoformat(),
+            database=root / "w.duckdb",
+            home=root / "home",
+            CLOUDGLUE_MAX_CONCURRENT_REQUESTS="2",
+        )
+        seeded = subprocess.run(
+            materialize_cmd("--partition-range", f"{FIRST}...{LAST}"),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert seeded.returncode == 0, seeded.stderr[-3000:]
+    return root
+
+
 @pytest.mark.processes
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "ui-terminate"])
-def test_a_terminated_run_stops_within_seconds_without_retry_and_keeps_every_row(tmp_path: Path, how: str) -> None:
+def test_a_terminated_run_stops_within_seconds_without_retry_and_keeps_every_row(
+    loaded_by_the_cli: Path, tmp_path: Path, how: str
+) -> None:
     """SIGTERM and SIGINT (what the UI's Terminate and Ctrl-C send) during the API step used to
     become step retries: the run re-fetched, wrote and ended RUN_SUCCESS with exit code 0. A
     run marked CANCELING by the UI's Terminate (here: the run launcher's own terminate(), which
     the webserver calls; a CLI run has no process it can signal) also succeeded. Now each ends
     the run as failed within seconds, without a step retry, and the stored rows stay."""
-    days = [START + dt.timedelta(days=i) for i in range(8)]
-    dataset = Dataset(START, days[-1], seed=5, counts=dict.fromkeys(days, 300))
     home, database = tmp_path / "home", tmp_path / "w.duckdb"
-    with Emulator(dataset, api_key=TEST_KEY) as emu:
+    shutil.copytree(loaded_by_the_cli / "home", home)
+    for file in loaded_by_the_cli.glob("w.duckdb*"):  # and a write-ahead log, if DuckDB left one
+        shutil.copy(file, tmp_path / file.name)
+    with Emulator(terminated_dataset(), api_key=TEST_KEY) as emu:
         env = cli_env(
             key=TEST_KEY,
             base_url=emu.base_url,
@@ -274,8 +308,6 @@ def test_a_terminated_run_stops_within_seconds_without_retry_and_keeps_every_row
             CLOUDGLUE_MAX_CONCURRENT_REQUESTS="2",
         )
         command = materialize_cmd("--partition-range", f"{FIRST}...{LAST}")
-        seeded = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-        assert seeded.returncode == 0, seeded.stderr[-3000:]
         before = stored_tables(database)
         emu.latency_seconds = 1.0  # 15 pages, 2 at a time: the sweep takes about 8 s
         served = emu.requests_served

@@ -2,8 +2,8 @@
 
 Each test goes through the real ``dagster asset materialize`` (the CLI a user runs) against
 the emulator behind a loopback proxy that lies in one chosen way (``support/hostile_server.py``),
-into a real DuckDB file. It starts from an honest load (made once for the module by the same
-CLI, copied for each test with the DAGSTER_HOME that recorded it), then lets the server lie,
+into a real DuckDB file. It starts from an honest load (made once per run by the same CLI,
+copied for each test with the DAGSTER_HOME that recorded it), then lets the server lie,
 and compares every row of all three tables before and after.
 """
 
@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from support import shared
 from support.hostile_server import HostileProxy
 from support.pipeline import TABLES, TEST_KEY, Pipeline, assert_tables_unchanged, stored_tables
 from support.reliability import cli_env, materialize_cmd, read_table
@@ -77,13 +78,16 @@ def rows_per_day(frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An honest load of FIRST...LAST by the CLI, once for the module: the DuckDB file and the
-    DAGSTER_HOME that recorded it, from an emulator of the same data set as ``emu``'s."""
-    root = tmp_path_factory.mktemp("seeded")
-    with Emulator(dataset(), api_key=TEST_KEY) as server, HostileProxy(server) as proxy:
-        done = run_cli(proxy, root / "w.duckdb", root / "home")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return root
+    """An honest load of FIRST...LAST by the CLI, once for the run (whatever the xdist
+    workers): the DuckDB file and the DAGSTER_HOME that recorded it, from an emulator of the
+    same data set as ``emu``'s."""
+
+    def load(root: Path) -> None:
+        with Emulator(dataset(), api_key=TEST_KEY) as server, HostileProxy(server) as proxy:
+            done = run_cli(proxy, root / "w.duckdb", root / "home")
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    return shared.once_per_run(tmp_path_factory, "trust-seeded", load)
 
 
 def seed(seeded: Path, tmp_path: Path) -> tuple[Path, dict[str, pd.DataFrame]]:
