@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` (the main job) and `make test`.
+# The two commands of the README: `make demo` (the main job) and `make test`; `make test-fast`
+# is the edit loop (about a minute: the tests that start no process, server or browser).
 # Each creates the virtualenv .venv and installs the project when needed, in one of two ways
 # (same dependencies, so switching takes seconds: .ci/install-project):
 #   editable, on the tree as you edit it: make install, demo, ui, screenshots, bench, dist and
@@ -13,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export VENV
 
-.PHONY: install lint dist test test-dev test-pythons demo ui screenshots bench clean
+.PHONY: install lint dist system-packages test test-fast test-dev test-pythons demo ui screenshots bench clean
 
 # The dependencies (the project's, its dev extra's), when pyproject.toml changed.
 $(STAMP): pyproject.toml
@@ -42,26 +43,37 @@ dist: $(STAMP)
 	$(BIN)/python -m build --quiet --outdir dist .
 	$(BIN)/twine check --strict dist/*
 
-# What CI runs. First installs the system packages the tests need when missing
-# (.ci/system-packages: Chromium, PostgreSQL; as root or with sudo, else it stops with the
-# command to run), checks the tree with ruff and mypy, builds dist/, installs the wheel and runs the
-# suite on it (.ci/test-wheel). E.g. make test TEST_ARGS='tests/test_package.py -q'.
-TEST_ARGS ?=
-test: lint dist
+# The system packages the tests need that pip cannot install, when missing (.ci/system-packages:
+# Chromium, PostgreSQL; as root or with sudo, else it stops with the command to run).
+system-packages:
 	.ci/system-packages
+
+# What CI runs. The system packages (above), ruff and mypy (lint), dist/, then the wheel installed and the suite
+# run on it (.ci/test-wheel) in two passes (.ci/pytest-passes): every test but the serial ones
+# in TEST_WORKERS processes (pytest-xdist), then the serial ones alone (they measure time or
+# memory); each prints its slowest tests. E.g. make test TEST_ARGS='tests/test_package.py -q'.
+TEST_ARGS ?=
+TEST_WORKERS ?= 4
+export TEST_WORKERS
+test: system-packages lint dist
 	.ci/install-project wheel
 	.ci/test-wheel $(TEST_ARGS)
 
-# The same checks on the editable install, from the tree: the loop while editing.
-test-dev: lint install
-	.ci/system-packages
-	$(BIN)/python -m pytest $(TEST_ARGS)
+# The edit loop, on the editable install: every test that starts no child process, server or
+# browser and measures no time (pytest --tier fast; one that starts a process fails, naming
+# its marker), in FAST_WORKERS processes. No lint, no dist. E.g. make test-fast TEST_ARGS='-k masking'.
+FAST_WORKERS ?= 4
+test-fast: install
+	$(BIN)/python -m pytest --tier fast -n $(FAST_WORKERS) --durations=10 $(TEST_ARGS)
+
+# make test's checks and two passes on the editable install, from the tree.
+test-dev: system-packages lint install
+	.ci/pytest-passes $(TEST_ARGS)
 
 # The suite under every Python 3.10-3.13 on the machine (pyenv's, else python3.X on PATH),
 # each in its own .venv-3.X (editable); one summary line per interpreter, missing ones reported
 # as skipped. E.g. make test-pythons PYTHONS='3.10 3.12' TEST_ARGS='tests/test_io_manager.py'.
-test-pythons:
-	.ci/system-packages
+test-pythons: system-packages
 	.ci/test-pythons $(TEST_ARGS)
 
 # Emulator + a real Dagster backfill of two weeks into .dagster_home/warehouse.duckdb + a summary.

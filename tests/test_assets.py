@@ -323,6 +323,7 @@ def test_malformed_record_fails_naming_it_and_keeps_data(
     pd.testing.assert_frame_equal(before, pipeline.table("chat_completions"))
 
 
+@pytest.mark.processes
 def test_results_do_not_depend_on_local_time_zone(emu: Emulator, tmp_path: Path) -> None:
     """The real CLI under two far-apart TZ settings writes and rewrites exactly the UTC days."""
     database = tmp_path / "tz.duckdb"

@@ -33,6 +33,7 @@ def test_registered_for_dg() -> None:
     assert found[("cloudglue_dagster", "CloudglueComponent")] is CloudglueComponent
 
 
+@pytest.mark.processes
 def test_example_passes_dagster_definitions_validate() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDGLUE_")}  # no key needed to validate
     done = subprocess.run(
@@ -56,6 +57,7 @@ def dg_cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(DG), *args], cwd=project, env=env, capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.processes
 def test_dg_scaffolds_a_defs_yaml_that_passes_dg_check_defs_as_written(tmp_path: Path) -> None:
     project = tmp_path / "project"
     shutil.copytree(EXAMPLE, project)
@@ -162,6 +164,7 @@ def dg_in(project: Path, env: dict[str, str], *args: str) -> subprocess.Complete
     return subprocess.run([str(DG), *args], cwd=project, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.processes
 def test_a_project_made_by_create_dagster_scaffolds_checks_and_launches_a_range_of_days(
     tmp_path: Path, cloudglue_emulator_factory
 ) -> None:
@@ -190,6 +193,7 @@ def test_a_project_made_by_create_dagster_scaffolds_checks_and_launches_a_range_
     assert set(messages["completion_id"]) == set(completions["id"])
 
 
+@pytest.mark.processes
 def test_dg_launch_names_start_date_for_a_day_before_it(tmp_path: Path, cloudglue_emulator_factory) -> None:
     emu = cloudglue_emulator_factory(start=dt.date(2026, 3, 1), per_day=5, api_key="acme-key")
     project, env = new_project(tmp_path, emu, tmp_path / "warehouse.duckdb")
@@ -201,6 +205,7 @@ def test_dg_launch_names_start_date_for_a_day_before_it(tmp_path: Path, cloudglu
     assert emu.requests_served == 0
 
 
+@pytest.mark.processes
 def test_dg_scaffold_refuses_a_pasted_key_without_echoing_it(tmp_path: Path) -> None:
     project = tmp_path / "project"
     shutil.copytree(EXAMPLE, project)

@@ -48,6 +48,7 @@ def window() -> tuple[dt.date, dt.date]:
     return start, end
 
 
+@pytest.mark.processes
 def test_demo_twice_gives_the_same_verified_tables_and_records_both_runs(tmp_path: Path):
     home = tmp_path / "home"
     args = ("--home", str(home), "--days", str(DAYS), "--per-day", str(PER_DAY))
@@ -105,6 +106,7 @@ def test_demo_twice_gives_the_same_verified_tables_and_records_both_runs(tmp_pat
     assert [p for p in verify(settings, summary) if "chat_messages holds a prompt and an answer for" in p] != []
 
 
+@pytest.mark.processes
 def test_a_busy_emulator_port_fails_clearly(tmp_path: Path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -117,6 +119,7 @@ def test_a_busy_emulator_port_fails_clearly(tmp_path: Path):
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
+@pytest.mark.processes
 def test_a_locked_duckdb_file_fails_clearly(tmp_path: Path):
     home = tmp_path / "home"
     home.mkdir()
@@ -130,12 +133,14 @@ def test_a_locked_duckdb_file_fails_clearly(tmp_path: Path):
     assert "Starting the Cloudglue emulator" not in result.stdout  # failed before starting anything
 
 
+@pytest.mark.processes
 def test_a_window_that_has_not_ended_is_refused():
     result = run_demo("--start", "2999-01-01")
     assert result.returncode == 1
     assert "is not over yet" in result.stderr
 
 
+@pytest.mark.processes
 def test_an_api_error_is_shown_with_its_cause(tmp_path: Path):
     """The backfill's failure names the exception (here a 401), not just "exit status 1"."""
     start, end = window()

@@ -378,6 +378,7 @@ def test_realistic_texts_are_regenerated_not_kept() -> None:
     assert not set(_contents(ds.records(D2))) & set(_contents(other.records(D2)))
 
 
+@pytest.mark.processes
 def test_realistic_texts_are_the_same_in_another_process() -> None:
     """The emulator often runs in a process of its own: nothing may depend on hash seeds."""
     code = (
@@ -603,6 +604,7 @@ def test_fixture_defaults(cloudglue_emulator: Emulator, cloudglue_emulator_facto
         cloudglue_emulator_factory(dataset=other.dataset, per_day=3)
 
 
+@pytest.mark.processes
 def test_cli_serves_and_stops_on_sigterm() -> None:
     env = {**os.environ, "CLOUDGLUE_API_KEY": "cli-key", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -655,6 +657,7 @@ def test_cli_text_option() -> None:
         build_parser().parse_args(["--text", "lorem"])
 
 
+@pytest.mark.processes
 def test_cli_refuses_remote_host() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "cloudglue_dagster.emulator", "--host", "0.0.0.0", "--port", "0"],

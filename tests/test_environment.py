@@ -13,7 +13,7 @@ from support.pipeline import TEST_KEY
 from support.reliability import cli_env, materialize_cmd
 
 import cloudglue_dagster.definitions
-from cloudglue_dagster import CloudglueResource
+from cloudglue_dagster import CloudglueResource, environment
 from cloudglue_dagster.emulator import Dataset, Emulator
 from cloudglue_dagster.environment import VARIABLES, misspelt_variables
 
@@ -41,8 +41,11 @@ def test_known_names_and_other_variables_of_the_family_stay_quiet(name: str) -> 
     assert misspelt_variables({name: "x"}) == []
 
 
-def test_a_variable_given_to_the_resource_as_an_env_var_is_not_a_misspelling() -> None:
+def test_a_variable_given_to_the_resource_as_an_env_var_is_not_a_misspelling(monkeypatch: pytest.MonkeyPatch) -> None:
     """A user's own name for the key (CLOUDGLUE_KEY resembles CLOUDGLUE_API_KEY) is read, not misspelt."""
+    # As in a process that has read no variable yet: what earlier tests of this process gave the
+    # resource (test_secrets' CLOUDGLUE_BAD_KEY, closer to CLOUDGLUE_KEY) is known for good.
+    monkeypatch.setattr(environment, "_read_here", set())
     assert misspelt_variables({"CLOUDGLUE_KEY": "x"}) == [("CLOUDGLUE_KEY", "CLOUDGLUE_API_KEY")]
     CloudglueResource(api_key=dg.EnvVar("CLOUDGLUE_KEY"))
     assert misspelt_variables({"CLOUDGLUE_KEY": "x"}) == []
@@ -62,6 +65,7 @@ def test_the_bundled_definitions_read_only_listed_variables_and_name_them_all() 
     assert 'os.environ.get("CLOUDGLUE' not in source  # read through the names in environment.py
 
 
+@pytest.mark.processes
 def test_a_misspelt_variable_is_named_when_the_definitions_load_and_in_the_run_log(tmp_path: Path) -> None:
     """CLOUDGLUE_DUCKDB_PAHT once wrote silently into ./cloudglue.duckdb."""
     day = dt.date(2026, 3, 2)

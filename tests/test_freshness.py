@@ -159,6 +159,7 @@ def recent_factory(tmp_path: Path):
         r.close()
 
 
+@pytest.mark.processes
 def test_range_loaded_days_take_the_first_probe_as_baseline(recent_factory) -> None:
     r = recent_factory("exclusive")  # the padded query of a day is exactly that day
     d = [x.isoformat() for x in r.days]
@@ -179,6 +180,7 @@ def test_range_loaded_days_take_the_first_probe_as_baseline(recent_factory) -> N
     assert "late-1" in set(r.pipeline.table("chat_completions")["id"])
 
 
+@pytest.mark.processes
 def test_single_day_load_is_its_own_baseline(recent_factory) -> None:
     r = recent_factory("exclusive")
     day = r.days[3].isoformat()
@@ -187,6 +189,7 @@ def test_single_day_load_is_its_own_baseline(recent_factory) -> None:
     assert r.tick() == [day]  # window_received, recorded at load time, is the baseline
 
 
+@pytest.mark.processes
 def test_inclusive_boundaries_reload_the_neighbours_too(recent_factory) -> None:
     r = recent_factory("inclusive")  # the padded query of D covers D-1..D+1
     d = [x.isoformat() for x in r.days]
@@ -196,6 +199,7 @@ def test_inclusive_boundaries_reload_the_neighbours_too(recent_factory) -> None:
     assert r.tick() == d[1:4]
 
 
+@pytest.mark.processes
 def test_lookback_limits_the_watched_days(recent_factory) -> None:
     r = recent_factory("exclusive", late_data_lookback_days=2)
     d = [x.isoformat() for x in r.days]

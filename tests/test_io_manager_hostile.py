@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from types import SimpleNamespace
 
 import dagster as dg
 import duckdb
@@ -213,6 +214,7 @@ def test_a_database_whose_directory_cannot_be_created_fails_the_run_at_once(tmp_
     assert parent_file.read_text() == "a file, not a directory"
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("where", ["unwritable directory", "directly in /proc"])
 def test_a_database_file_that_cannot_be_created_fails_the_run_at_once(tmp_path: Path, where: str) -> None:
     """Root can write any directory chmod protects: the unwritable one is made immutable
@@ -232,6 +234,7 @@ def test_a_database_file_that_cannot_be_created_fails_the_run_at_once(tmp_path: 
     assert not db.exists()
 
 
+@pytest.mark.processes
 def test_a_database_file_made_unwritable_after_a_write_fails_the_next_and_keeps_its_rows(db: Path) -> None:
     """The file is made immutable (root) or read-only (other users): see :func:`unwritable`."""
     materialize_events(db, partition="2026-01-02", version=1)
@@ -244,6 +247,7 @@ def test_a_database_file_made_unwritable_after_a_write_fails_the_next_and_keeps_
     assert stored(db) == before
 
 
+@pytest.mark.processes
 def test_a_directory_made_unwritable_after_a_write_fails_the_commit_and_keeps_the_rows(db: Path) -> None:
     """The file can still be opened, but DuckDB writes a log beside it (``iom.duckdb.wal``) at
     commit, which the immutable (root) or read-only (other users) directory refuses."""
@@ -424,6 +428,9 @@ def test_a_range_terminated_between_two_status_reads_stops_at_the_next_and_keeps
     STATUS_EVERY_SECONDS (a read per day cost a 180-day run 1.2 s): a Terminate between two
     reads lets complete days commit until the next read, which rolls back its day."""
     monkeypatch.setattr(day_store, "STATUS_EVERY_SECONDS", 2.0)
+    # The store's clock, which the produce step below moves on instead of sleeping.
+    skipped = [0.0]
+    monkeypatch.setattr(day_store, "time", SimpleNamespace(monotonic=lambda: time.monotonic() + skipped[0]))
 
     @dg.asset(
         partitions_def=ia.PARTITIONS,
@@ -441,8 +448,8 @@ def test_a_range_terminated_between_two_status_reads_stops_at_the_next_and_keeps
             for i, day in enumerate(days):
                 if i == 2:  # two days committed, the first after a status read
                     context.instance.report_run_canceling(context.run)
-                if i == 3:  # the third was committed without a read; now one is due
-                    time.sleep(2.5)
+                if i == 3:  # the third was committed without a read; 2.5 s on, one is due
+                    skipped[0] += 2.5
                 yield DayRows(day, {"iom_days": ia.day_rows(pd.Timestamp(day.start), 1)})
 
         ignore = lambda stored: None  # noqa: E731

@@ -43,6 +43,7 @@ def test_dagsters_internal_names_are_imported_in_one_module_only() -> None:
     assert importing == ["internals.py"]
 
 
+@pytest.mark.processes
 def test_the_pytest_plugin_imports_no_dagster_pandas_or_duckdb() -> None:
     code = (
         "import sys, cloudglue_dagster.emulator.pytest_plugin\n"
@@ -77,6 +78,7 @@ def project() -> dict[str, str]:
     return dict(re.findall(r'^(name|version) = "([^"]+)"', text, flags=re.M))
 
 
+@pytest.mark.processes
 def test_the_wheel_holds_every_file_of_the_package_and_nothing_else(built_dists: Dists) -> None:
     names = zipfile.ZipFile(built_dists.wheel).namelist()
     shipped = {name for name in names if name.startswith(f"{PACKAGE}/")}
@@ -88,6 +90,7 @@ def test_the_wheel_holds_every_file_of_the_package_and_nothing_else(built_dists:
     assert {name.split("/")[0] for name in names} == {PACKAGE, f"{PACKAGE}-{project()['version']}.dist-info"}
 
 
+@pytest.mark.processes
 def test_the_wheel_metadata_names_the_license_version_and_entry_points(built_dists: Dists) -> None:
     wheel = zipfile.ZipFile(built_dists.wheel)
     info = f"{PACKAGE}-{project()['version']}.dist-info"
@@ -153,6 +156,7 @@ def test_the_runtime_dependencies_are_what_the_package_imports(built_dists: Dist
     assert "dagster-deltalake-pandas" in deltalake  # brings dagster-deltalake, deltalake and pyarrow
 
 
+@pytest.mark.processes
 def test_the_sdist_holds_the_license_changelog_readme_docs_and_tests(built_dists: Dists) -> None:
     with tarfile.open(built_dists.sdist) as sdist:
         top = f"{PACKAGE}-{project()['version']}/"
@@ -164,6 +168,7 @@ def test_the_sdist_holds_the_license_changelog_readme_docs_and_tests(built_dists
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 
+@pytest.mark.processes
 def test_twine_finds_both_distributions_fit_to_upload(built_dists: Dists) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "twine", "check", "--strict", str(built_dists.wheel), str(built_dists.sdist)],
@@ -174,6 +179,7 @@ def test_twine_finds_both_distributions_fit_to_upload(built_dists: Dists) -> Non
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.processes
 def test_the_changelog_has_a_section_for_this_version(built_dists: Dists) -> None:
     """The version being built is either released (its own section) or being prepared (the
     changelog says so next to [Unreleased])."""
@@ -184,6 +190,7 @@ def test_the_changelog_has_a_section_for_this_version(built_dists: Dists) -> Non
     ), f"CHANGELOG.md says nothing of {project()['version']}"
 
 
+@pytest.mark.processes
 @pytest.mark.timeout(900)  # the first test to use wheel_venv creates it (~35 s with pip's cache)
 def test_a_fresh_virtualenv_with_only_the_wheel_imports_and_builds_the_assets(
     wheel_venv: FreshVenv, tmp_path: Path
@@ -213,6 +220,7 @@ def test_a_fresh_virtualenv_with_only_the_wheel_imports_and_builds_the_assets(
         ("cloudglue_dagster.deltalake", "cloudglue_dagster.io_managers.deltalake", "CloudglueDeltaLakeIOManager"),
     ],
 )
+@pytest.mark.processes
 def test_the_old_warehouse_paths_still_import_with_a_deprecation_warning(old: str, new: str, name: str) -> None:
     code = (
         "import importlib, warnings\n"

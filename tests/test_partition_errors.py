@@ -45,6 +45,7 @@ def bundled_cli(tmp_path: Path, *partition: str) -> subprocess.CompletedProcess[
     )
 
 
+@pytest.mark.processes
 def test_the_cli_names_start_date_and_the_partitions_for_a_day_before_start_date(tmp_path: Path) -> None:
     done = bundled_cli(tmp_path, "--partition", "2025-12-01")
     said = done.stdout + done.stderr
@@ -58,6 +59,7 @@ def test_the_cli_names_start_date_and_the_partitions_for_a_day_before_start_date
     assert not (tmp_path / "cloudglue.duckdb").exists()  # refused before any run
 
 
+@pytest.mark.processes
 def test_the_cli_names_the_day_of_a_range_that_has_not_ended(tmp_path: Path) -> None:
     today = dt.datetime.now(dt.timezone.utc).date()
     done = bundled_cli(tmp_path, "--partition-range", f"{yesterday().isoformat()}...{today.isoformat()}")

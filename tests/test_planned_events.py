@@ -8,12 +8,15 @@ import subprocess
 from pathlib import Path
 
 import dagster as dg
+import pytest
 from support.reliability import assert_tables_equal_truth, cli_env, days, materialize_cmd
 
 from cloudglue_dagster.emulator import Dataset, Emulator
 
 KEY = "sk-planned-3c9e1f77"
 TABLES = ("chat_completions", "chat_messages", "token_usage")
+
+pytestmark = pytest.mark.processes  # the dagster CLI
 
 
 def test_a_range_run_with_one_planned_event_per_asset_still_marks_every_partition(tmp_path: Path) -> None:

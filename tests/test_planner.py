@@ -54,6 +54,8 @@ def test_the_planned_requests_are_exactly_what_the_runs_then_make(
     assert len(plan.runs) == (1 if per_run is None else 3)
 
 
+@pytest.mark.processes
+@pytest.mark.serial  # the estimate is held to the time measured
 def test_a_cli_backfill_takes_the_planned_api_time_and_the_estimate_is_of_its_order(tmp_path: Path) -> None:
     """At a fixed latency of 0.5 s per request the run cannot be faster than the API time the
     plan counts (the first page, then the others four at a time). The estimate's other terms
@@ -110,6 +112,7 @@ def test_the_memory_budget_picks_the_largest_split_that_fits() -> None:
     assert "no split fits 120 MiB: the busiest day alone needs about 150 MiB" in tight.recommendation
 
 
+@pytest.mark.processes
 def test_the_cli_prints_the_plan_with_its_assumptions_and_never_the_key() -> None:
     with Emulator(Dataset(FIRST, LAST, per_day=40, seed=2), api_key=TEST_KEY) as emu:
         env = {**os.environ, "CLOUDGLUE_API_KEY": TEST_KEY, "CLOUDGLUE_BASE_URL": emu.base_url}

@@ -36,7 +36,14 @@ from support.reliability import assert_tables_equal_truth, free_port
 from cloudglue_dagster.definitions import build_definitions
 from cloudglue_dagster.emulator import Dataset, Emulator
 
-pytestmark = [pytest.mark.production, pytest.mark.timeout(420)]
+# One xdist worker runs the module: its deployment (PostgreSQL, webserver, daemon) is made once.
+pytestmark = [
+    pytest.mark.production,
+    pytest.mark.servers,
+    pytest.mark.processes,
+    pytest.mark.xdist_group("production"),
+    pytest.mark.timeout(420),
+]
 
 UTC = dt.timezone.utc
 KEY = "cg-production-test-key"

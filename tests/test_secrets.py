@@ -182,6 +182,7 @@ class WebUI:
         return output.decode(errors="replace")
 
 
+@pytest.mark.processes
 def test_key_is_in_no_output_file_or_ui_after_real_runs(tmp_path: Path, key: str) -> None:
     home = tmp_path / "home"
     database = home / "warehouse.duckdb"
@@ -288,6 +289,7 @@ def _echo_server(mode: dict[str, int]):
         (500, RetriesExhaustedError),
     ],
 )
+@pytest.mark.processes
 def test_key_is_in_no_exception_log_or_repr_when_the_server_echoes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: str, status: int, error: type
 ) -> None:
@@ -339,6 +341,7 @@ def test_key_is_in_no_exception_log_or_repr_when_the_server_echoes_it(
 # -- the key in any encoding, keys that cannot be sent, user info ---------------------------------
 
 
+@pytest.mark.processes
 def test_a_key_with_a_control_character_is_refused_without_being_shown(tmp_path: Path, key: str) -> None:
     """A key with a pasted line break used to reach requests, whose InvalidHeader error
     quoted it escaped (past the redaction) into stderr, the run storage and compute logs.
@@ -420,6 +423,7 @@ def test_the_key_is_masked_in_every_encoding_a_server_echoes(tmp_path: Path, key
         assert_no_encoding(text, key, f"text {i}")
 
 
+@pytest.mark.processes
 def test_user_info_in_base_url_is_refused_and_never_shown(tmp_path: Path, key: str) -> None:
     """``https://user:password@host`` would switch requests to Basic auth and echo the
     password in errors: refused when the definitions load, without repeating it."""
@@ -496,6 +500,7 @@ def metadata_of(records: list[Any], table: str) -> list[dict[str, Any]]:
     return [day for day in days if day["dagster/partition_row_count"]]
 
 
+@pytest.mark.processes
 def test_a_server_putting_the_key_in_its_records_finds_it_only_in_the_tables(tmp_path: Path) -> None:
     """The server puts the key into every record (``key_in_records``): raw in its id and model,
     raw, base64 and URL-encoded in its prompt, JSON- and repr-escaped in its answer; and one
@@ -550,6 +555,7 @@ def test_a_server_putting_the_key_in_its_records_finds_it_only_in_the_tables(tmp
         ("lone_surrogate", "DuckDBWriteError", "Row at fault: id '{id}'", 2),
     ],
 )
+@pytest.mark.processes
 def test_a_run_failing_on_a_record_that_holds_the_key_names_the_record_masked(
     tmp_path: Path, lie: str, error: str, named: str, days_kept: int
 ) -> None:

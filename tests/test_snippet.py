@@ -18,6 +18,8 @@ from support.wheel import FreshVenv
 
 from cloudglue_dagster.emulator import Dataset, Emulator
 
+pytestmark = pytest.mark.processes  # the dagster CLI of a fresh virtualenv
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 FIRST, LAST = dt.date(2026, 6, 1), dt.date(2026, 6, 5)
 DAYS = [FIRST + dt.timedelta(days=i) for i in range((LAST - FIRST).days + 1)]

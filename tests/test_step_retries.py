@@ -28,6 +28,9 @@ from support.reliability import DAGSTER_SELECT, cli_env, dagster
 
 from cloudglue_dagster.emulator import Dataset, Emulator
 
+# serial: each test holds a stop or a retry delay to a bound of seconds or tenths of one.
+pytestmark = [pytest.mark.processes, pytest.mark.serial]
+
 START = dt.date(2026, 6, 1)
 FIRST, LAST = "2026-06-02", "2026-06-04"
 DEFS = str(Path(__file__).with_name("retry_defs.py"))
@@ -159,12 +162,12 @@ def test_a_run_stopped_while_its_step_waits_to_retry_ends_within_seconds_and_fet
 def test_the_delay_a_step_retry_logs_is_the_time_until_the_retried_attempt_reads_the_api(
     seeded: Path, proxy: HostileProxy, tmp_path: Path
 ) -> None:
-    """In process, with a policy of 3 s, exponential, +-3 s of jitter and 2 retries, each
+    """In process, with a policy of 2 s, exponential, +-2 s of jitter and 2 retries, each
     retry's warning names its delay; the retried attempt's first request comes that long after
     the retry was requested (the STEP_UP_FOR_RETRY event), give or take the attempt's start-up
     when the delay is shorter than it. The warning's figure used to be another draw than the
     one Dagster waited."""
-    home, _, env = copy_of(seeded, tmp_path, proxy, RETRY_DELAY="3", RETRY_JITTER="PLUS_MINUS", RETRY_MAX_RETRIES="2")
+    home, _, env = copy_of(seeded, tmp_path, proxy, RETRY_DELAY="2", RETRY_JITTER="PLUS_MINUS", RETRY_MAX_RETRIES="2")
     instance = dg.DagsterInstance.from_config(str(home))
     known = {r.run_id for r in instance.get_runs()}
     requested_at: list[float] = []

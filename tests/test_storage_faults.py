@@ -96,6 +96,7 @@ def assert_names_the_space(message: str, error: duckdb_errors.DuckDBDiskFullErro
 # DuckDB's words for a full disk, as DuckDB really says them
 
 
+@pytest.mark.processes
 def test_a_commit_the_full_disk_refuses_names_the_write_ahead_log_and_the_space_and_keeps_the_rows(
     disk: Path,
 ) -> None:
@@ -129,6 +130,7 @@ def test_a_commit_the_full_disk_refuses_names_the_write_ahead_log_and_the_space_
         assert conn.execute("SELECT count(*) FROM t").fetchall() == [(1000,)]  # what the message claims
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("limit", [None, "1GB"], ids=["temp directory limit", "temp file write"])
 def test_a_spill_the_full_disk_cannot_take_names_the_spill_directory_and_is_no_memory_limit(
     disk: Path, limit: str | None
@@ -171,6 +173,7 @@ def test_a_spill_the_full_disk_cannot_take_names_the_spill_directory_and_is_no_m
     assert "Nothing was loaded, and a read changes no stored row." in message
 
 
+@pytest.mark.processes
 def test_a_checkpoint_that_fails_after_a_durable_commit_says_the_write_was_committed_as_it_was(
     tmp_path: Path,
 ) -> None:
@@ -282,6 +285,7 @@ def test_a_block_whose_checksum_does_not_match_fails_the_load_saying_the_file_is
 # Through the I/O manager
 
 
+@pytest.mark.processes
 def test_a_write_that_fills_the_disk_fails_at_once_naming_the_space_and_keeps_the_previous_rows(disk: Path) -> None:
     database = disk / "iom.duckdb"
     materialize_events(database, start="2026-01-01", end="2026-01-03", version=1)
@@ -342,6 +346,7 @@ def error_lines(output: str, error: str) -> list[str]:
     return sorted({m for m in re.findall(rf"{error}: (.+)", output)})
 
 
+@pytest.mark.processes
 def test_a_backfill_that_fills_the_disk_fails_naming_the_space_and_the_path_and_leaves_each_day_old_or_wholly_new(
     tmp_path: Path,
 ) -> None:
@@ -404,6 +409,7 @@ def test_a_backfill_that_fills_the_disk_fails_naming_the_space_and_the_path_and_
             pd.testing.assert_frame_equal(rows_of(name, after[name], day), want, obj=f"{name} {day}")
 
 
+@pytest.mark.processes
 def test_a_truncated_warehouse_fails_the_backfill_saying_it_is_damaged_that_nothing_was_written_and_what_to_do(
     tmp_path: Path,
 ) -> None:

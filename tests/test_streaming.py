@@ -16,6 +16,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import streaming_job
 from dagster._core.definitions.reconstruct import ReconstructableJob
 from support.hostile_server import HostileProxy
 from support.pipeline import TEST_KEY, Pipeline
@@ -26,7 +27,7 @@ from cloudglue_dagster.io_managers.duckdb import day_stream
 from cloudglue_dagster.io_managers.duckdb.progress import PROGRESS_TABLE
 
 START = dt.date(2026, 4, 1)
-DAYS = 30
+DAYS = 16
 FIRST, LAST = START + dt.timedelta(days=1), START + dt.timedelta(days=DAYS - 2)  # data on both sides
 CHAT = dg.AssetKey(["cloudglue", "chat_completions"])
 JOB_FILE = str(Path(__file__).with_name("streaming_job.py"))
@@ -64,14 +65,17 @@ def job_env(proxy: HostileProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     return database
 
 
+RANGE_TAGS = {
+    "dagster/asset_partition_range_start": FIRST.isoformat(),
+    "dagster/asset_partition_range_end": LAST.isoformat(),
+}
+
+
 def run_range(instance: dg.DagsterInstance, **kwargs) -> dg.ExecuteJobResult:
-    tags = {
-        "dagster/asset_partition_range_start": FIRST.isoformat(),
-        "dagster/asset_partition_range_end": LAST.isoformat(),
-    }
+    """A run of FIRST..LAST as a deployment makes it: a process per step."""
     # By file: the step subprocesses import it without tests/ on their path.
     job = ReconstructableJob.for_file(JOB_FILE, "daily_job")
-    with dg.execute_job(job, instance=instance, tags=tags, raise_on_error=False, **kwargs) as result:
+    with dg.execute_job(job, instance=instance, tags=RANGE_TAGS, raise_on_error=False, **kwargs) as result:
         return result
 
 
@@ -133,14 +137,16 @@ def logs(instance: dg.DagsterInstance, run_id: str) -> str:
 
 
 def full_sweep(instance: dg.DagsterInstance, proxy: HostileProxy, emu: Emulator, database: Path) -> int:
-    """A first, honest run; returns its request count."""
+    """A first, honest run of FIRST..LAST, the same job in this process (the test is about the
+    runs after it; its steps would cost a process each); returns its request count."""
     proxy.requests = 0
-    result = run_range(instance)
+    result = streaming_job.daily_job().execute_in_process(instance=instance, tags=RANGE_TAGS)
     assert result.success
     assert_exact(emu, database)
     return proxy.requests
 
 
+@pytest.mark.processes
 def test_a_step_retry_after_an_outage_fetches_only_the_days_the_first_attempt_had_not_committed(
     emu: Emulator, proxy: HostileProxy, instance: dg.DagsterInstance, job_env: Path
 ) -> None:
@@ -171,6 +177,7 @@ def test_a_step_retry_after_an_outage_fetches_only_the_days_the_first_attempt_ha
     assert sum(1 for md in days.values() if md.get("resumed_from_run") == result.run_id) == resumed
 
 
+@pytest.mark.processes
 def test_a_reexecution_of_a_failed_range_run_fetches_only_the_days_it_had_not_committed(
     emu: Emulator, proxy: HostileProxy, instance: dg.DagsterInstance, job_env: Path
 ) -> None:
@@ -219,18 +226,21 @@ def test_a_reexecution_of_a_failed_range_run_fetches_only_the_days_it_had_not_co
     assert_exact(emu, job_env)
 
     proxy.requests = 0
-    fresh = run_range(instance)
-    assert fresh.success and proxy.requests >= full  # a new run replaces every day
+    # A new run, not a re-execution; in this process: what a step resumes comes from its run's
+    # parent and its retry number (assets/steps/base.py resume_runs), not from how it was launched.
+    fresh = streaming_job.daily_job().execute_in_process(instance=instance, tags=RANGE_TAGS)
+    assert fresh.success and proxy.requests >= full  # replaces every day
     assert "Resuming" not in logs(instance, fresh.run_id)
 
 
+@pytest.mark.processes
 def test_a_completion_arriving_after_its_day_was_written_makes_that_day_be_read_again(
     emu: Emulator, proxy: HostileProxy, instance: dg.DagsterInstance, job_env: Path
 ) -> None:
     """The listing breaks its order (a record listed among a later day's claims an earlier
     day): the days handed on too early are marked unwritten and read again; the tables are
     what a whole-range read gives."""
-    day = START + dt.timedelta(days=20)
+    day = START + dt.timedelta(days=DAYS * 2 // 3)
     target = emu.dataset.records(day, "ms")[len(emu.dataset.records(day, "ms")) // 2]["id"]
     earlier = day - dt.timedelta(days=2)
     proxy.moves = {target: ms(dt.datetime.combine(earlier, dt.time(12), dt.timezone.utc))}

@@ -109,6 +109,7 @@ def client_in_a_child(base_url: str, tmp_path: Path, name: str) -> tuple[dict[st
     return json.loads(finished.output.strip().splitlines()[-1]), finished
 
 
+@pytest.mark.processes
 def test_a_gzip_bomb_fails_at_once_with_a_typed_error_and_memory_stays_bounded(tmp_path: Path) -> None:
     """4 MB of gzip inflating to 4 GiB used to be read whole (over 4 GiB of RSS, then a
     MemoryError). Now reading stops at 128 MiB of decompressed bytes: the request fails once,
@@ -165,6 +166,7 @@ def test_a_content_length_over_the_cap_fails_before_the_body_is_read() -> None:
     assert len(seen) == 1 and took < 10, took
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("status", [502, 302], ids=["error-page", "redirect"])
 def test_a_bomb_in_an_error_page_or_a_redirect_does_not_grow_memory(tmp_path: Path, status: int) -> None:
     """An error body is read up to 64 KiB for its message (an HTML 502 is retried as before),
@@ -235,6 +237,7 @@ def test_a_trickling_body_sent_with_connection_close_is_cut_at_the_deadline_too(
 # -- a real Dagster run ------------------------------------------------------------------------
 
 
+@pytest.mark.processes
 def test_a_gzip_bomb_fails_a_cli_run_at_once_keeps_every_row_and_bounds_its_memory(
     emu: Emulator, tmp_path: Path
 ) -> None:
@@ -318,6 +321,7 @@ def test_an_https_api_still_goes_through_the_proxy_by_a_connect_that_carries_no_
     assert TEST_KEY not in json.dumps(proxy.seen[0].headers)
 
 
+@pytest.mark.processes
 def test_a_cli_run_against_an_http_loopback_api_sends_nothing_to_the_proxy(emu: Emulator, tmp_path: Path) -> None:
     """The real ``dagster asset materialize``, with HTTP_PROXY, http_proxy and ALL_PROXY set
     in its environment: the run loads the days from the emulator directly, and the proxy

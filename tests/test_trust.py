@@ -2,13 +2,15 @@
 
 Each test goes through the real ``dagster asset materialize`` (the CLI a user runs) against
 the emulator behind a loopback proxy that lies in one chosen way (``support/hostile_server.py``),
-into a real DuckDB file. It first stores an honest load, then lets the server lie, and
-compares every row of all three tables before and after.
+into a real DuckDB file. It starts from an honest load (made once per run by the same CLI,
+copied for each test with the DAGSTER_HOME that recorded it), then lets the server lie,
+and compares every row of all three tables before and after.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from support import shared
 from support.hostile_server import HostileProxy
 from support.pipeline import TABLES, TEST_KEY, Pipeline, assert_tables_unchanged, stored_tables
 from support.reliability import cli_env, materialize_cmd, read_table
@@ -32,11 +35,14 @@ TIME_COLUMN = {"chat_completions": "created_at", "chat_messages": "date", "token
 OP = "cloudglue__tables"
 
 
+def dataset() -> Dataset:
+    days = [START + dt.timedelta(days=i) for i in range(8)]
+    return Dataset(START, days[-1], seed=11, counts={d: 30 + 7 * i for i, d in enumerate(days)})
+
+
 @pytest.fixture
 def emu() -> Iterator[Emulator]:
-    days = [START + dt.timedelta(days=i) for i in range(8)]
-    dataset = Dataset(START, days[-1], seed=11, counts={d: 30 + 7 * i for i, d in enumerate(days)})
-    with Emulator(dataset, api_key=TEST_KEY) as server:
+    with Emulator(dataset(), api_key=TEST_KEY) as server:
         yield server
 
 
@@ -70,11 +76,27 @@ def rows_per_day(frames: dict[str, pd.DataFrame]) -> dict[str, dict[str, int]]:
     }
 
 
-def seed(proxy: HostileProxy, tmp_path: Path) -> tuple[Path, dict[str, pd.DataFrame]]:
-    """An honest load of FIRST...LAST; returns the database and its rows."""
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An honest load of FIRST...LAST by the CLI, once for the run (whatever the xdist
+    workers): the DuckDB file and the DAGSTER_HOME that recorded it, from an emulator of the
+    same data set as ``emu``'s."""
+
+    def load(root: Path) -> None:
+        with Emulator(dataset(), api_key=TEST_KEY) as server, HostileProxy(server) as proxy:
+            done = run_cli(proxy, root / "w.duckdb", root / "home")
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    return shared.once_per_run(tmp_path_factory, "trust-seeded", load)
+
+
+def seed(seeded: Path, tmp_path: Path) -> tuple[Path, dict[str, pd.DataFrame]]:
+    """This test's copy of the honest load (``tmp_path / "w.duckdb"``, its DAGSTER_HOME
+    ``tmp_path / "home"``); returns the database and its rows."""
+    shutil.copytree(seeded / "home", tmp_path / "home")
+    for file in seeded.glob("w.duckdb*"):  # and a write-ahead log, if DuckDB left one
+        shutil.copy(file, tmp_path / file.name)
     database = tmp_path / "w.duckdb"
-    done = run_cli(proxy, database, tmp_path / "home")
-    assert done.returncode == 0, done.stderr[-3000:]
     return database, stored_tables(database)
 
 
@@ -85,9 +107,10 @@ def output(done: subprocess.CompletedProcess) -> str:
 # -- 1. the warehouse is the witness --------------------------------------------------------------
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("home", ["new DAGSTER_HOME", "no DAGSTER_HOME"])
 def test_an_empty_answer_cannot_replace_stored_days_whatever_the_instance_remembers(
-    proxy: HostileProxy, tmp_path: Path, home: str
+    seeded: Path, proxy: HostileProxy, tmp_path: Path, home: str
 ) -> None:
     """A key of another, empty account (or an outage answering empty lists) answers total 0. With
     a new DAGSTER_HOME, or none (an ephemeral instance), nothing recorded the stored days, and
@@ -95,7 +118,7 @@ def test_an_empty_answer_cannot_replace_stored_days_whatever_the_instance_rememb
     the warehouse holds: every day is refused, named with its stored and new counts, and kept
     in all three tables. The override works from the command line (--config-json), and an
     honest deletion then empties the days in every table."""
-    database, before = seed(proxy, tmp_path)
+    database, before = seed(seeded, tmp_path)
     counts = rows_per_day(before)["chat_completions"]
     proxy.lie = "empty_account"
     instance = tmp_path / "home2" if home.startswith("new") else None
@@ -144,10 +167,11 @@ def _day(record: dict[str, Any]) -> str:
     return dt.datetime.fromtimestamp(record["created_at"] / 1000, dt.timezone.utc).date().isoformat()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("listing", ["a late record", "the oldest listed second"])
 @pytest.mark.parametrize("home", ["same DAGSTER_HOME", "new DAGSTER_HOME"])
 def test_a_listing_out_of_order_then_a_failure_leaves_every_day_as_it_was_in_every_table(
-    emu: Emulator, proxy: HostileProxy, tmp_path: Path, listing: str, home: str
+    seeded: Path, emu: Emulator, proxy: HostileProxy, tmp_path: Path, listing: str, home: str
 ) -> None:
     """A record listed after its day was handed on reopens the day; when the run then fails (a
     401 after it), chat_completions used to keep the first, incomplete commit (180 -> 179) while
@@ -155,7 +179,7 @@ def test_a_listing_out_of_order_then_a_failure_leaves_every_day_as_it_was_in_eve
     jumped over were emptied (250 -> 0) with a new DAGSTER_HOME, or refused as a false shrink
     with the old one. Now every day handed on is put back as it was, in every table, the moment
     the order breaks, the error is the 401's, and error and log agree that nothing was kept."""
-    database, before = seed(proxy, tmp_path)
+    database, before = seed(seeded, tmp_path)
     emu.add_record(
         {
             "id": "late-arrival",
@@ -186,14 +210,15 @@ def test_a_listing_out_of_order_then_a_failure_leaves_every_day_as_it_was_in_eve
     assert "late-arrival" in set(read_table(database, "chat_completions")["id"])
 
 
+@pytest.mark.processes
 def test_a_failure_in_one_table_leaves_the_day_as_it_was_in_every_table(
-    emu: Emulator, proxy: HostileProxy, tmp_path: Path
+    seeded: Path, emu: Emulator, proxy: HostileProxy, tmp_path: Path
 ) -> None:
     """The last table of a day refuses its rows (its column type was altered outside the
     pipeline): chat_completions and chat_messages, already written in that day's transaction,
     are rolled back with it. The three tables used to be written by three steps, so a failure in
     one left the day split (chat_completions new, token_usage old)."""
-    database, before = seed(proxy, tmp_path)
+    database, before = seed(seeded, tmp_path)
     emu.add_record(
         {
             "id": "new-one",
@@ -218,11 +243,14 @@ def test_a_failure_in_one_table_leaves_the_day_as_it_was_in_every_table(
     assert "DuckDBSchemaError" in said and "token_usage" in said
 
 
-def test_a_60_mb_answer_is_stored_whole_in_every_table(emu: Emulator, proxy: HostileProxy, tmp_path: Path) -> None:
+@pytest.mark.processes
+def test_a_60_mb_answer_is_stored_whole_in_every_table(
+    seeded: Path, emu: Emulator, proxy: HostileProxy, tmp_path: Path
+) -> None:
     """One answer of 60 MB outgrows DuckDB's default memory cap: its day is retried without the
     cap, all tables at once. It used to be stored in chat_completions while chat_messages failed
     reading it back, leaving the day split."""
-    database, _ = seed(proxy, tmp_path)
+    database, _ = seed(seeded, tmp_path)
     text = "x" * (60 << 20)
     emu.add_record(
         {
@@ -251,13 +279,14 @@ def test_a_60_mb_answer_is_stored_whole_in_every_table(emu: Emulator, proxy: Hos
 # -- 3. messages that agree -----------------------------------------------------------------------
 
 
+@pytest.mark.processes
 def test_after_a_failure_the_error_and_the_log_name_the_same_committed_days(
-    proxy: HostileProxy, tmp_path: Path
+    seeded: Path, proxy: HostileProxy, tmp_path: Path
 ) -> None:
     """A 401 in the middle of the sweep: the days committed before it are kept, whole in every
     table; the step's error and its log say so with the same count and span, and the progress
     table agrees (it used to say "Nothing was stored" next to "committed 1 of 4 day(s)")."""
-    database, _ = seed(proxy, tmp_path)
+    database, _ = seed(seeded, tmp_path)
     proxy.refuse_from_offset = 200  # a 401 after 05-06 and 05-05 are complete
     failed = run_cli(proxy, database, tmp_path / "home2")
     assert failed.returncode != 0

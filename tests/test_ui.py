@@ -40,7 +40,8 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 TIMEOUT_MS = 30_000
 
-pytestmark = pytest.mark.timeout(180)
+# One xdist worker runs the module: its fixtures (the demo's backfill, the webserver) are made once.
+pytestmark = [pytest.mark.browser, pytest.mark.processes, pytest.mark.xdist_group("ui"), pytest.mark.timeout(180)]
 
 
 def chromium_path() -> str:

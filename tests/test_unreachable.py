@@ -225,6 +225,7 @@ def test_a_host_that_answered_once_and_then_refuses_is_retried_as_a_transient_ou
 # -- 2. a Dagster run: the step fails at once, without step retries ----------------------------------
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("kind", ["refused", "no such host", "https to plain http", "blackholed"])
 def test_a_dagster_run_against_a_dead_base_url_fails_within_a_minute_naming_the_host_and_the_setting(
     kind: str, tmp_path: Path

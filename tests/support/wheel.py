@@ -10,9 +10,10 @@ Two ways to run the suite (docs/development.md, "Tests"):
   need it.
 * **source mode** (``.venv/bin/python -m pytest`` after ``make install``): the editable install.
 
-Fixtures (in ``tests/conftest.py``): ``built_dists`` (:class:`Dists`, once per session) and
-``wheel_venv`` (:class:`FreshVenv`, once per session: a new virtualenv with ``pip install
-<wheel>``, the runtime dependencies and no extra, about 35 s).
+Fixtures (in ``tests/conftest.py``): ``built_dists`` (:class:`Dists`, once per run) and
+``wheel_venv`` (:class:`FreshVenv`, once per run: a new virtualenv with ``pip install
+<wheel>``, the runtime dependencies and no extra, about 35 s), each shared by every xdist
+worker (``support.shared``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,12 @@ def build_dists(out: Path) -> Dists:
     done = subprocess.run([*command, str(source_root())], capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
         raise RuntimeError(f"python -m build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return Dists(_one(out, "*.whl"), _one(out, "*.tar.gz"))
+    return dists_in(out)
+
+
+def dists_in(folder: Path) -> Dists:
+    """The one wheel and the one sdist in ``folder``."""
+    return Dists(_one(folder, "*.whl"), _one(folder, "*.tar.gz"))
 
 
 def given_dists() -> Dists | None:
