@@ -75,6 +75,7 @@ def test_the_package_top_level_stays_small_and_its_folders_are_the_layers() -> N
     assert folders == {"api", "tables", "assets", "io_managers", "components", "planner", "emulator", "demo"}
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     ("layer", "forbidden"),
     [

@@ -137,6 +137,7 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+@pytest.mark.processes
 def test_the_runtime_dependencies_are_what_the_package_imports(built_dists: Dists) -> None:
     """Every distribution the package imports is declared (duckdb, pydantic...), and nothing it
     does not import is (dagster-duckdb-pandas is the tests')."""
