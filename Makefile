@@ -50,10 +50,10 @@ system-packages:
 
 # What CI runs. The system packages (above), ruff and mypy (lint), dist/, then the wheel installed and the suite
 # run on it (.ci/test-wheel) in two passes (.ci/pytest-passes): every test but the serial ones
-# in TEST_WORKERS processes (pytest-xdist), then the serial ones alone (they measure time or
+# in TEST_WORKERS processes (pytest-xdist, default one per core), then the serial ones alone (they measure time or
 # memory); each prints its slowest tests. E.g. make test TEST_ARGS='tests/test_package.py -q'.
 TEST_ARGS ?=
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= auto
 export TEST_WORKERS
 test: system-packages lint dist
 	.ci/install-project wheel
