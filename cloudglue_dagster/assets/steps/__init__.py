@@ -9,15 +9,18 @@
 
 from .base import Recorder, resume_runs, run_days
 from .step import StepSettings, TablesStep
-from .tables import CHAT, Table, tables_for
+from .tables import CHAT, RESPONSES, Source, Table, sources_for, tables_for
 
 __all__ = [
     "CHAT",
+    "RESPONSES",
     "Recorder",
+    "Source",
     "StepSettings",
     "Table",
     "TablesStep",
     "resume_runs",
     "run_days",
+    "sources_for",
     "tables_for",
 ]
