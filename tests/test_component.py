@@ -241,7 +241,7 @@ def test_example_defs_load_in_the_sandbox(tmp_path: Path) -> None:
             assert keys == {
                 f"{p}/{t}"
                 for p in ("cloudglue", "cloudglue_research")
-                for t in ("chat_completions", "chat_messages", "token_usage")
+                for t in ("chat_completions", "chat_messages", "token_usage", "responses", "llm_usage")
             }
             resources = defs.resources or {}
             main, research = resources["cloudglue"], resources["cloudglue_research"]
@@ -259,7 +259,9 @@ def test_example_defs_load_in_the_sandbox(tmp_path: Path) -> None:
             assert sensors == {
                 "cloudglue_freshness_sensor",
                 "cloudglue_late_data_sensor",
+                "cloudglue_in_progress_sensor",
                 "cloudglue_research_freshness_sensor",
+                "cloudglue_research_in_progress_sensor",
             }
             assert {s.name for s in defs.schedules or []} == {
                 "cloudglue_daily_schedule",

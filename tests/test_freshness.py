@@ -29,8 +29,14 @@ def test_freshness_checks_and_sensors_are_built_per_account() -> None:
     assert {s.name: s.default_status for s in built.sensors} == {
         "cloudglue_freshness_sensor": dg.DefaultSensorStatus.STOPPED,
         "cloudglue_late_data_sensor": dg.DefaultSensorStatus.STOPPED,
+        "cloudglue_in_progress_sensor": dg.DefaultSensorStatus.STOPPED,
     }
-    quiet = build_cloudglue_assets(start_date="2026-01-01", freshness_deadline_hour=None, late_data_lookback_days=None)
+    quiet = build_cloudglue_assets(
+        start_date="2026-01-01",
+        freshness_deadline_hour=None,
+        late_data_lookback_days=None,
+        in_progress_limit_hours=None,
+    )
     assert quiet.freshness_checks == () and quiet.sensors == ()
     with pytest.raises(CloudglueConfigError, match="freshness_deadline_hour"):
         build_cloudglue_assets(start_date="2026-01-01", schedule_hour=7)  # deadline 06:00 would precede the run
