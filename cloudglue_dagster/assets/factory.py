@@ -287,6 +287,7 @@ def _build(options: AssetOptions) -> CloudglueAssets:
             first_day=options.first_day,
             resource_key=options.resource_key,
             max_partitions_per_run=options.max_partitions_per_run,
+            responses=options.responses,
         ),
         op_name=_op_name(options),
         responses_assets_def=responses_def,
