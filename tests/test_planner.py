@@ -25,7 +25,7 @@ from support.reliability import Reply, Seen, cli_env, http_server, materialize_c
 
 from cloudglue_dagster import CloudglueClient, CloudglueConfigError, CloudglueResource, build_cloudglue_assets
 from cloudglue_dagster.__main__ import main as cli_main
-from cloudglue_dagster.emulator import Dataset, Emulator
+from cloudglue_dagster.emulator import Dataset, Emulator, ResponsesDataset
 from cloudglue_dagster.planner import Assumptions, DayProbe, parse_size, plan_backfill
 from cloudglue_dagster.planner.plan import plan_from_probes
 
@@ -50,19 +50,20 @@ def test_the_planned_requests_are_exactly_what_the_runs_then_make(
     tmp_path: Path, boundary: str, per_run: int | None
 ) -> None:
     dataset = Dataset(FIRST, LAST, per_day=90, seed=8, empty_days=[dt.date(2026, 5, 6)])
-    with Emulator(dataset, api_key=TEST_KEY, boundary=boundary) as emu:
+    responses = ResponsesDataset(FIRST, LAST, per_day=30, seed=8)  # some runs need two pages
+    with Emulator(dataset, responses=responses, api_key=TEST_KEY, boundary=boundary) as emu:
         with CloudglueClient(TEST_KEY, emu.base_url) as client:
-            plan = plan_backfill(
-                client, dt.date(2026, 5, 2), dt.date(2026, 5, 12), max_partitions_per_run=per_run, responses=False
-            )
+            plan = plan_backfill(client, dt.date(2026, 5, 2), dt.date(2026, 5, 12), max_partitions_per_run=per_run)
         assert emu.requests_served == plan.probe_requests  # one limit=1 request per window probed
-        pipeline = Pipeline(emu, tmp_path / "w.duckdb", "2026-04-30", max_partitions_per_run=per_run, responses=False)
-        made = []
+        pipeline = Pipeline(emu, tmp_path / "w.duckdb", "2026-04-30", max_partitions_per_run=per_run, responses=True)
+        made: list[tuple[int, int]] = []
         for run in plan.runs:  # the runs the backfill policy makes, as the daemon launches them
-            before = emu.requests_served
+            emu.reset_stats()
             assert pipeline.materialize(run.first.isoformat(), run.last.isoformat(), checks=False).success
-            made.append(emu.requests_served - before)
-    assert [r.requests for r in plan.runs] == made
+            paths = [r.path for r in emu.request_log]
+            made.append((paths.count("/v1/chat/completions"), paths.count("/v1/responses")))
+    assert [(r.requests, r.responses_requests) for r in plan.runs] == made
+    assert plan.requests == sum(a + b for a, b in made)
     assert len(plan.runs) == (1 if per_run is None else 3)
 
 

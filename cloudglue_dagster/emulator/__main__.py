@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = Dataset(start, end, per_day=args.per_day, seed=args.seed, text=args.text)
     per_day = args.responses_per_day
     if per_day is None:
-        per_day = max(1, args.per_day // 4) if args.per_day else 0
+        per_day = ResponsesDataset.per_day_beside(args.per_day)
     try:
         responses = ResponsesDataset(
             start,

@@ -366,6 +366,12 @@ class ResponsesDataset:
         n = (end - start).days + 1
         return {start + timedelta(days=i): self.ground_truth(start + timedelta(days=i)) for i in range(max(0, n))}
 
+    @staticmethod
+    def per_day_beside(chat_per_day: int) -> int:
+        """The responses' mean per day beside ``chat_per_day`` completions, by default: a
+        quarter of them, at least one (none beside none)."""
+        return max(1, chat_per_day // 4) if chat_per_day else 0
+
     def __repr__(self) -> str:
         return (
             f"ResponsesDataset(start={self.start}, end={self.end}, per_day={self.per_day}, seed={self.seed}, "

@@ -288,7 +288,7 @@ class Emulator:
         self.dataset = dataset if dataset is not None else Dataset.recent()
         if responses is None:
             ds = self.dataset
-            per_day = max(1, ds.per_day // 4) if ds.per_day else 0
+            per_day = ResponsesDataset.per_day_beside(ds.per_day)
             responses = ResponsesDataset(ds.start, ds.end, per_day, ds.seed, extra_fields=ds.extra_fields)
         self.responses = responses
         self.responses_timestamp_unit = responses_timestamp_unit

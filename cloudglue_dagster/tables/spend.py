@@ -24,7 +24,7 @@ import pandas as pd
 
 from cloudglue_dagster.api.responses import IN_PROGRESS, Response
 
-from .frames import COST_COLUMNS, TOKEN_USAGE_COLUMNS, Column, ModelPrice, _typed, conform, empty_frame, utc_day
+from .frames import COST_COLUMNS, TOKEN_USAGE_COLUMNS, Column, ModelPrice, conform, empty_frame, typed_frame, utc_day
 
 __all__ = [
     "LLM_USAGE_COLUMNS",
@@ -105,7 +105,7 @@ def responses_frame(records: Iterable[Response], prices: Mapping[str, ModelPrice
         inputs.append(r.usage.input_tokens)
         outputs.append(r.usage.output_tokens)
         totals.append(r.usage.total_tokens)
-    frame = _typed(data, RESPONSES_COLUMNS[:8])
+    frame = typed_frame(data, RESPONSES_COLUMNS[:8])
     frame = frame.assign(**_costs(frame["model"], frame["input_tokens"], frame["output_tokens"], prices or {}))
     return frame.sort_values(["created_at", "id"], kind="stable", ignore_index=True)
 

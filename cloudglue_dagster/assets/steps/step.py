@@ -215,7 +215,11 @@ class TablesStep:
         if self.api.refused:
             assert self.settings.shrink_guard is not None
             raise ShrinkRefusedError(
-                self.api.refused, self.settings.shrink_guard, op_name=self.settings.op_name, witness=witness.name
+                self.api.refused,
+                self.settings.shrink_guard,
+                op_name=self.settings.op_name,
+                witness=witness.name,
+                records=f"{self.settings.source.noun}s",
             )
 
     def _witness(self, todo: list[UTCDay], warehouse: Warehouse) -> _Witness:
