@@ -56,7 +56,9 @@ def test_names_are_unique_per_account(emulators, tmp_path: Path) -> None:
     assert {j.name for j in repo.get_all_jobs()} >= {"cloudglue_acme_daily", "cloudglue_beta_daily"}
     assert {s.name for s in repo.schedule_defs} == {"cloudglue_acme_daily_schedule", "cloudglue_beta_daily_schedule"}
     assert {s.name for s in repo.sensor_defs} == {
-        f"cloudglue_{n}_{kind}" for n in KEYS for kind in ("freshness_sensor", "late_data_sensor", "in_progress_sensor")
+        f"cloudglue_{n}_{kind}"
+        for n in KEYS
+        for kind in ("freshness_sensor", "late_data_sensor", "responses_late_data_sensor", "in_progress_sensor")
     }
     nodes = [n.name for n in defs.resolve_job_def("every_account").graph.node_defs]
     assert len(nodes) == len(set(nodes))  # op names: asset ops, token_usage check ops, freshness check ops

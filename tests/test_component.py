@@ -259,6 +259,7 @@ def test_example_defs_load_in_the_sandbox(tmp_path: Path) -> None:
             assert sensors == {
                 "cloudglue_freshness_sensor",
                 "cloudglue_late_data_sensor",
+                "cloudglue_responses_late_data_sensor",
                 "cloudglue_in_progress_sensor",
                 "cloudglue_research_freshness_sensor",
                 "cloudglue_research_in_progress_sensor",

@@ -68,6 +68,20 @@ def build_automation(
                 minimum_interval_seconds=options.late_data_interval_seconds,
             )
         )
+        if options.responses:
+            sensors.append(
+                build_late_data_sensor(
+                    name=f"{options.name}_responses_late_data_sensor",
+                    job=job,
+                    chat_key=keys["responses"],
+                    partitions_def=options.partitions_def,
+                    resource_key=options.resource_key,
+                    lookback_days=options.late_data_lookback_days,
+                    minimum_interval_seconds=options.late_data_interval_seconds,
+                    source="responses",
+                    asset_selection=[keys["responses"], keys["llm_usage"]],
+                )
+            )
     if options.responses and options.in_progress_limit_hours is not None:
         sensors.append(
             build_in_progress_sensor(
