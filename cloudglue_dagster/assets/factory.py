@@ -18,7 +18,7 @@ from pydantic import Field
 from cloudglue_dagster.api.days import DEFAULT_MAX_HELD_BYTES
 from cloudglue_dagster.internals import UnresolvedAssetJobDefinition
 from cloudglue_dagster.planner.job import build_plan_job
-from cloudglue_dagster.tables.frames import ModelPrice
+from cloudglue_dagster.tables.frames import Column, ModelPrice
 from cloudglue_dagster.tables.spend import LLM_USAGE_COLUMNS
 from cloudglue_dagster.tables.streams import TableTarget
 
@@ -30,7 +30,7 @@ from .masking import Masker
 from .metadata import column_schema
 from .options import DEFAULT_POOL, DEFAULT_RETRY_POLICY, DEFAULT_SHRINK_GUARD, AssetOptions
 from .response_checks import responses_check_specs
-from .steps import CHAT, RESPONSES, StepSettings, Table, TablesStep, sources_for, tables_for
+from .steps import CHAT, RESPONSES, StepSettings, TablesStep, sources_for, tables_for
 from .translator import CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
 from .usage_checks import build_collection_usage_check, build_usage_check
 
@@ -333,7 +333,9 @@ def _step_asset(options: AssetOptions, all_specs: Mapping[str, dg.AssetSpec], so
     specs = {t: spec for t, spec in all_specs.items() if t in _STEP_TABLES[source]}
     keys = {table: spec.key for table, spec in specs.items()}
     deps = {t: [] if t == source else [keys[source]] for t in specs}
-    full = {table: _full_spec(options, spec, tables[table], deps[table]) for table, spec in specs.items()}
+    full = {
+        t: _full_spec(options, spec, tables[t].partition_expr, tables[t].columns, deps[t]) for t, spec in specs.items()
+    }
     settings = StepSettings(
         keys=keys,
         source=sources_for(options.price_list)[source],
@@ -372,15 +374,7 @@ def _step_asset(options: AssetOptions, all_specs: Mapping[str, dg.AssetSpec], so
 
 def _llm_usage_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> dg.AssetsDefinition:
     keys = {table: spec.key for table, spec in specs.items()}
-    table = Table(
-        name="llm_usage",
-        columns=LLM_USAGE_COLUMNS,
-        partition_expr="date",
-        source_columns=(),
-        build=lambda frame: frame,
-        describe=lambda *_: ({}, {}),
-    )
-    spec = _full_spec(options, specs["llm_usage"], table, [])  # its inputs give it its deps
+    spec = _full_spec(options, specs["llm_usage"], "date", LLM_USAGE_COLUMNS, [])  # its inputs are its deps
     return build_llm_usage_asset(
         spec=spec,
         io_manager_key=options.io_manager_key,
@@ -394,14 +388,20 @@ def _llm_usage_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -
     )
 
 
-def _full_spec(options: AssetOptions, spec: dg.AssetSpec, table: Table, deps: Sequence[dg.AssetKey]) -> dg.AssetSpec:
+def _full_spec(
+    options: AssetOptions,
+    spec: dg.AssetSpec,
+    partition_expr: str,
+    columns: Sequence[Column],
+    deps: Sequence[dg.AssetKey],
+) -> dg.AssetSpec:
     """The translator's spec, then what the step needs on top of it (merged last, so a spec
     cannot drop what the I/O manager and the UI read)."""
     return spec.replace_attributes(
         metadata={
             **spec.metadata,
-            "partition_expr": table.partition_expr,
-            "dagster/column_schema": column_schema(table.columns),
+            "partition_expr": partition_expr,
+            "dagster/column_schema": column_schema(columns),
         },
         deps=list(deps),
         partitions_def=options.partitions_def,

@@ -146,9 +146,9 @@ Probe = Callable[[CloudglueClient, dt.date, dt.date], int]
 LATE_DATA_PROBES: dict[str, tuple[str, Probe]] = {
     "chat_completions": (
         "completion",
-        lambda client, after, before: client.list_chat_completions(
-            limit=1, created_after=after, created_before=before
-        ).total,
+        lambda client, after, before: (
+            client.list_chat_completions(limit=1, created_after=after, created_before=before).total
+        ),
     ),
     "responses": (
         "response",

@@ -94,7 +94,8 @@ LLM_USAGE_COLUMNS: tuple[Column, ...] = (
 def responses_frame(records: Iterable[Response], prices: Mapping[str, ModelPrice] | None = None) -> pd.DataFrame:
     """One row per response, sorted by ``created_at`` then ``id``, in :data:`RESPONSES_COLUMNS`'
     shape; ``prices`` (model -> :class:`ModelPrice`) fills the cost columns."""
-    data: dict[str, list[object]] = {c.name: [] for c in RESPONSES_COLUMNS[:8]}
+    read = RESPONSES_COLUMNS[:8]  # the columns read from the records; the costs follow from them
+    data: dict[str, list[object]] = {c.name: [] for c in read}
     ids, created, statuses, models, instructions, inputs, outputs, totals = data.values()
     for r in records:
         ids.append(r.id)
@@ -105,7 +106,7 @@ def responses_frame(records: Iterable[Response], prices: Mapping[str, ModelPrice
         inputs.append(r.usage.input_tokens)
         outputs.append(r.usage.output_tokens)
         totals.append(r.usage.total_tokens)
-    frame = typed_frame(data, RESPONSES_COLUMNS[:8])
+    frame = typed_frame(data, read)
     frame = frame.assign(**_costs(frame["model"], frame["input_tokens"], frame["output_tokens"], prices or {}))
     return frame.sort_values(["created_at", "id"], kind="stable", ignore_index=True)
 
