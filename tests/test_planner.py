@@ -87,7 +87,6 @@ def test_a_cli_backfill_takes_the_planned_api_time_and_the_estimate_is_of_its_or
             database=tmp_path / "w.duckdb",
             home=tmp_path / "home",
             CLOUDGLUE_MAX_CONCURRENT_REQUESTS="4",
-            CLOUDGLUE_RESPONSES="false",
         )
         command = materialize_cmd("--partition-range", f"{first}...{last}")
         began = time.monotonic()

@@ -25,6 +25,7 @@ import pandas as pd
 from cloudglue_dagster.api.responses import IN_PROGRESS, Response
 
 from .frames import COST_COLUMNS, TOKEN_USAGE_COLUMNS, Column, ModelPrice, conform, empty_frame, typed_frame, utc_day
+from .usage import cost_columns
 
 __all__ = [
     "LLM_USAGE_COLUMNS",
@@ -107,22 +108,8 @@ def responses_frame(records: Iterable[Response], prices: Mapping[str, ModelPrice
         outputs.append(r.usage.output_tokens)
         totals.append(r.usage.total_tokens)
     frame = typed_frame(data, read)
-    frame = frame.assign(**_costs(frame["model"], frame["input_tokens"], frame["output_tokens"], prices or {}))
+    frame = frame.assign(**cost_columns(frame["model"], frame["input_tokens"], frame["output_tokens"], prices or {}))
     return frame.sort_values(["created_at", "id"], kind="stable", ignore_index=True)
-
-
-def _costs(
-    models: pd.Series, inputs: pd.Series, outputs: pd.Series, prices: Mapping[str, ModelPrice]
-) -> dict[str, pd.Series]:
-    """input, output and total cost in USD: null where the model has no price (or no count)."""
-    per_token = {
-        side: models.map({m: getattr(p, f"{side}_per_million") / 1e6 for m, p in prices.items()}).astype("Float64")
-        for side in ("input", "output")
-    }
-    input_cost = inputs.astype("Float64") * per_token["input"]
-    output_cost = outputs.astype("Float64") * per_token["output"]
-    # Sum only when both halves are known: a partial total would pass for a full one.
-    return {"input_cost": input_cost, "output_cost": output_cost, "total_cost": input_cost + output_cost}
 
 
 def _chat_rows(token_usage: pd.DataFrame) -> pd.DataFrame:
@@ -163,7 +150,7 @@ def _response_rows(responses: pd.DataFrame, prices: Mapping[str, ModelPrice]) ->
         }
     ).reset_index()
     sums.insert(1, "source", "responses")
-    return sums.assign(**_costs(sums["model"], sums["input_tokens"], sums["output_tokens"], prices))
+    return sums.assign(**cost_columns(sums["model"], sums["input_tokens"], sums["output_tokens"], prices))
 
 
 def llm_usage_frame(
