@@ -359,6 +359,10 @@ def dagster_backfill(
         "CLOUDGLUE_START_DATE": first.isoformat(),
         "CLOUDGLUE_DUCKDB_PATH": str(database),
         "CLOUDGLUE_MAX_CONCURRENT_REQUESTS": str(concurrency),
+        # The chat completions' tables alone, as bench/floor.py's selections are shaped and as
+        # docs/performance.md's figures were measured; bench/responses_cost.py and
+        # docs/performance.md ("The Responses API's share") measure what responses add.
+        "CLOUDGLUE_RESPONSES": os.environ.get("CLOUDGLUE_RESPONSES", "false"),
     }
     (workdir / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     step = dt.timedelta(days=max_partitions or (last - first).days + 1)

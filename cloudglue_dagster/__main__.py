@@ -41,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="plan for an I/O manager handed the whole range (not ours, which commits day by day)",
     )
+    plan.add_argument(
+        "--no-responses",
+        dest="responses",
+        action="store_false",
+        help="plan chat completions alone (for assets built with responses=False): nothing is asked of /v1/responses",
+    )
     plan.add_argument("--markdown", action="store_true", help="print markdown instead of text")
     plan.add_argument("--base-url", default=os.environ.get(BASE_URL) or DEFAULT_BASE_URL)
     return parser
@@ -68,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_partitions_per_run=args.max_partitions_per_run,
                 assumptions=assumptions,
                 memory_budget_bytes=args.memory,
+                responses=args.responses,
             )
     except CloudglueError as exc:  # the config errors too: each names its fix
         print(f"error: {exc}", file=sys.stderr)

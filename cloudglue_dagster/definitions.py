@@ -4,7 +4,7 @@ Loaded by ``dagster dev -w workspace.yaml`` and by
 ``dagster asset materialize -m cloudglue_dagster.definitions``. The variables they read
 (``CLOUDGLUE_API_KEY``, ``CLOUDGLUE_BASE_URL``, ``CLOUDGLUE_START_DATE``,
 ``CLOUDGLUE_DUCKDB_PATH``, ``CLOUDGLUE_MAX_CONCURRENT_REQUESTS``,
-``CLOUDGLUE_MAX_PARTITIONS_PER_RUN``), with their meanings and defaults, are listed once:
+``CLOUDGLUE_MAX_PARTITIONS_PER_RUN``, ``CLOUDGLUE_RESPONSES``), with their meanings and defaults, are listed once:
 :data:`cloudglue_dagster.environment.VARIABLES` (docs/configuration.md's table is held
 against it by a test).
 """
@@ -30,6 +30,7 @@ from .environment import (
     DUCKDB_PATH,
     MAX_CONCURRENT_REQUESTS,
     MAX_PARTITIONS_PER_RUN,
+    RESPONSES,
     START_DATE,
     VARIABLES,
 )
@@ -72,7 +73,11 @@ def build_definitions(
     return dg.Definitions.merge(assets.definitions(), dg.Definitions(resources=resources))
 
 
-FACTORY_OPTIONS_FROM_ENVIRONMENT = {"start_date": START_DATE, "max_partitions_per_run": MAX_PARTITIONS_PER_RUN}
+FACTORY_OPTIONS_FROM_ENVIRONMENT = {
+    "start_date": START_DATE,
+    "max_partitions_per_run": MAX_PARTITIONS_PER_RUN,
+    "responses": RESPONSES,
+}
 """The factory options (:class:`~cloudglue_dagster.assets.options.AssetOptions`) set from the environment."""
 
 RESOURCE_FIELDS_FROM_ENVIRONMENT = {"max_concurrent_requests": MAX_CONCURRENT_REQUESTS}
@@ -107,8 +112,18 @@ def _read(variables: Mapping[str, str], fields: Mapping[str, FieldInfo]) -> dict
     for field, name in variables.items():
         text = os.environ.get(name, "").strip()
         if text:
-            values[field] = _env_int(name, text) if is_integer_field(fields[field]) else text
+            if fields[field].annotation is bool:
+                values[field] = _env_bool(name, text)
+            else:
+                values[field] = _env_int(name, text) if is_integer_field(fields[field]) else text
     return values
+
+
+def _env_bool(name: str, text: str) -> bool:
+    value = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(text.lower())
+    if value is None:
+        raise CloudglueConfigError(f"environment variable {name} must be true or false, got {text!r}")
+    return value
 
 
 def _env_int(name: str, text: str) -> int:

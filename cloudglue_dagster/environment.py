@@ -21,6 +21,7 @@ __all__ = [
     "DUCKDB_PATH",
     "MAX_CONCURRENT_REQUESTS",
     "MAX_PARTITIONS_PER_RUN",
+    "RESPONSES",
     "START_DATE",
     "VARIABLES",
     "CloudglueEnvironmentWarning",
@@ -36,6 +37,7 @@ START_DATE = "CLOUDGLUE_START_DATE"
 DUCKDB_PATH = "CLOUDGLUE_DUCKDB_PATH"
 MAX_CONCURRENT_REQUESTS = "CLOUDGLUE_MAX_CONCURRENT_REQUESTS"
 MAX_PARTITIONS_PER_RUN = "CLOUDGLUE_MAX_PARTITIONS_PER_RUN"
+RESPONSES = "CLOUDGLUE_RESPONSES"
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,12 @@ VARIABLES: tuple[Variable, ...] = (
         MAX_PARTITIONS_PER_RUN,
         "days per backfill run (>= 1)",
         "unset: any range in one run",
+        "`cloudglue_dagster.definitions`",
+    ),
+    Variable(
+        RESPONSES,
+        "build `responses` and `llm_usage` (the Responses API): `true` or `false`",
+        "`true`",
         "`cloudglue_dagster.definitions`",
     ),
 )

@@ -155,15 +155,19 @@ class InvalidResponseError(CloudglueError):
 
     Attributes:
         reason: what was wrong.
-        completion_id: the id of the completion at fault, if known.
+        completion_id: the id of the record at fault (a completion, or a response of the
+            Responses API), if known.
         field: the dotted path of the field at fault (``usage.total_tokens``,
             ``choices[0].message.content``), if known.
+        record: what the record is, as messages name it (``completion``, ``response``).
     """
 
-    def __init__(self, reason: str, *, completion_id: str | None = None, field: str | None = None):
+    def __init__(
+        self, reason: str, *, completion_id: str | None = None, field: str | None = None, record: str = "completion"
+    ):
         where = []
         if completion_id is not None:
-            where.append(f"completion {completion_id!r}")
+            where.append(f"{record} {completion_id!r}")
         if field is not None:
             where.append(f"field {field!r}")
         message = f"Invalid response from the Cloudglue API: {reason}"

@@ -46,6 +46,7 @@ assets = build_cloudglue_assets(
     retry_policy=retry_policy(),
     freshness_deadline_hour=None,
     late_data_lookback_days=None,
+    responses=False,  # the chat completions' step alone: the test counts its requests and retries
 )
 
 executor = dg.multiprocess_executor if os.environ.get("RETRY_EXECUTOR") == "multiprocess" else dg.in_process_executor

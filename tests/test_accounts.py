@@ -56,7 +56,9 @@ def test_names_are_unique_per_account(emulators, tmp_path: Path) -> None:
     assert {j.name for j in repo.get_all_jobs()} >= {"cloudglue_acme_daily", "cloudglue_beta_daily"}
     assert {s.name for s in repo.schedule_defs} == {"cloudglue_acme_daily_schedule", "cloudglue_beta_daily_schedule"}
     assert {s.name for s in repo.sensor_defs} == {
-        f"cloudglue_{n}_{kind}" for n in KEYS for kind in ("freshness_sensor", "late_data_sensor")
+        f"cloudglue_{n}_{kind}"
+        for n in KEYS
+        for kind in ("freshness_sensor", "late_data_sensor", "responses_late_data_sensor", "in_progress_sensor")
     }
     nodes = [n.name for n in defs.resolve_job_def("every_account").graph.node_defs]
     assert len(nodes) == len(set(nodes))  # op names: asset ops, token_usage check ops, freshness check ops
@@ -92,6 +94,10 @@ def test_each_table_equals_its_own_emulator(emulators, tmp_path: Path) -> None:
                 assert int(rows["total_tokens"].sum()) == truth.total_tokens
                 assert dict(zip(rows["model"], rows["completions"])) == truth.by_model
             assert set(messages["completion_id"]) <= set(chat["id"])
+            responses = conn.execute(f"SELECT id, created_at FROM cloudglue_{name}.responses").df()
+            for day in (dt.date(2026, 3, 2), dt.date(2026, 3, 3)):
+                day_ids = set(responses.loc[responses["created_at"].dt.date == day, "id"])
+                assert day_ids == set(emu.responses_ground_truth(day).ids)
             n_messages = sum(
                 len(r["payload"].get("messages") or []) + len(r["choices"])
                 for day in (dt.date(2026, 3, 2), dt.date(2026, 3, 3))
@@ -101,4 +107,5 @@ def test_each_table_equals_its_own_emulator(emulators, tmp_path: Path) -> None:
     finally:
         conn.close()
     counts = Counter(e.asset_key.path[0] for e in result.get_asset_materialization_events())
-    assert counts == {"cloudglue_acme": 6, "cloudglue_beta": 6}  # 3 assets x 2 days each
+    # chat_completions, chat_messages, token_usage, responses, llm_usage x 2 days each
+    assert counts == {"cloudglue_acme": 10, "cloudglue_beta": 10}

@@ -241,7 +241,7 @@ def test_example_defs_load_in_the_sandbox(tmp_path: Path) -> None:
             assert keys == {
                 f"{p}/{t}"
                 for p in ("cloudglue", "cloudglue_research")
-                for t in ("chat_completions", "chat_messages", "token_usage")
+                for t in ("chat_completions", "chat_messages", "token_usage", "responses", "llm_usage")
             }
             resources = defs.resources or {}
             main, research = resources["cloudglue"], resources["cloudglue_research"]
@@ -259,7 +259,10 @@ def test_example_defs_load_in_the_sandbox(tmp_path: Path) -> None:
             assert sensors == {
                 "cloudglue_freshness_sensor",
                 "cloudglue_late_data_sensor",
+                "cloudglue_responses_late_data_sensor",
+                "cloudglue_in_progress_sensor",
                 "cloudglue_research_freshness_sensor",
+                "cloudglue_research_in_progress_sensor",
             }
             assert {s.name for s in defs.schedules or []} == {
                 "cloudglue_daily_schedule",
@@ -417,3 +420,22 @@ def test_the_shrink_guard_attribute_reaches_the_assets(
             result = job.execute_in_process(instance=instance, partition_key=day.isoformat(), raise_on_error=False)
             outcomes.append(result.success)
     assert outcomes == [True, second_run_succeeds]
+
+
+def test_the_component_builds_the_responses_tables_unless_yaml_turns_them_off() -> None:
+    from dagster.components.testing.utils import component_defs
+
+    for attributes, expected in (
+        ({}, True),
+        ({"responses": False}, False),
+        ({"in_progress_limit_hours": None}, True),
+    ):
+        component = CloudglueComponent.model_validate(
+            {"account": {"api_key_env_var": "K"}, "start_date": "2026-01-01", **attributes}
+        )
+        defs = component_defs(component=component)
+        keys = {k.path[-1] for k in defs.resolve_all_asset_keys()}
+        assert ({"responses", "llm_usage"} <= keys) is expected, attributes
+        sensors = {s.name for s in defs.sensors or []}
+        in_progress = expected and attributes.get("in_progress_limit_hours", 24) is not None
+        assert ("cloudglue_in_progress_sensor" in sensors) is in_progress, attributes

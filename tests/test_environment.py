@@ -83,3 +83,26 @@ def test_a_misspelt_variable_is_named_when_the_definitions_load_and_in_the_run_l
     assert "CloudglueEnvironmentWarning: " + said in done.stderr  # at load
     assert re.search(r"WARNING - resource:cloudglue - .* - " + re.escape(said), done.stderr)  # in the run's log
     assert f"Cloudglue API: {base_url} (from CLOUDGLUE_BASE_URL)" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "built"), [("false", False), ("0", False), ("no", False), ("TRUE", True), ("1", True)]
+)
+def test_cloudglue_responses_switches_the_bundled_definitions_responses_tables(
+    text: str, built: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cloudglue_dagster.definitions import build_definitions
+
+    monkeypatch.setenv("CLOUDGLUE_RESPONSES", text)
+    keys = {key.path[-1] for key in build_definitions().resolve_all_asset_keys()}
+    assert ({"responses", "llm_usage"} <= keys) is built
+    assert "chat_completions" in keys
+
+
+def test_a_cloudglue_responses_that_is_not_a_boolean_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudglue_dagster.definitions import build_definitions
+    from cloudglue_dagster.errors import CloudglueConfigError
+
+    monkeypatch.setenv("CLOUDGLUE_RESPONSES", "maybe")
+    with pytest.raises(CloudglueConfigError, match="CLOUDGLUE_RESPONSES must be true or false, got 'maybe'"):
+        build_definitions()

@@ -29,6 +29,7 @@ from cloudglue_dagster.tables.frames import (
     conform,
     empty_frame,
 )
+from cloudglue_dagster.tables.spend import LLM_USAGE_COLUMNS, RESPONSES_COLUMNS  # noqa: E402
 from cloudglue_dagster.tables.usage import token_usage_frame
 
 TABLES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "tables.md"
@@ -328,6 +329,8 @@ def test_chat_check_outcomes_per_day() -> None:
         ("token_usage", TOKEN_USAGE_COLUMNS),
         ("chat_messages", CHAT_MESSAGES_COLUMNS),
         ("collection_usage", COLLECTION_USAGE_COLUMNS),
+        ("responses", RESPONSES_COLUMNS),
+        ("llm_usage", LLM_USAGE_COLUMNS),
     ],
 )
 def test_the_tables_page_documents_the_contract(table: str, columns) -> None:

@@ -29,8 +29,15 @@ def test_freshness_checks_and_sensors_are_built_per_account() -> None:
     assert {s.name: s.default_status for s in built.sensors} == {
         "cloudglue_freshness_sensor": dg.DefaultSensorStatus.STOPPED,
         "cloudglue_late_data_sensor": dg.DefaultSensorStatus.STOPPED,
+        "cloudglue_responses_late_data_sensor": dg.DefaultSensorStatus.STOPPED,
+        "cloudglue_in_progress_sensor": dg.DefaultSensorStatus.STOPPED,
     }
-    quiet = build_cloudglue_assets(start_date="2026-01-01", freshness_deadline_hour=None, late_data_lookback_days=None)
+    quiet = build_cloudglue_assets(
+        start_date="2026-01-01",
+        freshness_deadline_hour=None,
+        late_data_lookback_days=None,
+        in_progress_limit_hours=None,
+    )
     assert quiet.freshness_checks == () and quiet.sensors == ()
     with pytest.raises(CloudglueConfigError, match="freshness_deadline_hour"):
         build_cloudglue_assets(start_date="2026-01-01", schedule_hour=7)  # deadline 06:00 would precede the run
@@ -115,14 +122,14 @@ def late_record(emu: Emulator, day: dt.date, id: str) -> None:
 class Recent:
     """Five UTC days ending yesterday, loaded into a persistent instance."""
 
-    def __init__(self, tmp_path: Path, boundary: str, **factory) -> None:
+    def __init__(self, tmp_path: Path, boundary: str, sensor: str = "cloudglue_late_data_sensor", **factory) -> None:
         self.dataset = Dataset.recent(days=5, per_day=12, seed=4, empty_days=[])
         self.days = [self.dataset.start + dt.timedelta(days=i) for i in range(5)]
         self.emu = Emulator(self.dataset, api_key=TEST_KEY, boundary=boundary).start()
         self.pipeline = Pipeline(self.emu, tmp_path / "w.duckdb", self.days[0].isoformat(), **factory)
         (tmp_path / "home").mkdir(parents=True)
         self.pipeline.instance = dg.DagsterInstance.local_temp(str(tmp_path / "home"))
-        [self.sensor] = [s for s in self.pipeline.built.sensors if s.name.endswith("late_data_sensor")]
+        [self.sensor] = [s for s in self.pipeline.built.sensors if s.name == sensor]
         self.defs = dg.Definitions.merge(
             self.pipeline.built.definitions(), dg.Definitions(resources=self.pipeline.resources)
         )
@@ -139,7 +146,8 @@ class Recent:
         )
         result = self.sensor.evaluate_tick(context)
         self.cursor = result.cursor or self.cursor
-        return sorted(r.partition_key for r in result.run_requests or [])
+        self.requests = list(result.run_requests or [])
+        return sorted(r.partition_key for r in self.requests)
 
     def close(self) -> None:
         self.emu.stop()
@@ -208,4 +216,22 @@ def test_lookback_limits_the_watched_days(recent_factory) -> None:
     assert len(r.emu.request_log) == 2
     assert sorted(json.loads(r.cursor or "{}")) == d[3:]
     late_record(r.emu, r.days[1], "too-old")
+    assert r.tick() == []
+
+
+@pytest.mark.processes
+def test_a_late_response_reloads_its_day_of_responses_and_llm_usage(recent_factory) -> None:
+    r = recent_factory("exclusive", sensor="cloudglue_responses_late_data_sensor", responses=True)
+    day = r.days[3]
+    assert r.pipeline.materialize(day.isoformat(), checks=False).success
+    assert r.tick() == []
+    at = int(dt.datetime(day.year, day.month, day.day, 15, tzinfo=UTC).timestamp() * 1000)
+    r.emu.responses.add_record({"id": "resp_late", "object": "response", "status": "completed"}, at_ms=at)
+    assert r.tick() == [day.isoformat()]
+    assert all(q.path == "/v1/responses" for q in r.emu.request_log)  # it probes its own endpoint
+    [request] = r.requests
+    keys = r.pipeline.built.keys
+    assert set(request.asset_selection or []) == {keys["responses"], keys["llm_usage"]}
+    assert r.pipeline.materialize(day.isoformat(), selection=request.asset_selection, checks=False).success
+    assert "resp_late" in set(r.pipeline.table("responses")["id"])
     assert r.tick() == []

@@ -84,7 +84,7 @@ def test_the_vectorised_reading_equals_the_cell_by_cell_one(monkeypatch: pytest.
     dataset = Dataset(FIRST, LAST, per_day=40, seed=5)
     chat = chat_completions_frame(parse_completion(r) for d in dataset.days for r in dataset.records(d))
     chat = chat[[c.name for c in MESSAGE_SOURCE_COLUMNS]]
-    slow = frames._typed(frames._message_columns_cell_by_cell(chat), CHAT_MESSAGES_COLUMNS)
+    slow = frames.typed_frame(frames._message_columns_cell_by_cell(chat), CHAT_MESSAGES_COLUMNS)
     monkeypatch.setattr(frames, "_message_columns_cell_by_cell", None)  # the fast path must not need it
     fast = chat_messages_frame(chat)
     pd.testing.assert_frame_equal(fast, slow, check_exact=True)

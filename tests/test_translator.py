@@ -47,7 +47,7 @@ def specs_of(built) -> dict[str, dg.AssetSpec]:
 
 def test_the_default_translator_keeps_the_documented_keys_and_kinds() -> None:
     specs = specs_of(build_cloudglue_assets(start_date="2026-01-01", key_prefix=["acme", "cg"], group_name="g"))
-    assert sorted(specs) == ["chat_completions", "chat_messages", "token_usage"]
+    assert sorted(specs) == ["chat_completions", "chat_messages", "llm_usage", "responses", "token_usage"]
     chat = specs["chat_completions"]
     assert chat.key == dg.AssetKey(["acme", "cg", "chat_completions"])
     assert chat.group_name == "g" and chat.kinds == {"cloudglue", "pandas", "duckdb"}
@@ -57,7 +57,13 @@ def test_the_default_translator_keeps_the_documented_keys_and_kinds() -> None:
 def test_a_translator_changes_keys_owners_tags_kinds_and_automation_but_not_the_contract() -> None:
     built = build_cloudglue_assets(start_date="2026-01-01", translator=TeamTranslator())
     specs = specs_of(built)
-    assert sorted(specs) == ["cg_chat_completions", "cg_chat_messages", "cg_token_usage"]
+    assert sorted(specs) == [
+        "cg_chat_completions",
+        "cg_chat_messages",
+        "cg_llm_usage",
+        "cg_responses",
+        "cg_token_usage",
+    ]
     chat = specs["cg_chat_completions"]
     assert chat.key == dg.AssetKey(["raw", "video", "cg_chat_completions"])
     assert chat.group_name == "raw_video" and chat.owners == ["team:ml-platform"]
@@ -71,6 +77,8 @@ def test_a_translator_changes_keys_owners_tags_kinds_and_automation_but_not_the_
     # The downstream tables read the renamed upstream; the job keeps the account's name.
     assert {d.asset_key for d in specs["cg_chat_messages"].deps} == {chat.key}
     assert {d.asset_key for d in specs["cg_token_usage"].deps} == {chat.key}
+    assert {d.asset_key for d in specs["cg_llm_usage"].deps} == {specs["cg_token_usage"].key, specs["cg_responses"].key}
+    assert specs["cg_llm_usage"].owners == ["team:ml-platform"] and specs["cg_llm_usage"].tags["domain"] == "video"
     assert built.job.name == "cloudglue_daily"
 
 
@@ -87,9 +95,14 @@ def test_the_built_assets_are_the_translators_specs_plus_what_the_factory_owns(t
     built = build_cloudglue_assets(start_date="2026-01-01", translator=translator, collection_usage=True)
     attributes = set(inspect.signature(dg.AssetSpec.replace_attributes).parameters) - {"self"}
     assert FACTORY_OWNED <= attributes
-    by_key = {spec.key: spec for spec in built.assets_def.specs}
-    assert len(by_key) == len(built.keys) == 4
-    chat_key = built.keys["chat_completions"]
+    by_key = {spec.key: spec for asset in built.assets for spec in asset.specs}
+    assert len(by_key) == len(built.keys) == 6
+    keys = built.keys
+    deps = {
+        "chat_completions": set(),
+        "responses": set(),
+        "llm_usage": {keys["token_usage"], keys["responses"]},
+    }
     for table, key in built.keys.items():
         wanted = translator.get_asset_spec(CloudglueTranslatorData(table, ("cloudglue",), "cloudglue", "duckdb"))
         got = by_key[key]
@@ -99,9 +112,11 @@ def test_the_built_assets_are_the_translators_specs_plus_what_the_factory_owns(t
         assert added <= FACTORY_METADATA, table
         mine = {k: v for k, v in wanted.metadata.items() if k not in FACTORY_METADATA}
         assert {k: got.metadata[k] for k in mine} == mine, table
-        assert got.partitions_def == built.partitions_def and got.skippable
-        assert {d.asset_key for d in got.deps} == (set() if key == chat_key else {chat_key})
-        assert built.assets_def.get_io_manager_key_for_asset_key(key) == "io_manager"
+        # llm_usage is its own asset (not part of a step that may skip an output): never skipped.
+        assert got.partitions_def == built.partitions_def and got.skippable == (table != "llm_usage")
+        assert {d.asset_key for d in got.deps} == deps.get(table, {keys["chat_completions"]}), table
+        owner = next(a for a in built.assets if key in a.keys)
+        assert owner.get_io_manager_key_for_asset_key(key) == "io_manager"
 
 
 def test_assets_under_translated_keys_materialize_exactly(tmp_path: Path) -> None:
@@ -168,7 +183,9 @@ def test_the_component_translation_attribute_templates_each_table(tmp_path: Path
         (folder / "defs.yaml").write_text(yaml.safe_dump({"type": TYPE, "attributes": attributes}))
         with sandbox.build_all_defs() as defs:
             specs = {s.key.to_user_string(): s for a in defs.assets or [] for s in a.specs}
-            assert sorted(specs) == ["raw/acme_chat_completions", "raw/acme_chat_messages", "raw/acme_token_usage"]
+            assert sorted(specs) == [
+                f"raw/acme_{t}" for t in ("chat_completions", "chat_messages", "llm_usage", "responses", "token_usage")
+            ]
             chat = specs["raw/acme_chat_completions"]
             assert chat.owners == ["team:video"] and chat.tags["domain"] == "video" and chat.group_name == "raw"
             assert chat.description.startswith("Every Cloudglue chat completion") and chat.description.endswith(
@@ -189,4 +206,4 @@ def test_a_component_subclass_overrides_get_asset_spec() -> None:
     component = Tagged.model_validate({"account": {"api_key_env_var": "K"}, "start_date": "2026-01-01"})
     defs = component_defs(component=component)
     tags = {s.key.path[-1]: s.tags.get("table") for a in defs.assets or [] for s in a.specs}
-    assert tags == {t: t for t in ("chat_completions", "chat_messages", "token_usage")}
+    assert tags == {t: t for t in ("chat_completions", "chat_messages", "token_usage", "responses", "llm_usage")}

@@ -181,7 +181,7 @@ def save(page, name: str) -> None:
         shutil.copyfile(SHOTS / name, DOCS / name)
 
 
-def test_asset_graph_shows_both_assets_and_the_edge_between_them(page, served: Served):
+def test_asset_graph_shows_both_sources_and_the_edges_between_the_tables(page, served: Served):
     with diagnosed(page, served, "asset-graph"):
         check_asset_graph(served, page)
 
@@ -236,6 +236,21 @@ def check_asset_graph(served: Served, page) -> None:
 
     linking = [e for e in ends if near_right(e[0], c) and near_left(e[1], u)]
     assert len(linking) == 1, f"no single edge chat_completions -> token_usage: nodes {c}, {u}; edge ends {ends}"
+
+    # The second source: responses, and llm_usage fed by token_usage and responses.
+    responses = graph.locator("foreignObject").filter(has_text="responses")
+    spend = graph.locator("foreignObject").filter(has_text="llm_usage")
+    expect(responses).to_have_count(1)
+    expect(spend).to_have_count(1)
+    for node in (responses, spend):
+        expect(node).to_contain_text(f"{days} partitions")
+        expect(node).to_contain_text("100% filled")
+    expect(responses).to_contain_text(all_passed)
+    r, s = responses.bounding_box(), spend.bounding_box()
+    assert r and s, "asset nodes have no layout box"
+    for source, name in ((u, "token_usage"), (r, "responses")):
+        into = [e for e in ends if near_right(e[0], source) and near_left(e[1], s)]
+        assert len(into) == 1, f"no single edge {name} -> llm_usage: nodes {source}, {s}; edge ends {ends}"
     save(page, "asset-graph.png")
 
 

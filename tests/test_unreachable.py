@@ -280,7 +280,9 @@ def test_a_step_retry_of_a_host_that_answered_keeps_retrying_its_refused_connect
         return 503, b'{"error": "down"}'
 
     servers.append(_answering(sock, once))
-    built = build_cloudglue_assets(start_date="2026-05-01", retry_policy=dg.RetryPolicy(max_retries=2, delay=0.1))
+    built = build_cloudglue_assets(
+        start_date="2026-05-01", retry_policy=dg.RetryPolicy(max_retries=2, delay=0.1), responses=False
+    )
     resources = {
         "cloudglue": CloudglueResource(api_key=TEST_KEY, base_url=f"http://127.0.0.1:{port}/v1", max_retries=1),
         "io_manager": CloudglueDuckDBIOManager(database=str(tmp_path / "w.duckdb"), schema="cloudglue"),

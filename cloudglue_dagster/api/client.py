@@ -1,4 +1,4 @@
-"""A plain-Python HTTP client for the Cloudglue chat-completions list endpoint.
+"""A plain-Python HTTP client for the Cloudglue list endpoints: chat completions and responses.
 
 No Dagster here: the client is usable (and tested) on its own::
 
@@ -18,23 +18,23 @@ import datetime as dt
 import logging
 import threading
 import warnings
-from collections import deque
-from collections.abc import Generator, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterable, Iterator
+from functools import partial
 from importlib import metadata
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
 
 import requests
 
 from cloudglue_dagster.errors import CloudglueConfigError
 
 from .decoding import decode_page
-from .loopback import is_loopback
+from .fan_out import LOOKAHEAD_PAGES, fan_out
 from .models import ChatCompletion, ChatCompletionPage
+from .params import MAX_PAGE_SIZE, date_param, list_params, positive_seconds, validate_base_url
 from .parsing import parse_page
-from .secrecy import display_url, errors_masked
-from .sweep import DEFAULT_MAX_WINDOW_RECORDS, FanOut, Fetch, Sweep, SweepStats
+from .responses import RESPONSE_STATUSES, Response, ResponsePage, decode_responses_page, parse_responses_page
+from .secrecy import errors_masked
+from .sweep import DEFAULT_MAX_WINDOW_RECORDS, FanOut, Fetch, Page, R, Sweep, SweepStats
 from .throttle import Throttle
 from .transport import HTTPRetryPolicy, Logger, Transport
 
@@ -52,27 +52,20 @@ __all__ = [
 ]
 
 DEFAULT_BASE_URL = "https://api.cloudglue.dev/v1"
-MAX_PAGE_SIZE = 100
-"""The API's largest page (``limit`` <= 100)."""
 DEFAULT_REQUEST_DEADLINE = 120.0
 """Seconds one attempt of a request may take in all (a page is ~150 KB; the emulator answers in ms)."""
 DEFAULT_MAX_RESPONSE_BYTES = 128 * 1024 * 1024
 """The largest response body accepted, in bytes after decompression: 128 MiB. A page of 100
 completions is about 150 KB, so this leaves room for completions hundreds of times longer
 than usual, while a gzip bomb (4 MB inflating to 4 GiB) is stopped at 128 MiB."""
-LOOKAHEAD_PAGES = 64
-"""Pages a concurrent read keeps asked for ahead of its consumer (in flight, or finished and
-waiting), or twice ``max_concurrent_requests`` if that is more. The requests go on while the
-consumer builds and writes a day: at 25 ms a request, 8 at once, 64 pages are about 0.2 s of
-fetching, longer than a day's work in a range run. With only twice the concurrency ahead, the
-pool stood idle whenever a day was written: at 2 requests at once, a 180-day sweep took 43.0 s
-with 4 pages ahead, 30.7 s with 16 and 29.0 s with 64 (CHANGELOG.md, 0.2.0). At most about
-6,400 completions wait: ~9 MB of JSON, ~40 MB as records."""
 MIN_RESPONSE_BYTES = 1024
 """The smallest ``max_response_bytes`` accepted: a page of one completion is about 1.4 KB, so
 a smaller cap can only be a unit mistake (128 meant as MiB)."""
 
+P = TypeVar("P", ChatCompletionPage, ResponsePage)
+
 _CHAT_COMPLETIONS_PATH = "/chat/completions"
+_RESPONSES_PATH = "/responses"
 
 try:
     _VERSION = metadata.version("cloudglue-dagster")
@@ -81,67 +74,8 @@ except metadata.PackageNotFoundError:  # running from a source tree that is not 
 USER_AGENT = f"cloudglue-dagster/{_VERSION} python-requests/{requests.__version__}"
 
 
-def validate_base_url(base_url: str) -> str:
-    """Check a base URL and return it without a trailing slash.
-
-    It must be ``https://host[:port]/path``; plain ``http://`` is accepted only for loopback
-    hosts (the emulator), because the API key would otherwise travel in clear text. User info
-    (``https://user:pass@host``) is refused: requests would switch to Basic auth, and the
-    password would be echoed in errors. Messages never repeat user info.
-
-    Raises:
-        CloudglueConfigError: the URL is malformed, insecure or carries user info.
-    """
-    if not isinstance(base_url, str):
-        raise CloudglueConfigError(f"base_url must be a string, got {type(base_url).__name__}")
-    shown = display_url(base_url.strip())
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CloudglueConfigError(f"base_url must look like https://api.cloudglue.dev/v1, got {shown!r}")
-    if "@" in parts.netloc:
-        raise CloudglueConfigError(
-            f"base_url must not carry user info (user:password@), got {shown!r}: the API"
-            " authenticates with the API key (CLOUDGLUE_API_KEY) alone."
-        )
-    if parts.query or parts.fragment:
-        raise CloudglueConfigError(f"base_url must not carry a query or fragment, got {shown!r}")
-    try:
-        parts.port  # noqa: B018  (reading it raises ValueError for a port that is not a number)
-    except ValueError:
-        raise CloudglueConfigError(f"base_url has an invalid port: {shown!r}") from None
-    if parts.scheme == "http" and not is_loopback(parts.hostname):
-        raise CloudglueConfigError(
-            f"base_url {shown!r} uses http:// to a non-loopback host; the API key would travel"
-            " unencrypted. Use https:// (http:// is allowed only for localhost, e.g. the emulator)."
-        )
-    return base_url.strip().rstrip("/")
-
-
-def _date_param(name: str, value: dt.date | str | None) -> str | None:
-    """A date filter as the API wants it, ``YYYY-MM-DD``."""
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        # A datetime's time of day would be silently dropped: the API filters whole dates.
-        raise CloudglueConfigError(f"{name} must be a date or 'YYYY-MM-DD', not a datetime ({value!r})")
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, str):
-        try:
-            return dt.date.fromisoformat(value.strip()).isoformat()
-        except ValueError:
-            pass
-    raise CloudglueConfigError(f"{name} must be a date or a 'YYYY-MM-DD' string, got {value!r}")
-
-
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise CloudglueConfigError(f"{name} must be a number of seconds > 0, got {value!r}")
-    return float(value)
-
-
 class CloudglueClient:
-    """Client for ``GET /chat/completions``, on one pooled ``requests.Session``.
+    """Client for ``GET /chat/completions`` and ``GET /responses``, on one pooled ``requests.Session``.
 
     Args:
         api_key: the Cloudglue API key (``CLOUDGLUE_API_KEY``). Sent only as a
@@ -197,8 +131,8 @@ class CloudglueClient:
         session: requests.Session | None = None,
         max_window_records: int = DEFAULT_MAX_WINDOW_RECORDS,
     ) -> None:
-        timeout = (_positive("connect_timeout", connect_timeout), _positive("read_timeout", read_timeout))
-        deadline = _positive("request_deadline", request_deadline)
+        timeout = (positive_seconds("connect_timeout", connect_timeout), positive_seconds("read_timeout", read_timeout))
+        deadline = positive_seconds("request_deadline", request_deadline)
         if (
             isinstance(max_concurrent_requests, bool)
             or not isinstance(max_concurrent_requests, int)
@@ -327,24 +261,53 @@ class CloudglueClient:
             ResponseTooLargeError: a 200 whose body exceeds ``max_response_bytes`` (a subclass
                 of InvalidResponseError).
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE_SIZE:
-            raise CloudglueConfigError(f"limit must be an integer between 1 and {MAX_PAGE_SIZE}, got {limit!r}")
-        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise CloudglueConfigError(f"offset must be an integer >= 0, got {offset!r}")
-        params: dict[str, str | int] = {"limit": limit, "offset": offset}
-        for name, value in (("created_after", created_after), ("created_before", created_before)):
-            text = _date_param(name, value)
-            if text is not None:
-                params[name] = text
+        params = list_params(limit, offset, created_after, created_before)
         # A well-formed page is decoded straight to records (decode_page); any other is
         # decoded by json and parsed field by field, so that its fault is explained.
-        body = self._transport.get_json(
-            self.base_url + _CHAT_COMPLETIONS_PATH, params, self._headers, _cancel, fast=decode_page
-        )
-        if type(body) is ChatCompletionPage:
+        return self._page(_CHAT_COMPLETIONS_PATH, params, _cancel, ChatCompletionPage, decode_page, parse_page)
+
+    def list_responses(
+        self,
+        limit: int = MAX_PAGE_SIZE,
+        offset: int = 0,
+        created_after: dt.date | str | None = None,
+        created_before: dt.date | str | None = None,
+        status: str | None = None,
+        *,
+        _cancel: threading.Event | None = None,
+    ) -> ResponsePage:
+        """Fetch one page of ``GET /responses`` (the Responses API's list).
+
+        Args:
+            limit, offset, created_after, created_before: as :meth:`list_chat_completions`
+                (the same undocumented date boundaries: pad and cut).
+            status: only responses with this status, one of
+                :data:`~cloudglue_dagster.api.responses.RESPONSE_STATUSES`; None: all.
+
+        Raises:
+            as :meth:`list_chat_completions` (an invalid item names the response at fault).
+        """
+        params = list_params(limit, offset, created_after, created_before)
+        if status is not None:
+            if status not in RESPONSE_STATUSES:
+                raise CloudglueConfigError(f"status must be one of {', '.join(RESPONSE_STATUSES)}, got {status!r}")
+            params["status"] = status
+        return self._page(_RESPONSES_PATH, params, _cancel, ResponsePage, decode_responses_page, parse_responses_page)
+
+    def _page(
+        self,
+        path: str,
+        params: dict[str, str | int],
+        cancel: threading.Event | None,
+        page_type: type[P],
+        fast: Callable[[bytes], P | None],
+        parse: Callable[[Any], P],
+    ) -> P:
+        body = self._transport.get_json(self.base_url + path, params, self._headers, cancel, fast=fast)
+        if type(body) is page_type:
             return body
         with errors_masked(self._transport.redact.error):  # the record it names may hold the key
-            return parse_page(body)
+            return parse(body)
 
     def iter_chat_completions(
         self,
@@ -379,56 +342,73 @@ class CloudglueClient:
             page_size: the ``limit`` asked, 1..100.
             stats: a :class:`SweepStats` to fill in (pages, duplicates, re-reads).
         """
-        after, before = _date_param("created_after", created_after), _date_param("created_before", created_before)
-        cancel = threading.Event()
+        after, before = date_param("created_after", created_after), date_param("created_before", created_before)
 
-        def fetch(offset: int) -> ChatCompletionPage:
+        def fetch(offset: int, cancel: threading.Event) -> ChatCompletionPage:
             return self.list_chat_completions(page_size, offset, after, before, _cancel=cancel)
 
-        sweep = Sweep(
-            fetch,
+        yield from self._sweep(fetch, after, before, page_size, stats, "completion")
+
+    def iter_responses(
+        self,
+        created_after: dt.date | str | None = None,
+        created_before: dt.date | str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        *,
+        status: str | None = None,
+        stats: SweepStats | None = None,
+    ) -> Iterator[Response]:
+        """Yield every response in the window exactly once, after checking each page: the
+        same paging, verification and re-reads as :meth:`iter_chat_completions`.
+
+        Args:
+            created_after, created_before, page_size, stats: as :meth:`iter_chat_completions`.
+            status: only responses with this status (:meth:`list_responses`); None: all.
+        """
+        after, before = date_param("created_after", created_after), date_param("created_before", created_before)
+
+        def fetch(offset: int, cancel: threading.Event) -> ResponsePage:
+            return self.list_responses(page_size, offset, after, before, status, _cancel=cancel)
+
+        yield from self._sweep(fetch, after, before, page_size, stats, "response")
+
+    def _sweep(
+        self,
+        fetch: Callable[[int, threading.Event], Page[R]],
+        after: str | None,
+        before: str | None,
+        page_size: int,
+        stats: SweepStats | None,
+        noun: str,
+    ) -> Iterator[R]:
+        cancel = threading.Event()
+        sweep: Sweep[R] = Sweep(
+            partial(_with_cancel, fetch, cancel),
             self._fan_out(cancel) if self.max_concurrent_requests > 1 else None,
             limit=page_size,
             window=(after, before),
             stats=stats if stats is not None else SweepStats(),
             warn=self.log.warning,
             max_window_records=self.max_window_records,
+            noun=noun,
         )
         yield from sweep
 
-    def _fan_out(self, cancel: threading.Event) -> FanOut:
-        def fan_out(fetch: Fetch, offsets: Iterable[int]) -> Generator[tuple[int, ChatCompletionPage], None, None]:
-            """Fetch ``offsets`` concurrently, yielding ``(offset, page)`` in offset order.
+    def _fan_out(self, cancel: threading.Event) -> FanOut[Any]:
+        def pages(fetch: Fetch[Any], offsets: Iterable[int]) -> Generator[tuple[int, Page[Any]], None, None]:
+            return fan_out(
+                fetch,
+                offsets,
+                concurrency=self.max_concurrent_requests,
+                cancel=cancel,
+                abort_in_flight=self._transport.abort_in_flight,
+            )
 
-            At most ``max_concurrent_requests`` are in flight, and at most
-            :data:`LOOKAHEAD_PAGES` (or twice the concurrency, if more) are asked for ahead
-            of the consumer, however long the window: the pool goes on fetching while the
-            consumer works on what it received. Stopping early (the
-            sweep found a problem, or an interrupt) cancels what is queued and cuts what is
-            in flight, so the workers end at once.
-            """
-            window = max(LOOKAHEAD_PAGES, 2 * self.max_concurrent_requests)
-            pool = ThreadPoolExecutor(self.max_concurrent_requests, thread_name_prefix="cloudglue")
-            pending: deque[tuple[int, Future[ChatCompletionPage]]] = deque()
-            finished = False
-            try:
-                for offset in offsets:
-                    pending.append((offset, pool.submit(fetch, offset)))
-                    if len(pending) >= window:
-                        offset_done, future = pending.popleft()
-                        yield offset_done, future.result()
-                while pending:
-                    offset_done, future = pending.popleft()
-                    yield offset_done, future.result()
-                finished = True
-            finally:
-                if not finished:
-                    cancel.set()
-                    self._transport.abort_in_flight()
-                pool.shutdown(wait=True, cancel_futures=True)
-                cancel.clear()
+        return pages
 
-        return fan_out
+
+def _with_cancel(fetch: Callable[[int, threading.Event], Page[R]], cancel: threading.Event, offset: int) -> Page[R]:
+    return fetch(offset, cancel)
 
 
 def deprecated_name(module: str, name: str) -> Any:

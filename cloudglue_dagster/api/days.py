@@ -31,8 +31,9 @@ kernel kills the run.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from cloudglue_dagster.errors import HeldTooMuchError
 
@@ -78,7 +79,9 @@ class CompleteDay:
     """All completions of one day, in the order the API listed them."""
 
     day: UTCDay
-    completions: list[ChatCompletion] = field(default_factory=list)
+    completions: list[Any] = field(default_factory=list)
+    """The day's records (:class:`~cloudglue_dagster.api.models.ChatCompletion`, or
+    :class:`~cloudglue_dagster.api.responses.Response` for the Responses API)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ class DayAssembler:
             completion outside all of them is ignored (it belongs to a day skipped on purpose).
         early: hand days on as soon as the listing has passed them (default); False holds
             every day until :meth:`finish` (then nothing can be reopened).
+        size: a record's approximate JSON size in bytes (:func:`json_size` for completions,
+            :func:`~cloudglue_dagster.api.responses.response_size` for responses).
         max_held_bytes: the most JSON (:func:`json_size`) the open days may hold; more raises
             :class:`~cloudglue_dagster.errors.HeldTooMuchError`. Default :data:`DEFAULT_MAX_HELD_BYTES`.
 
@@ -106,9 +111,15 @@ class DayAssembler:
     """
 
     def __init__(
-        self, days: Sequence[UTCDay], *, early: bool = True, max_held_bytes: int = DEFAULT_MAX_HELD_BYTES
+        self,
+        days: Sequence[UTCDay],
+        *,
+        early: bool = True,
+        max_held_bytes: int = DEFAULT_MAX_HELD_BYTES,
+        size: Callable[[Any], int] = json_size,
     ) -> None:
         self._early = early
+        self._size = size
         self._max_held_bytes = max_held_bytes
         self._held_bytes: dict[str, int] = {}  # per open day
         self._days = sorted(days, key=lambda d: d.start)
@@ -128,7 +139,7 @@ class DayAssembler:
         day = self._by_date.get(moment.astimezone(dt.timezone.utc).date())
         return day if day is not None and day.start <= moment < day.end else None
 
-    def add(self, completion: ChatCompletion) -> list[CompleteDay | ReopenedDay]:
+    def add(self, completion: Any) -> list[CompleteDay | ReopenedDay]:
         """Take the next completion of the listing; return the days it completes (or reopens)."""
         moment = completion.created_at
         out: list[CompleteDay | ReopenedDay] = []
@@ -163,8 +174,8 @@ class DayAssembler:
         """The JSON size of the completions held now (:func:`json_size`)."""
         return sum(self._held_bytes.values())
 
-    def _hold(self, day: UTCDay, completion: ChatCompletion) -> None:
-        self._held_bytes[day.key] = self._held_bytes.get(day.key, 0) + json_size(completion)
+    def _hold(self, day: UTCDay, completion: Any) -> None:
+        self._held_bytes[day.key] = self._held_bytes.get(day.key, 0) + self._size(completion)
         held = self.held_bytes
         if held > self._max_held_bytes:
             raise HeldTooMuchError(

@@ -37,15 +37,15 @@ import datetime as dt
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from cloudglue_dagster.errors import InconsistentResponseError, WindowTooLargeError
-
-from .models import ChatCompletion, ChatCompletionPage
 
 __all__ = [
     "DEFAULT_MAX_WINDOW_RECORDS",
     "MAX_REREADS",
+    "Page",
+    "Record",
     "TOTAL_GROWTH_FRACTION",
     "TOTAL_GROWTH_RECORDS",
     "Sweep",
@@ -81,9 +81,34 @@ runs (``max_partitions_per_run``); raise the bound only where the memory and the
 
 _ONE_DAY = dt.timedelta(days=1)
 
-Fetch = Callable[[int], ChatCompletionPage]
+
+class Record(Protocol):
+    """What a sweep reads of a record, whatever the endpoint: its id and creation time."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def created_at(self) -> dt.datetime: ...
+
+
+R = TypeVar("R", bound=Record)
+R_co = TypeVar("R_co", bound=Record, covariant=True)
+
+
+class Page(Protocol[R_co]):
+    """One page of a list endpoint (``ChatCompletionPage``, ``ResponsePage``)."""
+
+    @property
+    def data(self) -> tuple[R_co, ...]: ...
+
+    @property
+    def total(self) -> int: ...
+
+
+Fetch = Callable[[int], Page[R]]
 # A generator, not any iterator: the sweep closes it to cancel the pages still in flight.
-FanOut = Callable[[Fetch, Iterable[int]], Generator[tuple[int, ChatCompletionPage], None, None]]
+FanOut = Callable[[Fetch[R], Iterable[int]], Generator[tuple[int, Page[R]], None, None]]
 
 
 @dataclass
@@ -140,10 +165,11 @@ def total_growth_limit(first_total: int) -> int:
 
 
 def page_problem(
-    page: ChatCompletionPage,
+    page: Page[Record],
     offset: int,
     limit: int,
     window: tuple[str | None, str | None] = (None, None),
+    noun: str = "completion",
 ) -> str | None:
     """What makes one answer contradict itself, or None.
 
@@ -152,6 +178,7 @@ def page_problem(
         offset, limit: the values asked for.
         window: ``(created_after, created_before)`` as sent (``YYYY-MM-DD``, UTC; None:
             unbounded); a record outside :func:`window_bounds` of them is a problem.
+        noun: what a record is called in the message (``completion``, ``response``).
     """
     n, total = len(page.data), page.total
     remaining = max(0, total - offset)
@@ -169,7 +196,7 @@ def page_problem(
     for completion in page.data:
         if (low is not None and completion.created_at < low) or (high is not None and completion.created_at >= high):
             return (
-                f"offset {offset}: completion {completion.id!r} created_at {completion.created_at.isoformat()} lies"
+                f"offset {offset}: {noun} {completion.id!r} created_at {completion.created_at.isoformat()} lies"
                 f" outside the dates asked (created_after={window[0] or '-'} created_before={window[1] or '-'},"
                 f" which hold at most [{_instant(low)}, {_instant(high)}) under any reading)"
             )
@@ -197,7 +224,7 @@ class _Read:
     def moved(self) -> bool:
         return len(set(self.totals)) > 1
 
-    def only_seen(self, page: ChatCompletionPage) -> bool:
+    def only_seen(self, page: Page[Record]) -> bool:
         """A non-empty page whose records were all received earlier in this read, while
         ``total`` stayed where the previous page had it."""
         still = len(self.totals) > 1 and self.totals[-1] == self.totals[-2]
@@ -220,8 +247,8 @@ class _Read:
         )
 
 
-class Sweep:
-    """Iterates over every completion of a window exactly once, verified (module docstring).
+class Sweep(Generic[R]):
+    """Iterates over every record of a window exactly once, verified (module docstring).
 
     Args:
         fetch: reads the page at an offset (retries included).
@@ -236,25 +263,28 @@ class Sweep:
         max_window_records: the largest ``total`` paged; a page announcing more stops the
             sweep with :class:`~cloudglue_dagster.errors.WindowTooLargeError`. Default
             :data:`DEFAULT_MAX_WINDOW_RECORDS`.
+        noun: what a record is called in messages (``completion``, ``response``).
     """
 
     def __init__(
         self,
-        fetch: Fetch,
-        fan_out: FanOut | None,
+        fetch: Fetch[R],
+        fan_out: FanOut[R] | None,
         *,
         limit: int,
         window: tuple[str | None, str | None],
         stats: SweepStats,
         warn: Callable[[str], Any],
         max_window_records: int = DEFAULT_MAX_WINDOW_RECORDS,
+        noun: str = "completion",
     ) -> None:
+        self.noun = noun
         self.fetch, self.fan_out, self.limit = fetch, fan_out, limit
         self.window, self.stats, self.warn = window, stats, warn
         self.max_window_records = max_window_records
         self.seen: set[str] = set()
 
-    def __iter__(self) -> Iterator[ChatCompletion]:
+    def __iter__(self) -> Iterator[R]:
         verdicts: list[_Verdict] = []
         for read in range(1 + MAX_REREADS):
             concurrent = read == 0 and self.fan_out is not None
@@ -278,11 +308,11 @@ class Sweep:
         if verdict.drift:
             return (
                 f"Cloudglue API: the window changed while it was paged ({verdict.problem}); reading"
-                f" {window} again page by page so no completion is missed"
+                f" {window} again page by page so no {self.noun} is missed"
             )
         return f"Cloudglue API: inconsistent answer for {window} ({verdict.problem}); reading it again page by page"
 
-    def _accept(self, page: ChatCompletionPage, tally: _Read) -> Iterator[ChatCompletion]:
+    def _accept(self, page: Page[R], tally: _Read) -> Iterator[R]:
         """Count a checked page and yield its records not seen in any read before."""
         stats = self.stats
         stats.pages += 1
@@ -298,7 +328,7 @@ class Sweep:
                 self.seen.add(completion.id)
                 yield completion
 
-    def _check(self, page: ChatCompletionPage, offset: int, tally: _Read) -> _Verdict | None:
+    def _check(self, page: Page[R], offset: int, tally: _Read) -> _Verdict | None:
         if page.total > self.max_window_records:
             # Checked on every page, before anything of it is used: paging such a window would
             # hold every id in memory for hours, and reading it again would not make it smaller.
@@ -310,7 +340,7 @@ class Sweep:
                 max_window_records=self.max_window_records,
             )
         tally.totals.append(page.total)
-        problem = page_problem(page, offset, self.limit, self.window)
+        problem = page_problem(page, offset, self.limit, self.window, self.noun)
         if problem is not None:
             return _Verdict(problem, drift=False)
         if page.total > (bound := total_growth_limit(tally.totals[0])):
@@ -323,7 +353,7 @@ class Sweep:
             return _Verdict(f"offset {offset}: only records already received, total unchanged", drift=False)
         return None
 
-    def _sequential_read(self) -> Generator[ChatCompletion, None, _Verdict | None]:
+    def _sequential_read(self) -> Generator[R, None, _Verdict | None]:
         """One read page by page: yields the new records, returns why it failed (None: consistent)."""
         tally, offset = _Read(), 0
         while True:
@@ -335,7 +365,7 @@ class Sweep:
             if offset >= page.total:
                 return tally.verdict()
 
-    def _concurrent_read(self) -> Generator[ChatCompletion, None, _Verdict | None]:
+    def _concurrent_read(self) -> Generator[R, None, _Verdict | None]:
         """The first read, the pages after the first fetched concurrently; as :meth:`_sequential_read`."""
         assert self.fan_out is not None
         tally = _Read()

@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from cloudglue_dagster.errors import CloudglueConfigError
 
 from .client import MAX_PAGE_SIZE, CloudglueClient, SweepStats
 from .models import ChatCompletion
+from .sweep import R
+
+Listing = Callable[..., Iterator[R]]
+"""A client's paged listing of one endpoint: ``CloudglueClient.iter_chat_completions`` or
+``iter_responses`` (``created_after``, ``created_before``, ``page_size``, ``stats``)."""
 
 __all__ = ["WindowSweep", "padded_dates"]
 
@@ -96,11 +101,16 @@ class WindowSweep:
 
     def completions(self, client: CloudglueClient, page_size: int = MAX_PAGE_SIZE) -> Iterator[ChatCompletion]:
         """Yield every completion with ``start <= created_at < end``, each once."""
+        return self.records(client, client.iter_chat_completions, page_size)
+
+    def records(self, client: CloudglueClient, listing: Listing[R], page_size: int = MAX_PAGE_SIZE) -> Iterator[R]:
+        """Yield every record of ``listing`` (one of ``client``'s endpoints) with
+        ``start <= created_at < end``, each once."""
         requests_before = client.requests_sent
         rate_limited_before = client.throttle.rate_limited
         started = time.monotonic()
         try:
-            for completion in client.iter_chat_completions(
+            for completion in listing(
                 created_after=self.created_after,
                 created_before=self.created_before,
                 page_size=page_size,

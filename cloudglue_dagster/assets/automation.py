@@ -13,6 +13,7 @@ import dagster as dg
 
 from cloudglue_dagster.internals import UnresolvedAssetJobDefinition
 
+from .in_progress import build_in_progress_sensor
 from .options import AssetOptions
 from .sensors import build_freshness, build_late_data_sensor
 
@@ -28,17 +29,17 @@ class Automation:
 
 
 def build_automation(
-    options: AssetOptions, assets_def: dg.AssetsDefinition, keys: Mapping[str, dg.AssetKey]
+    options: AssetOptions, assets_defs: Sequence[dg.AssetsDefinition], keys: Mapping[str, dg.AssetKey]
 ) -> Automation:
-    """The job over the account's tables (``keys``: table -> key), its schedule, and the
-    enabled checks and sensors."""
+    """The job over the account's tables (``keys``: table -> key; ``assets_defs``: their
+    assets), its schedule, and the enabled checks and sensors."""
     job = dg.define_asset_job(
         name=f"{options.name}_daily",
         selection=dg.AssetSelection.assets(*keys.values()),
         # Given here, not left to Definitions: the schedule below is then a ScheduleDefinition
         # at once (without it, an unresolved schedule with no cron_schedule to read).
         partitions_def=options.partitions_def,
-        description="Materializes Cloudglue chat completions, messages and token usage for a day (or a range).",
+        description="Materializes every Cloudglue table of the account for a day (or a range).",
     )
     schedule = dg.build_schedule_from_partitioned_job(
         job,
@@ -50,7 +51,7 @@ def build_automation(
     sensors: list[dg.SensorDefinition] = []
     if options.freshness_deadline_hour is not None:
         freshness_checks, freshness_sensor = build_freshness(
-            assets=[assets_def],
+            assets=list(assets_defs),
             deadline_hour=options.freshness_deadline_hour,
             sensor_name=f"{options.name}_freshness_sensor",
         )
@@ -64,6 +65,32 @@ def build_automation(
                 partitions_def=options.partitions_def,
                 resource_key=options.resource_key,
                 lookback_days=options.late_data_lookback_days,
+                minimum_interval_seconds=options.late_data_interval_seconds,
+            )
+        )
+        if options.responses:
+            sensors.append(
+                build_late_data_sensor(
+                    name=f"{options.name}_responses_late_data_sensor",
+                    job=job,
+                    chat_key=keys["responses"],
+                    partitions_def=options.partitions_def,
+                    resource_key=options.resource_key,
+                    lookback_days=options.late_data_lookback_days,
+                    minimum_interval_seconds=options.late_data_interval_seconds,
+                    source="responses",
+                    asset_selection=[keys["responses"], keys["llm_usage"]],
+                )
+            )
+    if options.responses and options.in_progress_limit_hours is not None:
+        sensors.append(
+            build_in_progress_sensor(
+                name=f"{options.name}_in_progress_sensor",
+                job=job,
+                responses_key=keys["responses"],
+                llm_usage_key=keys["llm_usage"],
+                partitions_def=options.partitions_def,
+                limit_hours=options.in_progress_limit_hours,
                 minimum_interval_seconds=options.late_data_interval_seconds,
             )
         )

@@ -136,7 +136,7 @@ class Outcome:
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
 
 
-def _examples(values: Sequence[Any], limit: int = 10) -> str:
+def examples_text(values: Sequence[Any], limit: int = 10) -> str:
     shown = ", ".join(str(v) for v in values[:limit])
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
 
@@ -247,14 +247,14 @@ MESSAGE_RULES: tuple[tuple[str, str, dg.AssetCheckSeverity], ...] = (
 """chat_messages' rules."""
 
 
-def _rules_spec(
+def rows_check_spec(
     asset_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition, rules: Sequence[tuple[str, str, Any]]
 ) -> list[dg.AssetCheckSpec]:
     description = "Per UTC day, every rule holds: " + "; ".join(f"{name}: {what}" for name, what, _ in rules) + "."
     return [dg.AssetCheckSpec(name=ROWS_VALID, asset=asset_key, partitions_def=partitions_def, description=description)]
 
 
-def _combined(
+def combined_outcome(
     rules: Sequence[tuple[str, str, dg.AssetCheckSeverity]],
     results: Mapping[str, tuple[bool, Mapping[str, Any]]],
     counts: Mapping[str, int],
@@ -280,7 +280,7 @@ def _combined(
 
 def chat_check_specs(chat_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
     """The check on ``chat_completions`` (:data:`ROWS_VALID`): evaluated by the asset on each day it writes."""
-    return _rules_spec(chat_key, partitions_def, CHAT_RULES)
+    return rows_check_spec(chat_key, partitions_def, CHAT_RULES)
 
 
 def chat_check_outcomes(
@@ -298,16 +298,19 @@ def chat_check_outcomes(
         dupes = duplicate_ids(day)
         negative = negative_token_rows(day)
         bad = inconsistent_totals(day)
-        outcomes[key] = _combined(
+        outcomes[key] = combined_outcome(
             CHAT_RULES,
             {
-                "ids_unique": (not dupes, {"duplicate_ids": len(dupes), "examples": _examples(dupes)}),
+                "ids_unique": (not dupes, {"duplicate_ids": len(dupes), "examples": examples_text(dupes)}),
                 "created_at_in_partition": (outside == 0, {"rows_outside_window": outside}),
                 "tokens_non_negative": (
                     negative.empty,
-                    {"rows": len(negative), "examples": _examples(negative["id"].tolist())},
+                    {"rows": len(negative), "examples": examples_text(negative["id"].tolist())},
                 ),
-                "total_tokens_consistent": (bad.empty, {"rows": len(bad), "examples": _examples(bad["id"].tolist())}),
+                "total_tokens_consistent": (
+                    bad.empty,
+                    {"rows": len(bad), "examples": examples_text(bad["id"].tolist())},
+                ),
             },
             {"rows": len(day)},
         )
@@ -316,7 +319,7 @@ def chat_check_outcomes(
 
 def messages_check_specs(messages_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
     """The check on ``chat_messages`` (:data:`ROWS_VALID`): evaluated by the asset on each day it writes."""
-    return _rules_spec(messages_key, partitions_def, MESSAGE_RULES)
+    return rows_check_spec(messages_key, partitions_def, MESSAGE_RULES)
 
 
 def messages_check_outcomes(
@@ -327,13 +330,13 @@ def messages_check_outcomes(
     for key, messages, chat in days:
         dupes = duplicate_message_keys(messages)
         mismatched = message_count_mismatches(messages, chat)
-        outcomes[key] = _combined(
+        outcomes[key] = combined_outcome(
             MESSAGE_RULES,
             {
-                "message_keys_unique": (not dupes, {"duplicate_keys": len(dupes), "examples": _examples(dupes)}),
+                "message_keys_unique": (not dupes, {"duplicate_keys": len(dupes), "examples": examples_text(dupes)}),
                 "counts_match_chat_completions": (
                     not mismatched,
-                    {"mismatched_completions": len(mismatched), "examples": _examples(mismatched)},
+                    {"mismatched_completions": len(mismatched), "examples": examples_text(mismatched)},
                 ),
             },
             {"rows": len(messages), "completions": len(chat)},

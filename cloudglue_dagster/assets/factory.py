@@ -18,16 +18,19 @@ from pydantic import Field
 from cloudglue_dagster.api.days import DEFAULT_MAX_HELD_BYTES
 from cloudglue_dagster.internals import UnresolvedAssetJobDefinition
 from cloudglue_dagster.planner.job import build_plan_job
-from cloudglue_dagster.tables.frames import ModelPrice
+from cloudglue_dagster.tables.frames import Column, ModelPrice
+from cloudglue_dagster.tables.spend import LLM_USAGE_COLUMNS
 from cloudglue_dagster.tables.streams import TableTarget
 
 from .automation import Automation, build_automation
 from .checks import chat_check_specs, messages_check_specs
 from .guards import ALLOW_SHRINK_TAG, ShrinkGuard
+from .llm_usage import build_llm_usage_asset, build_llm_usage_check
 from .masking import Masker
 from .metadata import column_schema
 from .options import DEFAULT_POOL, DEFAULT_RETRY_POLICY, DEFAULT_SHRINK_GUARD, AssetOptions
-from .steps import CHAT, StepSettings, Table, TablesStep, tables_for
+from .response_checks import responses_check_specs
+from .steps import CHAT, RESPONSES, StepSettings, TablesStep, sources_for, tables_for
 from .translator import CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
 from .usage_checks import build_collection_usage_check, build_usage_check
 
@@ -59,12 +62,14 @@ class CloudglueAssets:
     """What :func:`build_cloudglue_assets` returns.
 
     Attributes:
-        assets_def: the multi-asset of every table (one step; a run may select any of them).
+        assets_def: the multi-asset of the chat completions' tables (one step; a run may select
+            any of them).
         keys: table name -> asset key (``chat_completions``, ``chat_messages``,
-            ``token_usage``, and ``collection_usage`` with ``collection_usage=True``).
-        asset_checks: the token_usage check (and the collection_usage one), to list in
-            your definitions (the chat_completions and chat_messages checks are part
-            of the multi-asset and run with it).
+            ``token_usage``, ``collection_usage`` with ``collection_usage=True``, and
+            ``responses`` and ``llm_usage`` unless ``responses=False``).
+        asset_checks: the token_usage check (and the collection_usage and llm_usage ones), to
+            list in your definitions (the chat_completions, chat_messages and responses checks
+            are part of their steps and run with them).
         freshness_checks: one freshness check per table (empty when disabled).
         partitions_def: the daily UTC partitions every table shares.
         job: a job materializing every table (one partition or a range per run).
@@ -73,6 +78,9 @@ class CloudglueAssets:
         sensors: the freshness-check sensor and the late-data sensor, those
             enabled (both stopped by default).
         op_name: the step's name, ``<account>__tables`` (what run config addresses).
+        responses_assets_def: the multi-asset of ``responses`` (its own step,
+            ``<account>__responses``); None with ``responses=False``.
+        llm_usage_assets_def: the ``llm_usage`` asset; None with ``responses=False``.
     """
 
     assets_def: dg.AssetsDefinition
@@ -85,11 +93,15 @@ class CloudglueAssets:
     sensors: tuple[dg.SensorDefinition, ...]
     plan_job: dg.JobDefinition
     op_name: str
+    responses_assets_def: dg.AssetsDefinition | None = None
+    llm_usage_assets_def: dg.AssetsDefinition | None = None
 
     @property
     def assets(self) -> tuple[dg.AssetsDefinition, ...]:
-        """The assets to list in your definitions: the one multi-asset."""
-        return (self.assets_def,)
+        """The assets to list in your definitions: the chat completions' step, and the
+        responses' step and ``llm_usage`` when built."""
+        optional = (self.responses_assets_def, self.llm_usage_assets_def)
+        return (self.assets_def, *(a for a in optional if a is not None))
 
     def definitions(self, executor: dg.ExecutorDefinition | None = dg.in_process_executor) -> dg.Definitions:
         """Assets, checks, jobs, schedule and sensors (no resources) as ``dg.Definitions``, to merge into yours.
@@ -132,6 +144,8 @@ def build_cloudglue_assets(
     translator: CloudglueTranslator | None = None,
     collection_usage: bool = False,
     max_held_bytes: int = DEFAULT_MAX_HELD_BYTES,
+    responses: bool = True,
+    in_progress_limit_hours: int | None = 24,
 ) -> CloudglueAssets:
     """Build the Cloudglue assets, their checks, a job, a daily schedule and sensors.
 
@@ -192,6 +206,15 @@ def build_cloudglue_assets(
             waits for days to be complete (default 512 MiB, about 2.3 GiB of memory); past it
             the run fails with HeldTooMuchError instead of being killed for its memory. Must be
             >= 1048576 (1 MiB).
+        responses: Also build <prefix>/responses (one row per response of the Responses API, GET
+            /v1/responses) and <prefix>/llm_usage (LLM spend per UTC day, source and model across
+            chat completions and responses), with their checks. An account with no responses
+            costs one request per run and gets empty partitions.
+        in_progress_limit_hours: How long a response may stay in_progress: a day stored while it
+            held in_progress responses is read again (by a sensor, stopped by default) until none
+            remain or the newest of them is older than this; responses in_progress longer are
+            reported by the responses check (a warning) instead of being read again forever.
+            None: no such sensor. Must be >= 1 or None.
     """
     # Every argument by name: the signature is AssetOptions' fields, in order, with their
     # defaults and types, and the Args above are their docs (tests/test_options.py holds both).
@@ -212,7 +235,7 @@ def build_cloudglue_assets(
 def _build(options: AssetOptions) -> CloudglueAssets:
     specs = _specs(options)
     keys = {table: spec.key for table, spec in specs.items()}
-    assets_def = _tables_asset(options, specs)
+    assets_def = _step_asset(options, specs, CHAT)
     checks = [
         build_usage_check(
             chat_key=keys[CHAT],
@@ -232,7 +255,23 @@ def _build(options: AssetOptions) -> CloudglueAssets:
                 resource_key=options.resource_key,
             )
         )
-    automation: Automation = build_automation(options, assets_def, keys)
+    responses_def = llm_usage_def = None
+    if options.responses:
+        responses_def = _step_asset(options, specs, RESPONSES)
+        llm_usage_def = _llm_usage_asset(options, specs)
+        checks.append(
+            build_llm_usage_check(
+                llm_usage_key=keys["llm_usage"],
+                usage_key=keys["token_usage"],
+                responses_key=keys[RESPONSES],
+                partitions_def=options.partitions_def,
+                prices=options.price_list,
+                name=options.name,
+                resource_key=options.resource_key,
+            )
+        )
+    built = [a for a in (assets_def, responses_def, llm_usage_def) if a is not None]
+    automation: Automation = build_automation(options, built, keys)
     return CloudglueAssets(
         assets_def=assets_def,
         keys=keys,
@@ -248,13 +287,23 @@ def _build(options: AssetOptions) -> CloudglueAssets:
             first_day=options.first_day,
             resource_key=options.resource_key,
             max_partitions_per_run=options.max_partitions_per_run,
+            responses=options.responses,
         ),
         op_name=_op_name(options),
+        responses_assets_def=responses_def,
+        llm_usage_assets_def=llm_usage_def,
     )
 
 
-def _op_name(options: AssetOptions) -> str:
-    return f"{options.name}__tables"
+_STEP_TABLES = {
+    CHAT: ("chat_completions", "chat_messages", "token_usage", "collection_usage"),
+    RESPONSES: ("responses",),
+}
+"""Each step's tables, by its source table: the chat completions' step writes the first four."""
+
+
+def _op_name(options: AssetOptions, source: str = CHAT) -> str:
+    return f"{options.name}__tables" if source == CHAT else f"{options.name}__{source}"
 
 
 def _specs(options: AssetOptions) -> dict[str, dg.AssetSpec]:
@@ -269,13 +318,27 @@ def _specs(options: AssetOptions) -> dict[str, dg.AssetSpec]:
     return specs
 
 
-def _tables_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> dg.AssetsDefinition:
-    """One multi-asset over every table: a run may select any of them (``can_subset``)."""
-    tables = tables_for(options.price_list)
+def _check_specs(source: str, keys: Mapping[str, dg.AssetKey], options: AssetOptions) -> list[dg.AssetCheckSpec]:
+    if source == RESPONSES:
+        return responses_check_specs(keys[RESPONSES], options.partitions_def)
+    return chat_check_specs(keys[CHAT], options.partitions_def) + messages_check_specs(
+        keys["chat_messages"], options.partitions_def
+    )
+
+
+def _step_asset(options: AssetOptions, all_specs: Mapping[str, dg.AssetSpec], source: str) -> dg.AssetsDefinition:
+    """One multi-asset over every table of ``source``'s step: a run may select any of them
+    (``can_subset``)."""
+    tables = tables_for(options.price_list, options.in_progress_limit_hours)
+    specs = {t: spec for t, spec in all_specs.items() if t in _STEP_TABLES[source]}
     keys = {table: spec.key for table, spec in specs.items()}
-    full = {table: _full_spec(options, spec, tables[table], keys[CHAT]) for table, spec in specs.items()}
+    deps = {t: [] if t == source else [keys[source]] for t in specs}
+    full = {
+        t: _full_spec(options, spec, tables[t].partition_expr, tables[t].columns, deps[t]) for t, spec in specs.items()
+    }
     settings = StepSettings(
         keys=keys,
+        source=sources_for(options.price_list)[source],
         targets={t: TableTarget(t, tuple(spec.key.path), dict(spec.metadata)) for t, spec in full.items()},
         tables=tables,
         partitions_def=options.partitions_def,
@@ -284,14 +347,13 @@ def _tables_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> d
         retry_policy=options.retry_policy,
         shrink_guard=options.shrink_guard,
         max_held_bytes=options.max_held_bytes,
-        op_name=_op_name(options),
+        op_name=_op_name(options, source),
     )
 
     @dg.multi_asset(
         name=settings.op_name,
         specs=list(full.values()),
-        check_specs=[*chat_check_specs(keys[CHAT], options.partitions_def)]
-        + [*messages_check_specs(keys["chat_messages"], options.partitions_def)],
+        check_specs=_check_specs(source, keys, options),
         can_subset=True,
         backfill_policy=options.backfill_policy,
         pool=options.resolved_pool,
@@ -310,16 +372,38 @@ def _tables_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> d
     return tables_step
 
 
-def _full_spec(options: AssetOptions, spec: dg.AssetSpec, table: Table, chat_key: dg.AssetKey) -> dg.AssetSpec:
+def _llm_usage_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> dg.AssetsDefinition:
+    keys = {table: spec.key for table, spec in specs.items()}
+    spec = _full_spec(options, specs["llm_usage"], "date", LLM_USAGE_COLUMNS, [])  # its inputs are its deps
+    return build_llm_usage_asset(
+        spec=spec,
+        io_manager_key=options.io_manager_key,
+        usage_key=keys["token_usage"],
+        responses_key=keys[RESPONSES],
+        partitions_def=options.partitions_def,
+        backfill_policy=options.backfill_policy,
+        prices=options.price_list,
+        name=options.name,
+        resource_key=options.resource_key,
+    )
+
+
+def _full_spec(
+    options: AssetOptions,
+    spec: dg.AssetSpec,
+    partition_expr: str,
+    columns: Sequence[Column],
+    deps: Sequence[dg.AssetKey],
+) -> dg.AssetSpec:
     """The translator's spec, then what the step needs on top of it (merged last, so a spec
     cannot drop what the I/O manager and the UI read)."""
     return spec.replace_attributes(
         metadata={
             **spec.metadata,
-            "partition_expr": table.partition_expr,
-            "dagster/column_schema": column_schema(table.columns),
+            "partition_expr": partition_expr,
+            "dagster/column_schema": column_schema(columns),
         },
-        deps=[] if table.name == CHAT else [chat_key],
+        deps=list(deps),
         partitions_def=options.partitions_def,
         skippable=True,
     ).with_io_manager_key(options.io_manager_key)

@@ -85,6 +85,7 @@ class ShrinkRefusedError(CloudglueError):
         *,
         op_name: str = "<op>",
         witness: str = "the warehouse",
+        records: str = "completions",
     ):
         listed = ", ".join(f"{d}: {before} -> {after}" for d, before, after in days)
         super().__init__(
@@ -92,7 +93,7 @@ class ShrinkRefusedError(CloudglueError):
             f" lose more than {guard.max_loss_fraction:.0%} of the rows {witness} holds for it. The API's"
             " answer was self-consistent, but an API key of another account, an API-side data loss or"
             " an outage answering empty lists looks exactly like this. These days keep their stored rows"
-            " in every table. If the completions really were deleted upstream, run these days again with"
+            f" in every table. If the {records} really were deleted upstream, run these days again with"
             " allow_shrink: on the command line"
             f" `dagster asset materialize ... --config-json '{allow_shrink_config(op_name)}'`; in the UI,"
             f" the Launchpad's config ({ALLOW_SHRINK_CONFIG}: true) or the run tag {ALLOW_SHRINK_TAG}=true;"

@@ -211,6 +211,26 @@ class AssetOptions(BaseModel):
         ),
     )
 
+    responses: bool = Field(
+        default=True,
+        description=(
+            "Also build <prefix>/responses (one row per response of the Responses API, GET"
+            " /v1/responses) and <prefix>/llm_usage (LLM spend per UTC day, source and model across"
+            " chat completions and responses), with their checks. An account with no responses"
+            " costs one request per run and gets empty partitions."
+        ),
+    )
+    in_progress_limit_hours: int | None = Field(
+        default=24,
+        ge=1,
+        description=(
+            "How long a response may stay in_progress: a day stored while it held in_progress"
+            " responses is read again (by a sensor, stopped by default) until none remain or the"
+            " newest of them is older than this; responses in_progress longer are reported by the"
+            " responses check (a warning) instead of being read again forever. None: no such sensor."
+        ),
+    )
+
     @classmethod
     def of(cls, **arguments: Any) -> AssetOptions:
         """The options, checked; raises :class:`CloudglueConfigError` naming the first bad one.
@@ -260,7 +280,8 @@ class AssetOptions(BaseModel):
     @property
     def tables(self) -> tuple[str, ...]:
         """The tables this account builds, in build order."""
-        return tuple(t for t in TABLES if t != "collection_usage" or self.collection_usage)
+        optional = {"collection_usage": self.collection_usage, "responses": self.responses, "llm_usage": self.responses}
+        return tuple(t for t in TABLES if optional.get(t, True))
 
     @property
     def name(self) -> str:

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 
+from cloudglue_dagster.api.client import CloudglueClient
 from cloudglue_dagster.api.window import padded_dates
 from cloudglue_dagster.internals import UnresolvedAssetJobDefinition
 from cloudglue_dagster.resource import CloudglueResource
@@ -33,6 +34,7 @@ from .checks import latest_materializations
 from .metadata_keys import RUN_PARTITIONS, WINDOW_RECEIVED
 
 __all__ = [
+    "LATE_DATA_PROBES",
     "LoadedDay",
     "build_freshness",
     "build_late_data_sensor",
@@ -138,6 +140,24 @@ def _read_cursor(text: str | None) -> Cursor:
         return {}  # an unreadable cursor only costs a tick of fresh baselines
 
 
+Probe = Callable[[CloudglueClient, dt.date, dt.date], int]
+"""``(client, created_after, created_before)`` -> the ``total`` of one endpoint's padded window."""
+
+LATE_DATA_PROBES: dict[str, tuple[str, Probe]] = {
+    "chat_completions": (
+        "completion",
+        lambda client, after, before: (
+            client.list_chat_completions(limit=1, created_after=after, created_before=before).total
+        ),
+    ),
+    "responses": (
+        "response",
+        lambda client, after, before: client.list_responses(limit=1, created_after=after, created_before=before).total,
+    ),
+}
+"""Source table -> what it is called and how a late-data sensor probes its endpoint's count."""
+
+
 def build_late_data_sensor(
     *,
     name: str,
@@ -147,10 +167,18 @@ def build_late_data_sensor(
     resource_key: str,
     lookback_days: int,
     minimum_interval_seconds: int,
+    source: str = "chat_completions",
+    asset_selection: Sequence[dg.AssetKey] | None = None,
 ) -> dg.SensorDefinition:
     """A sensor (stopped by default) that re-materializes, through ``job``, the days
-    of the last ``lookback_days`` UTC days whose completion count changed since
-    ``chat_key`` loaded them. Days never loaded are left alone."""
+    of the last ``lookback_days`` UTC days whose count of ``source`` records changed since
+    ``chat_key`` (that source table's key) loaded them. Days never loaded are left alone.
+
+    Args:
+        source: ``chat_completions`` or ``responses`` (:data:`LATE_DATA_PROBES`).
+        asset_selection: the assets each run re-loads; None: all of ``job``'s.
+    """
+    noun, probe = LATE_DATA_PROBES[source]
 
     @dg.sensor(
         name=name,
@@ -159,9 +187,9 @@ def build_late_data_sensor(
         default_status=dg.DefaultSensorStatus.STOPPED,
         required_resource_keys={resource_key},
         description=(
-            f"Every {minimum_interval_seconds // 60} min, re-reads the completion count of each of the last"
+            f"Every {minimum_interval_seconds // 60} min, re-reads the {noun} count of each of the last"
             f" {lookback_days} UTC days (one request per day) and re-loads the days whose count changed since"
-            " they were loaded (late completions)."
+            f" they were loaded (late {noun}s, or deleted ones)."
         ),
     )
     def late_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
@@ -176,18 +204,19 @@ def build_late_data_sensor(
             for day in loaded:
                 window = partitions_def.time_window_for_partition_key(day)
                 after, before = padded_dates(window.start, window.end)
-                probes[day] = client.list_chat_completions(limit=1, created_after=after, created_before=before).total
+                probes[day] = probe(client, after, before)
         changed, cursor = late_days(loaded, probes, _read_cursor(context.cursor))
         requests = [
             dg.RunRequest(
                 run_key=f"{day}:{cursor[day][0]}:{probes[day]}",
                 partition_key=day,
+                asset_selection=None if asset_selection is None else list(asset_selection),
                 tags={"cloudglue/late_data": f"{cursor[day][1]}->{probes[day]}"},
             )
             for day in changed
         ]
         for day in changed:
-            context.log.info(f"{day}: {cursor[day][1]} completions when loaded, {probes[day]} now; re-loading")
+            context.log.info(f"{day}: {cursor[day][1]} {noun}s when loaded, {probes[day]} now; re-loading")
         return dg.SensorResult(
             run_requests=requests,
             cursor=json.dumps({day: list(v) for day, v in cursor.items()}, sort_keys=True),

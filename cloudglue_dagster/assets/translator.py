@@ -1,4 +1,4 @@
-"""``CloudglueTranslator``: the one override point for how the three tables appear in Dagster.
+"""``CloudglueTranslator``: the one override point for how the tables appear in Dagster.
 
 :func:`~cloudglue_dagster.build_cloudglue_assets` asks the translator for each table's
 :class:`dagster.AssetSpec`: its key, group, description, owners, tags, kinds, code version
@@ -30,9 +30,9 @@ from cloudglue_dagster.errors import CloudglueConfigError
 
 __all__ = ["TABLES", "CloudglueTranslator", "CloudglueTranslatorData", "asset_spec_for", "check_distinct_keys"]
 
-TABLES = ("chat_completions", "chat_messages", "token_usage", "collection_usage")
-"""The tables, in the order the factory builds them (chat_completions first: the others read
-it); ``collection_usage`` only when asked for."""
+TABLES = ("chat_completions", "chat_messages", "token_usage", "collection_usage", "responses", "llm_usage")
+"""The tables, in the order the factory builds them (each after those it reads);
+``collection_usage`` only when asked for, ``responses`` and ``llm_usage`` unless turned off."""
 
 _DESCRIPTIONS = {
     "chat_completions": (
@@ -54,6 +54,15 @@ _DESCRIPTIONS = {
         " collections is split evenly over them in whole tokens, one naming none goes to a null"
         " collection, so summed over collections each day and model equals token_usage."
     ),
+    "responses": (
+        "Every response of Cloudglue's Responses API created in the partition's UTC day, one row per"
+        " response (GET /v1/responses): status, model, instructions, token usage and cost. A day"
+        " stored while some responses were in_progress is read again until none remain."
+    ),
+    "llm_usage": (
+        "LLM spend per UTC day, source (chat_completions or responses) and model: requests, input,"
+        " output and total tokens, and cost in USD, summed from token_usage and responses."
+    ),
 }
 
 
@@ -62,7 +71,8 @@ class CloudglueTranslatorData:
     """What the translator knows about one table when it is asked for its spec.
 
     Attributes:
-        table: ``chat_completions``, ``chat_messages``, ``token_usage`` or ``collection_usage``.
+        table: ``chat_completions``, ``chat_messages``, ``token_usage``, ``collection_usage``,
+            ``responses`` or ``llm_usage``.
         key_prefix: the factory's ``key_prefix`` (the account), as a tuple.
         group_name: the factory's ``group_name``.
         storage_kind: the factory's ``storage_kind`` (``duckdb`` by default).

@@ -184,6 +184,8 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
         "prices", note="In YAML: {model: {input_per_million: ..., output_per_million: ...}}."
     )
     collection_usage: bool = _option("collection_usage")
+    responses: bool = _option("responses")
+    in_progress_limit_hours: int | None = _option("in_progress_limit_hours")
     translation: (
         Annotated[
             TranslationFn[CloudglueTranslatorData],
@@ -197,7 +199,8 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
         description=(
             "Asset attributes for each table (key, group_name, description, owners, tags, kinds,"
             " code_version, automation_condition), templated with {{ table }} (chat_completions,"
-            " chat_messages, token_usage), {{ account }} and {{ spec }}; partitions, partition_expr and"
+            " chat_messages, token_usage, collection_usage, responses, llm_usage), {{ account }} and"
+            " {{ spec }}; partitions, partition_expr and"
             " the column schema are kept whatever it says."
         ),
     )
@@ -218,7 +221,10 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
     @classmethod
     def get_spec(cls) -> dg.ComponentTypeSpec:
         return dg.ComponentTypeSpec(
-            description="Daily UTC partitions of a Cloudglue account's chat completions, messages and token usage.",
+            description=(
+                "Daily UTC partitions of a Cloudglue account's chat completions, messages, token usage,"
+                " responses and LLM spend."
+            ),
             tags=["cloudglue"],
             produces=["asset", "asset_check", "job", "schedule", "sensor", "resource"],
         )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where used: keeps `--help` fast
-    from cloudglue_dagster.emulator import Dataset
+    from cloudglue_dagster.emulator import Dataset, ResponsesDataset
 
 __all__ = [
     "ASSET_SELECTION",
@@ -120,3 +120,11 @@ def demo_dataset(settings: Settings) -> Dataset:
     from cloudglue_dagster.emulator import Dataset
 
     return Dataset(settings.start, settings.end, per_day=settings.per_day, seed=settings.seed)
+
+
+def demo_responses(settings: Settings) -> ResponsesDataset:
+    """The responses the demo's emulator serves (its default beside :func:`demo_dataset`)."""
+    from cloudglue_dagster.emulator import ResponsesDataset
+
+    per_day = ResponsesDataset.per_day_beside(settings.per_day)
+    return ResponsesDataset(settings.start, settings.end, per_day, settings.seed)

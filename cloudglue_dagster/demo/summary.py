@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .settings import SCHEMA, DemoError, Settings, demo_dataset, shown_path
+from .settings import SCHEMA, DemoError, Settings, demo_dataset, demo_responses, shown_path
 
 if TYPE_CHECKING:  # imported where used: keeps `--help` fast
     import duckdb
@@ -115,7 +115,8 @@ def read_summary(settings: Settings) -> Summary:
 
 
 def verify(settings: Settings, summary: Summary) -> list[str]:
-    """Differences between the stored tables and the emulator's ground truth (empty: none)."""
+    """Differences between the stored tables and the emulator's ground truth (empty: none):
+    every table's rows, ``responses`` and ``llm_usage`` included."""
     truth = demo_dataset(settings).ground_truth_range(settings.start, settings.end)
     lo = settings.start.isoformat()
     hi = (settings.end + dt.timedelta(days=1)).isoformat()
@@ -130,9 +131,9 @@ def verify(settings: Settings, summary: Summary) -> list[str]:
         ).fetchall():
             ids.setdefault(day, []).append(cid)
         answered = _messaged_completions(conn, lo, hi)
+        problems = _responses_problems(settings, conn, lo, hi)
     finally:
         conn.close()
-    problems: list[str] = []
     for row in summary.rows:
         want = truth[row.day]
         got_ids = ids.get(row.day, [])
@@ -155,6 +156,39 @@ def verify(settings: Settings, summary: Summary) -> list[str]:
         models = {m: n for m, n, _ in row.by_model}
         if models != {m: n for m, n in want.by_model.items() if n}:
             problems.append(f"{row.day}: completions by model {models}, expected {want.by_model}")
+    return problems
+
+
+def _responses_problems(settings: Settings, conn: Any, lo: str, hi: str) -> list[str]:
+    """Each day's responses (ids and statuses) and llm_usage's responses rows against the
+    emulator's responses (empty: they match)."""
+    truth = demo_responses(settings).ground_truth_range(settings.start, settings.end)
+    statuses: dict[dt.date, dict[str, str]] = {}
+    for day, rid, status in conn.execute(
+        f"""
+        SELECT CAST(created_at AS DATE), id, status FROM {SCHEMA}.responses
+        WHERE created_at >= TIMESTAMPTZ '{lo} 00:00:00+00' AND created_at < TIMESTAMPTZ '{hi} 00:00:00+00'
+        """
+    ).fetchall():
+        statuses.setdefault(day, {})[rid] = status
+    spend = dict(
+        conn.execute(
+            f"""
+            SELECT CAST(date AS DATE), sum(requests) FROM {SCHEMA}.llm_usage
+            WHERE source = 'responses' AND date >= TIMESTAMP '{lo}' AND date < TIMESTAMP '{hi}' GROUP BY ALL
+            """
+        ).fetchall()
+    )
+    problems = []
+    for day, want in truth.items():
+        if statuses.get(day, {}) != dict(want.statuses):
+            problems.append(
+                f"{day}: responses holds {len(statuses.get(day, {}))} rows, the emulator served {want.count}"
+            )
+        if int(spend.get(day) or 0) != want.count:
+            problems.append(
+                f"{day}: llm_usage counts {spend.get(day) or 0} responses, the emulator served {want.count}"
+            )
     return problems
 
 

@@ -20,6 +20,7 @@ from cloudglue_dagster.api.loopback import is_loopback
 from .content import TEXT_MODES
 from .data import Dataset
 from .faults import FAULT_KINDS, validate_kinds
+from .responses import ResponsesDataset
 from .server import Emulator
 from .timeutil import BOUNDARY_READINGS, ORDERS, TIMESTAMP_UNITS
 
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m cloudglue_dagster.emulator",
-        description="Serve a local emulator of Cloudglue's GET /v1/chat/completions.",
+        description="Serve a local emulator of Cloudglue's GET /v1/chat/completions and GET /v1/responses.",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (loopback only unless --allow-remote)")
     p.add_argument("--port", type=int, default=8787, help="TCP port; 0 picks a free one (default 8787)")
@@ -66,7 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
         "compact: texts from a pool of 256 bodies, which repeat",
     )
     p.add_argument("--boundary", choices=BOUNDARY_READINGS, default="inclusive")
-    p.add_argument("--timestamp-unit", choices=TIMESTAMP_UNITS, default="ms")
+    p.add_argument("--timestamp-unit", choices=TIMESTAMP_UNITS, default="ms", help="chat completions' created_at")
+    p.add_argument(
+        "--responses-per-day",
+        type=int,
+        default=None,
+        help="mean responses per non-empty day (default: a quarter of --per-day, at least 1 unless it is 0)",
+    )
+    p.add_argument("--responses-timestamp-unit", choices=TIMESTAMP_UNITS, default="int-s", help="responses' created_at")
+    p.add_argument(
+        "--in-progress-rate", type=float, default=0.0, help="share of each day's responses in progress (default 0)"
+    )
+    p.add_argument(
+        "--settle-after-seconds",
+        type=float,
+        default=None,
+        help="in-progress responses read as completed this long after start (default: never)",
+    )
     p.add_argument("--order", choices=ORDERS, default="newest")
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay before every answer")
     p.add_argument("--max-page-size", type=int, default=100)
@@ -105,8 +122,25 @@ def main(argv: list[str] | None = None) -> int:
     start, end = _window(args, datetime.now(timezone.utc).date())
     api_key = args.api_key or os.environ.get("CLOUDGLUE_API_KEY") or "emulator-key"
     dataset = Dataset(start, end, per_day=args.per_day, seed=args.seed, text=args.text)
+    per_day = args.responses_per_day
+    if per_day is None:
+        per_day = ResponsesDataset.per_day_beside(args.per_day)
+    try:
+        responses = ResponsesDataset(
+            start,
+            end,
+            per_day,
+            args.seed,
+            in_progress_rate=args.in_progress_rate,
+            settle_after_seconds=args.settle_after_seconds,
+        )
+    except ValueError as exc:
+        print(f"bad responses options: {exc}", file=sys.stderr)
+        return 2
     emu = Emulator(
         dataset,
+        responses=responses,
+        responses_timestamp_unit=args.responses_timestamp_unit,
         api_key=api_key,
         host=args.host,
         port=args.port,
@@ -138,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Cloudglue emulator listening on {emu.base_url} ({dataset.total} completions, {start}..{end})",
         flush=True,
     )
+    print(f"  and {responses.total} responses at {emu.base_url}/responses", flush=True)
     try:
         while not done.wait(0.5):
             pass

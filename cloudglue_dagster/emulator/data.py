@@ -25,6 +25,7 @@ from operator import attrgetter
 from typing import Any
 
 from .content import TEXT_MODES, Generated, LazyBody, RecordFactory
+from .counts import derive_counts
 from .timeutil import DAY_MS, ORDERS, day_of_ms, day_start_ms, render_created_at
 
 __all__ = ["Dataset", "DayTruth"]
@@ -238,40 +239,7 @@ class Dataset:
 
     # ----------------------------------------------------------------- counts
     def _derive_counts(self, empty_days: Iterable[date] | None, counts: Mapping[date, int]) -> dict[date, int]:
-        days = self._day_list
-        for d, c in counts.items():
-            if not self.start <= d <= self.end:
-                raise ValueError(f"counts: {d} is outside {self.start}..{self.end}")
-            if c < 0:
-                raise ValueError(f"counts: negative count for {d}")
-        rngs = {d: random.Random(f"cloudglue-emulator:count:{self.seed}:{d.isoformat()}") for d in days}
-        if empty_days is not None:
-            empty = set(empty_days)
-            for d in empty:
-                if not self.start <= d <= self.end:
-                    raise ValueError(f"empty_days: {d} is outside {self.start}..{self.end}")
-        else:
-            draws = {d: rngs[d].random() for d in days[1:-1]}
-            empty = {d for d, u in draws.items() if u < 1 / 7}
-            if not empty and len(days) >= 7:
-                empty = {min(draws, key=draws.__getitem__)}
-        out: dict[date, int] = {}
-        for d in days:
-            if d in counts:
-                out[d] = counts[d]
-            elif d in empty or self.per_day == 0:
-                out[d] = 0
-            else:
-                r = rngs[d]
-                u = r.random()
-                if u < 0.10:
-                    factor = r.uniform(1.6, 2.5)  # busy day
-                elif u < 0.25:
-                    factor = r.uniform(0.25, 0.6)  # quiet day
-                else:
-                    factor = r.uniform(0.8, 1.2)
-                out[d] = max(1, round(self.per_day * factor))
-        return out
+        return derive_counts(self._day_list, self.per_day, self.seed, empty_days, counts)
 
     @property
     def days(self) -> list[date]:

@@ -9,7 +9,11 @@ Registered through the ``pytest11`` entry point, so any project with
   :class:`Dataset` arguments (``start``, ``end``, ``per_day``, ``seed``,
   ``empty_days``, ``counts``, ...) and/or :class:`Emulator` options
   (``dataset=`` to pass a ready data set, ``boundary``, ``fault_rate``, ...).
-  Every emulator made is stopped at teardown.
+  Responses (``GET /v1/responses``) come over the same days and seed unless
+  ``responses=`` passes a :class:`ResponsesDataset`; ``responses_per_day``,
+  ``in_progress_rate`` and ``settle_after_seconds`` shape them, and
+  ``responses_timestamp_unit`` renders them. Every emulator made is stopped at
+  teardown.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 import pytest
 
 from .data import Dataset
+from .responses import ResponsesDataset
 from .server import Emulator
 
 __all__ = ["DEFAULT_TEST_DATASET", "cloudglue_emulator", "cloudglue_emulator_factory"]
@@ -35,6 +40,12 @@ DEFAULT_TEST_DATASET: dict[str, Any] = {
 }
 
 _DATASET_ARGS = frozenset(inspect.signature(Dataset).parameters) - {"self"}
+# Options of the default ResponsesDataset (its days and seed are the chat data set's).
+_RESPONSES_ARGS = {
+    "responses_per_day": "per_day",
+    "in_progress_rate": "in_progress_rate",
+    "settle_after_seconds": "settle_after_seconds",
+}
 
 
 def _make_emulator(kwargs: dict[str, Any]) -> Emulator:
@@ -47,6 +58,13 @@ def _make_emulator(kwargs: dict[str, Any]) -> Emulator:
         if "start" in ds_args and "end" not in ds_args:
             merged["end"] = merged["start"] + timedelta(days=2)
         dataset = Dataset(**merged)
+    resp_args = {_RESPONSES_ARGS[k]: kwargs.pop(k) for k in list(kwargs) if k in _RESPONSES_ARGS}
+    if resp_args:
+        if kwargs.get("responses") is not None:
+            raise TypeError(f"pass either responses= or its options, not both: {sorted(resp_args)}")
+        resp_args.setdefault("per_day", max(1, dataset.per_day // 4) if dataset.per_day else 0)
+        resp_args.setdefault("extra_fields", dataset.extra_fields)
+        kwargs["responses"] = ResponsesDataset(dataset.start, dataset.end, seed=dataset.seed, **resp_args)
     return Emulator(dataset, **kwargs).start()
 
 

@@ -1,16 +1,16 @@
-"""HTTP side of the emulator: ``GET /v1/chat/completions`` over loopback.
+"""HTTP side of the emulator: ``GET /v1/chat/completions`` and ``/v1/responses`` over loopback.
 
 :class:`Emulator` owns a :class:`~http.server.ThreadingHTTPServer` running in a
 daemon thread. Responses are assembled from the data set's cached JSON bytes,
 so paging large data sets stays cheap. Settings such as ``boundary``,
 ``order``, ``timestamp_unit``, ``latency_seconds`` and ``fault_rate`` can be
-changed while the server runs.
+changed while the server runs. The responses endpoint's own parts are in
+:mod:`.responses_api`.
 """
 
 from __future__ import annotations
 
 import hmac
-import re
 import socket
 import sys
 import threading
@@ -23,14 +23,16 @@ from urllib.parse import parse_qs
 
 from .data import Dataset, DayTruth
 from .faults import ALL_FAULT_KINDS, MALFORMED_BODIES, FaultPlan, html_error_page, json_error
-from .timeutil import BOUNDARY_READINGS, ORDERS, TIMESTAMP_UNITS, parse_query_date, window_ms
+from .replies import BadRequest, Reply, list_body, page_params
+from .responses import ResponsesDataset, ResponsesDayTruth
+from .responses_api import RESPONSES_ENDPOINT, delete_response, list_responses, responses_route
+from .timeutil import BOUNDARY_READINGS, ORDERS, TIMESTAMP_UNITS, window_ms
 
-__all__ = ["ENDPOINT", "Emulator", "LoggedRequest"]
+__all__ = ["ENDPOINT", "RESPONSES_ENDPOINT", "Emulator", "LoggedRequest"]
 
-#: The one path the emulator serves.
+#: The chat completions list's path (the responses' is :data:`RESPONSES_ENDPOINT`).
 ENDPOINT = "/v1/chat/completions"
 
-_INT_RE = re.compile(r"-?\d{1,18}")
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -50,17 +52,6 @@ class LoggedRequest(NamedTuple):
     path: str
     query: dict[str, str]
     status: int
-
-
-class _Reply(NamedTuple):
-    status: int
-    body: bytes
-    content_type: str = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-class _BadRequest(Exception):
-    pass
 
 
 class _Server(ThreadingHTTPServer):
@@ -157,17 +148,22 @@ class _Handler(BaseHTTPRequestHandler):
         if not emu._wait(emu.latency_seconds):
             return
         try:
-            if path != ENDPOINT:
-                self._finish(emu, path, query, _Reply(404, json_error("Not found")), method)
+            route = responses_route(path) if path != ENDPOINT else None  # (method allowed, id)
+            if path != ENDPOINT and route is None:
+                self._finish(emu, path, query, Reply(404, json_error("Not found")), method)
                 return
-            if method != "GET":
-                reply = _Reply(405, json_error("Method not allowed"), headers=(("Allow", "GET"),))
+            allowed = "GET" if route is None else route[0]
+            if method != allowed:
+                reply = Reply(405, json_error("Method not allowed"), headers=(("Allow", allowed),))
                 self._finish(emu, path, query, reply, method)
                 return
             auth_error = emu._check_auth(self.headers.get("Authorization"))
             if auth_error is not None:
-                reply = _Reply(401, json_error(auth_error), headers=(("WWW-Authenticate", "Bearer"),))
+                reply = Reply(401, json_error(auth_error), headers=(("WWW-Authenticate", "Bearer"),))
                 self._finish(emu, path, query, reply, method)
+                return
+            if route is not None and route[1] is not None:  # DELETE /v1/responses/{id}: never faulted
+                self._finish(emu, path, query, delete_response(emu, route[1]), method)
                 return
             kind, variant = emu._faults.next()
             if kind == "slow":
@@ -176,7 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif kind is not None and kind not in ("truncated", "malformed"):
                 self._fault(emu, path, query, kind, variant)
                 return
-            reply = emu._answer(query)
+            reply = emu._answer(query) if route is None else list_responses(emu, query)
             if kind == "truncated":
                 emu._log(path, query, reply.status)
                 self._send(reply, method, declared_length=len(reply.body), body=reply.body[: len(reply.body) // 2])
@@ -184,14 +180,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if kind == "malformed":
                 body = MALFORMED_BODIES[variant % len(MALFORMED_BODIES)]
-                reply = _Reply(200, body)
+                reply = Reply(200, body)
             self._finish(emu, path, query, reply, method)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # an emulator bug must not look like a "drop" fault
             traceback.print_exc(file=sys.stderr)
             self.close_connection = True
-            self._finish(emu, path, query, _Reply(500, json_error(f"emulator error: {type(exc).__name__}")), method)
+            self._finish(emu, path, query, Reply(500, json_error(f"emulator error: {type(exc).__name__}")), method)
 
     def _fault(self, emu: Emulator, path: str, query: dict[str, str], kind: str, variant: int) -> None:
         retry = (("Retry-After", str(emu.retry_after_seconds)),)
@@ -200,22 +196,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         if kind == "429":
-            reply = _Reply(429, json_error("Rate limit reached"), headers=retry)
+            reply = Reply(429, json_error("Rate limit reached"), headers=retry)
         elif kind == "500":
-            reply = _Reply(500, json_error("Internal server error"))
+            reply = Reply(500, json_error("Internal server error"))
         elif kind == "502_html":
-            reply = _Reply(502, html_error_page(502, "Bad Gateway"), "text/html")
+            reply = Reply(502, html_error_page(502, "Bad Gateway"), "text/html")
         elif variant % 2:
-            reply = _Reply(503, json_error("Service unavailable"), headers=retry)
+            reply = Reply(503, json_error("Service unavailable"), headers=retry)
         else:
-            reply = _Reply(503, html_error_page(503, "Service Temporarily Unavailable"), "text/html", retry)
+            reply = Reply(503, html_error_page(503, "Service Temporarily Unavailable"), "text/html", retry)
         self._finish(emu, path, query, reply, "GET")
 
-    def _finish(self, emu: Emulator, path: str, query: dict[str, str], reply: _Reply, method: str) -> None:
+    def _finish(self, emu: Emulator, path: str, query: dict[str, str], reply: Reply, method: str) -> None:
         emu._log(path, query, reply.status)
         self._send(reply, method)
 
-    def _send(self, reply: _Reply, method: str, declared_length: int | None = None, body: bytes | None = None) -> None:
+    def _send(self, reply: Reply, method: str, declared_length: int | None = None, body: bytes | None = None) -> None:
         """Write status line, headers and body in one go (no Nagle stalls)."""
         payload = reply.body if body is None else body
         length = len(reply.body) if declared_length is None else declared_length
@@ -236,7 +232,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Emulator:
-    """A local, faithful emulator of Cloudglue's ``GET /v1/chat/completions``.
+    """A local, faithful emulator of Cloudglue's ``GET /v1/chat/completions`` and ``GET /v1/responses``.
 
     Use as a context manager (``with Emulator(ds) as emu: ...``) or call
     :meth:`start` / :meth:`stop`. Point clients at :attr:`base_url`.
@@ -244,12 +240,18 @@ class Emulator:
     Args:
         dataset: records to serve; default: :meth:`Dataset.recent` (14 days
             ending yesterday UTC, 200/day, seed 0).
+        responses: responses to serve (``GET /v1/responses``); default: a
+            :class:`ResponsesDataset` over the same days, ``per_day`` a quarter of the
+            chat data set's (at least 1 unless that is 0), the same seed.
         api_key: the bearer token accepted; anything else gets 401.
         host, port: where to listen (``port=0``: a free port).
         boundary: reading of the date filters, one of
             :data:`~cloudglue_dagster.emulator.BOUNDARY_READINGS`.
-        timestamp_unit: ``ms`` (int epoch ms), ``s`` (float epoch seconds)
-            or ``iso`` (ISO-8601 string, outside the spec).
+        timestamp_unit: how chat completions' ``created_at`` is rendered: ``ms``
+            (int epoch ms), ``s`` (float epoch seconds), ``iso`` (ISO-8601 string,
+            outside the spec) or ``int-s`` (int epoch seconds).
+        responses_timestamp_unit: the same for responses; default ``int-s`` (the SDK
+            types it as an integer Unix timestamp).
         order: ``newest`` (created_at, then id, descending) or ``oldest``
             (the exact reverse).
         latency_seconds: sleep before answering every request.
@@ -266,6 +268,8 @@ class Emulator:
         self,
         dataset: Dataset | None = None,
         *,
+        responses: ResponsesDataset | None = None,
+        responses_timestamp_unit: str = "int-s",
         api_key: str = "emulator-key",
         host: str = "127.0.0.1",
         port: int = 0,
@@ -282,6 +286,12 @@ class Emulator:
         verbose: bool = False,
     ) -> None:
         self.dataset = dataset if dataset is not None else Dataset.recent()
+        if responses is None:
+            ds = self.dataset
+            per_day = ResponsesDataset.per_day_beside(ds.per_day)
+            responses = ResponsesDataset(ds.start, ds.end, per_day, ds.seed, extra_fields=ds.extra_fields)
+        self.responses = responses
+        self.responses_timestamp_unit = responses_timestamp_unit
         self.api_key = api_key
         self.host = host
         self._requested_port = port
@@ -318,7 +328,7 @@ class Emulator:
 
     @property
     def timestamp_unit(self) -> str:
-        """How ``created_at`` is rendered: ``ms``, ``s`` or ``iso``."""
+        """How chat completions' ``created_at`` is rendered: ``ms``, ``s``, ``iso`` or ``int-s``."""
         return self._timestamp_unit
 
     @timestamp_unit.setter
@@ -326,6 +336,17 @@ class Emulator:
         if value not in TIMESTAMP_UNITS:
             raise ValueError(f"timestamp_unit must be one of {TIMESTAMP_UNITS}, not {value!r}")
         self._timestamp_unit = value
+
+    @property
+    def responses_timestamp_unit(self) -> str:
+        """How responses' ``created_at`` is rendered (one of ``TIMESTAMP_UNITS``; default ``int-s``)."""
+        return self._responses_timestamp_unit
+
+    @responses_timestamp_unit.setter
+    def responses_timestamp_unit(self, value: str) -> None:
+        if value not in TIMESTAMP_UNITS:
+            raise ValueError(f"responses_timestamp_unit must be one of {TIMESTAMP_UNITS}, not {value!r}")
+        self._responses_timestamp_unit = value
 
     @property
     def order(self) -> str:
@@ -489,6 +510,14 @@ class Emulator:
         """Raw records of ``day``, oldest first, ``created_at`` in the current unit."""
         return self.dataset.records(day, self.timestamp_unit)
 
+    def responses_ground_truth(self, day: date) -> ResponsesDayTruth:
+        """See :meth:`ResponsesDataset.ground_truth`."""
+        return self.responses.ground_truth(day)
+
+    def responses_ground_truth_range(self, start: date, end: date) -> dict[date, ResponsesDayTruth]:
+        """See :meth:`ResponsesDataset.ground_truth_range` (``end`` inclusive)."""
+        return self.responses.ground_truth_range(start, end)
+
     # ------------------------------------------------------------ internals
     def _note_request(self) -> None:
         with self._stats_lock:
@@ -529,43 +558,16 @@ class Emulator:
             return "Invalid API key"
         return None
 
-    def _answer(self, query: dict[str, str]) -> _Reply:
+    def _answer(self, query: dict[str, str]) -> Reply:
+        """One page of chat completions (the responses' is :func:`.responses_api.list_responses`)."""
         try:
-            limit = _int_param(query, "limit", 50, 1, 100, "limit must be an integer between 1 and 100")
-            offset = _int_param(query, "offset", 0, 0, None, "offset must be an integer >= 0")
-            after = _date_param(query, "created_after")
-            before = _date_param(query, "created_before")
-        except _BadRequest as exc:
-            return _Reply(400, json_error(str(exc)))
-        limit = min(limit, self._max_page_size)
-        lo, hi = window_ms(after, before, self._boundary)
-        total, page = self.dataset.select(lo, hi, offset, limit, self._order, self._timestamp_unit)
-        tail = b'],"total":%d,"limit":%d,"offset":%d}' % (total, limit, offset)
-        body = b"".join((b'{"object":"list","data":[', b",".join(page), tail))
-        return _Reply(200, body)
+            p = page_params(query, self._max_page_size)
+        except BadRequest as exc:
+            return Reply(400, json_error(str(exc)))
+        lo, hi = window_ms(p.after, p.before, self._boundary)
+        total, page = self.dataset.select(lo, hi, p.offset, p.limit, self._order, self._timestamp_unit)
+        return Reply(200, list_body(total, p.limit, p.offset, page))
 
     def __repr__(self) -> str:
         where = self.base_url if self.running else "stopped"
         return f"Emulator({where}, {self.dataset!r}, boundary={self.boundary!r}, unit={self.timestamp_unit!r})"
-
-
-def _int_param(query: dict[str, str], name: str, default: int, lo: int, hi: int | None, message: str) -> int:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    if not _INT_RE.fullmatch(raw):
-        raise _BadRequest(message)
-    value = int(raw)
-    if value < lo or (hi is not None and value > hi):
-        raise _BadRequest(message)
-    return value
-
-
-def _date_param(query: dict[str, str], name: str) -> date | None:
-    raw = query.get(name)
-    if raw is None:
-        return None
-    try:
-        return parse_query_date(raw)
-    except ValueError:
-        raise _BadRequest(f"{name} must be a date in YYYY-MM-DD format") from None

@@ -36,10 +36,12 @@ DAY_MS = 86_400_000
 #: * ``strict``: after=D keeps ``> D 00:00:00.000``; before=D keeps ``< D 00:00``
 BOUNDARY_READINGS: tuple[str, ...] = ("inclusive", "exclusive", "half-open", "strict")
 
-#: How ``created_at`` is rendered: integer epoch ms, float epoch seconds, or
-#: an ISO-8601 string ending in ``Z`` (the last one is not allowed by the
-#: spec's ``number`` type; it exists for robustness tests).
-TIMESTAMP_UNITS: tuple[str, ...] = ("ms", "s", "iso")
+#: How ``created_at`` is rendered: integer epoch ms, float epoch seconds, an
+#: ISO-8601 string ending in ``Z`` (not allowed by the spec's ``number`` type;
+#: it exists for robustness tests), or integer epoch seconds (``int-s``: the
+#: milliseconds floored away; the default of ``GET /v1/responses``, whose SDK
+#: types ``created_at`` as an integer "Unix timestamp").
+TIMESTAMP_UNITS: tuple[str, ...] = ("ms", "s", "iso", "int-s")
 
 #: Result orders: ``newest`` (created_at descending) or ``oldest`` (ascending).
 ORDERS: tuple[str, ...] = ("newest", "oldest")
@@ -75,10 +77,13 @@ def render_created_at(ms: int, unit: str) -> bytes:
     """JSON bytes of ``created_at`` for the epoch-ms instant ``ms`` in ``unit``.
 
     ``ms`` -> ``1767225600000``; ``s`` -> ``1767225599.999`` (always a float);
-    ``iso`` -> ``"2026-01-01T00:00:00.000Z"``.
+    ``iso`` -> ``"2026-01-01T00:00:00.000Z"``; ``int-s`` -> ``1767225599`` (floor of the
+    seconds, so 23:59:59.999 stays on its day).
     """
     if unit == "ms":
         return str(ms).encode()
+    if unit == "int-s":
+        return str(ms // 1000).encode()
     if unit == "s":
         return repr(ms / 1000).encode()
     if unit == "iso":

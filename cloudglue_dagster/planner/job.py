@@ -2,7 +2,8 @@
 
 Launch it from the Launchpad with the range to plan; the plan (requests, time, memory per run,
 the split for a memory budget) is recorded as markdown on an observation of
-``chat_completions``, so it sits on the asset's page next to what the backfill then did.
+``chat_completions``, so it sits on the asset's page next to what the backfill then did. It
+plans the Responses API's sweep too when the account builds ``responses``.
 """
 
 # No `from __future__ import annotations`: Dagster reads the op's config annotation as a type.
@@ -38,8 +39,10 @@ def build_plan_job(
     first_day: dt.date,
     resource_key: str,
     max_partitions_per_run: int | None,
+    responses: bool,
 ) -> dg.JobDefinition:
-    """The job planning a backfill of the account whose assets start on ``first_day``."""
+    """The job planning a backfill of the account whose assets start on ``first_day``;
+    ``responses``: the account builds ``responses`` (the factory's option), so plan its sweep too."""
 
     @dg.op(name=f"{name}__plan_backfill", required_resource_keys={resource_key})
     def plan_backfill_op(context: dg.OpExecutionContext, config: PlanConfig) -> None:
@@ -63,6 +66,7 @@ def build_plan_job(
                 max_partitions_per_run=config.max_partitions_per_run or max_partitions_per_run,
                 assumptions=assumptions,
                 memory_budget_bytes=parse_size(config.memory) if config.memory else None,
+                responses=responses,
             )
         context.log.info(plan.to_text())
         context.log_event(
@@ -72,6 +76,7 @@ def build_plan_job(
                     "backfill_plan": dg.MetadataValue.md(plan.to_markdown()),
                     "planned_days": dg.MetadataValue.text(f"{start}...{end}"),
                     "planned_requests": dg.MetadataValue.int(plan.requests),
+                    "planned_response_requests": dg.MetadataValue.int(plan.responses_requests),
                     "planned_runs": dg.MetadataValue.int(len(plan.runs)),
                     "estimated_seconds": dg.MetadataValue.float(round(plan.seconds, 1)),
                     "estimated_peak_memory_mib": dg.MetadataValue.int(round(plan.peak_memory_bytes / 2**20)),
@@ -82,8 +87,9 @@ def build_plan_job(
     @dg.job(
         name=f"{name}_plan_backfill",
         description=(
-            "Plans a backfill before it runs: probes each UTC day with a limit=1 request and records the"
-            " requests, time and memory per run (and a split for a memory budget) on chat_completions."
+            "Plans a backfill before it runs: probes each UTC day and each run's window with limit=1 requests"
+            " (chat completions, and responses when built) and records the requests, time and memory per run"
+            " (and a split for a memory budget) on chat_completions."
         ),
     )
     def plan_job() -> None:

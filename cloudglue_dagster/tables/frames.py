@@ -187,7 +187,7 @@ def empty_frame(columns: Sequence[Column]) -> pd.DataFrame:
     return pd.DataFrame({c.name: pd.Series([], dtype=c.dtype) for c in columns})
 
 
-def _typed(data: Mapping[str, Any], columns: Sequence[Column]) -> pd.DataFrame:
+def typed_frame(data: Mapping[str, Any], columns: Sequence[Column]) -> pd.DataFrame:
     # Arrays, not Series: a frame made of Series aligns their indexes, which took as long as
     # building the columns (2.1 of 5.2 ms for a day of the benchmark's completions).
     # The ignore: pandas-stubs' pd.array has no overload for the datetime64 dtypes pandas takes.
@@ -203,7 +203,7 @@ def chat_completions_frame(completions: Iterable[ChatCompletion]) -> pd.DataFram
     own JSON (unknown fields included), so nothing the API sent there is lost.
     """
     with _fewer_collections():
-        frame = _typed(_chat_columns(completions), CHAT_COMPLETIONS_COLUMNS)
+        frame = typed_frame(_chat_columns(completions), CHAT_COMPLETIONS_COLUMNS)
     return _by_time_then_id(frame)
 
 
@@ -327,12 +327,12 @@ def chat_messages_frame(chat_completions: pd.DataFrame) -> pd.DataFrame:
     come out sorted by ``date``.
     """
     if not len(chat_completions):
-        return _typed({c.name: [] for c in CHAT_MESSAGES_COLUMNS}, CHAT_MESSAGES_COLUMNS)
+        return typed_frame({c.name: [] for c in CHAT_MESSAGES_COLUMNS}, CHAT_MESSAGES_COLUMNS)
     try:
         data = _message_columns(chat_completions)
     except Exception:  # noqa: BLE001 - JSON this package does not write: read it cell by cell
         data = _message_columns_cell_by_cell(chat_completions)
-    return _typed(data, CHAT_MESSAGES_COLUMNS)
+    return typed_frame(data, CHAT_MESSAGES_COLUMNS)
 
 
 class _MessageRow(msgspec.Struct, gc=False):

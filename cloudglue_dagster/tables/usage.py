@@ -26,7 +26,7 @@ import pandas as pd
 
 from .frames import COLLECTION_USAGE_COLUMNS, TOKEN_FIELDS, TOKEN_USAGE_COLUMNS, ModelPrice, empty_frame, utc_day
 
-__all__ = ["collection_usage_frame", "token_usage_frame"]
+__all__ = ["collection_usage_frame", "cost_columns", "token_usage_frame"]
 
 
 def token_usage_frame(chat_completions: pd.DataFrame, prices: Mapping[str, ModelPrice] | None = None) -> pd.DataFrame:
@@ -62,15 +62,21 @@ def token_usage_frame(chat_completions: pd.DataFrame, prices: Mapping[str, Model
 
 
 def _costs(usage: pd.DataFrame, prices: Mapping[str, ModelPrice]) -> dict[str, pd.Series]:
-    """The cost columns of a usage frame: null where the model has no price."""
+    """The cost columns of a usage frame (a completion's prompt tokens are its input)."""
+    return cost_columns(usage["model"], usage["prompt_tokens"], usage["completion_tokens"], prices)
+
+
+def cost_columns(
+    models: pd.Series, inputs: pd.Series, outputs: pd.Series, prices: Mapping[str, ModelPrice]
+) -> dict[str, pd.Series]:
+    """``input_cost``, ``output_cost`` and ``total_cost`` in USD of each row's input and output
+    tokens at its model's price: null where the model has no price, or a count is null."""
     per_token = {
-        side: usage["model"]
-        .map({m: getattr(p, f"{side}_per_million") / 1e6 for m, p in prices.items()})
-        .astype("Float64")
+        side: models.map({m: getattr(p, f"{side}_per_million") / 1e6 for m, p in prices.items()}).astype("Float64")
         for side in ("input", "output")
     }
-    input_cost = usage["prompt_tokens"].astype("Float64") * per_token["input"]
-    output_cost = usage["completion_tokens"].astype("Float64") * per_token["output"]
+    input_cost = inputs.astype("Float64") * per_token["input"]
+    output_cost = outputs.astype("Float64") * per_token["output"]
     # Sum only when both halves are known: a partial total would pass for a full one.
     return {"input_cost": input_cost, "output_cost": output_cost, "total_cost": input_cost + output_cost}
 

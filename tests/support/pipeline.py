@@ -28,7 +28,11 @@ class Pipeline:
     """The assets of one code location wired to an emulator and a DuckDB file."""
 
     def __init__(self, emu: Emulator, database: Path, start_date: str, **factory: Any) -> None:
+        """``factory``: build_cloudglue_assets' options; by default no step retries, and no
+        responses (a test of the chat completions' step keeps to that step; the Responses
+        API's tests pass ``responses=True``)."""
         factory.setdefault("retry_policy", None)
+        factory.setdefault("responses", False)
         self.emu = emu
         self.database = database
         self.built = build_cloudglue_assets(start_date=start_date, **factory)

@@ -177,9 +177,15 @@ def pages(emu: Emulator, first: dt.date, last: dt.date, page_size: int) -> int:
 # -- the Dagster CLI -----------------------------------------------------------------------------
 
 
-def cli_env(*, key: str, base_url: str, start: str, database: Path, home: Path, **extra: str) -> dict[str, str]:
+def cli_env(
+    *, key: str, base_url: str, start: str, database: Path, home: Path, responses: bool = False, **extra: str
+) -> dict[str, str]:
+    """The environment of a CLI run of the bundled definitions. ``responses``: build the Responses
+    API's tables too (off by default: a test of the chat completions' step keeps to that step,
+    as :class:`~support.pipeline.Pipeline` does)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDGLUE_")}
     env.update(
+        CLOUDGLUE_RESPONSES="true" if responses else "false",
         CLOUDGLUE_API_KEY=key,
         CLOUDGLUE_BASE_URL=base_url,
         CLOUDGLUE_START_DATE=start,

@@ -30,6 +30,8 @@ from cloudglue_dagster.assets.run_control import TerminationWatch
 from cloudglue_dagster.resource import CloudglueResource
 from cloudglue_dagster.tables.streams import Settled
 
+from .tables import Source
+
 __all__ = ["ApiDays", "Fetched"]
 
 
@@ -56,6 +58,7 @@ class ApiDays:
         max_held_bytes: the most completion JSON a sweep may hold at once.
         termination: polled as records arrive.
         log: where the sweep reports (the step's masked log).
+        source: the endpoint read (chat completions by default).
     """
 
     def __init__(
@@ -69,8 +72,10 @@ class ApiDays:
         max_held_bytes: int,
         termination: TerminationWatch,
         log: Any,
+        source: Source,
     ) -> None:
         self.context, self.resource, self.witness, self.log = context, resource, stored, log
+        self.source = source
         self.stored: dict[str, int] = {}  # what the witness said of each day it was asked of
         self.shrink_guard, self.allow_shrink, self.max_held_bytes = shrink_guard, allow_shrink, max_held_bytes
         self.termination = termination
@@ -90,10 +95,13 @@ class ApiDays:
             while todo:
                 # A repair sweep (days a late record reopened) holds its days to the end:
                 # the listing has shown it is not sorted, so nothing is closed early twice.
-                assembler = DayAssembler(todo, early=not repair, max_held_bytes=self.max_held_bytes)
+                assembler = DayAssembler(
+                    todo, early=not repair, max_held_bytes=self.max_held_bytes, size=self.source.size
+                )
                 sweep = WindowSweep(todo[0].start, todo[-1].end)
                 self.sweeps.append(sweep)
-                completions = self.termination.watch(sweep.completions(client, self.resource.page_size))
+                listing = self.source.listing(client)
+                completions = self.termination.watch(sweep.records(client, listing, self.resource.page_size))
                 provisional: list[str] = []
                 for item, early in _assembled(assembler, _held_on_duplicates(completions, sweep, assembler)):
                     yield from self._hand_on(item, early, provisional)
@@ -111,7 +119,7 @@ class ApiDays:
         if isinstance(item, ReopenedDay):
             if self.refusing.pop(item.day.key, None) is None:  # a refused day was never handed on
                 self.log.warning(
-                    f"Completion {item.completion_id} of {item.day.key} arrived after that day was handed on:"
+                    f"{self.source.noun.capitalize()} {item.completion_id} of {item.day.key} arrived after that day was handed on:"
                     " the API's listing is not sorted by created_at here. The day's previous rows are put"
                     " back in every table, and the day is read again after this sweep."
                 )
@@ -149,7 +157,7 @@ class ApiDays:
     def _log_sweep(self, sweep: WindowSweep, assembler: DayAssembler) -> None:
         order = "sorted by created_at" if assembler.sorted else "NOT sorted by created_at (days held to the end)"
         self.log.info(
-            f"Fetched {sweep.received} completions for {sweep.created_after}..{sweep.created_before} in"
+            f"Fetched {sweep.received} {self.source.noun}s for {sweep.created_after}..{sweep.created_before} in"
             f" {sweep.requests} requests and {sweep.seconds:.2f}s; kept {sweep.kept}, dropped {sweep.dropped}"
             f" outside the run's days; listing {order}; at most {assembler.peak_open} day(s) held at once"
         )

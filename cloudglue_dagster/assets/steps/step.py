@@ -29,7 +29,7 @@ from cloudglue_dagster.assets.checks import recorded_row_counts
 from cloudglue_dagster.assets.guards import ShrinkGuard, ShrinkRefusedError
 from cloudglue_dagster.assets.masking import Masker
 from cloudglue_dagster.assets.run_control import TerminationWatch, step_errors, wait_for_step_retry
-from cloudglue_dagster.tables.frames import chat_completions_frame, empty_frame
+from cloudglue_dagster.tables.frames import empty_frame
 from cloudglue_dagster.tables.streams import (
     DayRows,
     DayStream,
@@ -43,7 +43,7 @@ from cloudglue_dagster.tables.streams import (
 
 from .api_days import ApiDays, Fetched
 from .base import Recorder, resume_runs, run_days
-from .tables import CHAT, Table
+from .tables import CHAT, Source, Table
 from .warehouse import IOManagerWarehouse
 
 __all__ = ["StepSettings", "TablesStep"]
@@ -55,6 +55,7 @@ class StepSettings:
 
     Attributes:
         keys: table -> asset key, every table of the asset, in build order.
+        source: the endpoint the step reads and its table (the other tables are built from it).
         targets: table -> how the warehouse places it.
         tables: table -> its rules (:mod:`.tables`).
         partitions_def: the daily UTC partitions.
@@ -64,6 +65,7 @@ class StepSettings:
     """
 
     keys: Mapping[str, dg.AssetKey]
+    source: Source
     targets: Mapping[str, TableTarget]
     tables: Mapping[str, Table]
     partitions_def: dg.TimeWindowPartitionsDefinition
@@ -101,6 +103,7 @@ class TablesStep:
         }
         self.termination = TerminationWatch(context)
         self.api: ApiDays | None = None
+        self.source = settings.source.table
         self.streaming = supports_days(self._io_manager)
 
     @property
@@ -173,7 +176,7 @@ class TablesStep:
         todo = [d for d in self.days if d.key not in skip]
         if todo:
             with step_errors(self.context, self.settings.retry_policy, self._stored_note, self.log):
-                if CHAT in self.written:
+                if self.source in self.written:
                     # A step retry waits here, where a Terminate or a signal ends it at once.
                     wait_for_step_retry(self.context, self.settings.retry_policy, self.termination)
                     yield from self._from_api(todo, warehouse)
@@ -198,11 +201,12 @@ class TablesStep:
             max_held_bytes=self.settings.max_held_bytes,
             termination=self.termination,
             log=self.log,
+            source=self.settings.source,
         )
         for item in self.api.days(todo):
             if isinstance(item, Fetched):
-                chat = chat_completions_frame(item.day.completions)
-                yield DayRows(item.day.day, self._frames(chat), provisional=item.provisional)
+                rows = self.settings.source.frame(item.day.completions)
+                yield DayRows(item.day.day, self._frames(rows), provisional=item.provisional)
             else:
                 if isinstance(item, ReopenedDay):
                     for recorder in self.recorders.values():
@@ -211,26 +215,31 @@ class TablesStep:
         if self.api.refused:
             assert self.settings.shrink_guard is not None
             raise ShrinkRefusedError(
-                self.api.refused, self.settings.shrink_guard, op_name=self.settings.op_name, witness=witness.name
+                self.api.refused,
+                self.settings.shrink_guard,
+                op_name=self.settings.op_name,
+                witness=witness.name,
+                records=f"{self.settings.source.noun}s",
             )
 
     def _witness(self, todo: list[UTCDay], warehouse: Warehouse) -> _Witness:
-        return _Witness(warehouse, todo, lambda: self._recorded(todo), self.log)
+        return _Witness(warehouse, self.source, todo, lambda: self._recorded(todo), self.log)
 
     def _recorded(self, todo: list[UTCDay]) -> dict[str, int]:
-        return recorded_row_counts(self.context.instance, self.settings.keys[CHAT], [d.key for d in todo])
+        return recorded_row_counts(self.context.instance, self.settings.keys[self.source], [d.key for d in todo])
 
     def _from_warehouse(self, todo: list[UTCDay], warehouse: Warehouse) -> Iterator[DayRows]:
-        """The derived tables alone: each day built from the chat_completions rows stored."""
+        """The derived tables alone: each day built from the source table's rows stored."""
         columns = sorted({c for t in self.written for c in self.settings.tables[t].source_columns})
         for day in todo:
             self.termination.poll()
-            yield DayRows(day, self._frames(warehouse.read(CHAT, day, columns)))
+            yield DayRows(day, self._frames(warehouse.read(self.source, day, columns)))
 
-    def _frames(self, chat: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        """Every written table of a day from its chat_completions rows (which come along as
+    def _frames(self, rows: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """Every written table of a day from its source table's rows (which come along as
         the source of the derived tables' checks, whether written or not)."""
-        return {CHAT: chat, **{t: self.settings.tables[t].build(chat) for t in self.written if t != CHAT}}
+        tables, source = self.settings.tables, self.source
+        return {source: rows, **{t: tables[t].build(rows) for t in self.written if t != source}}
 
     def _resume_columns(self) -> dict[str, Sequence[str] | None]:
         columns: dict[str, Sequence[str] | None] = {t: self.settings.tables[t].resume_columns for t in self.written}
@@ -257,10 +266,10 @@ class TablesStep:
         self._record(rows, rows.resumed_from)
 
     def _record(self, rows: DayRows, resumed_from: str | None) -> None:
-        chat = rows.frames.get(CHAT, pd.DataFrame())
+        source = rows.frames.get(self.source, pd.DataFrame())
         for table, recorder in self.recorders.items():
             describe = self.settings.tables[table].describe
-            metadata, outcomes = describe(rows.frames[table], chat, rows.day.key, rows.day, self.masker.text)
+            metadata, outcomes = describe(rows.frames[table], source, rows.day.key, rows.day, self.masker.text)
             recorder.record(rows.day.key, {**metadata, **rows.metadata.get(table, {})}, outcomes, resumed_from)
 
     def on_failed(self, error: BaseException, table_metadata: Mapping[str, Mapping[str, object]]) -> None:
@@ -279,9 +288,9 @@ class TablesStep:
     # -- the report --------------------------------------------------------------------------
 
     def run_metadata(self, table: str) -> dict[str, object]:
-        """What this run did for ``table`` (the sweep's figures on chat_completions)."""
+        """What this run did for ``table`` (the sweep's figures on the source table)."""
         figures = self.recorders[table].run_metadata(self.days)
-        if table == CHAT and self.api is not None:
+        if table == self.source and self.api is not None:
             figures.update(self.api.run_metadata())
         return figures
 
@@ -305,16 +314,21 @@ class _Witness:
     latest materializations (``recorded``), with a warning."""
 
     def __init__(
-        self, warehouse: Warehouse, days: Sequence[UTCDay], recorded: Callable[[], Mapping[str, int]], log: Any
+        self,
+        warehouse: Warehouse,
+        table: str,
+        days: Sequence[UTCDay],
+        recorded: Callable[[], Mapping[str, int]],
+        log: Any,
     ) -> None:
-        self.warehouse, self.days, self.recorded, self.log = warehouse, list(days), recorded, log
+        self.warehouse, self.table, self.days, self.recorded, self.log = warehouse, table, list(days), recorded, log
         self._counts: Mapping[str, int] | None = None
         self.name = "the warehouse"
         """What the counts come from, for the refusal's message."""
 
     def __call__(self, day: UTCDay) -> int | None:
         if self._counts is None:
-            self._counts = self.warehouse.stored_rows(CHAT, self.days)
+            self._counts = self.warehouse.stored_rows(self.table, self.days)
             if self._counts is None:
                 self.log.warning(
                     "The shrink guard compares each day with the row count of its latest materialization in"

@@ -1,22 +1,29 @@
-"""Each table of a day from that day's chat_completions rows, and what the UI shows of it.
+"""Each table of a day from that day's rows of its source, and what the UI shows of it.
 
-A :class:`Table` knows its contract, how its rows are built from a day of chat_completions
-(the rows just fetched, or, when chat_completions is not in the run, the rows stored), and
-the metadata and check outcomes of a day of it. Plain functions of DataFrames: the step
-(:mod:`.step`) wires them to Dagster.
+A :class:`Source` is an endpoint a step reads (chat completions, responses): its table, the
+client's listing and how its records become that table's rows. A :class:`Table` knows its
+contract, how its rows are built from a day of its step's source table (the rows just
+fetched, or, when the source table is not in the run, the rows stored), and the metadata
+and check outcomes of a day of it. Plain functions of DataFrames: the step (:mod:`.step`)
+wires them to Dagster.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
+from cloudglue_dagster.api.client import CloudglueClient
+from cloudglue_dagster.api.days import json_size
+from cloudglue_dagster.api.responses import response_size
 from cloudglue_dagster.assets.checks import chat_check_outcomes, messages_check_outcomes
 from cloudglue_dagster.assets.metadata import cost_metadata, frame_metadata, messages_metadata
+from cloudglue_dagster.assets.response_checks import in_progress_metadata, responses_check_outcomes
 from cloudglue_dagster.tables.frames import (
     ACCOUNTING_COLUMNS,
     CHAT_COMPLETIONS_COLUMNS,
@@ -27,14 +34,17 @@ from cloudglue_dagster.tables.frames import (
     TOKEN_USAGE_COLUMNS,
     Column,
     ModelPrice,
+    chat_completions_frame,
     chat_messages_frame,
     conform,
 )
+from cloudglue_dagster.tables.spend import RESPONSES_COLUMNS, responses_frame
 from cloudglue_dagster.tables.usage import collection_usage_frame, token_usage_frame
 
-__all__ = ["CHAT", "Described", "Table", "tables_for"]
+__all__ = ["CHAT", "RESPONSES", "Described", "Source", "Table", "sources_for", "tables_for"]
 
 CHAT = "chat_completions"
+RESPONSES = "responses"
 
 Described = tuple[dict[str, Any], dict[str, dict[str, Any]]]
 """A day's materialization metadata, and its check outcomes (check name -> {day: Outcome})."""
@@ -45,10 +55,31 @@ _CHAT_PREVIEW = ("created_at", "model", "total_tokens", "prompt", "response")
 _MESSAGES_PREVIEW = ("completion_id", "source", "position", "role", "content")
 _USAGE_PREVIEW = ("date", "model", "completions", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost")
 _COLLECTIONS_PREVIEW = ("date", "collection", "model", "completions", "attributed_completions", "total_tokens")
+_RESPONSES_PREVIEW = ("created_at", "status", "model", "total_tokens", "instructions")
 
 # A day read back (a resumed day) needs only what its metadata and checks read: not the
 # JSON columns of chat_completions, the largest.
 _CHAT_RESUME = [c.name for c in CHAT_COMPLETIONS_COLUMNS if c.name not in ("payload_messages", "choices")]
+
+
+@dataclass(frozen=True)
+class Source:
+    """An endpoint a step reads, and the table its records become.
+
+    Attributes:
+        table: the source table (``chat_completions``, ``responses``): the step's other
+            tables are built from its rows.
+        noun: what one record is called in the step's log lines (``completion``, ``response``).
+        listing: the client's paged listing of the endpoint (``client.iter_chat_completions``).
+        size: a record's approximate JSON size, in bytes (what a sweep counts as held).
+        frame: a day's records, in listing order -> the source table's rows.
+    """
+
+    table: str
+    noun: str
+    listing: Callable[[CloudglueClient], Callable[..., Iterator[Any]]]
+    size: Callable[[Any], int]
+    frame: Callable[[Iterable[Any]], pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -118,8 +149,63 @@ def _collections_describe(
     return {**metadata, "collections": dg.MetadataValue.int(count), **cost_metadata(collections)}, {}
 
 
-def tables_for(prices: Mapping[str, ModelPrice]) -> dict[str, Table]:
-    """Every table, priced with ``prices`` (USD per million tokens), in build order."""
+def _responses_describe(
+    in_progress_limit_hours: float | None,
+) -> Callable[[pd.DataFrame, pd.DataFrame, str, Any, Mask], Described]:
+    def describe(responses: pd.DataFrame, _source: pd.DataFrame, key: str, window: Any, mask: Mask) -> Described:
+        responses = conform(responses, [c for c in RESPONSES_COLUMNS if c.name in responses.columns])
+        metadata = frame_metadata(
+            responses,
+            columns=RESPONSES_COLUMNS,
+            preview_columns=_RESPONSES_PREVIEW,
+            time_column="created_at",
+            mask=mask,
+        )
+        metadata.update(_response_totals(responses))
+        start, end = pd.Timestamp(window.start), pd.Timestamp(window.end)
+        now = dt.datetime.now(dt.timezone.utc)
+        outcomes = responses_check_outcomes(
+            responses, start, end, [(key, responses)], now=now, limit_hours=in_progress_limit_hours
+        )
+        return metadata, outcomes
+
+    return describe
+
+
+def _response_totals(responses: pd.DataFrame) -> dict[str, Any]:
+    """Token totals, responses per model, statuses and cost of a day of ``responses``."""
+    models = responses["model"].astype("string").dropna()
+    totals: dict[str, Any] = {
+        f: dg.MetadataValue.int(int(responses[f].sum()) if len(responses) else 0)
+        for f in ("input_tokens", "output_tokens", "total_tokens")
+    }
+    by_model = {str(m): int(n) for m, n in sorted(models.value_counts().items())}
+    known = responses["total_cost"].notna()
+    return {
+        **totals,
+        "responses_by_model": dg.MetadataValue.json(by_model),
+        **in_progress_metadata(responses),
+        "total_cost_usd": dg.MetadataValue.float(round(float(responses.loc[known, "total_cost"].sum()), 6)),
+    }
+
+
+def sources_for(prices: Mapping[str, ModelPrice]) -> dict[str, Source]:
+    """Each endpoint's :class:`Source`, by source table, priced with ``prices``."""
+    return {
+        CHAT: Source(CHAT, "completion", lambda c: c.iter_chat_completions, json_size, chat_completions_frame),
+        RESPONSES: Source(
+            RESPONSES,
+            "response",
+            lambda c: c.iter_responses,
+            response_size,
+            lambda records: responses_frame(records, prices),
+        ),
+    }
+
+
+def tables_for(prices: Mapping[str, ModelPrice], in_progress_limit_hours: float | None = None) -> dict[str, Table]:
+    """Every table a step writes, priced with ``prices`` (USD per million tokens), in build
+    order; ``in_progress_limit_hours`` ages the responses' in-progress rows (None: never stuck)."""
     return {
         CHAT: Table(
             name=CHAT,
@@ -153,5 +239,14 @@ def tables_for(prices: Mapping[str, ModelPrice]) -> dict[str, Table]:
             source_columns=[c.name for c in COLLECTION_SOURCE_COLUMNS],
             build=lambda chat: collection_usage_frame(conform(chat, COLLECTION_SOURCE_COLUMNS), prices),
             describe=_collections_describe,
+        ),
+        RESPONSES: Table(
+            name=RESPONSES,
+            columns=RESPONSES_COLUMNS,
+            partition_expr="created_at",
+            source_columns=[c.name for c in RESPONSES_COLUMNS],
+            build=lambda responses: responses,
+            describe=_responses_describe(in_progress_limit_hours),
+            resume_columns=[c.name for c in RESPONSES_COLUMNS if c.name != "instructions"],
         ),
     }
