@@ -406,4 +406,19 @@ def _full_spec(
         deps=list(deps),
         partitions_def=options.partitions_def,
         skippable=True,
+        freshness_policy=spec.freshness_policy or _freshness_policy(options),
     ).with_io_manager_key(options.io_manager_key)
+
+
+def _freshness_policy(options: AssetOptions) -> dg.FreshnessPolicy | None:
+    """Dagster's freshness policy from ``freshness_deadline_hour``: a materialization each UTC day
+    between the schedule's hour and the deadline (the daily run loads the day that just ended
+    then). None without a deadline. A translator's own policy wins."""
+    deadline = options.freshness_deadline_hour
+    if deadline is None:
+        return None
+    return dg.FreshnessPolicy.cron(
+        deadline_cron=f"0 {deadline} * * *",
+        lower_bound_delta=dt.timedelta(hours=deadline - options.schedule_hour),
+        timezone="UTC",
+    )

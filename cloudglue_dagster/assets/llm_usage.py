@@ -23,7 +23,7 @@ from cloudglue_dagster.tables.spend import LLM_USAGE_COLUMNS, RESPONSES_COLUMNS,
 
 from .checks import Outcome, report_checks
 from .masking import Masker
-from .metadata import frame_metadata
+from .metadata import column_lineage, frame_metadata, per_model_metadata
 from .partitions import partition_slices
 
 __all__ = ["RESPONSE_USAGE_COLUMNS", "build_llm_usage_asset", "build_llm_usage_check", "llm_usage_mismatches"]
@@ -47,6 +47,10 @@ def _day_metadata(day: pd.DataFrame, mask: Any) -> dict[str, Any]:
     known = day["total_cost"].notna()
     metadata["total_cost_usd"] = dg.MetadataValue.float(round(float(day.loc[known, "total_cost"].sum()), 6))
     metadata["in_progress"] = dg.MetadataValue.int(int(day["in_progress"].sum()))
+    tokens = {f: f for f in ("input_tokens", "output_tokens", "total_tokens")}
+    for source in SOURCES:
+        rows = day[day["source"] == source]
+        metadata.update(per_model_metadata(rows, requests="requests", tokens=tokens, prefix=f"{source}/"))
     return metadata
 
 
@@ -68,6 +72,7 @@ def build_llm_usage_asset(
     # @asset, not multi_asset(specs=[spec]): an input's "columns" metadata (never load the
     # instructions) is refused on a key that a spec also names as a dep.
     kind_tags = {k for k in spec.tags if k.startswith("dagster/kind/")}
+    lineage = column_lineage("llm_usage", {"token_usage": usage_key, "responses": responses_key})
 
     @dg.asset(
         key=spec.key,
@@ -82,6 +87,7 @@ def build_llm_usage_asset(
         kinds=set(spec.kinds),
         code_version=spec.code_version,
         automation_condition=spec.automation_condition,
+        freshness_policy=spec.freshness_policy,
         metadata={k: v for k, v in spec.metadata.items() if k != _IO_MANAGER_KEY},
         io_manager_key=io_manager_key,
         partitions_def=partitions_def,
@@ -95,7 +101,8 @@ def build_llm_usage_asset(
         with masker.errors():
             frame = llm_usage_frame(_usage(token_usage), _responses(responses), prices)
             for key, day in partition_slices(frame, "date", partitions_def, context.partition_keys):
-                context.add_asset_metadata(masker.metadata(_day_metadata(day, masker.text)), partition_key=key)
+                metadata = {**_day_metadata(day, masker.text), **lineage}
+                context.add_asset_metadata(masker.metadata(metadata), partition_key=key)
             return frame
 
     return llm_usage

@@ -22,7 +22,7 @@ from cloudglue_dagster.api.client import CloudglueClient
 from cloudglue_dagster.api.days import json_size
 from cloudglue_dagster.api.responses import response_size
 from cloudglue_dagster.assets.checks import chat_check_outcomes, messages_check_outcomes
-from cloudglue_dagster.assets.metadata import cost_metadata, frame_metadata, messages_metadata
+from cloudglue_dagster.assets.metadata import cost_metadata, frame_metadata, messages_metadata, per_model_metadata
 from cloudglue_dagster.assets.response_checks import in_progress_metadata, responses_check_outcomes
 from cloudglue_dagster.tables.frames import (
     ACCOUNTING_COLUMNS,
@@ -56,6 +56,8 @@ _MESSAGES_PREVIEW = ("completion_id", "source", "position", "role", "content")
 _USAGE_PREVIEW = ("date", "model", "completions", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost")
 _COLLECTIONS_PREVIEW = ("date", "collection", "model", "completions", "attributed_completions", "total_tokens")
 _RESPONSES_PREVIEW = ("created_at", "status", "model", "total_tokens", "instructions")
+_CHAT_TOKENS = {"input_tokens": "prompt_tokens", "output_tokens": "completion_tokens", "total_tokens": "total_tokens"}
+"""The per-model figures of a completion's usage: its prompt tokens are its input."""
 
 # A day read back (a resumed day) needs only what its metadata and checks read: not the
 # JSON columns of chat_completions, the largest.
@@ -133,7 +135,8 @@ def _usage_describe(
     def describe(usage: pd.DataFrame, _chat: pd.DataFrame, _key: str, _window: Any, mask: Mask) -> Described:
         usage = conform(usage, TOKEN_USAGE_COLUMNS)
         metadata = frame_metadata(usage, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW, mask=mask)
-        return {**metadata, **(cost_metadata(usage) if prices else {})}, {}
+        by_model = per_model_metadata(usage, requests="completions", tokens=_CHAT_TOKENS)
+        return {**metadata, **(cost_metadata(usage) if prices else {}), **by_model}, {}
 
     return describe
 
@@ -183,6 +186,7 @@ def _response_totals(responses: pd.DataFrame) -> dict[str, Any]:
     known = responses["total_cost"].notna()
     return {
         **totals,
+        **per_model_metadata(responses, tokens={f: f for f in ("input_tokens", "output_tokens", "total_tokens")}),
         "responses_by_model": dg.MetadataValue.json(by_model),
         **in_progress_metadata(responses),
         "total_cost_usd": dg.MetadataValue.float(round(float(responses.loc[known, "total_cost"].sum()), 6)),
