@@ -12,13 +12,14 @@ equal to the sums of ``responses``: a day re-loaded in one table and not the oth
 # No `from __future__ import annotations`: Dagster reads the op functions' annotations as types.
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from cloudglue_dagster.tables.frames import TOKEN_USAGE_COLUMNS, ModelPrice, conform
+from cloudglue_dagster.tables.frames import TOKEN_USAGE_COLUMNS, conform
+from cloudglue_dagster.tables.prices import Prices
 from cloudglue_dagster.tables.spend import LLM_USAGE_COLUMNS, RESPONSES_COLUMNS, SOURCES, llm_usage_frame
 
 from .checks import Outcome, report_checks
@@ -62,7 +63,7 @@ def build_llm_usage_asset(
     responses_key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     backfill_policy: dg.BackfillPolicy,
-    prices: Mapping[str, ModelPrice],
+    prices: Prices,
     name: str,
     resource_key: str,
 ) -> dg.AssetsDefinition:
@@ -153,7 +154,7 @@ def build_llm_usage_check(
     usage_key: dg.AssetKey,
     responses_key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
-    prices: Mapping[str, ModelPrice],
+    prices: Prices,
     name: str,
     resource_key: str,
 ) -> dg.AssetChecksDefinition:

@@ -11,7 +11,7 @@ wires them to Dagster.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,11 +33,11 @@ from cloudglue_dagster.tables.frames import (
     MESSAGE_SOURCE_COLUMNS,
     TOKEN_USAGE_COLUMNS,
     Column,
-    ModelPrice,
     chat_completions_frame,
     chat_messages_frame,
     conform,
 )
+from cloudglue_dagster.tables.prices import Prices
 from cloudglue_dagster.tables.spend import RESPONSES_COLUMNS, responses_frame
 from cloudglue_dagster.tables.usage import collection_usage_frame, token_usage_frame
 
@@ -130,7 +130,7 @@ def _messages_describe(messages: pd.DataFrame, chat: pd.DataFrame, key: str, _wi
 
 
 def _usage_describe(
-    prices: Mapping[str, ModelPrice],
+    prices: Prices,
 ) -> Callable[[pd.DataFrame, pd.DataFrame, str, Any, Mask], Described]:
     def describe(usage: pd.DataFrame, _chat: pd.DataFrame, _key: str, _window: Any, mask: Mask) -> Described:
         usage = conform(usage, TOKEN_USAGE_COLUMNS)
@@ -193,7 +193,7 @@ def _response_totals(responses: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def sources_for(prices: Mapping[str, ModelPrice]) -> dict[str, Source]:
+def sources_for(prices: Prices) -> dict[str, Source]:
     """Each endpoint's :class:`Source`, by source table, priced with ``prices``."""
     return {
         CHAT: Source(CHAT, "completion", lambda c: c.iter_chat_completions, json_size, chat_completions_frame),
@@ -207,7 +207,7 @@ def sources_for(prices: Mapping[str, ModelPrice]) -> dict[str, Source]:
     }
 
 
-def tables_for(prices: Mapping[str, ModelPrice], in_progress_limit_hours: float | None = None) -> dict[str, Table]:
+def tables_for(prices: Prices, in_progress_limit_hours: float | None = None) -> dict[str, Table]:
     """Every table a step writes, priced with ``prices`` (USD per million tokens), in build
     order; ``in_progress_limit_hours`` ages the responses' in-progress rows (None: never stuck)."""
     return {
