@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from cloudglue_dagster.assets.translator import CloudglueTranslator, CloudglueTranslatorData
     from cloudglue_dagster.components.component import CloudglueComponent
     from cloudglue_dagster.io_managers.duckdb import CloudglueDuckDBIOManager
-    from cloudglue_dagster.tables.frames import ModelPrice
+    from cloudglue_dagster.tables.prices import ModelPrice
 
     from .errors import (
         AuthenticationError,
@@ -64,7 +64,7 @@ _HOME = {
     "HeldTooMuchError": "errors",
     "InconsistentResponseError": "errors",
     "InvalidResponseError": "errors",
-    "ModelPrice": "tables.frames",
+    "ModelPrice": "tables.prices",
     "NotFoundError": "errors",
     "ResponseTooLargeError": "errors",
     "RetriesExhaustedError": "errors",

@@ -439,3 +439,32 @@ def test_the_component_builds_the_responses_tables_unless_yaml_turns_them_off() 
         sensors = {s.name for s in defs.sensors or []}
         in_progress = expected and attributes.get("in_progress_limit_hours", 24) is not None
         assert ("cloudglue_in_progress_sensor" in sensors) is in_progress, attributes
+
+
+def test_yaml_prices_may_change_over_time() -> None:
+    from dagster.components.testing.utils import component_defs
+
+    from cloudglue_dagster.assets.options import AssetOptions
+
+    prices = {
+        "nimbus-001": [
+            {"input_per_million": 0.5, "output_per_million": 1.5},
+            {"input_per_million": 0.4, "output_per_million": 1.2, "effective_from": "2026-06-01"},
+        ],
+        "nimbus-002": {"input_per_million": 1.0, "output_per_million": 4.0},
+    }
+    component = CloudglueComponent.model_validate(
+        {"account": {"api_key_env_var": "K"}, "start_date": "2026-01-01", "prices": prices}
+    )
+    assert component_defs(component=component).resolve_all_asset_keys()
+    bad = CloudglueComponent.model_validate(
+        {
+            "account": {"api_key_env_var": "K"},
+            "start_date": "2026-01-01",
+            "prices": {"m": [{"input_per_million": 1, "output_per_million": 1, "effective_from": "June"}]},
+        }
+    )
+    with pytest.raises(Exception) as failure:
+        component_defs(component=bad)
+    assert "effective_from must be 'YYYY-MM-DD', got 'June'" in causes(failure.value)
+    assert "effective_from" in (AssetOptions.model_fields["prices"].description or "")

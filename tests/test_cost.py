@@ -115,3 +115,67 @@ def test_no_prices_no_cost_metadata(pipeline_factory) -> None:
     ]
     assert "total_cost_usd" not in md
     assert pipeline.table("token_usage")["total_cost"].isna().all()
+
+
+# -- prices that change over time ------------------------------------------------------------
+
+CHANGE = dt.date(2026, 3, 3)
+OLD, NEW = ModelPrice(1.0, 2.0), ModelPrice(3.0, 8.0, effective_from=CHANGE)
+
+
+def test_each_day_is_costed_at_the_price_in_force_that_day() -> None:
+    rows = [completion(f"c{i}", "m1", {"prompt_tokens": 1_000_000, "completion_tokens": 1_000_000}) for i in range(2)]
+    day_before, day_of = (pd.Timestamp(CHANGE - dt.timedelta(days=1), tz="UTC"), pd.Timestamp(CHANGE, tz="UTC"))
+    chat = chat_completions_frame(rows).assign(created_at=[day_before, day_of])
+    usage = token_usage_frame(chat, {"m1": [NEW, OLD]})  # in any order
+    assert usage["total_cost"].tolist() == [pytest.approx(3.0), pytest.approx(11.0)]
+    # A price that starts later leaves the days before it without a price: null, never zero.
+    later = token_usage_frame(chat, {"m1": ModelPrice(1.0, 1.0, effective_from="2026-03-03")})
+    assert pd.isna(later["total_cost"].iloc[0]) and later["total_cost"].iloc[1] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    ("prices", "message"),
+    [
+        ({"m1": [OLD, ModelPrice(2.0, 2.0)]}, "two prices from the same day"),
+        ({"m1": []}, "a ModelPrice or a list of them"),
+        ({"m1": [OLD, "3.0"]}, "must be a ModelPrice"),
+    ],
+)
+def test_a_price_list_that_cannot_be_read_fails_at_load(prices, message) -> None:
+    with pytest.raises(CloudglueConfigError, match=message):
+        build_cloudglue_assets(start_date="2026-01-01", prices=prices)
+
+
+@pytest.mark.parametrize("bad", ["03/03/2026", 20260303, dt.datetime(2026, 3, 3)])
+def test_an_effective_day_that_is_not_a_date_is_refused(bad) -> None:
+    with pytest.raises(CloudglueConfigError, match="effective_from"):
+        ModelPrice(1.0, 1.0, effective_from=bad)
+
+
+def test_a_price_change_costs_each_day_at_its_own_price_before_and_after_a_rerun(pipeline_factory) -> None:
+    prices = {"nimbus-001": [ModelPrice(0.5, 1.5), ModelPrice(5.0, 15.0, effective_from=CHANGE)]}
+    days = (CHANGE - dt.timedelta(days=1), CHANGE)
+    with Emulator(Dataset(dt.date(2026, 3, 1), dt.date(2026, 3, 4), per_day=30, seed=5), api_key=TEST_KEY) as emu:
+        pipeline = pipeline_factory(emu, "2026-03-01", prices=prices, responses=True)
+        assert pipeline.materialize(days[0].isoformat(), days[1].isoformat()).success
+
+        def costs() -> dict[str, dict[dt.date, float]]:
+            out: dict[str, dict[dt.date, float]] = {}
+            usage = pipeline.table("token_usage", "WHERE model = 'nimbus-001'")
+            out["token_usage"] = {d.date(): c for d, c in zip(usage["date"], usage["total_cost"])}
+            responses = pipeline.table("responses", "WHERE model = 'nimbus-001'")
+            by_day = responses.groupby(responses["created_at"].dt.date)["total_cost"].sum()
+            out["responses"] = {d: float(c) for d, c in by_day.items()}
+            return out
+
+        before = costs()
+        usage = pipeline.table("token_usage", "WHERE model = 'nimbus-001'").set_index("date")
+        for day, price in zip(days, (prices["nimbus-001"][0], prices["nimbus-001"][1])):
+            row = usage.loc[pd.Timestamp(day)]
+            expected = (
+                row["prompt_tokens"] * price.input_per_million + row["completion_tokens"] * price.output_per_million
+            ) / 1e6
+            assert row["total_cost"] == pytest.approx(expected)
+        assert pipeline.materialize(days[0].isoformat()).success  # the late-data sensor's re-run of an old day
+        assert costs() == before

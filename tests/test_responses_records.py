@@ -23,7 +23,8 @@ from cloudglue_dagster.assets.in_progress import InProgressDay, days_to_reread, 
 from cloudglue_dagster.assets.llm_usage import llm_usage_mismatches
 from cloudglue_dagster.assets.response_checks import in_progress_metadata, responses_check_outcomes, stuck_in_progress
 from cloudglue_dagster.errors import InvalidResponseError
-from cloudglue_dagster.tables.frames import ModelPrice, chat_completions_frame
+from cloudglue_dagster.tables.frames import chat_completions_frame
+from cloudglue_dagster.tables.prices import ModelPrice
 from cloudglue_dagster.tables.spend import LLM_USAGE_COLUMNS, RESPONSES_COLUMNS, llm_usage_frame, responses_frame
 from cloudglue_dagster.tables.usage import token_usage_frame
 

@@ -85,7 +85,13 @@ def test_a_translator_changes_keys_owners_tags_kinds_and_automation_but_not_the_
 # What the factory adds to a translator's spec: the daily partitions, the dependencies on
 # chat_completions, skippable (a run may select any table), and these metadata keys.
 FACTORY_METADATA = {"partition_expr", "dagster/column_schema", "dagster/io_manager_key"}
-FACTORY_OWNED = {"deps", "partitions_def", "skippable", "metadata"}
+FACTORY_OWNED = {
+    "deps",
+    "partitions_def",
+    "skippable",
+    "metadata",
+    "freshness_policy",
+}  # a policy the translator sets wins
 
 
 @pytest.mark.parametrize("translator", [CloudglueTranslator(), TeamTranslator()], ids=["default", "team"])

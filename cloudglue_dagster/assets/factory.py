@@ -18,7 +18,8 @@ from pydantic import Field
 from cloudglue_dagster.api.days import DEFAULT_MAX_HELD_BYTES
 from cloudglue_dagster.internals import UnresolvedAssetJobDefinition
 from cloudglue_dagster.planner.job import build_plan_job
-from cloudglue_dagster.tables.frames import Column, ModelPrice
+from cloudglue_dagster.tables.frames import Column
+from cloudglue_dagster.tables.prices import ModelPrice
 from cloudglue_dagster.tables.spend import LLM_USAGE_COLUMNS
 from cloudglue_dagster.tables.streams import TableTarget
 
@@ -137,7 +138,7 @@ def build_cloudglue_assets(
     storage_kind: str = "duckdb",
     schedule_hour: int = 1,
     pool: str | None = DEFAULT_POOL,
-    prices: Mapping[str, ModelPrice] | None = None,
+    prices: Mapping[str, ModelPrice | Sequence[ModelPrice]] | None = None,
     freshness_deadline_hour: int | None = 6,
     late_data_lookback_days: int | None = 7,
     late_data_interval_seconds: int = 3600,
@@ -185,9 +186,10 @@ def build_cloudglue_assets(
             parallel (a multi-run backfill) share a limit: `dagster instance concurrency set
             cloudglue 2`. The default, {key_prefix}, is the key prefix joined with '_'
             (cloudglue): one pool per account. None: no pool.
-        prices: Model name -> ModelPrice (USD per million input and output tokens). Fills
-            token_usage's cost columns, which are always there and null for a model without a
-            price.
+        prices: Model name -> ModelPrice (USD per million input and output tokens), or a list of
+            them, each in force from its effective_from UTC day: each day is costed at the prices
+            in force that day. Fills the cost columns of token_usage, responses and llm_usage,
+            which are always there and null for a model without a price.
         freshness_deadline_hour: UTC hour by which the day that just ended must be loaded (a
             freshness check per asset, severity WARN, plus a stopped sensor evaluating them
             between runs). After schedule_hour, the same day (..23). None: no freshness checks.
@@ -406,4 +408,19 @@ def _full_spec(
         deps=list(deps),
         partitions_def=options.partitions_def,
         skippable=True,
+        freshness_policy=spec.freshness_policy or _freshness_policy(options),
     ).with_io_manager_key(options.io_manager_key)
+
+
+def _freshness_policy(options: AssetOptions) -> dg.FreshnessPolicy | None:
+    """Dagster's freshness policy from ``freshness_deadline_hour``: a materialization each UTC day
+    between the schedule's hour and the deadline (the daily run loads the day that just ended
+    then). None without a deadline. A translator's own policy wins."""
+    deadline = options.freshness_deadline_hour
+    if deadline is None:
+        return None
+    return dg.FreshnessPolicy.cron(
+        deadline_cron=f"0 {deadline} * * *",
+        lower_bound_delta=dt.timedelta(hours=deadline - options.schedule_hour),
+        timezone="UTC",
+    )

@@ -12,18 +12,19 @@ equal to the sums of ``responses``: a day re-loaded in one table and not the oth
 # No `from __future__ import annotations`: Dagster reads the op functions' annotations as types.
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from cloudglue_dagster.tables.frames import TOKEN_USAGE_COLUMNS, ModelPrice, conform
+from cloudglue_dagster.tables.frames import TOKEN_USAGE_COLUMNS, conform
+from cloudglue_dagster.tables.prices import Prices
 from cloudglue_dagster.tables.spend import LLM_USAGE_COLUMNS, RESPONSES_COLUMNS, SOURCES, llm_usage_frame
 
 from .checks import Outcome, report_checks
 from .masking import Masker
-from .metadata import frame_metadata
+from .metadata import column_lineage, frame_metadata, per_model_metadata
 from .partitions import partition_slices
 
 __all__ = ["RESPONSE_USAGE_COLUMNS", "build_llm_usage_asset", "build_llm_usage_check", "llm_usage_mismatches"]
@@ -47,6 +48,10 @@ def _day_metadata(day: pd.DataFrame, mask: Any) -> dict[str, Any]:
     known = day["total_cost"].notna()
     metadata["total_cost_usd"] = dg.MetadataValue.float(round(float(day.loc[known, "total_cost"].sum()), 6))
     metadata["in_progress"] = dg.MetadataValue.int(int(day["in_progress"].sum()))
+    tokens = {f: f for f in ("input_tokens", "output_tokens", "total_tokens")}
+    for source in SOURCES:
+        rows = day[day["source"] == source]
+        metadata.update(per_model_metadata(rows, requests="requests", tokens=tokens, prefix=f"{source}/"))
     return metadata
 
 
@@ -58,7 +63,7 @@ def build_llm_usage_asset(
     responses_key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     backfill_policy: dg.BackfillPolicy,
-    prices: Mapping[str, ModelPrice],
+    prices: Prices,
     name: str,
     resource_key: str,
 ) -> dg.AssetsDefinition:
@@ -68,6 +73,7 @@ def build_llm_usage_asset(
     # @asset, not multi_asset(specs=[spec]): an input's "columns" metadata (never load the
     # instructions) is refused on a key that a spec also names as a dep.
     kind_tags = {k for k in spec.tags if k.startswith("dagster/kind/")}
+    lineage = column_lineage("llm_usage", {"token_usage": usage_key, "responses": responses_key})
 
     @dg.asset(
         key=spec.key,
@@ -82,6 +88,7 @@ def build_llm_usage_asset(
         kinds=set(spec.kinds),
         code_version=spec.code_version,
         automation_condition=spec.automation_condition,
+        freshness_policy=spec.freshness_policy,
         metadata={k: v for k, v in spec.metadata.items() if k != _IO_MANAGER_KEY},
         io_manager_key=io_manager_key,
         partitions_def=partitions_def,
@@ -95,7 +102,8 @@ def build_llm_usage_asset(
         with masker.errors():
             frame = llm_usage_frame(_usage(token_usage), _responses(responses), prices)
             for key, day in partition_slices(frame, "date", partitions_def, context.partition_keys):
-                context.add_asset_metadata(masker.metadata(_day_metadata(day, masker.text)), partition_key=key)
+                metadata = {**_day_metadata(day, masker.text), **lineage}
+                context.add_asset_metadata(masker.metadata(metadata), partition_key=key)
             return frame
 
     return llm_usage
@@ -146,7 +154,7 @@ def build_llm_usage_check(
     usage_key: dg.AssetKey,
     responses_key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
-    prices: Mapping[str, ModelPrice],
+    prices: Prices,
     name: str,
     resource_key: str,
 ) -> dg.AssetChecksDefinition:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -11,10 +11,19 @@ import numpy as np
 import pandas as pd
 
 from cloudglue_dagster.tables.frames import TOKEN_FIELDS, Column
+from cloudglue_dagster.tables.lineage import LINEAGE
 
-from .metadata_keys import COMPLETIONS_BY_MODEL, PARTITION_ROW_COUNT
+from .metadata_keys import COLUMN_LINEAGE, COMPLETIONS_BY_MODEL, PARTITION_ROW_COUNT, by_model_key
 
-__all__ = ["column_schema", "cost_metadata", "frame_metadata", "markdown_preview", "messages_metadata"]
+__all__ = [
+    "column_lineage",
+    "column_schema",
+    "cost_metadata",
+    "frame_metadata",
+    "markdown_preview",
+    "messages_metadata",
+    "per_model_metadata",
+]
 
 
 def column_schema(columns: Sequence[Column]) -> dg.TableSchema:
@@ -145,3 +154,41 @@ def messages_metadata(messages: pd.DataFrame) -> dict[str, Any]:
         "choice_messages": dg.MetadataValue.int(sources["choice"]),
         "messages_by_role": dg.MetadataValue.json(dict(sorted(by_role.items()))),
     }
+
+
+def column_lineage(table: str, keys: Mapping[str, dg.AssetKey]) -> dict[str, Any]:
+    """``dagster/column_lineage`` of a derived ``table`` (:data:`~cloudglue_dagster.tables.lineage.LINEAGE`),
+    its source tables named by their asset keys (``keys``: table -> key); empty for a table
+    without lineage (the API's tables)."""
+    lineage = LINEAGE.get(table)
+    if lineage is None:
+        return {}
+    deps = {
+        column: [dg.TableColumnDep(asset_key=keys[source], column_name=name) for source, name in sources]
+        for column, sources in lineage.items()
+    }
+    return {COLUMN_LINEAGE: dg.TableColumnLineage(deps_by_column=deps)}
+
+
+def per_model_metadata(
+    frame: pd.DataFrame, *, tokens: Mapping[str, str], requests: str | None = None, prefix: str = ""
+) -> dict[str, Any]:
+    """One number per model and figure, under stable keys a dashboard can plot over partitions
+    (:func:`~.metadata_keys.by_model_key`): ``requests`` sums the column of that name (a usage
+    table), or, None, counts the rows (a table of one row per request); ``tokens`` maps each figure to the column it sums, and
+    ``cost_usd`` sums the known ``total_cost`` (absent for a model without a price). Models that
+    are null are left out; ``prefix`` goes before the model (``llm_usage``: its source)."""
+    if not len(frame):
+        return {}
+    models = frame["model"].astype("string")
+    out: dict[str, Any] = {}
+    for model, rows in frame[models.notna().to_numpy(dtype=bool)].groupby(models.dropna(), sort=True):
+        name = f"{prefix}{model}"
+        count = len(rows) if requests is None else int(rows[requests].sum())
+        out[by_model_key(name, "requests")] = dg.MetadataValue.int(count)
+        for figure, column in tokens.items():
+            out[by_model_key(name, figure)] = dg.MetadataValue.int(int(rows[column].sum()))
+        cost = rows["total_cost"].dropna() if "total_cost" in rows.columns else pd.Series(dtype="Float64")
+        if len(cost):
+            out[by_model_key(name, "cost_usd")] = dg.MetadataValue.float(round(float(cost.sum()), 6))
+    return out

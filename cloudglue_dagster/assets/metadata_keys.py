@@ -8,12 +8,15 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "BY_MODEL_PREFIX",
+    "COLUMN_LINEAGE",
     "COMPLETIONS_BY_MODEL",
     "IN_PROGRESS_COUNT",
     "IN_PROGRESS_NEWEST",
     "PARTITION_ROW_COUNT",
     "RUN_PARTITIONS",
     "WINDOW_RECEIVED",
+    "by_model_key",
 ]
 
 PARTITION_ROW_COUNT: Final = "dagster/partition_row_count"
@@ -37,3 +40,16 @@ IN_PROGRESS_COUNT: Final = "in_progress"
 IN_PROGRESS_NEWEST: Final = "in_progress_newest"
 """The newest ``created_at`` among them, a timestamp (written by :mod:`.response_checks`; read by
 the in-progress sensor: past it plus the limit, the day is not read again)."""
+
+COLUMN_LINEAGE: Final = "dagster/column_lineage"
+"""Dagster's column-level lineage of a derived table (written by :mod:`.metadata`)."""
+
+BY_MODEL_PREFIX: Final = "by_model/"
+"""The per-model figures of a usage table: ``by_model/<model>/<figure>``, a number each
+(figure: ``requests``, ``input_tokens``, ``output_tokens``, ``total_tokens``, ``cost_usd``;
+``llm_usage`` puts its source first: ``by_model/<source>/<model>/<figure>``)."""
+
+
+def by_model_key(model: str, figure: str) -> str:
+    """The metadata key of one model's figure (:data:`BY_MODEL_PREFIX`)."""
+    return f"{BY_MODEL_PREFIX}{model}/{figure}"

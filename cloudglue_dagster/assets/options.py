@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cloudglue_dagster.api.days import DEFAULT_MAX_HELD_BYTES
 from cloudglue_dagster.bounds import bounds_of, check_bounds, is_integer_field, is_optional_field
 from cloudglue_dagster.errors import CloudglueConfigError
-from cloudglue_dagster.tables.frames import ModelPrice
+from cloudglue_dagster.tables.prices import ModelPrice, Prices, check_prices
 
 from .guards import ShrinkGuard
 from .partitions import CloudglueDailyPartitionsDefinition, account_name
@@ -154,11 +154,13 @@ class AssetOptions(BaseModel):
             " (cloudglue): one pool per account. None: no pool."
         ),
     )
-    prices: Mapping[str, ModelPrice] | None = Field(
+    prices: Mapping[str, ModelPrice | Sequence[ModelPrice]] | None = Field(
         default=None,
         description=(
-            "Model name -> ModelPrice (USD per million input and output tokens). Fills token_usage's"
-            " cost columns, which are always there and null for a model without a price."
+            "Model name -> ModelPrice (USD per million input and output tokens), or a list of them,"
+            " each in force from its effective_from UTC day: each day is costed at the prices in"
+            " force that day. Fills the cost columns of token_usage, responses and llm_usage, which"
+            " are always there and null for a model without a price."
         ),
     )
     freshness_deadline_hour: int | None = Field(
@@ -273,7 +275,7 @@ class AssetOptions(BaseModel):
         return CloudglueTranslator() if self.translator is None else self.translator
 
     @property
-    def price_list(self) -> Mapping[str, ModelPrice]:
+    def price_list(self) -> Prices:
         """``prices``, empty when None."""
         return dict(self.prices or {})
 
@@ -325,10 +327,8 @@ def _checked(name: str, field: Any, value: Any) -> Any:
         if not prefix or not all(isinstance(p, str) and p for p in prefix):
             raise CloudglueConfigError(f"key_prefix must be one or more non-empty strings, got {value!r}")
         return prefix
-    if name == "prices":
-        for model, price in (value or {}).items():
-            if not isinstance(price, ModelPrice):
-                raise CloudglueConfigError(f"prices[{model!r}] must be a ModelPrice, got {type(price).__name__}")
+    if name == "prices" and value is not None:
+        check_prices(value)
     if name in _INSTANCES and value is not None and not isinstance(value, _INSTANCES[name][0]):
         label = _INSTANCES[name][1]
         raise CloudglueConfigError(f"{name} must be a {label}, got {type(value).__name__}")

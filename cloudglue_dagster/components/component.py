@@ -34,7 +34,7 @@ from cloudglue_dagster.bounds import bounds_of
 from cloudglue_dagster.errors import CloudglueConfigError
 from cloudglue_dagster.io_managers.duckdb import CloudglueDuckDBIOManager
 from cloudglue_dagster.resource import CloudglueResource
-from cloudglue_dagster.tables.frames import ModelPrice
+from cloudglue_dagster.tables.prices import ModelPrice
 
 from .scaffolder import CloudglueScaffolder
 
@@ -134,8 +134,16 @@ class ShrinkGuardModel(dg.Model):
 class Price(dg.Model):
     """A model's price in USD per million tokens."""
 
-    input_per_million: float = Field(description="USD per million prompt tokens.")
-    output_per_million: float = Field(description="USD per million completion tokens.")
+    input_per_million: float = Field(description="USD per million input tokens (a completion's prompt tokens).")
+    output_per_million: float = Field(description="USD per million output tokens (a completion's completion tokens).")
+    effective_from: str | None = Field(
+        default=None,
+        description="The first UTC day this price is in force, 'YYYY-MM-DD'; unset: since always. List a model's prices to change it over time.",
+    )
+
+    def price(self) -> ModelPrice:
+        """This price as the factory takes it."""
+        return ModelPrice(self.input_per_million, self.output_per_million, self.effective_from)  # type: ignore[arg-type]  # a str is read as a date
 
 
 @dg.scaffold_with(CloudglueScaffolder)
@@ -180,8 +188,12 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
     freshness_deadline_hour: int | None = _option("freshness_deadline_hour")
     late_data_lookback_days: int | None = _option("late_data_lookback_days")
     late_data_interval_seconds: int = _option("late_data_interval_seconds")
-    prices: dict[str, Price] | None = _option(
-        "prices", note="In YAML: {model: {input_per_million: ..., output_per_million: ...}}."
+    prices: dict[str, Price | list[Price]] | None = _option(
+        "prices",
+        note=(
+            "In YAML: {model: {input_per_million: ..., output_per_million: ...}}, or a list of them with"
+            " effective_from: 'YYYY-MM-DD' to change a price over time."
+        ),
     )
     collection_usage: bool = _option("collection_usage")
     responses: bool = _option("responses")
@@ -260,7 +272,9 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             group_name=self.group_name or self.name,
             resource_key=resource_key,
             io_manager_key=io_manager_key,
-            prices={m: ModelPrice(p.input_per_million, p.output_per_million) for m, p in (self.prices or {}).items()},
+            prices={
+                m: p.price() if isinstance(p, Price) else [q.price() for q in p] for m, p in (self.prices or {}).items()
+            },
             shrink_guard=None
             if self.shrink_guard is None
             else ShrinkGuard(self.shrink_guard.max_loss_fraction, self.shrink_guard.min_stored_rows),

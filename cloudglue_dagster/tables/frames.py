@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from cloudglue_dagster.api.models import ChatCompletion, Choice, encode_json
-from cloudglue_dagster.errors import CloudglueConfigError
 
 __all__ = [
     "ACCOUNTING_COLUMNS",
@@ -39,7 +37,6 @@ __all__ = [
     "TOKEN_FIELDS",
     "TOKEN_USAGE_COLUMNS",
     "Column",
-    "ModelPrice",
     "chat_completions_frame",
     "chat_messages_frame",
     "conform",
@@ -161,25 +158,6 @@ MESSAGE_SOURCE_COLUMNS: tuple[Column, ...] = tuple(
     if c.name in ("id", "created_at", "message_count", "choice_count", "payload_messages", "choices")
 )
 """The chat_completions columns that chat_messages is built and checked from."""
-
-
-@dataclass(frozen=True)
-class ModelPrice:
-    """A model's list price in USD per million tokens: ``input_per_million`` for
-    prompt tokens, ``output_per_million`` for completion tokens.
-
-    Raises:
-        CloudglueConfigError: a price is negative, NaN or infinite.
-    """
-
-    input_per_million: float
-    output_per_million: float
-
-    def __post_init__(self) -> None:
-        for name in ("input_per_million", "output_per_million"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise CloudglueConfigError(f"ModelPrice.{name} must be a finite number >= 0, got {value!r}")
 
 
 def empty_frame(columns: Sequence[Column]) -> pd.DataFrame:

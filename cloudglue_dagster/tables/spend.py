@@ -12,20 +12,20 @@ pandas only, no Dagster. ``responses`` holds one row per response of ``GET /v1/r
   model's price, and how many were still ``in_progress`` when the day was loaded (their usage
   is not final).
 
-Costs are USD at :class:`~cloudglue_dagster.tables.frames.ModelPrice` per million tokens, null
+Costs are USD at :class:`~cloudglue_dagster.tables.prices.ModelPrice` per million tokens, null
 for a model without a price, as in ``token_usage``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import pandas as pd
 
 from cloudglue_dagster.api.responses import IN_PROGRESS, Response
 
-from .frames import COST_COLUMNS, TOKEN_USAGE_COLUMNS, Column, ModelPrice, conform, empty_frame, typed_frame, utc_day
-from .usage import cost_columns
+from .frames import COST_COLUMNS, TOKEN_USAGE_COLUMNS, Column, conform, empty_frame, typed_frame, utc_day
+from .prices import Prices, cost_columns
 
 __all__ = [
     "LLM_USAGE_COLUMNS",
@@ -92,7 +92,7 @@ LLM_USAGE_COLUMNS: tuple[Column, ...] = (
 )
 
 
-def responses_frame(records: Iterable[Response], prices: Mapping[str, ModelPrice] | None = None) -> pd.DataFrame:
+def responses_frame(records: Iterable[Response], prices: Prices | None = None) -> pd.DataFrame:
     """One row per response, sorted by ``created_at`` then ``id``, in :data:`RESPONSES_COLUMNS`'
     shape; ``prices`` (model -> :class:`ModelPrice`) fills the cost columns."""
     read = RESPONSES_COLUMNS[:8]  # the columns read from the records; the costs follow from them
@@ -108,7 +108,11 @@ def responses_frame(records: Iterable[Response], prices: Mapping[str, ModelPrice
         outputs.append(r.usage.output_tokens)
         totals.append(r.usage.total_tokens)
     frame = typed_frame(data, read)
-    frame = frame.assign(**cost_columns(frame["model"], frame["input_tokens"], frame["output_tokens"], prices or {}))
+    frame = frame.assign(
+        **cost_columns(
+            frame["model"], utc_day(frame["created_at"]), frame["input_tokens"], frame["output_tokens"], prices or {}
+        )
+    )
     return frame.sort_values(["created_at", "id"], kind="stable", ignore_index=True)
 
 
@@ -130,7 +134,7 @@ def _chat_rows(token_usage: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _response_rows(responses: pd.DataFrame, prices: Mapping[str, ModelPrice]) -> pd.DataFrame:
+def _response_rows(responses: pd.DataFrame, prices: Prices) -> pd.DataFrame:
     frame = pd.DataFrame(
         {
             "date": utc_day(responses["created_at"]),
@@ -150,12 +154,10 @@ def _response_rows(responses: pd.DataFrame, prices: Mapping[str, ModelPrice]) ->
         }
     ).reset_index()
     sums.insert(1, "source", "responses")
-    return sums.assign(**cost_columns(sums["model"], sums["input_tokens"], sums["output_tokens"], prices))
+    return sums.assign(**cost_columns(sums["model"], sums["date"], sums["input_tokens"], sums["output_tokens"], prices))
 
 
-def llm_usage_frame(
-    token_usage: pd.DataFrame, responses: pd.DataFrame, prices: Mapping[str, ModelPrice] | None = None
-) -> pd.DataFrame:
+def llm_usage_frame(token_usage: pd.DataFrame, responses: pd.DataFrame, prices: Prices | None = None) -> pd.DataFrame:
     """LLM spend per (UTC day, source, model) from ``token_usage`` rows and ``responses`` rows
     (the module docstring says how each source is summed). Sorted by date, source, model."""
     parts = [

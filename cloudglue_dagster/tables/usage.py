@@ -17,19 +17,19 @@ many runs touched this collection"). Costs are the attributed tokens times the m
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import cast
 
 import msgspec
 import numpy as np
 import pandas as pd
 
-from .frames import COLLECTION_USAGE_COLUMNS, TOKEN_FIELDS, TOKEN_USAGE_COLUMNS, ModelPrice, empty_frame, utc_day
+from .frames import COLLECTION_USAGE_COLUMNS, TOKEN_FIELDS, TOKEN_USAGE_COLUMNS, empty_frame, utc_day
+from .prices import Prices, cost_columns
 
-__all__ = ["collection_usage_frame", "cost_columns", "token_usage_frame"]
+__all__ = ["collection_usage_frame", "token_usage_frame"]
 
 
-def token_usage_frame(chat_completions: pd.DataFrame, prices: Mapping[str, ModelPrice] | None = None) -> pd.DataFrame:
+def token_usage_frame(chat_completions: pd.DataFrame, prices: Prices | None = None) -> pd.DataFrame:
     """Token usage per (UTC day, model) from a ``chat_completions`` frame.
 
     Sums skip unreported counts (a model-day where no completion reported a
@@ -61,24 +61,10 @@ def token_usage_frame(chat_completions: pd.DataFrame, prices: Mapping[str, Model
     return usage.astype({c.name: c.dtype for c in TOKEN_USAGE_COLUMNS})[[c.name for c in TOKEN_USAGE_COLUMNS]]
 
 
-def _costs(usage: pd.DataFrame, prices: Mapping[str, ModelPrice]) -> dict[str, pd.Series]:
-    """The cost columns of a usage frame (a completion's prompt tokens are its input)."""
-    return cost_columns(usage["model"], usage["prompt_tokens"], usage["completion_tokens"], prices)
-
-
-def cost_columns(
-    models: pd.Series, inputs: pd.Series, outputs: pd.Series, prices: Mapping[str, ModelPrice]
-) -> dict[str, pd.Series]:
-    """``input_cost``, ``output_cost`` and ``total_cost`` in USD of each row's input and output
-    tokens at its model's price: null where the model has no price, or a count is null."""
-    per_token = {
-        side: models.map({m: getattr(p, f"{side}_per_million") / 1e6 for m, p in prices.items()}).astype("Float64")
-        for side in ("input", "output")
-    }
-    input_cost = inputs.astype("Float64") * per_token["input"]
-    output_cost = outputs.astype("Float64") * per_token["output"]
-    # Sum only when both halves are known: a partial total would pass for a full one.
-    return {"input_cost": input_cost, "output_cost": output_cost, "total_cost": input_cost + output_cost}
+def _costs(usage: pd.DataFrame, prices: Prices) -> dict[str, pd.Series]:
+    """The cost columns of a usage frame (a completion's prompt tokens are its input), each
+    row at its model's price on its day."""
+    return cost_columns(usage["model"], usage["date"], usage["prompt_tokens"], usage["completion_tokens"], prices)
 
 
 _COLLECTIONS = msgspec.json.Decoder(list[str] | None)
@@ -96,9 +82,7 @@ def _collection_lists(cells: pd.Series) -> list[list[str]]:
     return out
 
 
-def collection_usage_frame(
-    chat_completions: pd.DataFrame, prices: Mapping[str, ModelPrice] | None = None
-) -> pd.DataFrame:
+def collection_usage_frame(chat_completions: pd.DataFrame, prices: Prices | None = None) -> pd.DataFrame:
     """Usage per (UTC day, collection, model) under the module's attribution rule.
 
     Sorted by date, collection (null last), model. Summed over collections, each

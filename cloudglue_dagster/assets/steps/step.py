@@ -28,6 +28,7 @@ from cloudglue_dagster.api.days import ReopenedDay, UTCDay
 from cloudglue_dagster.assets.checks import recorded_row_counts
 from cloudglue_dagster.assets.guards import ShrinkGuard, ShrinkRefusedError
 from cloudglue_dagster.assets.masking import Masker
+from cloudglue_dagster.assets.metadata import column_lineage
 from cloudglue_dagster.assets.run_control import TerminationWatch, step_errors, wait_for_step_retry
 from cloudglue_dagster.tables.frames import empty_frame
 from cloudglue_dagster.tables.streams import (
@@ -104,6 +105,7 @@ class TablesStep:
         self.termination = TerminationWatch(context)
         self.api: ApiDays | None = None
         self.source = settings.source.table
+        self.lineage = {t: column_lineage(t, settings.keys) for t in self.written}
         self.streaming = supports_days(self._io_manager)
 
     @property
@@ -270,7 +272,8 @@ class TablesStep:
         for table, recorder in self.recorders.items():
             describe = self.settings.tables[table].describe
             metadata, outcomes = describe(rows.frames[table], source, rows.day.key, rows.day, self.masker.text)
-            recorder.record(rows.day.key, {**metadata, **rows.metadata.get(table, {})}, outcomes, resumed_from)
+            stored = rows.metadata.get(table, {})
+            recorder.record(rows.day.key, {**metadata, **self.lineage[table], **stored}, outcomes, resumed_from)
 
     def on_failed(self, error: BaseException, table_metadata: Mapping[str, Mapping[str, object]]) -> None:
         """The step is failing after committing some days: report them now, unless Dagster

@@ -11,7 +11,7 @@ wires them to Dagster.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from cloudglue_dagster.api.client import CloudglueClient
 from cloudglue_dagster.api.days import json_size
 from cloudglue_dagster.api.responses import response_size
 from cloudglue_dagster.assets.checks import chat_check_outcomes, messages_check_outcomes
-from cloudglue_dagster.assets.metadata import cost_metadata, frame_metadata, messages_metadata
+from cloudglue_dagster.assets.metadata import cost_metadata, frame_metadata, messages_metadata, per_model_metadata
 from cloudglue_dagster.assets.response_checks import in_progress_metadata, responses_check_outcomes
 from cloudglue_dagster.tables.frames import (
     ACCOUNTING_COLUMNS,
@@ -33,11 +33,11 @@ from cloudglue_dagster.tables.frames import (
     MESSAGE_SOURCE_COLUMNS,
     TOKEN_USAGE_COLUMNS,
     Column,
-    ModelPrice,
     chat_completions_frame,
     chat_messages_frame,
     conform,
 )
+from cloudglue_dagster.tables.prices import Prices
 from cloudglue_dagster.tables.spend import RESPONSES_COLUMNS, responses_frame
 from cloudglue_dagster.tables.usage import collection_usage_frame, token_usage_frame
 
@@ -56,6 +56,8 @@ _MESSAGES_PREVIEW = ("completion_id", "source", "position", "role", "content")
 _USAGE_PREVIEW = ("date", "model", "completions", "prompt_tokens", "completion_tokens", "total_tokens", "total_cost")
 _COLLECTIONS_PREVIEW = ("date", "collection", "model", "completions", "attributed_completions", "total_tokens")
 _RESPONSES_PREVIEW = ("created_at", "status", "model", "total_tokens", "instructions")
+_CHAT_TOKENS = {"input_tokens": "prompt_tokens", "output_tokens": "completion_tokens", "total_tokens": "total_tokens"}
+"""The per-model figures of a completion's usage: its prompt tokens are its input."""
 
 # A day read back (a resumed day) needs only what its metadata and checks read: not the
 # JSON columns of chat_completions, the largest.
@@ -128,12 +130,13 @@ def _messages_describe(messages: pd.DataFrame, chat: pd.DataFrame, key: str, _wi
 
 
 def _usage_describe(
-    prices: Mapping[str, ModelPrice],
+    prices: Prices,
 ) -> Callable[[pd.DataFrame, pd.DataFrame, str, Any, Mask], Described]:
     def describe(usage: pd.DataFrame, _chat: pd.DataFrame, _key: str, _window: Any, mask: Mask) -> Described:
         usage = conform(usage, TOKEN_USAGE_COLUMNS)
         metadata = frame_metadata(usage, columns=TOKEN_USAGE_COLUMNS, preview_columns=_USAGE_PREVIEW, mask=mask)
-        return {**metadata, **(cost_metadata(usage) if prices else {})}, {}
+        by_model = per_model_metadata(usage, requests="completions", tokens=_CHAT_TOKENS)
+        return {**metadata, **(cost_metadata(usage) if prices else {}), **by_model}, {}
 
     return describe
 
@@ -183,13 +186,14 @@ def _response_totals(responses: pd.DataFrame) -> dict[str, Any]:
     known = responses["total_cost"].notna()
     return {
         **totals,
+        **per_model_metadata(responses, tokens={f: f for f in ("input_tokens", "output_tokens", "total_tokens")}),
         "responses_by_model": dg.MetadataValue.json(by_model),
         **in_progress_metadata(responses),
         "total_cost_usd": dg.MetadataValue.float(round(float(responses.loc[known, "total_cost"].sum()), 6)),
     }
 
 
-def sources_for(prices: Mapping[str, ModelPrice]) -> dict[str, Source]:
+def sources_for(prices: Prices) -> dict[str, Source]:
     """Each endpoint's :class:`Source`, by source table, priced with ``prices``."""
     return {
         CHAT: Source(CHAT, "completion", lambda c: c.iter_chat_completions, json_size, chat_completions_frame),
@@ -203,7 +207,7 @@ def sources_for(prices: Mapping[str, ModelPrice]) -> dict[str, Source]:
     }
 
 
-def tables_for(prices: Mapping[str, ModelPrice], in_progress_limit_hours: float | None = None) -> dict[str, Table]:
+def tables_for(prices: Prices, in_progress_limit_hours: float | None = None) -> dict[str, Table]:
     """Every table a step writes, priced with ``prices`` (USD per million tokens), in build
     order; ``in_progress_limit_hours`` ages the responses' in-progress rows (None: never stuck)."""
     return {
