@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
-from support.pipeline import TEST_KEY, Pipeline
+from support.hostile_server import HostileProxy
+from support.pipeline import TEST_KEY, Pipeline, day_range
 from support.reliability import Seen, http_server
 
-from cloudglue_dagster import CloudglueClient
+from cloudglue_dagster import CloudglueClient, CloudglueResource
 from cloudglue_dagster.emulator import Dataset, Emulator, ResponsesDataset
 from cloudglue_dagster.errors import (
     InconsistentResponseError,
@@ -98,3 +100,44 @@ def test_a_key_a_server_echoes_into_a_response_never_reaches_dagsters_storage(tm
         assert "instructions" in stored or "preview" in stored  # the previews are there...
         assert TEST_KEY not in stored  # ...masked
         assert "echo" in set(pipeline.table("responses")["id"])  # the row itself is kept, as sent
+
+
+def test_a_step_retry_of_the_responses_step_resumes_the_days_it_had_committed(tmp_path: Path) -> None:
+    """An outage in the middle of the responses' sweep: the step retry reads back the days the
+    first attempt committed (their rows, for their metadata and checks) and fetches the rest."""
+    first, last = dt.date(2026, 3, 2), dt.date(2026, 3, 5)
+    responses = ResponsesDataset(dt.date(2026, 3, 1), dt.date(2026, 3, 6), per_day=40, seed=7)
+    dataset = Dataset(dt.date(2026, 3, 1), dt.date(2026, 3, 6), per_day=5, seed=7)
+    with Emulator(dataset, responses=responses, api_key=TEST_KEY) as emu, HostileProxy(emu) as proxy:
+        pipeline = Pipeline(
+            emu,
+            tmp_path / "w.duckdb",
+            "2026-03-01",
+            responses=True,
+            retry_policy=dg.RetryPolicy(max_retries=1, delay=2),
+        )
+        pipeline.resources["cloudglue"] = CloudglueResource(
+            api_key=TEST_KEY, base_url=proxy.base_url, max_retries=0, page_size=10, max_concurrent_requests=1
+        )
+
+        def outage(n: int) -> None:
+            if n == 14:  # most of the way through the padded window's ~24 pages
+                proxy.down_until = time.monotonic() + 1
+
+        proxy.on_request = outage
+        keys = pipeline.built.keys
+        result = pipeline.materialize(first.isoformat(), last.isoformat(), selection=[keys["responses"]])
+        assert result.success
+        assert [e.event_type_value for e in result.all_events].count("STEP_UP_FOR_RETRY") == 1
+        stored = pipeline.table("responses")
+        for day in day_range(first, last):
+            assert set(stored.loc[stored["created_at"].dt.date == day, "id"]) == set(
+                emu.responses_ground_truth(day).ids
+            )
+        resumed = [
+            e.partition
+            for e in result.get_asset_materialization_events()
+            if "resumed_from_run" in e.materialization.metadata
+        ]
+        assert resumed, "the retry read back no committed day"
+        assert all(e.passed or e.severity == dg.AssetCheckSeverity.WARN for e in result.get_asset_check_evaluations())

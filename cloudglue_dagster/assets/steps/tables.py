@@ -251,6 +251,6 @@ def tables_for(prices: Prices, in_progress_limit_hours: float | None = None) -> 
             source_columns=[c.name for c in RESPONSES_COLUMNS],
             build=lambda responses: responses,
             describe=_responses_describe(in_progress_limit_hours),
-            resume_columns=[c.name for c in RESPONSES_COLUMNS if c.name != "instructions"],
+            resume_columns=None,  # all: a response's row is small, and the preview shows its instructions
         ),
     }
