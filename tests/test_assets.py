@@ -350,6 +350,11 @@ def test_results_do_not_depend_on_local_time_zone(emu: Emulator, tmp_path: Path)
     for day in day_range(dt.date(2026, 3, 2), dt.date(2026, 3, 5)):
         assert got.get(day, set()) == set(emu.ground_truth(day).ids), day
     assert set(got) <= set(day_range(dt.date(2026, 3, 2), dt.date(2026, 3, 5)))
+    responses = read_table(database, "responses")  # the bundled definitions load them too
+    assert responses["id"].is_unique
+    for day in day_range(dt.date(2026, 3, 2), dt.date(2026, 3, 5)):
+        stored = set(responses.loc[responses["created_at"].dt.date == day, "id"])
+        assert stored == set(emu.responses_ground_truth(day).ids), day
 
 
 def test_factory_options() -> None:
