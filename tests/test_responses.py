@@ -238,11 +238,19 @@ def test_a_deleted_response_leaves_its_day_and_a_mass_deletion_is_refused_until_
         assert set(pipeline.table("responses")["id"]) == set(ids[1:])
         for rid in ids[1:-3]:
             assert emu.responses.delete(rid)
+        before = {t: pipeline.table(t) for t in ("responses", "llm_usage", "chat_completions", "token_usage")}
         refused = pipeline.materialize(day, raise_on_error=False)
         assert not refused.success
         error = refused.get_step_failure_events()[0].step_failure_data.error.to_string()
         assert "Refused to replace 1 stored day(s)" in error and "cloudglue__responses" in error
-        assert len(pipeline.table("responses")) == len(ids) - 1  # kept
+        assert "If the responses really were deleted upstream" in error
+        for table, rows in before.items():  # every table as it was (llm_usage is not re-built from a refused day)
+            after = pipeline.table(table)
+            pd.testing.assert_frame_equal(
+                rows.sort_values(list(rows.columns[:3])).reset_index(drop=True),
+                after.sort_values(list(rows.columns[:3])).reset_index(drop=True),
+                obj=table,
+            )
         allowed = dg.materialize(
             [*pipeline.built.assets, *pipeline.built.asset_checks],
             resources=pipeline.resources,
