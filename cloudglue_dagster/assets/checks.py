@@ -39,6 +39,7 @@ __all__ = [
     "negative_token_rows",
     "recorded_row_counts",
     "rows_outside",
+    "rows_where",
 ]
 
 
@@ -57,20 +58,22 @@ def rows_outside(chat: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> 
     return int((~((created >= start) & (created < end))).sum())
 
 
-def negative_token_rows(chat: pd.DataFrame) -> pd.DataFrame:
-    """Rows with a negative token count (null counts are fine)."""
+def negative_token_rows(chat: pd.DataFrame, fields: Sequence[str] = TOKEN_FIELDS) -> pd.DataFrame:
+    """Rows with a negative token count among ``fields`` (null counts are fine)."""
     negative = np.zeros(len(chat), dtype=bool)
-    for field in TOKEN_FIELDS:
+    for field in fields:
         values, _ = _counts(chat[field])
         negative |= values < 0
-    return _rows(chat, negative)
+    return rows_where(chat, negative)
 
 
-def inconsistent_totals(chat: pd.DataFrame) -> pd.DataFrame:
-    """Rows reporting all three counts where ``total != prompt + completion``."""
-    (prompt, no_prompt), (completion, no_completion), (total, no_total) = (_counts(chat[f]) for f in TOKEN_FIELDS)
+def inconsistent_totals(chat: pd.DataFrame, fields: Sequence[str] = TOKEN_FIELDS) -> pd.DataFrame:
+    """Rows reporting all three counts of ``fields`` (input, output, total: a completion's
+    ``prompt_tokens``, ``completion_tokens``, ``total_tokens`` by default) where
+    ``total != input + output``."""
+    (prompt, no_prompt), (completion, no_completion), (total, no_total) = (_counts(chat[f]) for f in fields)
     reported = ~(no_prompt | no_completion | no_total)
-    return _rows(chat, reported & (total != prompt + completion))
+    return rows_where(chat, reported & (total != prompt + completion))
 
 
 def _counts(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +84,8 @@ def _counts(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return values.to_numpy(dtype=dtype, na_value=0), values.isna().to_numpy()
 
 
-def _rows(chat: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+def rows_where(chat: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
+    """The rows of ``chat`` where ``mask`` holds."""
     # Almost every day matches nothing: skip copying the frame's text columns to say so.
     return chat[mask] if mask.any() else chat.iloc[:0]
 

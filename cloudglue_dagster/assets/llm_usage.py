@@ -11,7 +11,6 @@ equal to the sums of ``responses``: a day re-loaded in one table and not the oth
 
 # No `from __future__ import annotations`: Dagster reads the op functions' annotations as types.
 
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from .checks import Outcome, report_checks
 from .masking import Masker
 from .metadata import column_lineage, frame_metadata, per_model_metadata
 from .partitions import partition_slices
+from .usage_checks import same_value
 
 __all__ = ["RESPONSE_USAGE_COLUMNS", "build_llm_usage_asset", "build_llm_usage_check", "llm_usage_mismatches"]
 
@@ -119,12 +119,6 @@ def _responses(responses: pd.DataFrame) -> pd.DataFrame:
     return conform(responses, _RESPONSE_INPUT_COLUMNS).sort_values("created_at", kind="stable", ignore_index=True)
 
 
-def _same(expected: Any, stored: Any, tolerance: float) -> bool:
-    if pd.isna(expected) or pd.isna(stored):
-        return bool(pd.isna(expected) and pd.isna(stored))
-    return math.isclose(float(expected), float(stored), rel_tol=tolerance, abs_tol=tolerance)
-
-
 def llm_usage_mismatches(stored: pd.DataFrame, expected: pd.DataFrame) -> list[dict[str, Any]]:
     """Where one day of stored ``llm_usage`` differs from what its sources give (``expected``,
     from :func:`~cloudglue_dagster.tables.spend.llm_usage_frame`): a (source, model) row on one
@@ -141,7 +135,7 @@ def llm_usage_mismatches(stored: pd.DataFrame, expected: pd.DataFrame) -> list[d
         for column in [c.name for c in LLM_USAGE_COLUMNS if c.name not in _KEYS]:
             tolerance = 1e-9 if column.endswith("_cost") else 0.0
             a, b = want.at[row, column], have.at[row, column]
-            if not _same(a, b, tolerance):
+            if not same_value(a, b, tolerance):
                 out.append(
                     {"source": row[0], "model": str(row[1]), "column": column, "expected": str(a), "stored": str(b)}
                 )

@@ -14,13 +14,23 @@ from collections.abc import Iterable
 from typing import Any
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from cloudglue_dagster.api.responses import IN_PROGRESS
 from cloudglue_dagster.tables.spend import RESPONSE_TOKEN_FIELDS
 
-from .checks import ROWS_VALID, Outcome, combined_outcome, duplicate_ids, examples_text, rows_check_spec, rows_outside
+from .checks import (
+    ROWS_VALID,
+    Outcome,
+    combined_outcome,
+    duplicate_ids,
+    examples_text,
+    inconsistent_totals,
+    negative_token_rows,
+    rows_check_spec,
+    rows_outside,
+    rows_where,
+)
 from .metadata_keys import IN_PROGRESS_COUNT, IN_PROGRESS_NEWEST
 
 __all__ = [
@@ -54,11 +64,6 @@ def responses_check_specs(key: dg.AssetKey, partitions_def: dg.PartitionsDefinit
     return rows_check_spec(key, partitions_def, RESPONSE_RULES)
 
 
-def _mask(frame: pd.DataFrame, rule: Any) -> pd.DataFrame:
-    mask = np.asarray(rule, dtype=bool)
-    return frame[mask] if mask.any() else frame.iloc[:0]
-
-
 def stuck_in_progress(responses: pd.DataFrame, now: dt.datetime, limit_hours: float | None) -> pd.DataFrame:
     """Rows still ``in_progress`` created more than ``limit_hours`` before ``now`` (none
     when ``limit_hours`` is None)."""
@@ -66,7 +71,7 @@ def stuck_in_progress(responses: pd.DataFrame, now: dt.datetime, limit_hours: fl
         return responses.iloc[:0]
     cutoff = pd.Timestamp(now).tz_convert("UTC") - pd.Timedelta(hours=limit_hours)
     waiting = (responses["status"] == IN_PROGRESS).fillna(False).to_numpy(dtype=bool)
-    return _mask(responses, waiting & (responses["created_at"] < cutoff).to_numpy(dtype=bool))
+    return rows_where(responses, waiting & (responses["created_at"] < cutoff).to_numpy(dtype=bool))
 
 
 def responses_check_outcomes(
@@ -84,12 +89,8 @@ def responses_check_outcomes(
     outcomes: dict[str, Outcome] = {}
     for key, day in days:
         dupes = duplicate_ids(day)
-        counts = {f: day[f].astype("Int64") for f in RESPONSE_TOKEN_FIELDS}
-        negative = _mask(
-            day, np.logical_or.reduce([(c < 0).fillna(False).to_numpy(dtype=bool) for c in counts.values()])
-        )
-        summed = counts["input_tokens"] + counts["output_tokens"]
-        bad = _mask(day, (counts["total_tokens"] != summed).fillna(False).to_numpy(dtype=bool))
+        negative = negative_token_rows(day, RESPONSE_TOKEN_FIELDS)
+        bad = inconsistent_totals(day, RESPONSE_TOKEN_FIELDS)
         stuck = stuck_in_progress(day, now, limit_hours)
         outcomes[key] = combined_outcome(
             RESPONSE_RULES,

@@ -25,6 +25,7 @@ __all__ = [
     "build_collection_usage_check",
     "build_usage_check",
     "collection_usage_mismatches",
+    "same_value",
     "usage_against_recorded",
 ]
 
@@ -116,7 +117,7 @@ def build_usage_check(
     return usage_check
 
 
-def _same(expected: Any, stored: Any, tolerance: float = 0.0) -> bool:
+def same_value(expected: Any, stored: Any, tolerance: float = 0.0) -> bool:
     """Equal, both null, or (floats) within ``tolerance`` relative."""
     if pd.isna(expected) or pd.isna(stored):
         return bool(pd.isna(expected) and pd.isna(stored))
@@ -150,7 +151,7 @@ def collection_usage_mismatches(collections_day: pd.DataFrame, usage_day: pd.Dat
         ]
         for usage_column, summed_column, tolerance in pairs:
             expected, stored = usage.at[model, usage_column], summed.at[model, summed_column]
-            if not _same(expected, stored, tolerance):
+            if not same_value(expected, stored, tolerance):
                 out.append(
                     {"model": str(model), "column": summed_column, "expected": str(expected), "stored": str(stored)}
                 )
