@@ -57,29 +57,22 @@ def build_automation(
         )
         sensors.append(freshness_sensor)
     if options.late_data_lookback_days is not None:
-        sensors.append(
-            build_late_data_sensor(
-                name=f"{options.name}_late_data_sensor",
-                job=job,
-                chat_key=keys["chat_completions"],
-                partitions_def=options.partitions_def,
-                resource_key=options.resource_key,
-                lookback_days=options.late_data_lookback_days,
-                minimum_interval_seconds=options.late_data_interval_seconds,
-            )
-        )
+        # One per endpoint; the responses' re-loads only the tables built from it.
+        watched: list[tuple[str, str, list[dg.AssetKey] | None]] = [("chat_completions", "late_data_sensor", None)]
         if options.responses:
+            watched.append(("responses", "responses_late_data_sensor", [keys["responses"], keys["llm_usage"]]))
+        for source, sensor_name, selection in watched:
             sensors.append(
                 build_late_data_sensor(
-                    name=f"{options.name}_responses_late_data_sensor",
+                    name=f"{options.name}_{sensor_name}",
                     job=job,
-                    chat_key=keys["responses"],
+                    source_key=keys[source],
                     partitions_def=options.partitions_def,
                     resource_key=options.resource_key,
                     lookback_days=options.late_data_lookback_days,
                     minimum_interval_seconds=options.late_data_interval_seconds,
-                    source="responses",
-                    asset_selection=[keys["responses"], keys["llm_usage"]],
+                    source=source,
+                    asset_selection=selection,
                 )
             )
     if options.responses and options.in_progress_limit_hours is not None:

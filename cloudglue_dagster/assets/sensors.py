@@ -119,9 +119,9 @@ def late_days(
     return changed, new_cursor
 
 
-def _loaded_days(instance: dg.DagsterInstance, chat_key: dg.AssetKey, days: Sequence[str]) -> dict[str, LoadedDay]:
+def _loaded_days(instance: dg.DagsterInstance, source_key: dg.AssetKey, days: Sequence[str]) -> dict[str, LoadedDay]:
     out: dict[str, LoadedDay] = {}
-    for day, record in latest_materializations(instance, chat_key, days).items():
+    for day, record in latest_materializations(instance, source_key, days).items():
         if record is None:
             continue  # never loaded: backfills and the freshness checks cover it
         materialization = record.asset_materialization
@@ -162,7 +162,7 @@ def build_late_data_sensor(
     *,
     name: str,
     job: UnresolvedAssetJobDefinition,
-    chat_key: dg.AssetKey,
+    source_key: dg.AssetKey,
     partitions_def: dg.TimeWindowPartitionsDefinition,
     resource_key: str,
     lookback_days: int,
@@ -172,7 +172,7 @@ def build_late_data_sensor(
 ) -> dg.SensorDefinition:
     """A sensor (stopped by default) that re-materializes, through ``job``, the days
     of the last ``lookback_days`` UTC days whose count of ``source`` records changed since
-    ``chat_key`` (that source table's key) loaded them. Days never loaded are left alone.
+    ``source_key`` (that source table's key) loaded them. Days never loaded are left alone.
 
     Args:
         source: ``chat_completions`` or ``responses`` (:data:`LATE_DATA_PROBES`).
@@ -195,7 +195,7 @@ def build_late_data_sensor(
     def late_data_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
         now = dt.datetime.now(dt.timezone.utc)
         days = partitions_def.get_partition_keys(current_time=now)[-lookback_days:]
-        loaded = _loaded_days(context.instance, chat_key, days)
+        loaded = _loaded_days(context.instance, source_key, days)
         if not loaded:
             return dg.SkipReason(f"none of the last {lookback_days} days is loaded yet")
         resource: CloudglueResource = getattr(context.resources, resource_key)
