@@ -4,7 +4,8 @@ Loaded by ``dagster dev -w workspace.yaml`` and by
 ``dagster asset materialize -m cloudglue_dagster.definitions``. The variables they read
 (``CLOUDGLUE_API_KEY``, ``CLOUDGLUE_BASE_URL``, ``CLOUDGLUE_START_DATE``,
 ``CLOUDGLUE_DUCKDB_PATH``, ``CLOUDGLUE_MAX_CONCURRENT_REQUESTS``,
-``CLOUDGLUE_MAX_PARTITIONS_PER_RUN``, ``CLOUDGLUE_RESPONSES``), with their meanings and defaults, are listed once:
+``CLOUDGLUE_MAX_PARTITIONS_PER_RUN``, ``CLOUDGLUE_RESPONSES``, ``CLOUDGLUE_TEXT_STORAGE``,
+``CLOUDGLUE_TEXT_HASH_KEY``), with their meanings and defaults, are listed once:
 :data:`cloudglue_dagster.environment.VARIABLES` (docs/configuration.md's table is held
 against it by a test).
 """
@@ -32,6 +33,8 @@ from .environment import (
     MAX_PARTITIONS_PER_RUN,
     RESPONSES,
     START_DATE,
+    TEXT_HASH_KEY,
+    TEXT_STORAGE,
     VARIABLES,
 )
 from .errors import CloudglueConfigError
@@ -42,6 +45,8 @@ __all__ = ["DEFAULT_DUCKDB_PATH", "DEFAULT_START_DATE", "build_definitions", "de
 DEFAULT_START_DATE = "2026-01-01"
 DEFAULT_DUCKDB_PATH = "cloudglue.duckdb"
 DUCKDB_SCHEMA = "cloudglue"
+_SECRETS = (API_KEY, TEXT_HASH_KEY)
+"""Variables never shown, not even in the error listing what was read."""
 
 
 def build_definitions(
@@ -65,7 +70,7 @@ def build_definitions(
         read = ", ".join(
             f"{v.name}={display_url(os.environ[v.name])!r}"
             for v in VARIABLES
-            if v.name != API_KEY and os.environ.get(v.name)
+            if v.name not in _SECRETS and os.environ.get(v.name)
         )
         raise CloudglueConfigError(
             f"cloudglue_dagster.definitions: {exc}\nSettings read from the environment: {read or '(none)'}"
@@ -77,6 +82,7 @@ FACTORY_OPTIONS_FROM_ENVIRONMENT = {
     "start_date": START_DATE,
     "max_partitions_per_run": MAX_PARTITIONS_PER_RUN,
     "responses": RESPONSES,
+    "text_storage": TEXT_STORAGE,
 }
 """The factory options (:class:`~cloudglue_dagster.assets.options.AssetOptions`) set from the environment."""
 

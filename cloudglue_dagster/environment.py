@@ -23,6 +23,8 @@ __all__ = [
     "MAX_PARTITIONS_PER_RUN",
     "RESPONSES",
     "START_DATE",
+    "TEXT_HASH_KEY",
+    "TEXT_STORAGE",
     "VARIABLES",
     "CloudglueEnvironmentWarning",
     "Variable",
@@ -38,6 +40,8 @@ DUCKDB_PATH = "CLOUDGLUE_DUCKDB_PATH"
 MAX_CONCURRENT_REQUESTS = "CLOUDGLUE_MAX_CONCURRENT_REQUESTS"
 MAX_PARTITIONS_PER_RUN = "CLOUDGLUE_MAX_PARTITIONS_PER_RUN"
 RESPONSES = "CLOUDGLUE_RESPONSES"
+TEXT_STORAGE = "CLOUDGLUE_TEXT_STORAGE"
+TEXT_HASH_KEY = "CLOUDGLUE_TEXT_HASH_KEY"
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,19 @@ VARIABLES: tuple[Variable, ...] = (
         "build `responses` and `llm_usage` (the Responses API): `true` or `false`",
         "`true`",
         "`cloudglue_dagster.definitions`",
+    ),
+    Variable(
+        TEXT_STORAGE,
+        "what the tables and Dagster keep of prompts and answers: `full`, `hash` or `none`",
+        "`full`",
+        "`cloudglue_dagster.definitions`",
+    ),
+    Variable(
+        TEXT_HASH_KEY,
+        'the secret key of `text_storage="hash"` (16 characters or more); read when a run starts'
+        " (checked when the definitions load too, if set there), never shown",
+        "required with `hash`",
+        "the factory's default `text_hash_key` (`dg.EnvVar`), so every code location",
     ),
 )
 

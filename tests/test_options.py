@@ -29,10 +29,19 @@ OPTIONS = AssetOptions.model_fields
 START = "2026-01-01"
 
 # Component fields that are no factory option.
-COMPONENT_ONLY = {"account", "io_manager", "translation", "in_process"}
+COMPONENT_ONLY = {"account", "io_manager", "translation", "in_process", "text_hash_key_env_var"}
 # Options whose YAML key is spelt otherwise (YAML types), and those whose YAML default differs
 # (the account's names all default to the joined prefix).
-YAML_TYPES = {"start_date", "key_prefix", "group_name", "resource_key", "io_manager_key", "prices", "shrink_guard"}
+YAML_TYPES = {
+    "start_date",
+    "key_prefix",
+    "group_name",
+    "resource_key",
+    "io_manager_key",
+    "prices",
+    "shrink_guard",
+    "text_rewrite",
+}
 YAML_DEFAULTS = {"key_prefix": "cloudglue", "group_name": None, "resource_key": None, "io_manager_key": None}
 
 
@@ -106,7 +115,7 @@ def test_the_component_gives_the_factory_every_option_it_has(monkeypatch: pytest
         account=CloudglueAccount(api_key_env_var="CLOUDGLUE_API_KEY"), start_date=START, **set_here
     )
     component_defs(component=component)
-    assert set(received) == (set(OPTIONS) & set(CloudglueComponent.model_fields)) | {"translator"}
+    assert set(received) == (set(OPTIONS) & set(CloudglueComponent.model_fields)) | {"translator", "text_hash_key"}
     assert {name: received[name] for name in set_here} == set_here
 
 

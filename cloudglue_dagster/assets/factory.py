@@ -8,7 +8,7 @@ schedule and sensors come from :mod:`.automation`.
 
 import datetime as dt
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ from cloudglue_dagster.tables.frames import Column
 from cloudglue_dagster.tables.prices import ModelPrice
 from cloudglue_dagster.tables.spend import LLM_USAGE_COLUMNS
 from cloudglue_dagster.tables.streams import TableTarget
+from cloudglue_dagster.tables.texts import TextStorage
 
 from .automation import Automation, build_automation
 from .checks import chat_check_specs, messages_check_specs
@@ -32,6 +33,7 @@ from .metadata import column_schema
 from .options import DEFAULT_POOL, DEFAULT_RETRY_POLICY, DEFAULT_SHRINK_GUARD, AssetOptions
 from .response_checks import responses_check_specs
 from .steps import CHAT, RESPONSES, StepSettings, TablesStep, sources_for, tables_for
+from .text_storage import DEFAULT_TEXT_HASH_KEY
 from .translator import CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
 from .usage_checks import build_collection_usage_check, build_usage_check
 
@@ -147,6 +149,9 @@ def build_cloudglue_assets(
     max_held_bytes: int = DEFAULT_MAX_HELD_BYTES,
     responses: bool = True,
     in_progress_limit_hours: int | None = 24,
+    text_storage: TextStorage = "full",
+    text_hash_key: str = DEFAULT_TEXT_HASH_KEY,
+    text_rewrite: Callable[[str], str | None] | None = None,
 ) -> CloudglueAssets:
     """Build the Cloudglue assets, their checks, a job, a daily schedule and sensors.
 
@@ -217,6 +222,20 @@ def build_cloudglue_assets(
             remain or the newest of them is older than this; responses in_progress longer are
             reported by the responses check (a warning) instead of being read again forever.
             None: no such sensor. Must be >= 1 or None.
+        text_storage: What the tables, and everything the runs put into Dagster (previews,
+            metadata, logs), keep of the API's texts (prompts, answers, message names, filter
+            values, instructions): 'full', the texts; 'hash', each text's HMAC-SHA256 under
+            text_hash_key, so equal texts still join and count; 'none', null. Counts, tokens,
+            ids, models, roles and the column types are the same under every setting. It
+            applies to the days a run writes: re-load older days to apply it to them.
+        text_hash_key: The secret key of text_storage='hash' (16 characters or more; a keyed
+            hash, unlike a bare SHA-256, cannot be matched against guessed short texts by anyone
+            without it): a dg.EnvVar, read when a run starts, by default
+            dg.EnvVar('CLOUDGLUE_TEXT_HASH_KEY'). Keep it the same across runs: hashes under
+            another key do not join.
+        text_rewrite: A function applied to each text before it is stored (under 'full') or
+            hashed (under 'hash'), e.g. to redact e-mail addresses; returning None stores null.
+            Ignored under 'none'. None: texts as the API sent them.
     """
     # Every argument by name: the signature is AssetOptions' fields, in order, with their
     # defaults and types, and the Args above are their docs (tests/test_options.py holds both).
@@ -331,7 +350,7 @@ def _check_specs(source: str, keys: Mapping[str, dg.AssetKey], options: AssetOpt
 def _step_asset(options: AssetOptions, all_specs: Mapping[str, dg.AssetSpec], source: str) -> dg.AssetsDefinition:
     """One multi-asset over every table of ``source``'s step: a run may select any of them
     (``can_subset``)."""
-    tables = tables_for(options.price_list, options.in_progress_limit_hours)
+    tables = tables_for(options.price_list, options.in_progress_limit_hours, options.text_storage)
     specs = {t: spec for t, spec in all_specs.items() if t in _STEP_TABLES[source]}
     keys = {table: spec.key for table, spec in specs.items()}
     deps = {t: [] if t == source else [keys[source]] for t in specs}
@@ -350,6 +369,7 @@ def _step_asset(options: AssetOptions, all_specs: Mapping[str, dg.AssetSpec], so
         shrink_guard=options.shrink_guard,
         max_held_bytes=options.max_held_bytes,
         op_name=_op_name(options, source),
+        texts=options.text_settings,
     )
 
     @dg.multi_asset(

@@ -18,7 +18,7 @@ given (a translator, a ``dg.RetryPolicy``, a prices mapping are not copied or co
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
@@ -29,9 +29,11 @@ from cloudglue_dagster.api.days import DEFAULT_MAX_HELD_BYTES
 from cloudglue_dagster.bounds import bounds_of, check_bounds, is_integer_field, is_optional_field
 from cloudglue_dagster.errors import CloudglueConfigError
 from cloudglue_dagster.tables.prices import ModelPrice, Prices, check_prices
+from cloudglue_dagster.tables.texts import TextStorage
 
 from .guards import ShrinkGuard
 from .partitions import CloudglueDailyPartitionsDefinition, account_name
+from .text_storage import DEFAULT_TEXT_HASH_KEY, TextSettings
 from .translator import TABLES, CloudglueTranslator
 
 __all__ = [
@@ -233,6 +235,36 @@ class AssetOptions(BaseModel):
         ),
     )
 
+    text_storage: TextStorage = Field(
+        default="full",
+        description=(
+            "What the tables, and everything the runs put into Dagster (previews, metadata, logs),"
+            " keep of the API's texts (prompts, answers, message names, filter values, instructions):"
+            " 'full', the texts; 'hash', each text's HMAC-SHA256 under text_hash_key, so equal texts"
+            " still join and count; 'none', null. Counts, tokens, ids, models, roles and the column"
+            " types are the same under every setting. It applies to the days a run writes: re-load"
+            " older days to apply it to them."
+        ),
+    )
+    text_hash_key: str = Field(
+        default=DEFAULT_TEXT_HASH_KEY,
+        repr=False,
+        description=(
+            "The secret key of text_storage='hash' (16 characters or more; a keyed hash, unlike a bare"
+            " SHA-256, cannot be matched against guessed short texts by anyone without it): a"
+            " dg.EnvVar, read when a run starts, by default dg.EnvVar('CLOUDGLUE_TEXT_HASH_KEY')."
+            " Keep it the same across runs: hashes under another key do not join."
+        ),
+    )
+    text_rewrite: Callable[[str], str | None] | None = Field(
+        default=None,
+        description=(
+            "A function applied to each text before it is stored (under 'full') or hashed (under"
+            " 'hash'), e.g. to redact e-mail addresses; returning None stores null. Ignored under"
+            " 'none'. None: texts as the API sent them."
+        ),
+    )
+
     @classmethod
     def of(cls, **arguments: Any) -> AssetOptions:
         """The options, checked; raises :class:`CloudglueConfigError` naming the first bad one.
@@ -249,6 +281,7 @@ class AssetOptions(BaseModel):
         return options
 
     def _check_together(self) -> None:
+        self.text_settings.check()
         deadline = self.freshness_deadline_hour
         hours = bounds_of(type(self).model_fields["schedule_hour"])  # the same day: up to its last hour
         assert hours is not None and hours.le is not None
@@ -278,6 +311,11 @@ class AssetOptions(BaseModel):
     def price_list(self) -> Prices:
         """``prices``, empty when None."""
         return dict(self.prices or {})
+
+    @property
+    def text_settings(self) -> TextSettings:
+        """``text_storage``, ``text_hash_key`` and ``text_rewrite`` together."""
+        return TextSettings(self.text_storage, self.text_hash_key, self.text_rewrite)
 
     @property
     def tables(self) -> tuple[str, ...]:

@@ -31,11 +31,14 @@ from cloudglue_dagster.assets.options import DEFAULT_SHRINK_GUARD, AssetOptions,
 from cloudglue_dagster.assets.partitions import account_name
 from cloudglue_dagster.assets.translator import CloudglueTranslator, CloudglueTranslatorData
 from cloudglue_dagster.bounds import bounds_of
+from cloudglue_dagster.environment import API_KEY, TEXT_HASH_KEY
 from cloudglue_dagster.errors import CloudglueConfigError
 from cloudglue_dagster.io_managers.duckdb import CloudglueDuckDBIOManager
 from cloudglue_dagster.resource import CloudglueResource
 from cloudglue_dagster.tables.prices import ModelPrice
+from cloudglue_dagster.tables.texts import TextStorage
 
+from .imports import imported_function
 from .scaffolder import CloudglueScaffolder
 
 __all__ = ["CloudglueAccount", "CloudglueComponent", "DuckDBStorage", "Price"]
@@ -60,6 +63,7 @@ _NOT_IN_YAML = {
     "storage_kind": "not offered in YAML: the factory's default applies",
     "pool": "not offered in YAML: the factory's default applies",
     "max_held_bytes": "not offered in YAML: the factory's default applies",
+    "text_hash_key": "YAML names the variable holding it instead: text_hash_key_env_var",
 }
 """The factory's options a component does not take, and why."""
 
@@ -198,6 +202,18 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
     collection_usage: bool = _option("collection_usage")
     responses: bool = _option("responses")
     in_progress_limit_hours: int | None = _option("in_progress_limit_hours")
+    text_storage: TextStorage = _option("text_storage")
+    text_hash_key_env_var: str = Field(
+        default=TEXT_HASH_KEY,
+        description=(
+            "NAME of the environment variable holding text_storage: hash's secret key (16 characters"
+            " or more), read when a run starts. Do not put the key in YAML."
+        ),
+    )
+    text_rewrite: str | None = _option(
+        "text_rewrite",
+        note="In YAML: the function's import path, 'my_package.redact:redact_emails', imported when the definitions load.",
+    )
     translation: (
         Annotated[
             TranslationFn[CloudglueTranslatorData],
@@ -256,12 +272,16 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
         return spec if self.translation is None else self.translation(spec, data)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        if not _ENV_VAR_NAME.fullmatch(self.account.api_key_env_var):
-            # Never echo the value: a key pasted here by mistake must not reach a log.
-            raise CloudglueConfigError(
-                "account.api_key_env_var must be the NAME of an environment variable (letters, digits and"
-                " underscores, e.g. CLOUDGLUE_API_KEY), not the API key itself"
-            )
+        for name, value, example in (
+            ("account.api_key_env_var", self.account.api_key_env_var, API_KEY),
+            ("text_hash_key_env_var", self.text_hash_key_env_var, TEXT_HASH_KEY),
+        ):
+            if not _ENV_VAR_NAME.fullmatch(value):
+                # Never echo the value: a key pasted here by mistake must not reach a log.
+                raise CloudglueConfigError(
+                    f"{name} must be the NAME of an environment variable (letters, digits and"
+                    f" underscores, e.g. {example}), not the key itself"
+                )
         resource_key = self.resource_key or self.name
         io_manager_key = self.io_manager_key or (f"{resource_key}_io_manager" if self.io_manager else "io_manager")
         # Every option this component has, under its own name; then those YAML spells otherwise.
@@ -279,6 +299,8 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
             if self.shrink_guard is None
             else ShrinkGuard(self.shrink_guard.max_loss_fraction, self.shrink_guard.min_stored_rows),
             translator=_ComponentTranslator(self),
+            text_hash_key=dg.EnvVar(self.text_hash_key_env_var),
+            text_rewrite=None if self.text_rewrite is None else imported_function(self.text_rewrite, "text_rewrite"),
         )
         built = build_cloudglue_assets(**arguments)
         account = self.account

@@ -49,14 +49,21 @@ __all__ = [
 ColumnDtype = Literal["string", "Int64", "Float64", "datetime64[ns, UTC]", "datetime64[us]"]
 """The pandas dtypes the contracts use (a new one is added here, and to the warehouses' mappings)."""
 
+TextKind = Literal["text", "json"]
+"""How a column holds the API's texts: one text, or JSON whose string values are texts (:mod:`.texts`)."""
+
 
 @dataclass(frozen=True)
 class Column:
-    """One column of a table's contract: name, pandas dtype, and what it holds."""
+    """One column of a table's contract: name, pandas dtype, and what it holds.
+
+    ``text`` marks a column holding the API's texts (None: no text): what ``text_storage``
+    rewrites (:mod:`.texts`)."""
 
     name: str
     dtype: ColumnDtype
     description: str
+    text: TextKind | None = None
 
 
 COST_COLUMNS: tuple[Column, ...] = (
@@ -79,12 +86,14 @@ CHAT_COMPLETIONS_COLUMNS: tuple[Column, ...] = (
     Column("temperature", "Float64", "payload.temperature; null when absent."),
     Column("message_count", "Int64", "Number of messages in the prompt (payload.messages)."),
     Column("choice_count", "Int64", "Number of choices in the answer."),
-    Column("prompt", "string", "Content of the last user message of the prompt; null if there is none."),
-    Column("response", "string", "Content of the first choice; null if there are no choices."),
+    Column("prompt", "string", "Content of the last user message of the prompt; null if there is none.", text="text"),
+    Column("response", "string", "Content of the first choice; null if there are no choices.", text="text"),
     Column("collections", "string", "payload.collections as a JSON array of collection ids."),
-    Column("filter", "string", "payload.filter as JSON; null when absent."),
-    Column("payload_messages", "string", "payload.messages as the API's JSON array."),
-    Column("choices", "string", "choices as the API's JSON array ({index, message: {role, content[, name]}})."),
+    Column("filter", "string", "payload.filter as JSON; null when absent.", text="json"),
+    Column("payload_messages", "string", "payload.messages as the API's JSON array.", text="json"),
+    Column(
+        "choices", "string", "choices as the API's JSON array ({index, message: {role, content[, name]}}).", text="json"
+    ),
 )
 
 TOKEN_USAGE_COLUMNS: tuple[Column, ...] = (
@@ -134,8 +143,8 @@ CHAT_MESSAGES_COLUMNS: tuple[Column, ...] = (
     Column("position", "Int64", "0-based position in the prompt's messages, or in the choices as the API listed them."),
     Column("choice_index", "Int64", "The choice's index as the API gave it; null for prompt messages."),
     Column("role", "string", "system, user or assistant."),
-    Column("name", "string", "The message's name; null when absent."),
-    Column("content", "string", "The message's text."),
+    Column("name", "string", "The message's name; null when absent.", text="text"),
+    Column("content", "string", "The message's text.", text="text"),
 )
 
 TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")

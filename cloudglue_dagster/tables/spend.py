@@ -58,7 +58,7 @@ RESPONSES_COLUMNS: tuple[Column, ...] = (
         " responses is read again until none remain); null when absent.",
     ),
     Column("model", "string", "The model; null when absent."),
-    Column("instructions", "string", "The system instructions; null when absent."),
+    Column("instructions", "string", "The system instructions; null when absent.", text="text"),
     Column("input_tokens", "Int64", "Input tokens; null when not reported (yet)."),
     Column("output_tokens", "Int64", "Output tokens; null when not reported (yet)."),
     Column("total_tokens", "Int64", "Total tokens as reported by the API; null when not reported (yet)."),

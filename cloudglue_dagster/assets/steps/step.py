@@ -28,8 +28,9 @@ from cloudglue_dagster.api.days import ReopenedDay, UTCDay
 from cloudglue_dagster.assets.checks import recorded_row_counts
 from cloudglue_dagster.assets.guards import ShrinkGuard, ShrinkRefusedError
 from cloudglue_dagster.assets.masking import Masker
-from cloudglue_dagster.assets.metadata import column_lineage
+from cloudglue_dagster.assets.metadata import column_lineage, column_schema
 from cloudglue_dagster.assets.run_control import TerminationWatch, step_errors, wait_for_step_retry
+from cloudglue_dagster.assets.text_storage import TextSettings
 from cloudglue_dagster.tables.frames import empty_frame
 from cloudglue_dagster.tables.streams import (
     DayRows,
@@ -41,6 +42,7 @@ from cloudglue_dagster.tables.streams import (
     committed_summary,
     supports_days,
 )
+from cloudglue_dagster.tables.texts import stored_texts
 
 from .api_days import ApiDays, Fetched
 from .base import Recorder, resume_runs, run_days
@@ -63,6 +65,7 @@ class StepSettings:
         resource_key, io_manager_key: the resources' keys.
         retry_policy, shrink_guard, max_held_bytes: the factory's options.
         op_name: the step's name (what run config addresses).
+        texts: what the tables keep of the API's texts (``text_storage``, its key and hook).
     """
 
     keys: Mapping[str, dg.AssetKey]
@@ -76,6 +79,7 @@ class StepSettings:
     shrink_guard: ShrinkGuard | None
     max_held_bytes: int
     op_name: str
+    texts: TextSettings = TextSettings()
 
 
 class TablesStep:
@@ -193,6 +197,9 @@ class TablesStep:
                 )
 
     def _from_api(self, todo: list[UTCDay], warehouse: Warehouse) -> Iterator[Item]:
+        # Before any request: a missing hash key fails the run now, not after the sweep.
+        texts = self.settings.texts.policy()
+        source_columns = self.settings.tables[self.source].columns
         witness = self._witness(todo, warehouse)
         self.api = ApiDays(
             self.context,
@@ -207,7 +214,8 @@ class TablesStep:
         )
         for item in self.api.days(todo):
             if isinstance(item, Fetched):
-                rows = self.settings.source.frame(item.day.completions)
+                # The texts rewritten once, here: every table, preview and check is built from these rows.
+                rows = stored_texts(self.settings.source.frame(item.day.completions), source_columns, texts)
                 yield DayRows(item.day.day, self._frames(rows), provisional=item.provisional)
             else:
                 if isinstance(item, ReopenedDay):
@@ -272,6 +280,7 @@ class TablesStep:
         for table, recorder in self.recorders.items():
             describe = self.settings.tables[table].describe
             metadata, outcomes = describe(rows.frames[table], source, rows.day.key, rows.day, self.masker.text)
+            metadata["dagster/column_schema"] = column_schema(self.settings.tables[table].columns)  # as stored
             stored = rows.metadata.get(table, {})
             recorder.record(rows.day.key, {**metadata, **self.lineage[table], **stored}, outcomes, resumed_from)
 

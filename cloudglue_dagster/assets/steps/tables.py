@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dagster as dg
@@ -39,6 +39,7 @@ from cloudglue_dagster.tables.frames import (
 )
 from cloudglue_dagster.tables.prices import Prices
 from cloudglue_dagster.tables.spend import RESPONSES_COLUMNS, responses_frame
+from cloudglue_dagster.tables.texts import described
 from cloudglue_dagster.tables.usage import collection_usage_frame, token_usage_frame
 
 __all__ = ["CHAT", "RESPONSES", "Described", "Source", "Table", "sources_for", "tables_for"]
@@ -207,9 +208,17 @@ def sources_for(prices: Prices) -> dict[str, Source]:
     }
 
 
-def tables_for(prices: Prices, in_progress_limit_hours: float | None = None) -> dict[str, Table]:
+def tables_for(
+    prices: Prices, in_progress_limit_hours: float | None = None, text_storage: str = "full"
+) -> dict[str, Table]:
     """Every table a step writes, priced with ``prices`` (USD per million tokens), in build
-    order; ``in_progress_limit_hours`` ages the responses' in-progress rows (None: never stuck)."""
+    order; ``in_progress_limit_hours`` ages the responses' in-progress rows (None: never stuck);
+    each text column's description says what it holds under ``text_storage``."""
+    tables = _tables(prices, in_progress_limit_hours)
+    return {name: replace(t, columns=described(t.columns, text_storage)) for name, t in tables.items()}
+
+
+def _tables(prices: Prices, in_progress_limit_hours: float | None) -> dict[str, Table]:
     return {
         CHAT: Table(
             name=CHAT,

@@ -1,0 +1,281 @@
+"""``text_storage``: what the tables keep of the API's texts, under each setting, and its hostile inputs.
+
+The frames come from the emulator's records over real HTTP; the runs are real Dagster runs into
+a real DuckDB file. The CLI runs that grep DAGSTER_HOME are in test_text_storage_runs.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import pytest
+from support.pipeline import Pipeline
+
+from cloudglue_dagster import CloudglueClient, CloudglueConfigError, build_cloudglue_assets
+from cloudglue_dagster.emulator import Dataset, Emulator
+from cloudglue_dagster.emulator.responses import ResponsesDataset
+from cloudglue_dagster.tables.frames import CHAT_COMPLETIONS_COLUMNS, chat_completions_frame, chat_messages_frame
+from cloudglue_dagster.tables.spend import RESPONSES_COLUMNS
+from cloudglue_dagster.tables.texts import (
+    STRUCTURE_KEYS,
+    TextPolicy,
+    TextRewriteError,
+    stored_texts,
+    text_hash,
+)
+
+KEY = "k3y-for-the-text-hashes-0123456789"
+HEX64 = re.compile(r"[0-9a-f]{64}")
+TEXT_COLUMNS = ["prompt", "response", "filter", "payload_messages", "choices"]
+JSON_COLUMNS = ["filter", "payload_messages", "choices"]
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+
+
+@pytest.fixture(scope="module")
+def chat() -> pd.DataFrame:
+    """Three days of the emulator's completions, as chat_completions_frame builds them."""
+    with Emulator(Dataset(dt.date(2026, 1, 1), dt.date(2026, 1, 3), per_day=60, seed=4), api_key="emulator-key") as emu:
+        client = CloudglueClient("emulator-key", emu.base_url)
+        records = list(
+            client.iter_chat_completions(created_after=dt.date(2025, 12, 31), created_before=dt.date(2026, 1, 4))
+        )
+    return chat_completions_frame(records)
+
+
+def json_leaves(value: Any, key: str | None = None) -> list[tuple[str | None, Any]]:
+    """Every (key, string or null value) of a JSON value."""
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in json_leaves(item, key)]
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in json_leaves(v, k)]
+    return [(key, value)] if value is None or isinstance(value, str) else []
+
+
+def skeleton(cell: Any) -> Any:
+    """A JSON cell with its texts blanked: what every setting must keep."""
+    if cell is None or cell is pd.NA:
+        return None
+
+    def blank(value: Any, key: str | None = None) -> Any:
+        if isinstance(value, list):
+            return [blank(v, key) for v in value]
+        if isinstance(value, dict):
+            return {k: blank(v, k) for k, v in value.items()}
+        text = value is None or isinstance(value, str)  # "none" stores a text as null
+        return "<text>" if text and key not in STRUCTURE_KEYS else value
+
+    return blank(json.loads(cell))
+
+
+def test_the_hash_is_hmac_sha256_of_the_text_under_the_key_as_hex() -> None:
+    text = "Where does the speaker mention the launch? café 東京"
+    expected = hmac.new(KEY.encode(), text.encode(), "sha256").hexdigest()
+    assert text_hash(text, KEY) == text_hash(text, KEY.encode()) == expected
+    assert text_hash(text, f"  {KEY}\n") == expected  # a key read from a file keeps its line break
+    assert text_hash(text, KEY + "x") != expected and text_hash(text + " ", KEY) != expected
+    assert HEX64.fullmatch(text_hash("\ud800 a lone surrogate, which JSON can carry", KEY))
+
+
+def test_full_storage_without_a_hook_returns_the_same_frame(chat: pd.DataFrame) -> None:
+    assert stored_texts(chat, CHAT_COMPLETIONS_COLUMNS, TextPolicy()) is chat
+
+
+@pytest.mark.parametrize("storage", ["hash", "none"])
+def test_every_text_is_replaced_and_everything_else_is_kept(chat: pd.DataFrame, storage: str) -> None:
+    stored = stored_texts(chat, CHAT_COMPLETIONS_COLUMNS, TextPolicy(storage, KEY.encode()))  # type: ignore[arg-type]
+    assert list(stored.dtypes) == list(chat.dtypes) and len(stored) == len(chat)
+    others = [c for c in chat.columns if c not in TEXT_COLUMNS]
+    pd.testing.assert_frame_equal(stored[others], chat[others])
+    for column in ("prompt", "response"):
+        before, after = chat[column], stored[column]
+        if storage == "none":
+            assert after.isna().all()
+        else:
+            assert after.isna().equals(before.isna())
+            assert [text_hash(t, KEY) for t in before.dropna()] == list(after.dropna())
+    for column in JSON_COLUMNS:
+        assert [skeleton(c) for c in stored[column]] == [skeleton(c) for c in chat[column]], column
+        texts = [
+            v for cell in stored[column].dropna() for k, v in json_leaves(json.loads(cell)) if k not in STRUCTURE_KEYS
+        ]
+        assert texts, column
+        assert all(v is None for v in texts) if storage == "none" else all(HEX64.fullmatch(v) for v in texts), column
+    assert chat["filter"].notna().any() and (chat["message_count"] > 1).any()
+
+
+def test_hashed_texts_join_across_columns_and_tables(chat: pd.DataFrame) -> None:
+    """The prompt column, the prompt's message in payload_messages and chat_messages' content
+    hold the same value for the same text; chat_messages keeps its rows, roles and positions."""
+    stored = stored_texts(chat, CHAT_COMPLETIONS_COLUMNS, TextPolicy("hash", KEY.encode()))
+    messages, plain = chat_messages_frame(stored), chat_messages_frame(chat)
+    assert len(messages) == len(plain)
+    kept = ["date", "completion_id", "source", "position", "choice_index", "role"]
+    pd.testing.assert_frame_equal(messages[kept], plain[kept])
+    assert messages["content"].tolist() == [text_hash(t, KEY) for t in plain["content"]]
+    assert messages["name"].isna().equals(plain["name"].isna()) and plain["name"].notna().any()
+    last_user = messages[messages["role"] == "user"].groupby("completion_id")["content"].last()
+    assert (stored.set_index("id")["prompt"].loc[last_user.index] == last_user).all()
+
+
+def test_a_rewrite_hook_applies_to_every_text_once_and_alike_in_every_column(chat: pd.DataFrame) -> None:
+    """The hook sees every text of the text columns (each distinct text once a day) and its
+    answer is what is stored: in prompt, in payload_messages and so in chat_messages."""
+    seen: list[str] = []
+
+    def redact(text: str) -> str:
+        seen.append(text)
+        return "[redacted] " + text[:3]
+
+    stored = stored_texts(chat, CHAT_COMPLETIONS_COLUMNS, TextPolicy(rewrite=redact))
+    assert len(seen) == len(set(seen))
+    assert set(stored["prompt"].dropna()) == {"[redacted] " + t[:3] for t in chat["prompt"].dropna()}
+    messages = chat_messages_frame(stored)
+    assert messages["content"].str.startswith("[redacted] ").all()
+    assert (messages.loc[messages["name"].notna(), "name"].str.startswith("[redacted] ")).all()
+    leaves = [v for c in stored["filter"].dropna() for k, v in json_leaves(json.loads(c)) if k not in STRUCTURE_KEYS]
+    assert leaves and all(v.startswith("[redacted] ") for v in leaves)
+    # With hash, the hook's answer is what is hashed.
+    hashed = stored_texts(chat, CHAT_COMPLETIONS_COLUMNS, TextPolicy("hash", KEY.encode(), redact))
+    assert set(hashed["prompt"].dropna()) == {text_hash("[redacted] " + t[:3], KEY) for t in chat["prompt"].dropna()}
+
+
+def test_a_hook_redacting_e_mail_addresses_keeps_the_rest_of_the_text() -> None:
+    frame = pd.DataFrame({c.name: pd.array([], dtype=c.dtype) for c in RESPONSES_COLUMNS})
+    frame = pd.concat(
+        [frame, pd.DataFrame({"id": ["resp_1", "resp_2"], "instructions": ["Write to ana@example.com today.", None]})],
+        ignore_index=True,
+    ).astype({c.name: c.dtype for c in RESPONSES_COLUMNS})
+    stored = stored_texts(frame, RESPONSES_COLUMNS, TextPolicy(rewrite=lambda t: EMAIL.sub("<email>", t)))
+    assert stored["instructions"].tolist()[0] == "Write to <email> today."
+    assert stored["instructions"].isna().tolist() == [False, True]
+
+
+def test_a_hook_returning_none_stores_null_and_one_returning_a_non_text_fails_naming_the_row(
+    chat: pd.DataFrame,
+) -> None:
+    stored = stored_texts(chat, CHAT_COMPLETIONS_COLUMNS, TextPolicy(rewrite=lambda t: None))
+    assert stored["prompt"].isna().all() and stored["response"].isna().all()
+    with pytest.raises(TextRewriteError, match=r"must return a str or None, got int .* column 'prompt' of row '"):
+        stored_texts(chat, CHAT_COMPLETIONS_COLUMNS, TextPolicy(rewrite=lambda t: 42))  # type: ignore[arg-type,return-value]
+
+
+def test_a_failing_hook_fails_without_showing_the_text_unless_texts_are_stored_anyway(chat: pd.DataFrame) -> None:
+    def quoting(text: str) -> str:
+        raise ValueError(f"cannot redact {text!r}")
+
+    with pytest.raises(TextRewriteError) as hashed:
+        stored_texts(chat, CHAT_COMPLETIONS_COLUMNS, TextPolicy("hash", KEY.encode(), quoting))
+    first = chat["prompt"].dropna().iloc[0]
+    assert "ValueError" in str(hashed.value) and "not shown" in str(hashed.value)
+    assert first[:20] not in str(hashed.value) and hashed.value.__cause__ is None and hashed.value.__suppress_context__
+    with pytest.raises(TextRewriteError) as full:
+        stored_texts(chat, CHAT_COMPLETIONS_COLUMNS, TextPolicy("full", None, quoting))
+    assert isinstance(full.value.__cause__, ValueError)
+
+
+def test_a_json_cell_that_is_not_json_is_one_text(chat: pd.DataFrame) -> None:
+    broken = chat.head(3).assign(filter=pd.array(["{not json", None, '{"a": "b"}'], dtype="string"))
+    stored = stored_texts(broken, CHAT_COMPLETIONS_COLUMNS, TextPolicy("hash", KEY.encode()))
+    assert stored["filter"].tolist()[0] == text_hash("{not json", KEY) and stored["filter"].isna().tolist()[1]
+    assert json.loads(stored["filter"].tolist()[2]) == {"a": text_hash("b", KEY)}
+
+
+# -- the options: checked at load, the key never shown ---------------------------------------------
+
+
+def build(**options: Any) -> Any:
+    return build_cloudglue_assets(start_date="2026-01-01", **options)
+
+
+def test_a_bad_setting_fails_at_load_naming_the_choices() -> None:
+    with pytest.raises(CloudglueConfigError, match=r"text_storage must be one of full, hash, none; got 'hashed'"):
+        build(text_storage="hashed")
+    with pytest.raises(CloudglueConfigError, match=r"text_rewrite must be a function .* got str"):
+        build(text_rewrite="my_module:redact")
+
+
+def test_a_short_key_fails_at_load_without_being_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(CloudglueConfigError, match=r"the hash key \(text_hash_key\) has 9 characters") as literal:
+        build(text_storage="hash", text_hash_key="short-key")
+    assert "short-key" not in str(literal.value)
+    monkeypatch.setenv("MY_TEXT_KEY", "tiny-secret")
+    with pytest.raises(CloudglueConfigError, match=r"environment variable MY_TEXT_KEY\) has 11 characters") as env:
+        build(text_storage="hash", text_hash_key=dg.EnvVar("MY_TEXT_KEY"))
+    assert "tiny-secret" not in str(env.value)
+    build(text_storage="full", text_hash_key=dg.EnvVar("MY_TEXT_KEY"))  # not used: not checked
+
+
+def test_a_variable_name_given_as_the_key_is_refused_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEAM_TEXT_HASH_KEY", KEY)
+    with pytest.raises(CloudglueConfigError, match=r"pass dg.EnvVar\('TEAM_TEXT_HASH_KEY'\)"):
+        build(text_storage="hash", text_hash_key="TEAM_TEXT_HASH_KEY")
+
+
+def test_the_key_is_in_no_repr_and_in_no_definition(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudglue_dagster.assets.options import AssetOptions
+
+    options = AssetOptions.of(start_date="2026-01-01", text_storage="hash", text_hash_key=KEY)
+    assert KEY not in repr(options) and KEY not in repr(options.text_settings)
+    assert KEY not in repr(options.text_settings.policy())
+    defs = build(text_storage="hash", text_hash_key=KEY).definitions()
+    specs = [spec for a in defs.assets or [] for spec in a.specs]  # type: ignore[union-attr]
+    assert specs and all(KEY not in repr(spec) for spec in specs)
+
+
+def test_the_column_schema_says_what_each_text_column_holds() -> None:
+    built = build(text_storage="hash")
+    spec = next(s for s in built.assets_def.specs if s.key == built.keys["chat_completions"])
+    described = {c.name: c.description for c in spec.metadata["dagster/column_schema"].columns}
+    assert described["prompt"].endswith("Under text_storage='hash': its HMAC-SHA256 (64 hex digits).")
+    assert "each text in it replaced by its HMAC-SHA256" in described["payload_messages"]
+    assert "text_storage" not in described["id"]
+    full = next(s for s in build().assets_def.specs if s.key == built.keys["chat_completions"])
+    assert all("text_storage" not in c.description for c in full.metadata["dagster/column_schema"].columns)
+
+
+# -- real runs -------------------------------------------------------------------------------------
+
+FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
+
+
+@pytest.fixture(scope="module")
+def emu() -> Any:
+    responses = ResponsesDataset(FIRST - dt.timedelta(days=1), LAST + dt.timedelta(days=1), per_day=6, seed=5)
+    dataset = Dataset(FIRST - dt.timedelta(days=1), LAST + dt.timedelta(days=1), per_day=12, seed=5)
+    with Emulator(dataset, responses=responses, api_key="sk-cloudglue-test-0123456789abcdef") as running:
+        yield running
+
+
+def test_a_hash_run_without_its_key_fails_at_once_before_any_request(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLOUDGLUE_TEXT_HASH_KEY", raising=False)
+    pipeline = Pipeline(emu, tmp_path / "w.duckdb", FIRST.isoformat(), text_storage="hash")
+    before = len(emu.request_log)
+    result = pipeline.materialize(FIRST.isoformat(), raise_on_error=False)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    message = failure.step_failure_data.error.to_string()
+    assert "CloudglueConfigError" in message and "CLOUDGLUE_TEXT_HASH_KEY is not set" in message
+    assert len(emu.request_log) == before
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def test_a_run_of_the_derived_tables_alone_needs_no_key(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDGLUE_TEXT_HASH_KEY", KEY)
+    pipeline = Pipeline(emu, tmp_path / "w.duckdb", FIRST.isoformat(), text_storage="hash")
+    assert pipeline.materialize(FIRST.isoformat()).success
+    monkeypatch.delenv("CLOUDGLUE_TEXT_HASH_KEY")
+    token_usage = [pipeline.built.keys["chat_messages"], pipeline.built.keys["token_usage"]]
+    assert pipeline.materialize(FIRST.isoformat(), selection=token_usage).success
+    contents = pipeline.table("chat_messages")["content"]
+    assert len(contents) and contents.str.fullmatch(HEX64.pattern).all()
