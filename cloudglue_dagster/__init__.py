@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cloudglue_dagster.components.component import CloudglueComponent
     from cloudglue_dagster.io_managers.duckdb import CloudglueDuckDBIOManager
     from cloudglue_dagster.tables.prices import ModelPrice
+    from cloudglue_dagster.tables.texts import text_hash
 
     from .errors import (
         AuthenticationError,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
         NotFoundError,
         ResponseTooLargeError,
         RetriesExhaustedError,
+        TextRewriteError,
         WindowTooLargeError,
         is_transient,
     )
@@ -70,10 +72,12 @@ _HOME = {
     "RetriesExhaustedError": "errors",
     "ShrinkGuard": "assets.guards",
     "ShrinkRefusedError": "assets.guards",
+    "TextRewriteError": "errors",
     "Usage": "api.models",
     "WindowTooLargeError": "errors",
     "build_cloudglue_assets": "assets.factory",
     "is_transient": "errors",
+    "text_hash": "tables.texts",
 }
 """Each public name -> the module that defines it."""
 
@@ -108,10 +112,12 @@ __all__ = [
     "RetriesExhaustedError",
     "ShrinkGuard",
     "ShrinkRefusedError",
+    "TextRewriteError",
     "Usage",
     "WindowTooLargeError",
     "build_cloudglue_assets",
     "is_transient",
+    "text_hash",
 ]
 
 

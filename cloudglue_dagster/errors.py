@@ -32,6 +32,7 @@ __all__ = [
     "NotFoundError",
     "ResponseTooLargeError",
     "RetriesExhaustedError",
+    "TextRewriteError",
     "WindowTooLargeError",
     "is_transient",
 ]
@@ -330,3 +331,10 @@ class WindowTooLargeError(CloudglueError):
         self.total = total
         self.offset = offset
         self.max_window_records = max_window_records
+
+
+class TextRewriteError(CloudglueError):
+    """The ``text_rewrite`` hook (see ``text_storage``) raised, or returned something other than
+    a text or None. Permanent: the same text would fail again. Names the column and the record's
+    id, never the text; under ``text_storage="hash"`` not the hook's message either (it may quote
+    the text)."""

@@ -18,7 +18,13 @@ import pandas as pd
 import pytest
 from support.pipeline import Pipeline
 
-from cloudglue_dagster import CloudglueClient, CloudglueConfigError, build_cloudglue_assets
+from cloudglue_dagster import (
+    CloudglueClient,
+    CloudglueConfigError,
+    TextRewriteError,
+    build_cloudglue_assets,
+    text_hash,
+)
 from cloudglue_dagster.emulator import Dataset, Emulator
 from cloudglue_dagster.emulator.responses import ResponsesDataset
 from cloudglue_dagster.tables.frames import CHAT_COMPLETIONS_COLUMNS, chat_completions_frame, chat_messages_frame
@@ -26,9 +32,7 @@ from cloudglue_dagster.tables.spend import RESPONSES_COLUMNS
 from cloudglue_dagster.tables.texts import (
     STRUCTURE_KEYS,
     TextPolicy,
-    TextRewriteError,
     stored_texts,
-    text_hash,
 )
 
 KEY = "k3y-for-the-text-hashes-0123456789"

@@ -34,7 +34,7 @@ from typing import Any, Literal, get_args
 import msgspec
 import pandas as pd
 
-from cloudglue_dagster.errors import CloudglueConfigError, CloudglueError
+from cloudglue_dagster.errors import CloudglueConfigError, TextRewriteError
 
 from .frames import Column
 
@@ -44,7 +44,6 @@ __all__ = [
     "TEXT_STORAGES",
     "TextPolicy",
     "TextRewrite",
-    "TextRewriteError",
     "TextStorage",
     "check_hash_key",
     "described",
@@ -74,11 +73,6 @@ _HOW = {
         "none": "each text in it replaced by null",
     },
 }
-
-
-class TextRewriteError(CloudglueError):
-    """The ``text_rewrite`` hook raised, or returned something other than a text or None.
-    Permanent: the same text would fail again. The text itself is never in the message."""
 
 
 def text_hash(text: str, key: bytes | str) -> str:
