@@ -31,10 +31,9 @@ from typing import Any
 
 import dagster as dg
 import pytest
-from dagster_shared.serdes.serdes import serialize_value
 from pydantic import ValidationError
 from support.hostile_server import HostileProxy
-from support.leaks import assert_no_encoding, assert_no_leak, hostile_key
+from support.leaks import assert_no_encoding, assert_no_leak, hostile_key, what_the_run_left
 from support.reliability import (
     RETRYABLE_FAULTS,
     Seen,
@@ -464,30 +463,6 @@ def run_against_a_lying_server(
             materialize_cmd("--partition-range", LYING_RANGE), env=env, capture_output=True, timeout=300
         )
     return done, home, database
-
-
-def what_the_run_left(
-    done: subprocess.CompletedProcess[bytes], home: Path
-) -> tuple[list[Any], list[tuple[str, bytes]]]:
-    """The run's event log, and everything the run left to be read, each with where it is:
-    the CLI's output, the raw bytes of every file under DAGSTER_HOME (compute logs, SQLite run
-    and event storage), each event serialized (log lines; the metadata of materializations,
-    observations and check evaluations; a failure's error with its cause chain)."""
-    instance = dg.DagsterInstance.from_config(str(home))
-    try:
-        (run,) = instance.get_runs()
-        records = list(instance.all_logs(run.run_id))
-    finally:
-        instance.dispose()
-    left = [("the CLI's stdout", done.stdout), ("the CLI's stderr", done.stderr)]
-    left += [(str(p.relative_to(home)), p.read_bytes()) for p in sorted(home.rglob("*")) if p.is_file()]
-    left += [(f"event {i} ({r.user_message[:40]!r})", serialize_value(r).encode()) for i, r in enumerate(records)]
-    for record in records:
-        materialization = record.asset_materialization
-        if materialization is not None:
-            where = f"the metadata of {materialization.asset_key.to_user_string()} {materialization.partition}"
-            left.append((where, serialize_value(materialization.metadata).encode()))
-    return records, left
 
 
 def metadata_of(records: list[Any], table: str) -> list[dict[str, Any]]:

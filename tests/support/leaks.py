@@ -5,7 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote, quote_plus
+
+import dagster as dg
+from dagster_shared.serdes.serdes import serialize_value
 
 FRAGMENT = 16
 """Characters of a secret that are a leak on their own: a text cut short (a 40-character
@@ -45,3 +51,27 @@ def assert_no_leak(text: str | bytes, secret: str, where: str) -> None:
     data = text if isinstance(text, bytes) else text.encode()
     cut = [form for form in fragments(secret) if form in data]
     assert not cut, f"a part of the secret leaked into {where}: {cut[0][:8]!r}..."
+
+
+def what_the_run_left(
+    done: subprocess.CompletedProcess[bytes], home: Path
+) -> tuple[list[Any], list[tuple[str, bytes]]]:
+    """The run's event log, and everything the run left to be read, each with where it is:
+    the CLI's output, the raw bytes of every file under DAGSTER_HOME (compute logs, SQLite run
+    and event storage), each event serialized (log lines; the metadata of materializations,
+    observations and check evaluations; a failure's error with its cause chain)."""
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        (run,) = instance.get_runs()
+        records = list(instance.all_logs(run.run_id))
+    finally:
+        instance.dispose()
+    left = [("the CLI's stdout", done.stdout), ("the CLI's stderr", done.stderr)]
+    left += [(str(p.relative_to(home)), p.read_bytes()) for p in sorted(home.rglob("*")) if p.is_file()]
+    left += [(f"event {i} ({r.user_message[:40]!r})", serialize_value(r).encode()) for i, r in enumerate(records)]
+    for record in records:
+        materialization = record.asset_materialization
+        if materialization is not None:
+            where = f"the metadata of {materialization.asset_key.to_user_string()} {materialization.partition}"
+            left.append((where, serialize_value(materialization.metadata).encode()))
+    return records, left
