@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 import pytest
-from support.pipeline import Pipeline
+from support.pipeline import Pipeline, read_table
 
 from cloudglue_dagster import (
     CloudglueClient,
@@ -251,8 +251,9 @@ FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
 
 @pytest.fixture(scope="module")
 def emu() -> Any:
-    responses = ResponsesDataset(FIRST - dt.timedelta(days=1), LAST + dt.timedelta(days=1), per_day=6, seed=5)
-    dataset = Dataset(FIRST - dt.timedelta(days=1), LAST + dt.timedelta(days=1), per_day=12, seed=5)
+    before, after = FIRST - dt.timedelta(days=1), LAST + dt.timedelta(days=1)
+    responses = ResponsesDataset(before, after, per_day=6, seed=5, empty_days=())
+    dataset = Dataset(before, after, per_day=12, seed=5, empty_days=())
     with Emulator(dataset, responses=responses, api_key="sk-cloudglue-test-0123456789abcdef") as running:
         yield running
 
@@ -283,3 +284,133 @@ def test_a_run_of_the_derived_tables_alone_needs_no_key(
     assert pipeline.materialize(FIRST.isoformat(), selection=token_usage).success
     contents = pipeline.table("chat_messages")["content"]
     assert len(contents) and contents.str.fullmatch(HEX64.pattern).all()
+
+
+# -- YAML and the bundled definitions ------------------------------------------------------------
+
+REDACT_MODULE = """
+import re
+
+EMAIL = re.compile(r"[\\w.+-]+@[\\w-]+\\.[\\w.]+")
+
+
+def redact_emails(text):
+    return EMAIL.sub("<email>", text)
+"""
+
+
+def test_yaml_hashes_with_the_named_variable_after_the_imported_hook(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dagster.components.testing import create_defs_folder_sandbox
+
+    (tmp_path / "team_redact.py").write_text(REDACT_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("ACME_KEY", "sk-cloudglue-test-0123456789abcdef")
+    monkeypatch.setenv("ACME_TEXT_KEY", KEY)
+    database = tmp_path / "w.duckdb"
+    attributes = {
+        "account": {"api_key_env_var": "ACME_KEY", "base_url": emu.base_url},
+        "start_date": FIRST.isoformat(),
+        "io_manager": {"duckdb_path": str(database)},
+        "text_storage": "hash",
+        "text_hash_key_env_var": "ACME_TEXT_KEY",
+        "text_rewrite": "team_redact:redact_emails",
+    }
+    with create_defs_folder_sandbox() as sandbox:
+        folder = sandbox.defs_folder_path / "acme"
+        folder.mkdir()
+        (folder / "defs.yaml").write_text(
+            json.dumps({"type": "cloudglue_dagster.CloudglueComponent", "attributes": attributes})
+        )
+        with sandbox.build_all_defs() as defs:
+            job = defs.resolve_job_def("cloudglue_daily")
+            assert job.execute_in_process(
+                instance=dg.DagsterInstance.ephemeral(), partition_key=FIRST.isoformat()
+            ).success
+    import team_redact  # type: ignore[import-not-found]
+
+    stored = read_table(database, "chat_completions")
+    served = {r["id"]: r for r in emu.dataset.records(FIRST, "ms")}
+    assert set(stored["id"]) == set(served)
+    for row in stored.itertuples():
+        users = [m["content"] for m in served[row.id]["payload"]["messages"] if m["role"] == "user"]
+        assert row.prompt == text_hash(team_redact.redact_emails(users[-1]), KEY)
+    instructions = read_table(database, "responses")["instructions"].dropna()
+    assert len(instructions) and instructions.str.fullmatch(HEX64.pattern).all()
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        (
+            {"text_hash_key_env_var": "sk-9f8e7d6c5b4a39281706"},
+            "text_hash_key_env_var must be the NAME of an environment",
+        ),
+        ({"text_rewrite": "no_such_team_module:redact"}, "text_rewrite: cannot import 'no_such_team_module'"),
+        ({"text_rewrite": "json:no_such_function"}, "text_rewrite: 'json' has no 'no_such_function'"),
+        ({"text_rewrite": "json:__doc__"}, "is a str, not a function"),
+        ({"text_rewrite": "redact"}, "text_rewrite must be an import path"),
+    ],
+)
+def test_yaml_mistakes_fail_at_load_naming_the_key(attributes: dict[str, Any], message: str) -> None:
+    from dagster.components.testing.utils import component_defs
+
+    from cloudglue_dagster import CloudglueComponent
+
+    component = CloudglueComponent.model_validate(
+        {"account": {"api_key_env_var": "K"}, "start_date": "2026-01-01", "text_storage": "hash", **attributes}
+    )
+    with pytest.raises(CloudglueConfigError) as failure:
+        component_defs(component=component)
+    assert message in str(failure.value)
+    assert "sk-9f8e7d6c5b4a39281706" not in str(failure.value)
+
+
+def test_yaml_refuses_a_setting_that_is_not_one_of_the_three() -> None:
+    from pydantic import ValidationError
+
+    from cloudglue_dagster import CloudglueComponent
+
+    with pytest.raises(ValidationError, match="text_storage"):
+        CloudglueComponent.model_validate(
+            {"account": {"api_key_env_var": "K"}, "start_date": "2026-01-01", "text_storage": "hashed"}
+        )
+
+
+def test_the_bundled_definitions_read_the_setting_and_never_show_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudglue_dagster import definitions as definitions_module
+
+    monkeypatch.setenv("CLOUDGLUE_TEXT_STORAGE", "none")
+    defs = definitions_module.build_definitions()
+    spec = next(s for a in defs.assets or [] for s in a.specs if s.key.path[-1] == "chat_completions")  # type: ignore[union-attr]
+    assert any("text_storage='none'" in (c.description or "") for c in spec.metadata["dagster/column_schema"].columns)
+    monkeypatch.setenv("CLOUDGLUE_TEXT_STORAGE", "hash")
+    monkeypatch.setenv("CLOUDGLUE_TEXT_HASH_KEY", "short-secret")
+    with pytest.raises(CloudglueConfigError) as short:
+        definitions_module.build_definitions()
+    assert "CLOUDGLUE_TEXT_HASH_KEY) has 12 characters" in str(short.value)
+    assert "CLOUDGLUE_TEXT_STORAGE='hash'" in str(short.value)  # the settings read are listed...
+    assert "short-secret" not in str(short.value)  # ...but not the key
+    monkeypatch.setenv("CLOUDGLUE_TEXT_STORAGE", "HASHED")
+    with pytest.raises(CloudglueConfigError, match="text_storage must be one of full, hash, none; got 'HASHED'"):
+        definitions_module.build_definitions()
+
+
+def test_every_text_column_is_a_string_and_the_tables_page_lists_each_under_every_setting() -> None:
+    from cloudglue_dagster.tables.frames import CHAT_MESSAGES_COLUMNS
+
+    contracts = {
+        "chat_completions": CHAT_COMPLETIONS_COLUMNS,
+        "chat_messages": CHAT_MESSAGES_COLUMNS,
+        "responses": RESPONSES_COLUMNS,
+    }
+    marked = [f"{table}.{c.name}" for table, columns in contracts.items() for c in columns if c.text]
+    assert all(c.dtype == "string" for columns in contracts.values() for c in columns if c.text)
+    page = (Path(__file__).resolve().parents[1] / "docs" / "tables.md").read_text()
+    section = page.split("<!-- texts -->", 1)[1].split("<!-- /texts -->", 1)[0]
+    rows = re.findall(r"^\| `([a-z_.]+)` \| (.+) \| (.+) \| (.+) \|$", section, flags=re.M)
+    assert [r[0] for r in rows] == marked
+    for name, _full, hashed, none in rows:
+        assert "HMAC-SHA256" in hashed or "hashed" in hashed, name
+        assert "null" in none, name
