@@ -18,23 +18,20 @@ from pydantic import Field
 from cloudglue_dagster.api.days import DEFAULT_MAX_HELD_BYTES
 from cloudglue_dagster.internals import UnresolvedAssetJobDefinition
 from cloudglue_dagster.planner.job import build_plan_job
-from cloudglue_dagster.tables.frames import Column
 from cloudglue_dagster.tables.prices import ModelPrice
 from cloudglue_dagster.tables.spend import LLM_USAGE_COLUMNS
 from cloudglue_dagster.tables.streams import TableTarget
 from cloudglue_dagster.tables.texts import TextStorage
 
 from .automation import Automation, build_automation
-from .checks import chat_check_specs, messages_check_specs
 from .guards import ALLOW_SHRINK_TAG, ShrinkGuard
 from .llm_usage import build_llm_usage_asset, build_llm_usage_check
 from .masking import Masker
-from .metadata import column_schema
 from .options import DEFAULT_POOL, DEFAULT_RETRY_POLICY, DEFAULT_SHRINK_GUARD, AssetOptions
-from .response_checks import responses_check_specs
+from .specs import check_specs, full_spec, table_specs
 from .steps import CHAT, RESPONSES, StepSettings, TablesStep, sources_for, tables_for
 from .text_storage import DEFAULT_TEXT_HASH_KEY
-from .translator import CloudglueTranslator, CloudglueTranslatorData, asset_spec_for, check_distinct_keys
+from .translator import CloudglueTranslator
 from .usage_checks import build_collection_usage_check, build_usage_check
 
 __all__ = [
@@ -254,7 +251,7 @@ def build_cloudglue_assets(
 
 
 def _build(options: AssetOptions) -> CloudglueAssets:
-    specs = _specs(options)
+    specs = table_specs(options)
     keys = {table: spec.key for table, spec in specs.items()}
     assets_def = _step_asset(options, specs, CHAT)
     checks = [
@@ -327,26 +324,6 @@ def _op_name(options: AssetOptions, source: str = CHAT) -> str:
     return f"{options.name}__tables" if source == CHAT else f"{options.name}__{source}"
 
 
-def _specs(options: AssetOptions) -> dict[str, dg.AssetSpec]:
-    specs = {
-        table: asset_spec_for(
-            options.resolved_translator,
-            CloudglueTranslatorData(table, options.prefix, options.group_name, options.storage_kind),
-        )
-        for table in options.tables
-    }
-    check_distinct_keys({table: spec.key for table, spec in specs.items()})
-    return specs
-
-
-def _check_specs(source: str, keys: Mapping[str, dg.AssetKey], options: AssetOptions) -> list[dg.AssetCheckSpec]:
-    if source == RESPONSES:
-        return responses_check_specs(keys[RESPONSES], options.partitions_def)
-    return chat_check_specs(keys[CHAT], options.partitions_def) + messages_check_specs(
-        keys["chat_messages"], options.partitions_def
-    )
-
-
 def _step_asset(options: AssetOptions, all_specs: Mapping[str, dg.AssetSpec], source: str) -> dg.AssetsDefinition:
     """One multi-asset over every table of ``source``'s step: a run may select any of them
     (``can_subset``)."""
@@ -355,7 +332,7 @@ def _step_asset(options: AssetOptions, all_specs: Mapping[str, dg.AssetSpec], so
     keys = {table: spec.key for table, spec in specs.items()}
     deps = {t: [] if t == source else [keys[source]] for t in specs}
     full = {
-        t: _full_spec(options, spec, tables[t].partition_expr, tables[t].columns, deps[t]) for t, spec in specs.items()
+        t: full_spec(options, spec, tables[t].partition_expr, tables[t].columns, deps[t]) for t, spec in specs.items()
     }
     settings = StepSettings(
         keys=keys,
@@ -375,7 +352,7 @@ def _step_asset(options: AssetOptions, all_specs: Mapping[str, dg.AssetSpec], so
     @dg.multi_asset(
         name=settings.op_name,
         specs=list(full.values()),
-        check_specs=_check_specs(source, keys, options),
+        check_specs=check_specs(source, keys, options),
         can_subset=True,
         backfill_policy=options.backfill_policy,
         pool=options.resolved_pool,
@@ -396,7 +373,7 @@ def _step_asset(options: AssetOptions, all_specs: Mapping[str, dg.AssetSpec], so
 
 def _llm_usage_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -> dg.AssetsDefinition:
     keys = {table: spec.key for table, spec in specs.items()}
-    spec = _full_spec(options, specs["llm_usage"], "date", LLM_USAGE_COLUMNS, [])  # its inputs are its deps
+    spec = full_spec(options, specs["llm_usage"], "date", LLM_USAGE_COLUMNS, [])  # its inputs are its deps
     return build_llm_usage_asset(
         spec=spec,
         io_manager_key=options.io_manager_key,
@@ -407,40 +384,4 @@ def _llm_usage_asset(options: AssetOptions, specs: Mapping[str, dg.AssetSpec]) -
         prices=options.price_list,
         name=options.name,
         resource_key=options.resource_key,
-    )
-
-
-def _full_spec(
-    options: AssetOptions,
-    spec: dg.AssetSpec,
-    partition_expr: str,
-    columns: Sequence[Column],
-    deps: Sequence[dg.AssetKey],
-) -> dg.AssetSpec:
-    """The translator's spec, then what the step needs on top of it (merged last, so a spec
-    cannot drop what the I/O manager and the UI read)."""
-    return spec.replace_attributes(
-        metadata={
-            **spec.metadata,
-            "partition_expr": partition_expr,
-            "dagster/column_schema": column_schema(columns),
-        },
-        deps=list(deps),
-        partitions_def=options.partitions_def,
-        skippable=True,
-        freshness_policy=spec.freshness_policy or _freshness_policy(options),
-    ).with_io_manager_key(options.io_manager_key)
-
-
-def _freshness_policy(options: AssetOptions) -> dg.FreshnessPolicy | None:
-    """Dagster's freshness policy from ``freshness_deadline_hour``: a materialization each UTC day
-    between the schedule's hour and the deadline (the daily run loads the day that just ended
-    then). None without a deadline. A translator's own policy wins."""
-    deadline = options.freshness_deadline_hour
-    if deadline is None:
-        return None
-    return dg.FreshnessPolicy.cron(
-        deadline_cron=f"0 {deadline} * * *",
-        lower_bound_delta=dt.timedelta(hours=deadline - options.schedule_hour),
-        timezone="UTC",
     )
