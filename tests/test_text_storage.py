@@ -414,3 +414,25 @@ def test_every_text_column_is_a_string_and_the_tables_page_lists_each_under_ever
     for name, _full, hashed, none in rows:
         assert "HMAC-SHA256" in hashed or "hashed" in hashed, name
         assert "null" in none, name
+
+
+def test_another_io_manager_gets_the_rewritten_rows_too(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through a stock pandas I/O manager (the whole range handed over at the end, not streamed
+    by day) the tables hold what they hold through ours."""
+    from dagster_duckdb_pandas import DuckDBPandasIOManager
+
+    monkeypatch.setenv("CLOUDGLUE_TEXT_HASH_KEY", KEY)
+    pipeline = Pipeline(emu, tmp_path / "w.duckdb", FIRST.isoformat(), text_storage="hash", responses=True)
+    pipeline.resources["io_manager"] = DuckDBPandasIOManager(database=str(pipeline.database), schema="cloudglue")
+    assert pipeline.materialize(FIRST.isoformat(), LAST.isoformat()).success
+    served = {r["id"]: r for d in (FIRST, LAST) for r in emu.dataset.records(d, "ms")}
+    chat = pipeline.table("chat_completions")
+    assert set(chat["id"]) == set(served)
+    for row in chat.itertuples():
+        users = [m["content"] for m in served[row.id]["payload"]["messages"] if m["role"] == "user"]
+        assert row.prompt == text_hash(users[-1], KEY)
+    assert pipeline.table("chat_messages")["content"].str.fullmatch(HEX64.pattern).all()
+    instructions = pipeline.table("responses")["instructions"].dropna()
+    assert len(instructions) and instructions.str.fullmatch(HEX64.pattern).all()
