@@ -436,3 +436,23 @@ def test_another_io_manager_gets_the_rewritten_rows_too(
     assert pipeline.table("chat_messages")["content"].str.fullmatch(HEX64.pattern).all()
     instructions = pipeline.table("responses")["instructions"].dropna()
     assert len(instructions) and instructions.str.fullmatch(HEX64.pattern).all()
+
+
+def test_json_nested_as_deep_as_the_api_parser_takes_is_rewritten_and_deeper_fails_clearly(chat: pd.DataFrame) -> None:
+    """A message may carry fields the API adds later, nested as deep as a page's parser takes
+    (about 990 levels): the texts in them are rewritten without recursion. A cell deeper than
+    this process can decode fails naming the row and the column, not with a RecursionError."""
+    from cloudglue_dagster import InvalidResponseError
+
+    deep: Any = "a text nested deep"
+    for _ in range(900):
+        deep = [deep]
+    cell = json.dumps([{"role": "user", "content": "hello there", "extra": deep}])
+    frame = chat.head(1).assign(payload_messages=pd.array([cell], dtype="string"))
+    stored = stored_texts(frame, CHAT_COMPLETIONS_COLUMNS, TextPolicy("hash", KEY.encode()))
+    assert stored["payload_messages"].iloc[0].count("[") == cell.count("[")
+    assert text_hash("a text nested deep", KEY) in stored["payload_messages"].iloc[0]
+    assert "a text nested deep" not in stored["payload_messages"].iloc[0]
+    too_deep = frame.assign(payload_messages=pd.array(["[" * 5000 + "]" * 5000], dtype="string"))
+    with pytest.raises(InvalidResponseError, match=r"nests too deep .*completion '.*', field 'payload_messages'"):
+        stored_texts(too_deep, CHAT_COMPLETIONS_COLUMNS, TextPolicy("hash", KEY.encode()))

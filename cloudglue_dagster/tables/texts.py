@@ -34,7 +34,7 @@ from typing import Any, Literal, get_args
 import msgspec
 import pandas as pd
 
-from cloudglue_dagster.errors import CloudglueConfigError, TextRewriteError
+from cloudglue_dagster.errors import CloudglueConfigError, InvalidResponseError, TextRewriteError
 
 from .frames import Column
 
@@ -174,15 +174,28 @@ class _Texts:
             value = msgspec.json.decode(cell)
         except msgspec.DecodeError:  # not JSON after all: the whole cell is one text
             return self.one(cell)
+        except RecursionError:  # the API's parser took it, from a shallower stack
+            column, row_id = self.where
+            raise InvalidResponseError(
+                "the JSON nests too deep for its texts to be rewritten", completion_id=row_id, field=column
+            ) from None
         return msgspec.json.encode(self._walk(value)).decode()
 
     def _walk(self, value: Any) -> Any:
+        """``value`` (decoded JSON) with its texts rewritten, in place: a loop, not recursion,
+        so JSON nested as deep as the parser took (about 1,000 levels) is no deeper here."""
         if isinstance(value, str):
             return self.one(value)
-        if isinstance(value, list):
-            return [self._walk(item) for item in value]
-        if isinstance(value, dict):
-            return {k: v if k in STRUCTURE_KEYS and isinstance(v, str) else self._walk(v) for k, v in value.items()}
+        stack = [value]
+        while stack:
+            node = stack.pop()
+            items = enumerate(node) if isinstance(node, list) else node.items()
+            for key, item in items:
+                if isinstance(item, str):
+                    if key not in STRUCTURE_KEYS:  # a list's index is never one of them
+                        node[key] = self.one(item)
+                elif isinstance(item, (list, dict)):
+                    stack.append(item)
         return value
 
     def _rewritten(self, text: str) -> str | None:
