@@ -456,3 +456,24 @@ def test_json_nested_as_deep_as_the_api_parser_takes_is_rewritten_and_deeper_fai
     too_deep = frame.assign(payload_messages=pd.array(["[" * 5000 + "]" * 5000], dtype="string"))
     with pytest.raises(InvalidResponseError, match=r"nests too deep .*completion '.*', field 'payload_messages'"):
         stored_texts(too_deep, CHAT_COMPLETIONS_COLUMNS, TextPolicy("hash", KEY.encode()))
+
+
+def test_json_that_only_pythons_parser_reads_keeps_its_structure(chat: pd.DataFrame) -> None:
+    """The careful parser keeps what msgspec refuses (a lone surrogate escape, Infinity, a
+    number out of a double's range): such a cell is read and written back by json, its texts
+    rewritten, its structure kept, so chat_messages still has its rows."""
+    cells = [
+        json.dumps([{"role": "user", "content": "a lone \ud800 surrogate"}], ensure_ascii=False),
+        '[{"role":"user","content":"an infinite score","score":Infinity}]',
+        '[{"role":"user","content":"a huge one","score":1e400}]',
+    ]
+    frame = chat.head(3).assign(
+        payload_messages=pd.array(cells, dtype="string"), message_count=pd.array([1, 1, 1], dtype="Int64")
+    )
+    stored = stored_texts(frame, CHAT_COMPLETIONS_COLUMNS, TextPolicy("hash", KEY.encode()))
+    contents = ["a lone \ud800 surrogate", "an infinite score", "a huge one"]
+    assert [json.loads(c)[0]["content"] for c in stored["payload_messages"]] == [text_hash(t, KEY) for t in contents]
+    assert [json.loads(c)[0].get("score") for c in stored["payload_messages"]] == [None, float("inf"), float("inf")]
+    messages = chat_messages_frame(stored)
+    prompts = messages[messages["source"] == "prompt"]
+    assert prompts["content"].tolist() == [text_hash(t, KEY) for t in contents]

@@ -27,6 +27,7 @@ Counts, tokens, ids, models, roles and the column types are the same under every
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -170,16 +171,24 @@ class _Texts:
         return stored
 
     def json(self, cell: str) -> str | None:
+        """A JSON cell with its texts rewritten, in the JSON columns' form (compact, unicode
+        unescaped). msgspec reads what this package writes; what it refuses and Python's json
+        reads (a lone surrogate, ``Infinity``, which the careful parser keeps) is read and
+        written back by json alike; a cell that is not JSON at all is one text."""
         try:
-            value = msgspec.json.decode(cell)
-        except msgspec.DecodeError:  # not JSON after all: the whole cell is one text
-            return self.one(cell)
+            try:
+                return msgspec.json.encode(self._walk(msgspec.json.decode(cell))).decode()
+            except (msgspec.MsgspecError, UnicodeError):
+                try:
+                    value = json.loads(cell)
+                except ValueError:
+                    return self.one(cell)
+                return json.dumps(self._walk(value), ensure_ascii=False, separators=(",", ":"))
         except RecursionError:  # the API's parser took it, from a shallower stack
             column, row_id = self.where
             raise InvalidResponseError(
                 "the JSON nests too deep for its texts to be rewritten", completion_id=row_id, field=column
             ) from None
-        return msgspec.json.encode(self._walk(value)).decode()
 
     def _walk(self, value: Any) -> Any:
         """``value`` (decoded JSON) with its texts rewritten, in place: a loop, not recursion,
