@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 import pytest
-from support.pipeline import Pipeline, read_table
+from support.pipeline import Pipeline, assert_tables_unchanged, read_table, stored_tables
 
 from cloudglue_dagster import (
     CloudglueClient,
@@ -247,6 +247,7 @@ def test_the_column_schema_says_what_each_text_column_holds() -> None:
 # -- real runs -------------------------------------------------------------------------------------
 
 FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
+ALL_TABLES = ("chat_completions", "chat_messages", "token_usage", "responses", "llm_usage")
 
 
 @pytest.fixture(scope="module")
@@ -262,15 +263,80 @@ def test_a_hash_run_without_its_key_fails_at_once_before_any_request(
     emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CLOUDGLUE_TEXT_HASH_KEY", raising=False)
-    pipeline = Pipeline(emu, tmp_path / "w.duckdb", FIRST.isoformat(), text_storage="hash")
+    database = tmp_path / "w.duckdb"
+    assert Pipeline(emu, database, FIRST.isoformat(), responses=True).materialize(FIRST.isoformat()).success
+    stored = stored_tables(database, ALL_TABLES)
+    pipeline = Pipeline(emu, database, FIRST.isoformat(), text_storage="hash", responses=True)
     before = len(emu.request_log)
     result = pipeline.materialize(FIRST.isoformat(), raise_on_error=False)
     assert not result.success
-    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    message = failure.step_failure_data.error.to_string()
-    assert "CloudglueConfigError" in message and "CLOUDGLUE_TEXT_HASH_KEY is not set" in message
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures
+    for failure in failures:
+        message = failure.step_failure_data.error.to_string()
+        assert "CloudglueConfigError" in message and "CLOUDGLUE_TEXT_HASH_KEY is not set" in message
     assert len(emu.request_log) == before
     assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert_tables_unchanged(stored, database)
+
+
+@pytest.mark.parametrize("fails_on", [1, 10])
+def test_a_failing_hook_fails_the_run_at_once_and_leaves_every_table_as_it_was(
+    emu: Emulator, tmp_path: Path, fails_on: int
+) -> None:
+    """A hook failing on its first text fails both steps; one failing on the tenth text of the
+    chat completions' step fails it in the middle of the day. Either way no day is written half
+    rewritten: every table holds what it held, and the error is not retried."""
+    responses = fails_on == 1  # each step calls the hook: the tenth text is the chat step's alone
+    tables = ALL_TABLES if responses else ALL_TABLES[:3]
+    database = tmp_path / "w.duckdb"
+    assert Pipeline(emu, database, FIRST.isoformat(), responses=responses).materialize(FIRST.isoformat()).success
+    stored = stored_tables(database, tables)
+    seen: list[str] = []
+
+    def failing(text: str) -> str:
+        seen.append(text)
+        if len(seen) >= fails_on:
+            raise ValueError(f"cannot redact {text!r}")
+        return text.upper()
+
+    pipeline = Pipeline(emu, database, FIRST.isoformat(), text_rewrite=failing, responses=responses)
+    result = pipeline.materialize(FIRST.isoformat(), raise_on_error=False)
+    assert not result.success and len(seen) >= fails_on
+    failures = [
+        e.step_failure_data.error.to_string() for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    ]
+    assert len(failures) == (2 if responses else 1)
+    assert all("TextRewriteError" in m and "text_rewrite raised ValueError" in m for m in failures)
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert_tables_unchanged(stored, database)
+
+
+def test_re_loading_a_day_stored_in_full_under_hash_rewrites_its_texts_and_keeps_its_rows(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUDGLUE_TEXT_HASH_KEY", KEY)
+    database = tmp_path / "w.duckdb"
+    assert Pipeline(emu, database, FIRST.isoformat(), responses=True).materialize(FIRST.isoformat()).success
+    full = stored_tables(database, ALL_TABLES)
+    hashed = Pipeline(emu, database, FIRST.isoformat(), text_storage="hash", responses=True)
+    assert hashed.materialize(FIRST.isoformat()).success  # the shrink guard sees the same row counts
+    now = stored_tables(database, ALL_TABLES)
+    for table in ALL_TABLES:
+        assert len(now[table]) == len(full[table]), table
+    assert sorted(now["chat_completions"]["prompt"]) == sorted(
+        text_hash(t, KEY) for t in full["chat_completions"]["prompt"]
+    )
+    assert sorted(now["chat_messages"]["content"]) == sorted(
+        text_hash(t, KEY) for t in full["chat_messages"]["content"]
+    )
+    kept = ["id", "created_at", "model", "prompt_tokens", "completion_tokens", "total_tokens", "message_count"]
+    pd.testing.assert_frame_equal(
+        now["chat_completions"][kept].sort_values("id", ignore_index=True),
+        full["chat_completions"][kept].sort_values("id", ignore_index=True),
+    )
+    pd.testing.assert_frame_equal(now["token_usage"], full["token_usage"])
+    pd.testing.assert_frame_equal(now["llm_usage"], full["llm_usage"])
 
 
 def test_a_run_of_the_derived_tables_alone_needs_no_key(
