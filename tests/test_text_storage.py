@@ -543,3 +543,14 @@ def test_json_that_only_pythons_parser_reads_keeps_its_structure(chat: pd.DataFr
     messages = chat_messages_frame(stored)
     prompts = messages[messages["source"] == "prompt"]
     assert prompts["content"].tolist() == [text_hash(t, KEY) for t in contents]
+
+
+def test_a_hash_key_variable_of_your_own_naming_is_not_taken_for_a_misspelling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cloudglue_dagster.environment import misspelt_variables
+
+    monkeypatch.setenv("CLOUDGLUE_TEXT_HASHKEY", KEY)  # close to CLOUDGLUE_TEXT_HASH_KEY
+    assert ("CLOUDGLUE_TEXT_HASHKEY", "CLOUDGLUE_TEXT_HASH_KEY") in misspelt_variables()
+    build(text_storage="hash", text_hash_key=dg.EnvVar("CLOUDGLUE_TEXT_HASHKEY"))
+    assert "CLOUDGLUE_TEXT_HASHKEY" not in [name for name, _ in misspelt_variables()]

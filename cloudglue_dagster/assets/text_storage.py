@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from cloudglue_dagster.environment import TEXT_HASH_KEY
+from cloudglue_dagster.environment import TEXT_HASH_KEY, note_read
 from cloudglue_dagster.errors import CloudglueConfigError
 from cloudglue_dagster.tables.texts import TEXT_STORAGES, TextPolicy, TextRewrite, TextStorage, check_hash_key
 
@@ -51,6 +51,8 @@ class TextSettings:
             )
         if not isinstance(self.key, str):
             raise CloudglueConfigError(f"text_hash_key must be a dg.EnvVar or a str, got {type(self.key).__name__}")
+        if isinstance(self.key, dg.EnvVar):
+            note_read(self.key.env_var_name)  # read here: never taken for a misspelt CLOUDGLUE_* name
         if self.storage != "hash":
             return
         if isinstance(self.key, dg.EnvVar):

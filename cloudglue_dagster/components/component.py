@@ -206,8 +206,8 @@ class CloudglueComponent(dg.Component, dg.Resolvable, dg.Model):
     text_hash_key_env_var: str = Field(
         default=TEXT_HASH_KEY,
         description=(
-            "NAME of the environment variable holding text_storage: hash's secret key (16 characters"
-            " or more), read when a run starts. Do not put the key in YAML."
+            "NAME of the environment variable holding the secret key of text_storage: hash (16"
+            " characters or more), read when a run starts. Do not put the key in YAML."
         ),
     )
     text_rewrite: str | None = _option(
