@@ -78,6 +78,12 @@ _RUN_SIZE_NOTE = (
     "# backfills) and a range needs a backfill from the UI, with the daemon running (dg dev runs it).",
     "# max_partitions_per_run: 31",
 )
+_TEXT_STORAGE_NOTE = (
+    "# Prompts and answers are stored as sent. To keep only their keyed hashes (they still join;",
+    "# the secret key in the variable CLOUDGLUE_TEXT_HASH_KEY), or nothing, uncomment one of these:",
+    "# text_storage: hash",
+    "# text_storage: none",
+)
 
 
 def scaffolded_yaml(type_name: str, params: CloudglueScaffoldParams, folder: str = "cloudglue") -> str:
@@ -95,7 +101,7 @@ def scaffolded_yaml(type_name: str, params: CloudglueScaffoldParams, folder: str
     lines = [f"  {line:<{width}}# {note}" if note else f"  {line}" for line, note in body]
     # No max_partitions_per_run: a range is one run (the package's default), the only kind
     # `dg launch --partition-range` and `dagster asset materialize --partition-range` accept.
-    lines += [f"  {line}" for line in _RUN_SIZE_NOTE]
+    lines += [f"  {line}" for line in (*_RUN_SIZE_NOTE, *_TEXT_STORAGE_NOTE)]
     return "\n".join(
         [
             "# One Cloudglue account: chat_completions, chat_messages and token_usage per UTC day, in DuckDB.",
