@@ -198,6 +198,14 @@ def test_a_range_backfill_into_delta_lake_equals_the_emulator_in_all_three_table
     }
     assert set(checks) == expected
     assert all(checks.values())
+    # Where each table is: its Delta table's URI and name, on every day's materialization.
+    events = result.get_asset_materialization_events()
+    assert len(events) == 3 * len(days)
+    for event in events:
+        materialization = event.step_materialization_data.materialization
+        table = materialization.asset_key.path[-1]
+        assert materialization.metadata["dagster/uri"].value == str(root / "cloudglue" / table), table
+        assert materialization.metadata["dagster/table_name"].value == f"cloudglue.{table}"
     # A range is one DataFrame and one Delta commit per table (it creates the table here).
     for name in CONTRACTS:
         assert delta(root, name).version() == 0

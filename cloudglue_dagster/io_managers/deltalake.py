@@ -37,6 +37,7 @@ from dagster_deltalake_pandas.deltalake_pandas_type_handler import DeltaLakePand
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
+from cloudglue_dagster.api.secrecy import display_url
 from cloudglue_dagster.internals import DbTypeHandler, TableSlice
 
 __all__ = ["CloudglueDeltaLakeIOManager", "DayRangeDeltaLakePandasTypeHandler"]
@@ -67,6 +68,13 @@ class DayRangeDeltaLakePandasTypeHandler(DeltaLakePandasTypeHandler):
     def handle_output(
         self, context: dg.OutputContext, table_slice: TableSlice, obj: pd.DataFrame, connection: TableConnection
     ) -> None:
+        # Where the table is, true of every partition of a range (credentials in a URI not shown).
+        context.add_output_metadata(
+            {
+                "dagster/uri": display_url(connection.table_uri),
+                "dagster/table_name": f"{table_slice.schema}.{table_slice.table}",
+            }
+        )
         window = _window(table_slice)
         if window is None:
             super().handle_output(context, table_slice, obj, connection)
