@@ -10,6 +10,7 @@ import datetime as dt
 import hmac
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,19 @@ def test_the_column_schema_says_what_each_text_column_holds() -> None:
 
 # -- real runs -------------------------------------------------------------------------------------
 
+
+def assert_prompts_hashed(
+    chat: pd.DataFrame, emu: Emulator, days: list[dt.date], rewrite: Callable[[str], str] = str
+) -> None:
+    """``chat`` holds every completion of ``days`` once, its ``prompt`` the keyed hash of its
+    last user message as served (after ``rewrite``)."""
+    served = {r["id"]: r for d in days for r in emu.dataset.records(d, "ms")}
+    assert sorted(chat["id"]) == sorted(served)
+    for row in chat.itertuples():
+        users = [m["content"] for m in served[row.id]["payload"]["messages"] if m["role"] == "user"]
+        assert row.prompt == text_hash(rewrite(users[-1]), KEY)
+
+
 FIRST, LAST = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
 ALL_TABLES = ("chat_completions", "chat_messages", "token_usage", "responses", "llm_usage")
 
@@ -396,12 +410,7 @@ def test_yaml_hashes_with_the_named_variable_after_the_imported_hook(
             ).success
     import team_redact  # type: ignore[import-not-found]
 
-    stored = read_table(database, "chat_completions")
-    served = {r["id"]: r for r in emu.dataset.records(FIRST, "ms")}
-    assert set(stored["id"]) == set(served)
-    for row in stored.itertuples():
-        users = [m["content"] for m in served[row.id]["payload"]["messages"] if m["role"] == "user"]
-        assert row.prompt == text_hash(team_redact.redact_emails(users[-1]), KEY)
+    assert_prompts_hashed(read_table(database, "chat_completions"), emu, [FIRST], team_redact.redact_emails)
     instructions = read_table(database, "responses")["instructions"].dropna()
     assert len(instructions) and instructions.str.fullmatch(HEX64.pattern).all()
 
@@ -493,12 +502,7 @@ def test_another_io_manager_gets_the_rewritten_rows_too(
     pipeline = Pipeline(emu, tmp_path / "w.duckdb", FIRST.isoformat(), text_storage="hash", responses=True)
     pipeline.resources["io_manager"] = DuckDBPandasIOManager(database=str(pipeline.database), schema="cloudglue")
     assert pipeline.materialize(FIRST.isoformat(), LAST.isoformat()).success
-    served = {r["id"]: r for d in (FIRST, LAST) for r in emu.dataset.records(d, "ms")}
-    chat = pipeline.table("chat_completions")
-    assert set(chat["id"]) == set(served)
-    for row in chat.itertuples():
-        users = [m["content"] for m in served[row.id]["payload"]["messages"] if m["role"] == "user"]
-        assert row.prompt == text_hash(users[-1], KEY)
+    assert_prompts_hashed(pipeline.table("chat_completions"), emu, [FIRST, LAST])
     assert pipeline.table("chat_messages")["content"].str.fullmatch(HEX64.pattern).all()
     instructions = pipeline.table("responses")["instructions"].dropna()
     assert len(instructions) and instructions.str.fullmatch(HEX64.pattern).all()

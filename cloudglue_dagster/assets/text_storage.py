@@ -16,7 +16,7 @@ import dagster as dg
 
 from cloudglue_dagster.environment import TEXT_HASH_KEY, note_read
 from cloudglue_dagster.errors import CloudglueConfigError
-from cloudglue_dagster.tables.texts import TEXT_STORAGES, TextPolicy, TextRewrite, TextStorage, check_hash_key
+from cloudglue_dagster.tables.texts import TextPolicy, TextRewrite, TextStorage, check_hash_key, check_storage
 
 __all__ = ["DEFAULT_TEXT_HASH_KEY", "TextSettings"]
 
@@ -43,8 +43,7 @@ class TextSettings:
     def check(self) -> None:
         """At definition load: raise :class:`CloudglueConfigError` for a bad value, never
         showing the key. An unset variable is left to where runs execute."""
-        if self.storage not in TEXT_STORAGES:
-            raise CloudglueConfigError(f"text_storage must be one of {', '.join(TEXT_STORAGES)}; got {self.storage!r}")
+        check_storage(self.storage)
         if self.rewrite is not None and not callable(self.rewrite):
             raise CloudglueConfigError(
                 f"text_rewrite must be a function of a text (str -> str or None), got {type(self.rewrite).__name__}"
@@ -53,19 +52,14 @@ class TextSettings:
             raise CloudglueConfigError(f"text_hash_key must be a dg.EnvVar or a str, got {type(self.key).__name__}")
         if isinstance(self.key, dg.EnvVar):
             note_read(self.key.env_var_name)  # read here: never taken for a misspelt CLOUDGLUE_* name
-        if self.storage != "hash":
-            return
-        if isinstance(self.key, dg.EnvVar):
-            value = self.key.get_value()
-            if value:
-                check_hash_key(value, f"environment variable {self.key.env_var_name}")
-            return
-        if _ENV_NAME.fullmatch(self.key) and self.key in os.environ:
+        elif self.storage == "hash" and _ENV_NAME.fullmatch(self.key) and self.key in os.environ:
             raise CloudglueConfigError(
                 f"text_hash_key is the name of the environment variable {self.key}, not a key: pass"
                 f" dg.EnvVar({self.key!r}) to read it where runs execute"
             )
-        check_hash_key(self.key, "text_hash_key")
+        value, where = self._key()
+        if self.storage == "hash" and value is not None:
+            check_hash_key(value, where)
 
     def policy(self) -> TextPolicy:
         """When a run starts: the policy with the key read (from its variable, here).
@@ -75,17 +69,19 @@ class TextSettings:
         """
         if self.storage != "hash":
             return TextPolicy(self.storage, None, self.rewrite)
-        if isinstance(self.key, dg.EnvVar):
-            name = self.key.env_var_name
-            value = self.key.get_value()
-            if not value:
-                raise CloudglueConfigError(
-                    f"text_storage='hash' needs its key, and the environment variable {name} is not set where"
-                    " this run executes. Set it to a random secret (python -c 'import secrets;"
-                    " print(secrets.token_hex(32))'), the same for every run: texts hashed with another key"
-                    " do not join with these."
-                )
-            check_hash_key(value, f"environment variable {name}")
-        else:
-            value = self.key
+        value, where = self._key()
+        if value is None:
+            raise CloudglueConfigError(
+                f"text_storage='hash' needs its key, and the {where} is not set where this run executes."
+                " Set it to a random secret (python -c 'import secrets; print(secrets.token_hex(32))'), the"
+                " same for every run: texts hashed with another key do not join with these."
+            )
+        check_hash_key(value, where)
         return TextPolicy("hash", value.strip().encode(), self.rewrite)
+
+    def _key(self) -> tuple[str | None, str]:
+        """The key's value (None: its variable is unset or empty) and where it comes from, as
+        messages name it."""
+        if isinstance(self.key, dg.EnvVar):
+            return self.key.get_value() or None, f"environment variable {self.key.env_var_name}"
+        return self.key, "text_hash_key"

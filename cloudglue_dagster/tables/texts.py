@@ -47,6 +47,7 @@ __all__ = [
     "TextRewrite",
     "TextStorage",
     "check_hash_key",
+    "check_storage",
     "described",
     "stored_texts",
     "text_hash",
@@ -89,6 +90,12 @@ def text_hash(text: str, key: bytes | str) -> str:
     return hmac.digest(raw_key, text.encode("utf-8", "surrogatepass"), "sha256").hex()
 
 
+def check_storage(storage: object) -> None:
+    """Raise :class:`CloudglueConfigError` unless ``storage`` is one of :data:`TEXT_STORAGES`."""
+    if storage not in TEXT_STORAGES:
+        raise CloudglueConfigError(f"text_storage must be one of {', '.join(TEXT_STORAGES)}; got {storage!r}")
+
+
 def check_hash_key(key: str, where: str) -> None:
     """Raise :class:`CloudglueConfigError` if ``key`` is too short to be a secret; ``where``
     says where it came from. The key is never in the message."""
@@ -114,8 +121,7 @@ class TextPolicy:
     rewrite: TextRewrite | None = None
 
     def __post_init__(self) -> None:
-        if self.storage not in TEXT_STORAGES:
-            raise CloudglueConfigError(f"text_storage must be one of {', '.join(TEXT_STORAGES)}; got {self.storage!r}")
+        check_storage(self.storage)
         if self.storage == "hash" and not self.key:
             raise CloudglueConfigError("text_storage='hash' needs a key")
 

@@ -110,6 +110,8 @@ class TablesStep:
         self.api: ApiDays | None = None
         self.source = settings.source.table
         self.lineage = {t: column_lineage(t, settings.keys) for t in self.written}
+        # Each table's contract as stored (its text columns described for the run's text_storage).
+        self.schemas = {t: column_schema(settings.tables[t].columns) for t in self.written}
         self.streaming = supports_days(self._io_manager)
 
     @property
@@ -280,7 +282,7 @@ class TablesStep:
         for table, recorder in self.recorders.items():
             describe = self.settings.tables[table].describe
             metadata, outcomes = describe(rows.frames[table], source, rows.day.key, rows.day, self.masker.text)
-            metadata["dagster/column_schema"] = column_schema(self.settings.tables[table].columns)  # as stored
+            metadata["dagster/column_schema"] = self.schemas[table]
             stored = rows.metadata.get(table, {})
             recorder.record(rows.day.key, {**metadata, **self.lineage[table], **stored}, outcomes, resumed_from)
 
