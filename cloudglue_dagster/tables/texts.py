@@ -11,8 +11,9 @@ pandas and msgspec, no Dagster. Every text a table holds comes from a column of 
 
 :func:`stored_texts` rewrites those cells of a source table's day once, before anything is
 written or shown: the derived tables (``chat_messages``), the previews, the metadata and the
-checks are built from the rewritten rows, so they hold what the source table holds. Under a
-:class:`TextPolicy`:
+checks are built from the rewritten rows, so they hold what the source table holds (a derived
+table's text columns, ``chat_messages.name`` and ``content``, are marked too, for the docs and
+the column schema, and never rewritten a second time). Under a :class:`TextPolicy`:
 
 * ``full``: the text, after the policy's ``rewrite`` hook if it has one;
 * ``hash``: ``HMAC-SHA256(key, text)`` as 64 hex digits (:func:`text_hash`), after the hook.
